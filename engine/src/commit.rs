@@ -1,0 +1,328 @@
+//! The commit protocol.
+//!
+//! 1. Catch up with the log; validate this transaction's reads and writes
+//!    key by key against every record committed since its snapshot; if the
+//!    state moved, replay its operations onto the newest state (the in-flight
+//!    merge). Lock the nodes the result changes (sorted, with a TTL) and check
+//!    again that nobody changed them meanwhile.
+//! 2. Write the intent record (the blobs about to be written), the value and
+//!    node blobs, then create `log/<seq>` if absent: the commit point. Losing
+//!    that race to a commit on other nodes just moves to the next seq;
+//!    losing it to a commit on the same nodes goes back to step 1.
+//! 3. Fold the record into the registry, unlock, delete the intent.
+
+use crate::codec::{self, Kind};
+use crate::db::DbInner;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, NodeId, TxId};
+use crate::recovery::Intent;
+use crate::registry::{now_ms, CommitRecord, NodeChange, TreeWrites};
+use crate::store::{blob_path, intent_path, log_path};
+use crate::tx::{apply_op, Op, Transaction, TxMode, CATALOG};
+use crate::view::View;
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// What a successful commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// Log position of the commit (the snapshot's for a commit with no writes).
+    pub seq: u64,
+    /// True when other commits landed since the snapshot and this one's
+    /// changes were merged onto them.
+    pub merged: bool,
+}
+
+/// Unlocks on every exit path.
+struct Locks {
+    db: Arc<DbInner>,
+    owner: TxId,
+    keys: Vec<u64>,
+}
+
+impl Locks {
+    fn release(&mut self) {
+        if !self.keys.is_empty() {
+            self.db.coord.unlock(&self.keys, self.owner);
+            self.keys.clear();
+        }
+    }
+}
+
+impl Drop for Locks {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Raises `Conflict` if any record touches a key this transaction read or wrote.
+fn validate(tx: &Transaction, records: &[Arc<CommitRecord>]) -> Result<()> {
+    for rec in records {
+        for t in &rec.replaced_trees {
+            let used = tx.reads.contains_key(t) || tx.writes.contains_key(t) || tx.ensured.contains(t);
+            if used && !tx.ensure_created.contains(t) {
+                return Err(Error::conflict(t, "tree was created or dropped by another commit"));
+            }
+        }
+        for w in &rec.writes {
+            let reads = tx.reads.get(&w.tree);
+            let writes = tx.writes.get(&w.tree);
+            if reads.is_none() && writes.is_none() {
+                continue;
+            }
+            for k in &w.keys {
+                if reads.is_some_and(|r| r.covers(k)) {
+                    return Err(Error::conflict(&w.tree, "a key it read was changed"));
+                }
+                if writes.is_some_and(|s| s.contains(k)) {
+                    return Err(Error::conflict(&w.tree, "a key it wrote was written"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replays the transaction's operations onto `view` (a fresher snapshot).
+fn replay(tx: &mut Transaction, mut view: View) -> Result<()> {
+    let mut ensure_created = BTreeSet::new();
+    for op in &tx.ops {
+        match apply_op(&mut view, op) {
+            Ok(true) => {
+                if let Op::EnsureTree { name, .. } = op {
+                    ensure_created.insert(name.clone());
+                }
+            }
+            Ok(false) => {}
+            // Validation passed, so a failed precondition means a change it
+            // could not see: report it as a conflict to retry.
+            Err(e @ (Error::TreeNotFound(_) | Error::TreeExists(_))) => {
+                return Err(Error::conflict(CATALOG, e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    tx.view = view;
+    tx.ensure_created = ensure_created;
+    tx.metas.clear();
+    Ok(())
+}
+
+fn record_writes(tx: &Transaction) -> (Vec<TreeWrites>, Vec<String>) {
+    let mut writes = tx.writes.clone();
+    let mut replaced = Vec::new();
+    for op in &tx.ops {
+        match op {
+            Op::CreateTree { name, .. } | Op::DropTree { name } => replaced.push(name.clone()),
+            Op::EnsureTree { name, .. } if tx.ensure_created.contains(name) => {
+                writes
+                    .entry(CATALOG.to_string())
+                    .or_default()
+                    .insert(name.as_bytes().to_vec());
+            }
+            _ => {}
+        }
+    }
+    replaced.sort();
+    replaced.dedup();
+    let writes = writes
+        .into_iter()
+        .map(|(tree, keys)| TreeWrites {
+            tree,
+            keys: keys.into_iter().collect(),
+        })
+        .collect();
+    (writes, replaced)
+}
+
+/// Deletes blobs of an attempt that will not commit (best effort: GC is the backstop).
+fn discard(tx: &Transaction, blobs: &[BlobId]) {
+    for b in blobs {
+        if let Err(e) = tx.db.loader.store.delete(&blob_path(*b)) {
+            tracing::warn!(error = %e, "could not delete an uncommitted blob; GC will");
+        }
+    }
+}
+
+pub(crate) fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
+    if tx.opts.mode == TxMode::ReadOnly || tx.ops.is_empty() {
+        return Ok(CommitInfo {
+            seq: tx.view.base.seq,
+            merged: false,
+        });
+    }
+    let db = tx.db.clone();
+    let value_ids: Vec<BlobId> = tx.values.keys().copied().collect();
+    let result = commit_inner(tx, &value_ids);
+    match &result {
+        Ok(info) => {
+            db.stats.commits.fetch_add(1, Ordering::Relaxed);
+            if info.merged {
+                db.stats.merges.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(e) => {
+            if e.is_retryable() {
+                db.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            discard(tx, &value_ids);
+            let _ = db.loader.store.delete(&intent_path(tx.id));
+        }
+    }
+    result
+}
+
+fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo> {
+    let db = tx.db.clone();
+    let shared = db.coord.is_shared();
+    let mut merged = false;
+    'attempt: loop {
+        tx.check_deadline()?;
+        // Phase 1: validate, merge, lock.
+        let latest = db.registry.catch_up(shared)?;
+        if latest.seq > tx.view.base.seq {
+            validate(tx, &db.registry.records(tx.view.base.seq, latest.seq)?)?;
+            replay(tx, View::new(latest.clone(), db.loader.clone()))?;
+            merged = true;
+        }
+        let touched: Vec<NodeId> = tx.view.touched();
+        let mut locks = Locks {
+            db: db.clone(),
+            owner: tx.id,
+            keys: touched.iter().map(|n| n.0).collect(),
+        };
+        let ttl = db.opts.lock_ttl;
+        let outcome = db.coord.lock(&locks.keys, tx.id, ttl, tx.deadline());
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                locks.keys.clear();
+                return Err(e);
+            }
+        };
+        for owner in outcome.expired_owners {
+            crate::recovery::recover_owner(&db, owner);
+        }
+        let now = db.registry.catch_up(shared)?;
+        let mut base_seq = tx.view.base.seq;
+        if now.seq > base_seq {
+            let recs = db.registry.records(base_seq, now.seq)?;
+            validate(tx, &recs)?;
+            if recs.iter().any(|r| r.touches(&touched)) {
+                // Someone changed our nodes before we locked them: merge again.
+                continue 'attempt;
+            }
+            base_seq = now.seq;
+        }
+
+        // Phase 2: intent, blobs, commit point.
+        let mut node_blobs = Vec::new();
+        let mut changes = Vec::new();
+        let mut dirty: Vec<_> = tx.view.dirty.iter().collect();
+        dirty.sort_by_key(|(id, _)| **id);
+        for (id, node) in &dirty {
+            let blob = BlobId::fresh();
+            node_blobs.push((blob, node.encode()));
+            changes.push(NodeChange {
+                node: **id,
+                old: tx.view.base.nodes.get(*id).map(|l| l.blob),
+                new: Some(blob),
+            });
+        }
+        for id in &tx.view.freed {
+            changes.push(NodeChange {
+                node: *id,
+                old: tx.view.base.nodes.get(id).map(|l| l.blob),
+                new: None,
+            });
+        }
+        let mut all_blobs: Vec<BlobId> = value_ids.to_vec();
+        all_blobs.extend(node_blobs.iter().map(|(b, _)| *b));
+        let store = &db.loader.store;
+        let intent = Intent {
+            txid: tx.id,
+            time_ms: now_ms(),
+            deadline_ms: now_ms() + tx.deadline().saturating_duration_since(std::time::Instant::now()).as_millis() as u64,
+            base_seq,
+            blobs: all_blobs,
+        };
+        store.put(&intent_path(tx.id), codec::encode(Kind::Intent, &intent))?;
+        // Value blobs are written once, on the first attempt that gets here.
+        for (id, data) in tx.values.drain() {
+            store.put(&blob_path(id), codec::frame(Kind::Value, &data))?;
+        }
+        let mut paths = Vec::new();
+        for (blob, data) in node_blobs.iter() {
+            let path = blob_path(*blob);
+            store.put(&path, data.clone())?;
+            paths.push(path);
+        }
+        if tx.opts.sync {
+            paths.extend(value_ids.iter().map(|b| blob_path(*b)));
+            store.sync(&paths)?;
+        }
+        let (writes, replaced_trees) = record_writes(tx);
+        let mut record = CommitRecord {
+            seq: base_seq + 1,
+            txid: tx.id,
+            time_ms: now_ms(),
+            writes,
+            replaced_trees,
+            nodes: changes,
+        };
+        loop {
+            // A commit past its deadline may have been rolled back by a peer.
+            if let Err(e) = tx.check_deadline() {
+                discard(tx, &node_blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>());
+                return Err(e);
+            }
+            let path = log_path(record.seq);
+            if store.create(&path, codec::encode(Kind::Record, &record))? {
+                if tx.opts.sync {
+                    store.sync(&[path])?;
+                }
+                break;
+            }
+            db.stats.collisions.fetch_add(1, Ordering::Relaxed);
+            let now = db.registry.catch_up(true)?;
+            let recs = db.registry.records(record.seq - 1, now.seq)?;
+            if let Err(e) = validate(tx, &recs) {
+                discard(tx, &node_blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>());
+                return Err(e);
+            }
+            if recs.iter().any(|r| r.touches(&touched)) {
+                // Our locks were not respected (expired, or a peer without them):
+                // the store caught it. Redo the merge.
+                tracing::warn!(tx = %tx.id, "nodes changed under our locks; merging again");
+                discard(tx, &node_blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>());
+                continue 'attempt;
+            }
+            record.seq = now.seq + 1;
+        }
+        let seq = record.seq;
+        db.registry.publish(Arc::new(record))?;
+        locks.release();
+        if let Err(e) = store.delete(&intent_path(tx.id)) {
+            tracing::warn!(error = %e, "could not delete an intent record; recovery will");
+        }
+        if let Err(e) = db.registry.maybe_checkpoint(db.opts.checkpoint_every) {
+            tracing::warn!(error = %e, "checkpoint failed; the log still holds everything");
+        }
+        return Ok(CommitInfo { seq, merged });
+    }
+}
+
+/// Used by recovery: true if `txid` committed in `(after, upto]`.
+pub(crate) fn committed_between(
+    db: &DbInner,
+    txid: TxId,
+    after: u64,
+    upto: u64,
+) -> Result<bool> {
+    Ok(db
+        .registry
+        .records(after, upto)?
+        .iter()
+        .any(|r| r.txid == txid))
+}

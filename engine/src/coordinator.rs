@@ -1,0 +1,150 @@
+//! Scent locks: short-lived, owner-tagged locks on logical nodes, behind one
+//! trait so a Redis implementation can stand in for the in-process one.
+//!
+//! Locks only keep writers of the same node from wasting work: the store's
+//! create-if-absent commit point decides conflicts, so a lost or expired lock
+//! can cost a retry, never a lost update.
+
+use crate::error::{Error, Result};
+use crate::ids::TxId;
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What `lock` learned while acquiring.
+#[derive(Debug, Default)]
+pub struct LockOutcome {
+    /// Owners whose expired locks were taken over: their commits may be unfinished.
+    pub expired_owners: Vec<TxId>,
+}
+
+/// Coordination between the transactions of one or many processes.
+pub trait Coordinator: Send + Sync {
+    /// Takes every key for `owner`, in ascending order (so two transactions
+    /// cannot deadlock), waiting until `deadline` at most. All or nothing.
+    fn lock(&self, keys: &[u64], owner: TxId, ttl: Duration, deadline: Instant)
+        -> Result<LockOutcome>;
+    /// Releases the keys `owner` still holds; keys taken over by others are left alone.
+    fn unlock(&self, keys: &[u64], owner: TxId);
+    /// Extends the owner's hold on keys; fails if any was lost.
+    fn renew(&self, keys: &[u64], owner: TxId, ttl: Duration) -> Result<()>;
+    /// True when other processes may write the store (probe it for news).
+    fn is_shared(&self) -> bool;
+}
+
+/// Locks for the threads of one process (embedded mode).
+#[derive(Default)]
+pub struct InProcessCoordinator {
+    held: Mutex<HashMap<u64, (TxId, Instant)>>,
+    freed: Condvar,
+}
+
+impl InProcessCoordinator {
+    /// An empty lock table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Coordinator for InProcessCoordinator {
+    fn lock(
+        &self,
+        keys: &[u64],
+        owner: TxId,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<LockOutcome> {
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut out = LockOutcome::default();
+        let mut held = self.held.lock();
+        let started = Instant::now();
+        for (i, key) in sorted.iter().enumerate() {
+            loop {
+                let now = Instant::now();
+                match held.get(key) {
+                    Some((o, _)) if *o == owner => break,
+                    Some((o, exp)) if *exp > now => {
+                        let _ = o;
+                        if now >= deadline {
+                            for k in &sorted[..i] {
+                                held.remove(k);
+                            }
+                            self.freed.notify_all();
+                            return Err(Error::Timeout(started.elapsed()));
+                        }
+                        let wake = (*exp).min(deadline);
+                        self.freed.wait_until(&mut held, wake);
+                    }
+                    Some((o, _)) => {
+                        tracing::warn!(owner = %o, key, "taking over an expired lock");
+                        out.expired_owners.push(*o);
+                        held.insert(*key, (owner, now + ttl));
+                        break;
+                    }
+                    None => {
+                        held.insert(*key, (owner, now + ttl));
+                        break;
+                    }
+                }
+            }
+        }
+        out.expired_owners.sort_unstable();
+        out.expired_owners.dedup();
+        Ok(out)
+    }
+
+    fn unlock(&self, keys: &[u64], owner: TxId) {
+        let mut held = self.held.lock();
+        for k in keys {
+            if held.get(k).is_some_and(|(o, _)| *o == owner) {
+                held.remove(k);
+            }
+        }
+        self.freed.notify_all();
+    }
+
+    fn renew(&self, keys: &[u64], owner: TxId, ttl: Duration) -> Result<()> {
+        let mut held = self.held.lock();
+        let until = Instant::now() + ttl;
+        for k in keys {
+            match held.get_mut(k) {
+                Some((o, exp)) if *o == owner => *exp = until,
+                _ => return Err(Error::conflict("", "a lock was lost before renewal")),
+            }
+        }
+        Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excludes_waits_and_takes_over_expired_locks() {
+        let c = InProcessCoordinator::new();
+        let (a, b) = (TxId(1), TxId(2));
+        let far = Instant::now() + Duration::from_secs(5);
+        c.lock(&[3, 1, 2], a, Duration::from_millis(200), far).expect("a locks");
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(matches!(
+            c.lock(&[2], b, Duration::from_secs(1), soon),
+            Err(Error::Timeout(_))
+        ));
+        // After a's TTL runs out, b takes the lock and learns a may be dead.
+        let out = c.lock(&[2], b, Duration::from_secs(1), far).expect("b takes over");
+        assert_eq!(out.expired_owners, vec![a]);
+        assert!(c.renew(&[2], a, Duration::from_secs(1)).is_err());
+        c.unlock(&[1, 2, 3], a);
+        // a's unlock must not free b's lock.
+        assert!(c.lock(&[2], TxId(3), Duration::from_secs(1), soon).is_err());
+        c.unlock(&[2], b);
+        c.lock(&[2], TxId(3), Duration::from_secs(1), soon).expect("free now");
+    }
+}

@@ -1,0 +1,313 @@
+//! `Db`: one open volume: its store, registry, coordinator, cache and the
+//! background pass; the entry point for transactions.
+
+use crate::cache::NodeCache;
+use crate::codec::{self, Kind};
+use crate::coordinator::{Coordinator, InProcessCoordinator};
+use crate::error::{Error, Result};
+use crate::gc::GcReport;
+use crate::ids::{BlobId, NodeId, TxId};
+use crate::node::Node;
+use crate::registry::{now_ms, CommitRecord, NodeChange, Registry};
+use crate::store::{blob_path, log_path, volume_path, BlobStore, ExclusiveLock, StoreLocation};
+use crate::tx::{Transaction, TxMode, TxOptions};
+use crate::view::{Loader, View};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// Tunables of an open volume.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Chunk size of very large values.
+    pub chunk_size: usize,
+    /// Byte budget of the decoded-node cache.
+    pub cache_bytes: usize,
+    /// Default time limit of a transaction.
+    pub tx_timeout: Duration,
+    /// TTL of scent locks (renewed by nothing: keep it above the longest commit).
+    pub lock_ttl: Duration,
+    /// Write a registry checkpoint every this many commits.
+    pub checkpoint_every: u64,
+    /// fsync every commit (otherwise only commits that ask for it).
+    pub sync: bool,
+    /// How long `run` keeps retrying a conflicting transaction.
+    pub retry_for: Duration,
+    /// Interval of the background recovery pass; `None` turns it off.
+    pub background_interval: Option<Duration>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            chunk_size: 4 << 20,
+            cache_bytes: 128 << 20,
+            tx_timeout: Duration::from_secs(30),
+            lock_ttl: Duration::from_secs(30),
+            checkpoint_every: 4096,
+            sync: false,
+            retry_for: Duration::from_secs(60),
+            background_interval: Some(Duration::from_secs(30)),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    pub commits: AtomicU64,
+    pub merges: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub collisions: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+/// Counters since the volume was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DbStats {
+    /// Commits that wrote something.
+    pub commits: u64,
+    /// Commits merged onto changes made since their snapshot.
+    pub merges: u64,
+    /// Commits refused with a conflict.
+    pub conflicts: u64,
+    /// Times a commit found its log slot taken and moved on.
+    pub collisions: u64,
+    /// Transactions `run` retried.
+    pub retries: u64,
+    /// Node cache hits.
+    pub cache_hits: u64,
+    /// Node cache misses.
+    pub cache_misses: u64,
+}
+
+pub(crate) struct DbInner {
+    pub loader: Arc<Loader>,
+    pub registry: Registry,
+    pub coord: Arc<dyn Coordinator>,
+    pub opts: Options,
+    pub stats: Stats,
+    _exclusive: Option<ExclusiveLock>,
+}
+
+/// An open volume.
+pub struct Db {
+    inner: Arc<DbInner>,
+    background: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VolumeMarker {
+    name: String,
+    format: u32,
+    created_ms: u64,
+}
+
+const OUR_TOP_LEVEL: &[&str] = &["blobs", "log", "checkpoints", "intents", "volume"];
+
+/// Formats an empty location, or checks that it holds a volume.
+fn format_or_check(store: &BlobStore) -> Result<()> {
+    if let Some(data) = store.get(&volume_path())? {
+        let m: VolumeMarker = codec::decode(Kind::Volume, "volume", &data)
+            .map_err(|e| Error::NotAVolume(format!("{}: not a sopfs volume ({e})", store.location())))?;
+        if m.format != 1 {
+            return Err(Error::NotAVolume(format!(
+                "{}: volume format {} is not supported by this version",
+                store.location(),
+                m.format
+            )));
+        }
+        return Ok(());
+    }
+    if let Some(root) = store.location().local_root() {
+        let entries = std::fs::read_dir(root).map_err(|source| Error::Io {
+            path: root.display().to_string(),
+            source,
+        })?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && !OUR_TOP_LEVEL.contains(&name.as_str()) {
+                return Err(Error::NotAVolume(format!(
+                    "{}: folder is not empty and holds no sopfs volume",
+                    root.display()
+                )));
+            }
+        }
+    }
+    // The catalog root is created by log record 1; create-if-absent makes a
+    // concurrent format harmless (one wins, the other adopts it).
+    let blob = BlobId::fresh();
+    store.put(&blob_path(blob), Node::empty_leaf().encode())?;
+    let rec = CommitRecord {
+        seq: 1,
+        txid: TxId::fresh(),
+        time_ms: now_ms(),
+        writes: Vec::new(),
+        replaced_trees: Vec::new(),
+        nodes: vec![NodeChange {
+            node: NodeId::CATALOG_ROOT,
+            old: None,
+            new: Some(blob),
+        }],
+    };
+    if !store.create(&log_path(1), codec::encode(Kind::Record, &rec))? {
+        store.delete(&blob_path(blob))?;
+    }
+    let marker = VolumeMarker {
+        name: "sopfs".into(),
+        format: 1,
+        created_ms: now_ms(),
+    };
+    store.put(&volume_path(), codec::encode(Kind::Volume, &marker))
+}
+
+impl Db {
+    /// Opens (formatting if empty) a volume in embedded mode: one process,
+    /// in-process locks. A second process on the same local folder is refused.
+    pub fn open(location: StoreLocation, opts: Options) -> Result<Db> {
+        let exclusive = match location.local_root() {
+            Some(root) => {
+                std::fs::create_dir_all(root).map_err(|source| Error::Io {
+                    path: root.display().to_string(),
+                    source,
+                })?;
+                Some(ExclusiveLock::acquire(root)?)
+            }
+            None => None,
+        };
+        Self::open_inner(location, opts, Arc::new(InProcessCoordinator::new()), exclusive)
+    }
+
+    /// Opens a volume shared with other processes through `coord`.
+    pub fn open_shared(
+        location: StoreLocation,
+        opts: Options,
+        coord: Arc<dyn Coordinator>,
+    ) -> Result<Db> {
+        Self::open_inner(location, opts, coord, None)
+    }
+
+    fn open_inner(
+        location: StoreLocation,
+        opts: Options,
+        coord: Arc<dyn Coordinator>,
+        exclusive: Option<ExclusiveLock>,
+    ) -> Result<Db> {
+        let store = Arc::new(BlobStore::open(&location)?);
+        format_or_check(&store)?;
+        let registry = Registry::open(store.clone())?;
+        let shared = coord.is_shared();
+        let inner = Arc::new(DbInner {
+            loader: Arc::new(Loader {
+                store,
+                cache: NodeCache::new(opts.cache_bytes),
+            }),
+            registry,
+            coord,
+            opts,
+            stats: Stats::default(),
+            _exclusive: exclusive,
+        });
+        // Embedded mode: nobody else can be mid-commit, so every intent is dead.
+        let (done, undone) = crate::recovery::recover_all(&inner, !shared)?;
+        if done + undone > 0 {
+            tracing::info!(committed = done, rolled_back = undone, "recovered unfinished commits");
+        }
+        let background = inner.opts.background_interval.map(|every| {
+            let (tx, rx) = mpsc::channel::<()>();
+            let weak = Arc::downgrade(&inner);
+            let handle = std::thread::spawn(move || {
+                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    let Some(db) = weak.upgrade() else { return };
+                    if let Err(e) = crate::recovery::recover_all(&db, false) {
+                        tracing::warn!(error = %e, "background recovery pass failed");
+                    }
+                }
+            });
+            (tx, handle)
+        });
+        Ok(Db { inner, background })
+    }
+
+    /// Begins a transaction with the default time limit.
+    pub fn begin(&self, mode: TxMode) -> Result<Transaction> {
+        self.begin_with(TxOptions {
+            mode,
+            timeout: self.inner.opts.tx_timeout,
+            sync: self.inner.opts.sync,
+        })
+    }
+
+    /// Begins a transaction with explicit options.
+    pub fn begin_with(&self, opts: TxOptions) -> Result<Transaction> {
+        let state = self.inner.registry.catch_up(self.inner.coord.is_shared())?;
+        let view = View::new(state, self.inner.loader.clone());
+        Ok(Transaction::new(self.inner.clone(), opts, view))
+    }
+
+    /// Runs `f` in a read-write transaction and commits, retrying on conflict
+    /// with jittered exponential backoff for up to `Options::retry_for`.
+    pub fn run<T>(&self, mut f: impl FnMut(&mut Transaction) -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            let mut tx = self.begin(TxMode::ReadWrite)?;
+            let result = f(&mut tx).and_then(|v| tx.commit().map(|_| v));
+            match result {
+                Err(e) if e.is_retryable() && started.elapsed() < self.inner.opts.retry_for => {
+                    self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let cap_us = (200u64 << attempt.min(9)).min(100_000);
+                    let jitter = rand::random::<u64>() % cap_us.max(1);
+                    std::thread::sleep(Duration::from_micros(cap_us / 2 + jitter / 2));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Deletes what no state within `retention` can reach. `dry_run` only counts.
+    pub fn gc(&self, retention: Duration, dry_run: bool) -> Result<GcReport> {
+        crate::gc::gc(&self.inner, retention, dry_run)
+    }
+
+    /// Finishes or rolls back every unfinished commit whose owner's time ran
+    /// out; returns (committed, rolled back).
+    pub fn recover(&self) -> Result<(u64, u64)> {
+        crate::recovery::recover_all(&self.inner, false)
+    }
+
+    /// Sequence number of the newest commit this handle has seen.
+    pub fn seq(&self) -> u64 {
+        self.inner.registry.current().seq
+    }
+
+    /// Number of live nodes in the registry.
+    pub fn node_count(&self) -> usize {
+        self.inner.registry.current().nodes.len()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> DbStats {
+        let s = &self.inner.stats;
+        let (hits, misses, _) = self.inner.loader.cache.stats();
+        DbStats {
+            commits: s.commits.load(Ordering::Relaxed),
+            merges: s.merges.load(Ordering::Relaxed),
+            conflicts: s.conflicts.load(Ordering::Relaxed),
+            collisions: s.collisions.load(Ordering::Relaxed),
+            retries: s.retries.load(Ordering::Relaxed),
+            cache_hits: hits,
+            cache_misses: misses,
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some((tx, handle)) = self.background.take() {
+            drop(tx);
+            let _ = handle.join();
+        }
+    }
+}

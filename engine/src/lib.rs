@@ -1,0 +1,31 @@
+//! sopfs engine: transactional B-trees over an `object_store`.
+//!
+//! Layers, bottom up: [`store`] (blobs and paths) -> `registry` (commit log,
+//! node locations) -> `btree` over a copy-on-write `view` -> [`Transaction`]
+//! and the commit protocol -> [`Db`]. Coordination between transactions
+//! goes through a [`Coordinator`]. See ARCHITECTURE.md at the repository root.
+
+mod btree;
+mod cache;
+pub mod codec;
+mod commit;
+pub mod coordinator;
+mod db;
+mod error;
+mod gc;
+pub mod ids;
+pub mod node;
+mod recovery;
+pub mod registry;
+pub mod store;
+mod tx;
+mod view;
+
+pub use commit::CommitInfo;
+pub use coordinator::{Coordinator, InProcessCoordinator, LockOutcome};
+pub use db::{Db, DbStats, Options};
+pub use error::{Error, Result};
+pub use gc::GcReport;
+pub use node::Value;
+pub use store::StoreLocation;
+pub use tx::{Cursor, Direction, Transaction, TreeConfig, TxMode, TxOptions};

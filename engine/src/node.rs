@@ -1,0 +1,101 @@
+//! B-tree nodes as stored: leaves hold entries, internal nodes hold separators
+//! and the logical ids of their children.
+
+use crate::codec::{self, Kind};
+use crate::error::Result;
+use crate::ids::{BlobId, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// A key's value as a leaf holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    /// Small values sit in the node itself.
+    Inline(Vec<u8>),
+    /// Large values live in their own blobs, in chunks when very large.
+    External {
+        /// Chunk blobs, in order.
+        chunks: Vec<BlobId>,
+        /// Total length in bytes.
+        len: u64,
+    },
+}
+
+impl Value {
+    /// Length of the value in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Value::Inline(v) => v.len() as u64,
+            Value::External { len, .. } => *len,
+        }
+    }
+
+    /// True for a zero-length value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn footprint(&self) -> usize {
+        match self {
+            Value::Inline(v) => v.len() + 8,
+            Value::External { chunks, .. } => chunks.len() * 16 + 16,
+        }
+    }
+}
+
+/// One B-tree node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Node {
+    /// Sorted entries.
+    Leaf {
+        /// (key, value), ascending by key bytes.
+        entries: Vec<(Vec<u8>, Value)>,
+    },
+    /// `children.len() == keys.len() + 1`; child `i` holds keys in
+    /// `[keys[i-1], keys[i])`.
+    Internal {
+        /// Separators.
+        keys: Vec<Vec<u8>>,
+        /// Logical ids of the children.
+        children: Vec<NodeId>,
+    },
+}
+
+impl Node {
+    /// An empty leaf: the root of a new tree.
+    pub fn empty_leaf() -> Self {
+        Node::Leaf {
+            entries: Vec::new(),
+        }
+    }
+
+    /// Entries of a leaf, or children of an internal node.
+    pub fn width(&self) -> usize {
+        match self {
+            Node::Leaf { entries } => entries.len(),
+            Node::Internal { children, .. } => children.len(),
+        }
+    }
+
+    /// Approximate bytes held in memory, for the cache budget.
+    pub fn footprint(&self) -> usize {
+        64 + match self {
+            Node::Leaf { entries } => entries
+                .iter()
+                .map(|(k, v)| k.len() + 24 + v.footprint())
+                .sum::<usize>(),
+            Node::Internal { keys, children } => {
+                keys.iter().map(|k| k.len() + 24).sum::<usize>() + children.len() * 8
+            }
+        }
+    }
+
+    /// Serializes into a framed blob.
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(Kind::Node, self)
+    }
+
+    /// Checks and decodes a framed node blob.
+    pub fn decode(path: &str, data: &[u8]) -> Result<Self> {
+        codec::decode(Kind::Node, path, data)
+    }
+}

@@ -1,0 +1,282 @@
+//! The registry: logical node id -> (physical blob, version), folded from the
+//! commit log. Creating `log/<seq>` (create-if-absent) is the commit point;
+//! checkpoints bound how much of the log an opening process replays.
+
+use crate::codec::{self, Kind};
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, NodeId, TxId};
+use crate::store::{checkpoint_path, log_path, BlobStore};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Where a logical node currently lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoc {
+    /// Physical blob holding the node.
+    pub blob: BlobId,
+    /// Sequence number of the commit that wrote it.
+    pub version: u64,
+}
+
+/// The registry as of one commit: an immutable snapshot, cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct RegState {
+    /// Last commit folded in.
+    pub seq: u64,
+    /// Every live node.
+    pub nodes: imbl::HashMap<NodeId, NodeLoc>,
+}
+
+/// One node changed by a commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeChange {
+    /// Logical id.
+    pub node: NodeId,
+    /// Blob it pointed at before (kept for readers of older snapshots until GC).
+    pub old: Option<BlobId>,
+    /// Blob it points at now; `None` when the node was freed.
+    pub new: Option<BlobId>,
+}
+
+/// Keys one commit wrote in one tree, sorted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeWrites {
+    /// Tree name ("" is the catalog).
+    pub tree: String,
+    /// Keys written (inserted, updated or removed).
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// One entry of the commit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// Position in the log.
+    pub seq: u64,
+    /// Transaction that committed.
+    pub txid: TxId,
+    /// Wall-clock time of the commit, ms since the epoch.
+    pub time_ms: u64,
+    /// Key-level changes, for validation and merging by others.
+    pub writes: Vec<TreeWrites>,
+    /// Trees created or dropped wholesale: anyone who touched them conflicts.
+    pub replaced_trees: Vec<String>,
+    /// Node-level changes, applied to the registry.
+    pub nodes: Vec<NodeChange>,
+}
+
+impl CommitRecord {
+    /// True if this commit changed any of the given nodes.
+    pub fn touches(&self, nodes: &[NodeId]) -> bool {
+        self.nodes.iter().any(|c| nodes.binary_search(&c.node).is_ok())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Checkpoint {
+    seq: u64,
+    time_ms: u64,
+    nodes: Vec<(NodeId, NodeLoc)>,
+}
+
+/// How many recent records stay in memory for validating transactions.
+const RECENT_WINDOW: usize = 16_384;
+
+/// The registry of one open volume.
+pub struct Registry {
+    store: Arc<BlobStore>,
+    state: RwLock<Arc<RegState>>,
+    /// Serializes folding records into `state`.
+    apply: Mutex<()>,
+    /// Records this process committed, waiting to be folded in order.
+    pending: Mutex<BTreeMap<u64, Arc<CommitRecord>>>,
+    recent: Mutex<BTreeMap<u64, Arc<CommitRecord>>>,
+    checkpointing: Mutex<u64>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Registry {
+    /// Loads the newest readable checkpoint and replays the log after it.
+    pub fn open(store: Arc<BlobStore>) -> Result<Self> {
+        let mut seqs: Vec<u64> = store
+            .list("checkpoints")?
+            .iter()
+            .filter_map(|m| m.location.filename().and_then(|f| u64::from_str_radix(f, 16).ok()))
+            .collect();
+        seqs.sort_unstable_by(|a, b| b.cmp(a));
+        let mut state = RegState::default();
+        for seq in seqs {
+            let path = checkpoint_path(seq);
+            let Some(data) = store.get(&path)? else { continue };
+            match codec::decode::<Checkpoint>(Kind::Checkpoint, path.as_ref(), &data) {
+                Ok(cp) => {
+                    state.seq = cp.seq;
+                    state.nodes = cp.nodes.into_iter().collect();
+                    break;
+                }
+                Err(e) => tracing::warn!(error = %e, "skipping unreadable checkpoint"),
+            }
+        }
+        let cp_seq = state.seq;
+        let reg = Registry {
+            store,
+            state: RwLock::new(Arc::new(state)),
+            apply: Mutex::new(()),
+            pending: Mutex::new(BTreeMap::new()),
+            recent: Mutex::new(BTreeMap::new()),
+            checkpointing: Mutex::new(cp_seq),
+        };
+        reg.catch_up(true)?;
+        Ok(reg)
+    }
+
+    /// The newest state folded in so far.
+    pub fn current(&self) -> Arc<RegState> {
+        self.state.read().clone()
+    }
+
+    fn read_record(&self, seq: u64) -> Result<Option<Arc<CommitRecord>>> {
+        let path = log_path(seq);
+        let Some(data) = self.store.get(&path)? else {
+            return Ok(None);
+        };
+        let rec: CommitRecord = codec::decode(Kind::Record, path.as_ref(), &data)?;
+        if rec.seq != seq {
+            return Err(Error::Corrupted {
+                what: "commit record",
+                path: path.to_string(),
+                detail: format!("holds seq {} at position {seq}", rec.seq),
+            });
+        }
+        Ok(Some(Arc::new(rec)))
+    }
+
+    /// Folds in every record known to exist. With `probe_store`, also reads the
+    /// store for records other processes (or racing threads) created.
+    pub fn catch_up(&self, probe_store: bool) -> Result<Arc<RegState>> {
+        self.catch_up_to(0, probe_store)
+    }
+
+    fn catch_up_to(&self, target: u64, probe_store: bool) -> Result<Arc<RegState>> {
+        let _g = self.apply.lock();
+        let mut state = self.current();
+        let mut next_state: Option<RegState> = None;
+        loop {
+            let next = next_state.as_ref().map_or(state.seq, |s| s.seq) + 1;
+            let local = self.pending.lock().remove(&next);
+            let rec = match local {
+                Some(r) => r,
+                None if probe_store || next <= target => match self.read_record(next)? {
+                    Some(r) => r,
+                    None => break,
+                },
+                None => break,
+            };
+            let s = next_state.get_or_insert_with(|| (*state).clone());
+            for c in &rec.nodes {
+                match c.new {
+                    Some(blob) => {
+                        s.nodes.insert(
+                            c.node,
+                            NodeLoc {
+                                blob,
+                                version: rec.seq,
+                            },
+                        );
+                    }
+                    None => {
+                        s.nodes.remove(&c.node);
+                    }
+                }
+            }
+            s.seq = rec.seq;
+            let mut recent = self.recent.lock();
+            recent.insert(rec.seq, rec);
+            while recent.len() > RECENT_WINDOW {
+                recent.pop_first();
+            }
+        }
+        if let Some(s) = next_state {
+            state = Arc::new(s);
+            *self.state.write() = state.clone();
+        }
+        Ok(state)
+    }
+
+    /// Records in `(after, upto]`, from memory or the store.
+    pub fn records(&self, after: u64, upto: u64) -> Result<Vec<Arc<CommitRecord>>> {
+        let mut out = Vec::new();
+        for seq in after + 1..=upto {
+            let cached = self.recent.lock().get(&seq).cloned();
+            match cached {
+                Some(r) => out.push(r),
+                None => match self.read_record(seq)? {
+                    Some(r) => out.push(r),
+                    None => {
+                        return Err(Error::conflict(
+                            "",
+                            format!("commit record {seq} is no longer available for validation"),
+                        ))
+                    }
+                },
+            }
+        }
+        Ok(out)
+    }
+
+    /// Folds in a record this process just created; returns once it is visible.
+    pub fn publish(&self, rec: Arc<CommitRecord>) -> Result<()> {
+        let seq = rec.seq;
+        self.pending.lock().insert(seq, rec);
+        self.catch_up_to(seq, false)?;
+        Ok(())
+    }
+
+    /// Writes a checkpoint of the current state if `every` commits passed since the last.
+    pub fn maybe_checkpoint(&self, every: u64) -> Result<()> {
+        let state = self.current();
+        let Some(mut last) = self.checkpointing.try_lock() else {
+            return Ok(());
+        };
+        if state.seq < *last + every {
+            return Ok(());
+        }
+        self.write_checkpoint(&state)?;
+        *last = state.seq;
+        Ok(())
+    }
+
+    /// Writes a checkpoint of `state`.
+    pub fn write_checkpoint(&self, state: &RegState) -> Result<()> {
+        let cp = Checkpoint {
+            seq: state.seq,
+            time_ms: now_ms(),
+            nodes: state.nodes.iter().map(|(k, v)| (*k, *v)).collect(),
+        };
+        self.store
+            .put(&checkpoint_path(state.seq), codec::encode(Kind::Checkpoint, &cp))
+    }
+
+    /// (seq, time) of every checkpoint in the store, ascending.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, u64)>> {
+        let mut out = Vec::new();
+        for m in self.store.list("checkpoints")? {
+            if let Some(seq) = m
+                .location
+                .filename()
+                .and_then(|f| u64::from_str_radix(f, 16).ok())
+            {
+                out.push((seq, m.last_modified.timestamp_millis().max(0) as u64));
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+}

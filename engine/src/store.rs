@@ -1,0 +1,309 @@
+//! The blob store: an `object_store` behind a small blocking API, with the
+//! engine's path layout, retries of transient faults and local fsync.
+
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, TxId};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where a volume's blobs live.
+#[derive(Clone, Debug)]
+pub enum StoreLocation {
+    /// A local folder (embedded default).
+    Local(PathBuf),
+    /// A process-local in-memory store, shareable between `Db` handles (tests).
+    Memory(Arc<InMemory>),
+}
+
+impl StoreLocation {
+    /// Parses `/path`, `file:///path` or `memory://`.
+    pub fn parse(s: &str) -> Result<Self> {
+        if let Some(rest) = s.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(Error::InvalidArgument(format!(
+                    "{s}: a file:// URL needs an absolute path (file:///path)"
+                )));
+            }
+            return Ok(StoreLocation::Local(PathBuf::from(rest)));
+        }
+        if s == "memory://" {
+            return Ok(StoreLocation::Memory(Arc::new(InMemory::new())));
+        }
+        if s.contains("://") {
+            return Err(Error::InvalidArgument(format!(
+                "{s}: unsupported store URL (use a path, file:///path or memory://)"
+            )));
+        }
+        if s.is_empty() {
+            return Err(Error::InvalidArgument("empty store location".into()));
+        }
+        Ok(StoreLocation::Local(PathBuf::from(s)))
+    }
+
+    /// The local folder, when the store is one.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        match self {
+            StoreLocation::Local(p) => Some(p),
+            StoreLocation::Memory(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Local(p) => write!(f, "{}", p.display()),
+            StoreLocation::Memory(_) => write!(f, "memory://"),
+        }
+    }
+}
+
+/// Store path of a blob: two levels of 256 folders keep every folder small.
+pub fn blob_path(id: BlobId) -> Path {
+    let v = id.0;
+    Path::from(format!(
+        "blobs/{:02x}/{:02x}/{id}",
+        (v & 0xff) as u8,
+        ((v >> 8) & 0xff) as u8
+    ))
+}
+
+/// Store path of commit record `seq`: 4,096 records per folder.
+pub fn log_path(seq: u64) -> Path {
+    Path::from(format!("log/{:012x}/{seq:016x}", seq >> 12))
+}
+
+/// Store path of the registry checkpoint taken at `seq`.
+pub fn checkpoint_path(seq: u64) -> Path {
+    Path::from(format!("checkpoints/{seq:016x}"))
+}
+
+/// Store path of a transaction's intent record.
+pub fn intent_path(tx: TxId) -> Path {
+    Path::from(format!("intents/{tx}"))
+}
+
+/// Store path of the volume marker.
+pub fn volume_path() -> Path {
+    Path::from("volume")
+}
+
+/// Blocking facade over an `ObjectStore`.
+pub struct BlobStore {
+    inner: Arc<dyn ObjectStore>,
+    location: StoreLocation,
+    retries: u32,
+}
+
+impl BlobStore {
+    /// Opens (and for a local folder, creates) the store at `location`.
+    pub fn open(location: &StoreLocation) -> Result<Self> {
+        let inner: Arc<dyn ObjectStore> = match location {
+            StoreLocation::Local(root) => {
+                std::fs::create_dir_all(root).map_err(|source| Error::Io {
+                    path: root.display().to_string(),
+                    source,
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(root).map_err(|source| Error::Backend {
+                    op: "open",
+                    path: root.display().to_string(),
+                    source,
+                })?;
+                Arc::new(fs.with_automatic_cleanup(true))
+            }
+            StoreLocation::Memory(m) => m.clone(),
+        };
+        Ok(BlobStore {
+            inner,
+            location: location.clone(),
+            retries: 3,
+        })
+    }
+
+    /// Where this store lives.
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    /// Local and in-memory stores complete their futures without a reactor, so
+    /// they run inline on the caller's thread (no hop to a blocking pool).
+    fn run<F: Future>(&self, f: F) -> F::Output {
+        futures::executor::block_on(f)
+    }
+
+    /// Retries transient failures with backoff; permanent answers pass through.
+    fn retry<T>(
+        &self,
+        op: &'static str,
+        path: &Path,
+        mut f: impl FnMut() -> object_store::Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let permanent = matches!(
+                        e,
+                        object_store::Error::NotFound { .. }
+                            | object_store::Error::AlreadyExists { .. }
+                            | object_store::Error::Precondition { .. }
+                            | object_store::Error::NotImplemented { .. }
+                            | object_store::Error::InvalidPath { .. }
+                    );
+                    if permanent || attempt >= self.retries {
+                        if !permanent {
+                            tracing::error!(op, %path, error = %e, "blob store operation failed after retries");
+                        }
+                        return Err(Error::Backend {
+                            op,
+                            path: path.to_string(),
+                            source: e,
+                        });
+                    }
+                    attempt += 1;
+                    tracing::warn!(op, %path, attempt, error = %e, "blob store fault, retrying");
+                    std::thread::sleep(Duration::from_millis(20 << attempt));
+                }
+            }
+        }
+    }
+
+    /// Writes (or overwrites) an object.
+    pub fn put(&self, path: &Path, data: Vec<u8>) -> Result<()> {
+        let payload = PutPayload::from(Bytes::from(data));
+        self.retry("put", path, || {
+            self.run(self.inner.put(path, payload.clone())).map(|_| ())
+        })
+    }
+
+    /// Creates an object only if absent: `Ok(false)` when it already existed.
+    pub fn create(&self, path: &Path, data: Vec<u8>) -> Result<bool> {
+        let payload = PutPayload::from(Bytes::from(data));
+        let opts = || PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.retry("create", path, || {
+            self.run(self.inner.put_opts(path, payload.clone(), opts()))
+        }) {
+            Ok(_) => Ok(true),
+            Err(Error::Backend {
+                source: object_store::Error::AlreadyExists { .. },
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads an object; `None` when it does not exist.
+    pub fn get(&self, path: &Path) -> Result<Option<Bytes>> {
+        let r = self.retry("get", path, || {
+            self.run(async { self.inner.get(path).await?.bytes().await })
+        });
+        match r {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::Backend {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes an object; deleting a missing one is not an error.
+    pub fn delete(&self, path: &Path) -> Result<()> {
+        match self.retry("delete", path, || self.run(self.inner.delete(path))) {
+            Ok(()) => Ok(()),
+            Err(Error::Backend {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists every object under `prefix`.
+    pub fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let p = Path::from(prefix);
+        self.retry("list", &p, || {
+            self.run(self.inner.list(Some(&p)).try_collect::<Vec<_>>())
+        })
+    }
+
+    /// Lists the immediate child folders of `prefix`.
+    pub fn list_dirs(&self, prefix: &str) -> Result<Vec<Path>> {
+        let p = Path::from(prefix);
+        self.retry("list", &p, || {
+            self.run(self.inner.list_with_delimiter(Some(&p)))
+                .map(|r| r.common_prefixes)
+        })
+    }
+
+    /// Makes the named objects durable (fsync of the files and their folders).
+    /// A no-op for stores without a local file behind them.
+    pub fn sync(&self, paths: &[Path]) -> Result<()> {
+        let Some(root) = self.location.local_root() else {
+            return Ok(());
+        };
+        let mut dirs = std::collections::BTreeSet::new();
+        for p in paths {
+            let file = root.join(p.as_ref());
+            sync_path(&file)?;
+            if let Some(d) = file.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        for d in dirs {
+            sync_path(&d)?;
+        }
+        Ok(())
+    }
+}
+
+fn sync_path(p: &std::path::Path) -> Result<()> {
+    let io = |source| Error::Io {
+        path: p.display().to_string(),
+        source,
+    };
+    std::fs::File::open(p).map_err(io)?.sync_all().map_err(io)
+}
+
+/// Holds the exclusive lock of an embedded-mode local store while alive.
+pub struct ExclusiveLock {
+    _file: std::fs::File,
+}
+
+impl ExclusiveLock {
+    /// Takes the store's lock file, failing with `InUse` if another process has it.
+    pub fn acquire(root: &std::path::Path) -> Result<Self> {
+        let path = root.join(".embedded.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(ExclusiveLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                Err(Error::InUse(root.display().to_string()))
+            }
+            Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+}

@@ -1,0 +1,704 @@
+//! Transactions: a snapshot view, the key-level operations applied to it, and
+//! what was read (points, absent keys and scanned ranges) for validation.
+
+use crate::btree;
+use crate::codec::{self, Kind};
+use crate::db::DbInner;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, NodeId, TxId};
+use crate::node::{Node, Value};
+use crate::store::blob_path;
+use crate::view::View;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The catalog tree's name: it maps tree names to their metadata.
+pub(crate) const CATALOG: &str = "";
+
+/// Read-only or read-write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxMode {
+    /// Sees a snapshot; commits nothing; never conflicts.
+    ReadOnly,
+    /// Buffers writes; validates and commits at `commit`.
+    ReadWrite,
+}
+
+/// Options of one transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct TxOptions {
+    /// Read-only or read-write.
+    pub mode: TxMode,
+    /// Time limit from `begin` to the end of `commit`.
+    pub timeout: Duration,
+    /// Make the commit durable (fsync) before `commit` returns.
+    pub sync: bool,
+}
+
+/// Shape of a B-tree, fixed when it is created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeConfig {
+    /// Maximum entries per leaf and children per internal node (at least 4).
+    pub slots: u32,
+    /// Values longer than this live in their own blobs.
+    pub inline_max: u32,
+}
+
+impl Default for TreeConfig {
+    fn default() -> Self {
+        TreeConfig {
+            slots: 64,
+            inline_max: 512,
+        }
+    }
+}
+
+/// A tree's catalog entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TreeMeta {
+    pub root: NodeId,
+    pub config: TreeConfig,
+}
+
+impl TreeMeta {
+    pub(crate) const CATALOG: TreeMeta = TreeMeta {
+        root: NodeId::CATALOG_ROOT,
+        config: TreeConfig {
+            slots: 64,
+            inline_max: 4096,
+        },
+    };
+}
+
+/// A buffered key-level change, replayed onto a fresher state when merging.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    EnsureTree { name: String, meta: TreeMeta },
+    CreateTree { name: String, meta: TreeMeta },
+    DropTree { name: String },
+    Put { tree: String, key: Vec<u8>, value: Value },
+    Remove { tree: String, key: Vec<u8> },
+}
+
+#[derive(Default, Debug)]
+pub(crate) struct ReadSet {
+    pub points: BTreeSet<Vec<u8>>,
+    pub ranges: Vec<(Bound<Vec<u8>>, Bound<Vec<u8>>)>,
+}
+
+impl ReadSet {
+    pub fn covers(&self, key: &[u8]) -> bool {
+        self.points.contains(key)
+            || self.ranges.iter().any(|(lo, hi)| in_range(key, lo, hi))
+    }
+}
+
+pub(crate) fn in_range(key: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    let above = match lo {
+        Bound::Unbounded => true,
+        Bound::Included(l) => key >= l.as_slice(),
+        Bound::Excluded(l) => key > l.as_slice(),
+    };
+    let below = match hi {
+        Bound::Unbounded => true,
+        Bound::Included(h) => key <= h.as_slice(),
+        Bound::Excluded(h) => key < h.as_slice(),
+    };
+    above && below
+}
+
+/// Direction of a scan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// Ascending keys.
+    Forward,
+    /// Descending keys.
+    Backward,
+}
+
+/// A resumable position in a range scan: plain data, so a scan can continue in
+/// a later transaction (it then sees that transaction's snapshot).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    direction: Direction,
+    done: bool,
+}
+
+impl Cursor {
+    /// A cursor over `range` in `direction`.
+    pub fn new<R: RangeBounds<Vec<u8>>>(range: R, direction: Direction) -> Self {
+        Cursor {
+            lo: range.start_bound().cloned(),
+            hi: range.end_bound().cloned(),
+            direction,
+            done: false,
+        }
+    }
+
+    /// A cursor over every key starting with `prefix`.
+    pub fn prefix(prefix: &[u8], direction: Direction) -> Self {
+        let lo = Bound::Included(prefix.to_vec());
+        let hi = prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        Cursor {
+            lo,
+            hi,
+            direction,
+            done: false,
+        }
+    }
+
+    /// True once the range is exhausted.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+}
+
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// One transaction. Dropping it without `commit` rolls it back.
+pub struct Transaction {
+    pub(crate) db: Arc<DbInner>,
+    pub(crate) id: TxId,
+    pub(crate) opts: TxOptions,
+    pub(crate) started: Instant,
+    pub(crate) view: View,
+    pub(crate) ops: Vec<Op>,
+    pub(crate) reads: BTreeMap<String, ReadSet>,
+    pub(crate) writes: BTreeMap<String, BTreeSet<Vec<u8>>>,
+    /// Trees this transaction opened through `ensure_tree` (no catalog read recorded).
+    pub(crate) ensured: BTreeSet<String>,
+    /// Trees created in the current view by `ensure_tree`.
+    pub(crate) ensure_created: BTreeSet<String>,
+    pub(crate) metas: HashMap<String, Option<TreeMeta>>,
+    pub(crate) values: HashMap<BlobId, Vec<u8>>,
+}
+
+impl Transaction {
+    pub(crate) fn new(db: Arc<DbInner>, opts: TxOptions, view: View) -> Self {
+        Transaction {
+            db,
+            id: TxId::fresh(),
+            opts,
+            started: Instant::now(),
+            view,
+            ops: Vec::new(),
+            reads: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            ensured: BTreeSet::new(),
+            ensure_created: BTreeSet::new(),
+            metas: HashMap::new(),
+            values: HashMap::new(),
+        }
+    }
+
+    /// This transaction's id.
+    pub fn id(&self) -> TxId {
+        self.id
+    }
+
+    /// Sequence number of the snapshot this transaction reads.
+    pub fn snapshot_seq(&self) -> u64 {
+        self.view.base.seq
+    }
+
+    pub(crate) fn deadline(&self) -> Instant {
+        self.started + self.opts.timeout
+    }
+
+    pub(crate) fn check_deadline(&self) -> Result<()> {
+        if Instant::now() >= self.deadline() {
+            return Err(Error::Timeout(self.started.elapsed()));
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.opts.mode == TxMode::ReadOnly {
+            return Err(Error::ReadOnly);
+        }
+        self.check_deadline()
+    }
+
+    fn read_point(&mut self, tree: &str, key: &[u8]) {
+        if self.opts.mode == TxMode::ReadWrite {
+            self.reads
+                .entry(tree.to_string())
+                .or_default()
+                .points
+                .insert(key.to_vec());
+        }
+    }
+
+    fn read_range(&mut self, tree: &str, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) {
+        if self.opts.mode == TxMode::ReadWrite {
+            self.reads
+                .entry(tree.to_string())
+                .or_default()
+                .ranges
+                .push((lo, hi));
+        }
+    }
+
+    /// The catalog entry of `name`, read through this view (cached per transaction).
+    pub(crate) fn lookup_meta(view: &View, name: &str) -> Result<Option<TreeMeta>> {
+        if name == CATALOG {
+            return Ok(Some(TreeMeta::CATALOG));
+        }
+        match btree::get(view, NodeId::CATALOG_ROOT, name.as_bytes())? {
+            Some(Value::Inline(bytes)) => Ok(Some(postcard::from_bytes(&bytes).map_err(|e| {
+                Error::Corrupted {
+                    what: "catalog entry",
+                    path: name.to_string(),
+                    detail: e.to_string(),
+                }
+            })?)),
+            Some(Value::External { .. }) => Err(Error::Corrupted {
+                what: "catalog entry",
+                path: name.to_string(),
+                detail: "stored out of line".into(),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    fn meta(&mut self, tree: &str) -> Result<TreeMeta> {
+        self.check_deadline()?;
+        if let Some(m) = self.metas.get(tree) {
+            return m.ok_or_else(|| Error::TreeNotFound(tree.to_string()));
+        }
+        let m = Self::lookup_meta(&self.view, tree)?;
+        if !self.ensured.contains(tree) {
+            self.read_point(CATALOG, tree.as_bytes());
+        }
+        self.metas.insert(tree.to_string(), m);
+        m.ok_or_else(|| Error::TreeNotFound(tree.to_string()))
+    }
+
+    fn apply(&mut self, op: Op) -> Result<()> {
+        let created = apply_op(&mut self.view, &op)?;
+        match &op {
+            Op::EnsureTree { name, .. } => {
+                if created {
+                    self.ensure_created.insert(name.clone());
+                }
+            }
+            Op::CreateTree { name, .. } | Op::DropTree { name } => {
+                self.writes
+                    .entry(CATALOG.to_string())
+                    .or_default()
+                    .insert(name.as_bytes().to_vec());
+            }
+            Op::Put { tree, key, .. } | Op::Remove { tree, key } => {
+                self.writes
+                    .entry(tree.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+        }
+        self.ops.push(op);
+        Ok(())
+    }
+
+    fn check_name(name: &str) -> Result<()> {
+        if name.is_empty() || name.len() > 1024 {
+            return Err(Error::InvalidArgument(
+                "tree names are 1 to 1024 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn new_meta(config: TreeConfig) -> Result<TreeMeta> {
+        if config.slots < 4 || config.slots > 65_536 {
+            return Err(Error::InvalidArgument(format!(
+                "slots must be 4..=65536, not {}",
+                config.slots
+            )));
+        }
+        Ok(TreeMeta {
+            root: NodeId::fresh(),
+            config,
+        })
+    }
+
+    /// Creates a tree; fails with `TreeExists` if the name is taken.
+    pub fn create_tree(&mut self, name: &str, config: TreeConfig) -> Result<()> {
+        self.writable()?;
+        Self::check_name(name)?;
+        if self.meta(name).is_ok() {
+            return Err(Error::TreeExists(name.to_string()));
+        }
+        let meta = Self::new_meta(config)?;
+        self.apply(Op::CreateTree {
+            name: name.to_string(),
+            meta,
+        })?;
+        self.metas.insert(name.to_string(), Some(meta));
+        Ok(())
+    }
+
+    /// Opens `name`, creating it if absent. Race-free: when several
+    /// transactions create the same tree at once, one creation wins and the
+    /// others' writes merge into it at commit, without a conflict.
+    pub fn ensure_tree(&mut self, name: &str, config: TreeConfig) -> Result<()> {
+        self.writable()?;
+        Self::check_name(name)?;
+        if let Some(Some(_)) = self.metas.get(name) {
+            return Ok(());
+        }
+        let meta = Self::new_meta(config)?;
+        self.ensured.insert(name.to_string());
+        self.apply(Op::EnsureTree {
+            name: name.to_string(),
+            meta,
+        })?;
+        let m = Self::lookup_meta(&self.view, name)?;
+        self.metas.insert(name.to_string(), m);
+        Ok(())
+    }
+
+    /// Drops a tree and everything in it.
+    pub fn drop_tree(&mut self, name: &str) -> Result<()> {
+        self.writable()?;
+        Self::check_name(name)?;
+        self.meta(name)?;
+        self.apply(Op::DropTree {
+            name: name.to_string(),
+        })?;
+        self.metas.insert(name.to_string(), None);
+        Ok(())
+    }
+
+    /// True if the tree exists in this snapshot.
+    pub fn tree_exists(&mut self, name: &str) -> Result<bool> {
+        match self.meta(name) {
+            Ok(_) => Ok(true),
+            Err(Error::TreeNotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Names of every tree, sorted.
+    pub fn list_trees(&mut self) -> Result<Vec<String>> {
+        let mut cursor = Cursor::new(.., Direction::Forward);
+        let mut names = Vec::new();
+        loop {
+            let batch = self.scan_values(CATALOG, &mut cursor, 1024)?;
+            names.extend(
+                batch
+                    .into_iter()
+                    .map(|(k, _)| String::from_utf8_lossy(&k).into_owned()),
+            );
+            if cursor.is_done() {
+                return Ok(names);
+            }
+        }
+    }
+
+    fn user_tree(tree: &str) -> Result<()> {
+        if tree == CATALOG {
+            return Err(Error::InvalidArgument("the catalog is not writable".into()));
+        }
+        Ok(())
+    }
+
+    fn check_key(key: &[u8]) -> Result<()> {
+        if key.len() > 4096 {
+            return Err(Error::InvalidArgument(format!(
+                "keys are at most 4096 bytes, not {}",
+                key.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The value stored under `key`, without loading an out-of-line value.
+    pub fn get_value(&mut self, tree: &str, key: &[u8]) -> Result<Option<Value>> {
+        let meta = self.meta(tree)?;
+        self.read_point(tree, key);
+        btree::get(&self.view, meta.root, key)
+    }
+
+    /// The bytes stored under `key`.
+    pub fn get(&mut self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.get_value(tree, key)? {
+            Some(v) => Ok(Some(self.load(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The bytes of a value returned by `get_value` or `scan_values`.
+    pub fn load(&self, value: &Value) -> Result<Vec<u8>> {
+        match value {
+            Value::Inline(v) => Ok(v.clone()),
+            Value::External { chunks, len } => {
+                let mut out = Vec::with_capacity(*len as usize);
+                for c in chunks {
+                    if let Some(own) = self.values.get(c) {
+                        out.extend_from_slice(own);
+                        continue;
+                    }
+                    let path = blob_path(*c);
+                    let data = self.db.loader.store.get(&path)?.ok_or_else(|| Error::Missing {
+                        what: "value",
+                        path: path.to_string(),
+                    })?;
+                    out.extend_from_slice(codec::unframe(Kind::Value, path.as_ref(), &data)?);
+                }
+                if out.len() as u64 != *len {
+                    return Err(Error::Corrupted {
+                        what: "value",
+                        path: format!("{chunks:?}"),
+                        detail: format!("{} bytes where {len} expected", out.len()),
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn make_value(&mut self, config: TreeConfig, value: &[u8]) -> Value {
+        if value.len() <= config.inline_max as usize {
+            return Value::Inline(value.to_vec());
+        }
+        let chunk = self.db.opts.chunk_size.max(1);
+        let chunks = value
+            .chunks(chunk)
+            .map(|c| {
+                let id = BlobId::fresh();
+                self.values.insert(id, c.to_vec());
+                id
+            })
+            .collect();
+        Value::External {
+            chunks,
+            len: value.len() as u64,
+        }
+    }
+
+    fn put_op(&mut self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        let meta = self.meta(tree)?;
+        let value = self.make_value(meta.config, value);
+        self.apply(Op::Put {
+            tree: tree.to_string(),
+            key: key.to_vec(),
+            value,
+        })
+    }
+
+    fn exists_for_write(&mut self, tree: &str, key: &[u8]) -> Result<bool> {
+        self.writable()?;
+        Self::user_tree(tree)?;
+        Self::check_key(key)?;
+        Ok(self.get_value(tree, key)?.is_some())
+    }
+
+    /// Inserts a new key; fails with `KeyExists` if present.
+    pub fn insert(&mut self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        if self.exists_for_write(tree, key)? {
+            return Err(Error::KeyExists);
+        }
+        self.put_op(tree, key, value)
+    }
+
+    /// Replaces an existing key; fails with `KeyNotFound` if absent.
+    pub fn update(&mut self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        if !self.exists_for_write(tree, key)? {
+            return Err(Error::KeyNotFound);
+        }
+        self.put_op(tree, key, value)
+    }
+
+    /// Inserts or replaces, without reading the key (a blind write).
+    pub fn upsert(&mut self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
+        self.writable()?;
+        Self::user_tree(tree)?;
+        Self::check_key(key)?;
+        self.put_op(tree, key, value)
+    }
+
+    /// Removes a key; returns whether it was present.
+    pub fn remove(&mut self, tree: &str, key: &[u8]) -> Result<bool> {
+        if !self.exists_for_write(tree, key)? {
+            return Ok(false);
+        }
+        self.apply(Op::Remove {
+            tree: tree.to_string(),
+            key: key.to_vec(),
+        })?;
+        Ok(true)
+    }
+
+    /// Up to `limit` entries from the cursor's position on, advancing it.
+    /// Out-of-line values are not loaded (see `load`).
+    pub fn scan_values(
+        &mut self,
+        tree: &str,
+        cursor: &mut Cursor,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Value)>> {
+        let meta = self.meta(tree)?;
+        if cursor.done || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let reverse = cursor.direction == Direction::Backward;
+        let mut out = Vec::new();
+        let hit_limit = btree::scan(
+            &self.view,
+            meta.root,
+            &cursor.lo,
+            &cursor.hi,
+            reverse,
+            limit,
+            &mut out,
+        )?;
+        // The read covers what was scanned: up to the last key returned, or the
+        // whole remaining range when it ran out.
+        let last = out.last().map(|(k, _)| k.clone());
+        let (lo, hi) = match (&last, hit_limit, reverse) {
+            (Some(k), true, false) => (cursor.lo.clone(), Bound::Included(k.clone())),
+            (Some(k), true, true) => (Bound::Included(k.clone()), cursor.hi.clone()),
+            _ => (cursor.lo.clone(), cursor.hi.clone()),
+        };
+        self.read_range(tree, lo, hi);
+        match (last, hit_limit) {
+            (Some(k), true) => {
+                if reverse {
+                    cursor.hi = Bound::Excluded(k);
+                } else {
+                    cursor.lo = Bound::Excluded(k);
+                }
+            }
+            _ => cursor.done = true,
+        }
+        Ok(out)
+    }
+
+    /// Like `scan_values`, with every value loaded.
+    pub fn scan(
+        &mut self,
+        tree: &str,
+        cursor: &mut Cursor,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let batch = self.scan_values(tree, cursor, limit)?;
+        batch
+            .into_iter()
+            .map(|(k, v)| Ok((k, self.load(&v)?)))
+            .collect()
+    }
+
+    /// The smallest entry.
+    pub fn first(&mut self, tree: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut c = Cursor::new(.., Direction::Forward);
+        Ok(self.scan(tree, &mut c, 1)?.pop())
+    }
+
+    /// The largest entry.
+    pub fn last(&mut self, tree: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let mut c = Cursor::new(.., Direction::Backward);
+        Ok(self.scan(tree, &mut c, 1)?.pop())
+    }
+
+    /// Number of keys in the tree (a scan of its leaves).
+    pub fn count(&mut self, tree: &str) -> Result<u64> {
+        let mut c = Cursor::new(.., Direction::Forward);
+        let mut n = 0;
+        loop {
+            n += self.scan_values(tree, &mut c, 4096)?.len() as u64;
+            if c.is_done() {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Verifies the structure of a tree in this snapshot; returns its key count.
+    pub fn check_tree(&mut self, tree: &str) -> Result<u64> {
+        let meta = self.meta(tree)?;
+        btree::check(&self.view, meta.root, meta.config.slots as usize)
+    }
+
+    /// Validates and commits. See `commit.rs` for the protocol.
+    pub fn commit(mut self) -> Result<crate::CommitInfo> {
+        crate::commit::commit(&mut self)
+    }
+
+    /// Discards every change.
+    pub fn rollback(self) {}
+}
+
+/// Applies one op to a view. Returns true when an `EnsureTree` created the tree.
+pub(crate) fn apply_op(view: &mut View, op: &Op) -> Result<bool> {
+    let catalog_put = |view: &mut View, name: &str, meta: &TreeMeta| -> Result<()> {
+        let bytes = postcard::to_stdvec(meta).map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        view.set(meta.root, Node::empty_leaf());
+        btree::put(
+            view,
+            NodeId::CATALOG_ROOT,
+            name.as_bytes(),
+            Value::Inline(bytes),
+            TreeMeta::CATALOG.config.slots as usize,
+        )?;
+        Ok(())
+    };
+    let existing = |view: &View, name: &str| -> Result<TreeMeta> {
+        Transaction::lookup_meta(view, name)?.ok_or_else(|| Error::TreeNotFound(name.to_string()))
+    };
+    match op {
+        Op::EnsureTree { name, meta } => {
+            if Transaction::lookup_meta(view, name)?.is_some() {
+                return Ok(false);
+            }
+            view.created.insert(meta.root);
+            catalog_put(view, name, meta)?;
+            Ok(true)
+        }
+        Op::CreateTree { name, meta } => {
+            if Transaction::lookup_meta(view, name)?.is_some() {
+                return Err(Error::TreeExists(name.clone()));
+            }
+            view.created.insert(meta.root);
+            catalog_put(view, name, meta)?;
+            Ok(false)
+        }
+        Op::DropTree { name } => {
+            let meta = existing(view, name)?;
+            let mut nodes = Vec::new();
+            btree::collect_nodes(view, meta.root, &mut nodes)?;
+            for n in nodes {
+                view.free(n);
+            }
+            btree::remove(
+                view,
+                NodeId::CATALOG_ROOT,
+                name.as_bytes(),
+                TreeMeta::CATALOG.config.slots as usize,
+            )?;
+            Ok(false)
+        }
+        Op::Put { tree, key, value } => {
+            let meta = existing(view, tree)?;
+            btree::put(view, meta.root, key, value.clone(), meta.config.slots as usize)?;
+            Ok(false)
+        }
+        Op::Remove { tree, key } => {
+            let meta = existing(view, tree)?;
+            btree::remove(view, meta.root, key, meta.config.slots as usize)?;
+            Ok(false)
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! A transaction's private copy-on-write view of the registry: nodes it changed,
+//! created and freed, over an immutable snapshot.
+
+use crate::cache::NodeCache;
+use crate::error::{Error, Result};
+use crate::ids::NodeId;
+use crate::node::Node;
+use crate::registry::RegState;
+use crate::store::{blob_path, BlobStore};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// What a view needs to load nodes it did not change.
+pub(crate) struct Loader {
+    pub store: Arc<BlobStore>,
+    pub cache: NodeCache,
+}
+
+impl Loader {
+    /// Loads the node stored in blob `blob` (cache first).
+    pub fn load(&self, blob: crate::ids::BlobId) -> Result<Arc<Node>> {
+        if let Some(n) = self.cache.get(blob) {
+            return Ok(n);
+        }
+        let path = blob_path(blob);
+        let data = self.store.get(&path)?.ok_or_else(|| Error::Missing {
+            what: "node",
+            path: path.to_string(),
+        })?;
+        let node = Arc::new(Node::decode(path.as_ref(), &data)?);
+        self.cache.insert(blob, node.clone());
+        Ok(node)
+    }
+}
+
+/// Snapshot plus private changes.
+pub(crate) struct View {
+    pub base: Arc<RegState>,
+    loader: Arc<Loader>,
+    pub dirty: HashMap<NodeId, Arc<Node>>,
+    pub freed: HashSet<NodeId>,
+    pub created: HashSet<NodeId>,
+}
+
+impl View {
+    pub fn new(base: Arc<RegState>, loader: Arc<Loader>) -> Self {
+        View {
+            base,
+            loader,
+            dirty: HashMap::new(),
+            freed: HashSet::new(),
+            created: HashSet::new(),
+        }
+    }
+
+    /// The node as this view sees it.
+    pub fn node(&self, id: NodeId) -> Result<Arc<Node>> {
+        if let Some(n) = self.dirty.get(&id) {
+            return Ok(n.clone());
+        }
+        let missing = || Error::Missing {
+            what: "registry entry",
+            path: format!("node {id}"),
+        };
+        if self.freed.contains(&id) {
+            return Err(missing());
+        }
+        let loc = self.base.nodes.get(&id).ok_or_else(missing)?;
+        self.loader.load(loc.blob)
+    }
+
+    pub fn set(&mut self, id: NodeId, node: Node) {
+        self.dirty.insert(id, Arc::new(node));
+    }
+
+    pub fn alloc(&mut self, node: Node) -> NodeId {
+        let id = NodeId::fresh();
+        self.created.insert(id);
+        self.set(id, node);
+        id
+    }
+
+    pub fn free(&mut self, id: NodeId) {
+        self.dirty.remove(&id);
+        if !self.created.remove(&id) {
+            self.freed.insert(id);
+        }
+    }
+
+    /// Nodes whose registry entries this view changes, sorted: what must be locked.
+    pub fn touched(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self
+            .dirty
+            .keys()
+            .filter(|id| !self.created.contains(id))
+            .chain(self.freed.iter())
+            .copied()
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}

@@ -1,0 +1,148 @@
+//! API behaviour of single transactions: every operation, errors, large values.
+
+mod common;
+
+use common::{open_local, small_tree};
+use engine::{Cursor, Direction, Error, TxMode};
+
+fn key(i: u32) -> Vec<u8> {
+    format!("k{i:06}").into_bytes()
+}
+
+#[test]
+fn operations_commit_and_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let db = open_local(dir.path());
+        let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
+        tx.create_tree("t", small_tree(4)).expect("create");
+        for i in 0..200 {
+            tx.insert("t", &key(i), format!("v{i}").as_bytes()).expect("insert");
+        }
+        assert!(matches!(tx.insert("t", &key(5), b"x"), Err(Error::KeyExists)));
+        assert!(matches!(tx.update("t", b"nope", b"x"), Err(Error::KeyNotFound)));
+        tx.update("t", &key(5), b"five").expect("update");
+        tx.upsert("t", &key(500), &vec![7u8; 100_000]).expect("large upsert");
+        assert!(tx.remove("t", &key(7)).expect("remove"));
+        assert!(!tx.remove("t", &key(7)).expect("remove absent"));
+        assert_eq!(tx.count("t").expect("count"), 200);
+        tx.check_tree("t").expect("structure");
+        tx.commit().expect("commit");
+    }
+    let db = open_local(dir.path());
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(tx.get("t", &key(5)).expect("get"), Some(b"five".to_vec()));
+    assert_eq!(tx.get("t", &key(7)).expect("get"), None);
+    assert_eq!(tx.get("t", &key(500)).expect("get"), Some(vec![7u8; 100_000]));
+    assert_eq!(tx.first("t").expect("first").map(|e| e.0), Some(key(0)));
+    assert_eq!(tx.last("t").expect("last").map(|e| e.0), Some(key(500)));
+    assert_eq!(tx.count("t").expect("count"), 200);
+    assert!(matches!(tx.upsert("t", b"a", b"b"), Err(Error::ReadOnly)));
+    assert_eq!(tx.list_trees().expect("list"), vec!["t".to_string()]);
+}
+
+#[test]
+fn cursors_scan_both_ways_and_resume_in_another_transaction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_local(dir.path());
+    db.run(|tx| {
+        tx.ensure_tree("t", small_tree(5))?;
+        for i in 0..100 {
+            tx.upsert("t", &key(i), b"v")?;
+        }
+        Ok(())
+    })
+    .expect("fill");
+    let mut cursor = Cursor::new(key(10)..key(60), Direction::Forward);
+    let mut seen = Vec::new();
+    while !cursor.is_done() {
+        let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+        seen.extend(tx.scan("t", &mut cursor, 7).expect("scan").into_iter().map(|e| e.0));
+    }
+    assert_eq!(seen, (10..60).map(key).collect::<Vec<_>>());
+    let mut back = Cursor::new(key(10)..=key(60), Direction::Backward);
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    let mut got = Vec::new();
+    while !back.is_done() {
+        got.extend(tx.scan("t", &mut back, 3).expect("scan").into_iter().map(|e| e.0));
+    }
+    assert_eq!(got, (10..=60).rev().map(key).collect::<Vec<_>>());
+    let mut pre = Cursor::prefix(b"k00002", Direction::Forward);
+    assert_eq!(tx.scan("t", &mut pre, 100).expect("prefix").len(), 10);
+}
+
+#[test]
+fn trees_are_created_dropped_and_named_errors_come_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_local(dir.path());
+    let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
+    assert!(matches!(tx.get("missing", b"k"), Err(Error::TreeNotFound(_))));
+    tx.create_tree("a", small_tree(4)).expect("create");
+    assert!(matches!(tx.create_tree("a", small_tree(4)), Err(Error::TreeExists(_))));
+    assert!(matches!(tx.create_tree("b", small_tree(2)), Err(Error::InvalidArgument(_))));
+    assert!(matches!(tx.upsert("a", &vec![0; 5000], b""), Err(Error::InvalidArgument(_))));
+    for i in 0..50 {
+        tx.upsert("a", &key(i), b"v").expect("upsert");
+    }
+    tx.commit().expect("commit");
+    let nodes_with_a = db.node_count();
+    db.run(|tx| tx.drop_tree("a")).expect("drop");
+    assert!(db.node_count() < nodes_with_a);
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert!(!tx.tree_exists("a").expect("exists"));
+}
+
+#[test]
+fn rollback_leaves_nothing_and_snapshots_are_stable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_local(dir.path());
+    db.run(|tx| {
+        tx.ensure_tree("t", small_tree(4))?;
+        tx.upsert("t", b"a", b"1")
+    })
+    .expect("seed");
+    let mut reader = db.begin(TxMode::ReadOnly).expect("reader");
+    let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
+    tx.upsert("t", b"b", b"2").expect("upsert");
+    tx.rollback();
+    db.run(|tx| tx.upsert("t", b"a", b"changed")).expect("update");
+    assert_eq!(reader.get("t", b"a").expect("get"), Some(b"1".to_vec()));
+    assert_eq!(reader.get("t", b"b").expect("get"), None);
+    let mut now = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(now.get("t", b"a").expect("get"), Some(b"changed".to_vec()));
+    assert_eq!(now.get("t", b"b").expect("get"), None);
+}
+
+#[test]
+fn a_second_embedded_process_is_refused_and_junk_folders_are_not_volumes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _db = open_local(dir.path());
+    let second = engine::Db::open(
+        engine::StoreLocation::Local(dir.path().to_path_buf()),
+        common::small_opts(),
+    );
+    assert!(matches!(second, Err(Error::InUse(_))));
+    let junk = tempfile::tempdir().expect("tempdir");
+    std::fs::write(junk.path().join("notes.txt"), b"mine").expect("write");
+    let r = engine::Db::open(
+        engine::StoreLocation::Local(junk.path().to_path_buf()),
+        common::small_opts(),
+    );
+    assert!(matches!(r, Err(Error::NotAVolume(_))));
+    assert_eq!(std::fs::read(junk.path().join("notes.txt")).expect("read"), b"mine");
+}
+
+#[test]
+fn transactions_time_out() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_local(dir.path());
+    let mut tx = db
+        .begin_with(engine::TxOptions {
+            mode: TxMode::ReadWrite,
+            timeout: std::time::Duration::from_millis(1),
+            sync: false,
+        })
+        .expect("begin");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(matches!(tx.ensure_tree("t", small_tree(4)), Err(Error::Timeout(_))));
+}
