@@ -263,6 +263,23 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             store.sync(&paths)?;
         }
         let (writes, replaced_trees) = record_writes(tx);
+        // Threads of this process take turns for the log slot; only other
+        // processes can collide with us below.
+        let serial = db.commit_serial.lock();
+        let now = db.registry.catch_up(false)?;
+        if now.seq > base_seq {
+            let recs = db.registry.records(base_seq, now.seq)?;
+            if let Err(e) = validate(tx, &recs) {
+                discard(tx, &node_blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>());
+                return Err(e);
+            }
+            if recs.iter().any(|r| r.touches(&touched)) {
+                drop(serial);
+                discard(tx, &node_blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>());
+                continue 'attempt;
+            }
+            base_seq = now.seq;
+        }
         let mut record = CommitRecord {
             seq: base_seq + 1,
             txid: tx.id,
@@ -302,7 +319,11 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         }
         let seq = record.seq;
         db.registry.publish(Arc::new(record))?;
+        drop(serial);
         locks.release();
+        for ((blob, _), (_, node)) in node_blobs.iter().zip(dirty.iter()) {
+            db.loader.cache.insert(*blob, (*node).clone());
+        }
         if let Err(e) = store.delete(&intent_path(tx.id)) {
             tracing::warn!(error = %e, "could not delete an intent record; recovery will");
         }

@@ -87,6 +87,8 @@ pub(crate) struct DbInner {
     pub coord: Arc<dyn Coordinator>,
     pub opts: Options,
     pub stats: Stats,
+    /// Serializes this process's claims of log slots.
+    pub commit_serial: parking_lot::Mutex<()>,
     _exclusive: Option<ExclusiveLock>,
 }
 
@@ -206,6 +208,7 @@ impl Db {
             coord,
             opts,
             stats: Stats::default(),
+            commit_serial: parking_lot::Mutex::new(()),
             _exclusive: exclusive,
         });
         // Embedded mode: nobody else can be mid-commit, so every intent is dead.

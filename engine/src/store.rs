@@ -117,7 +117,7 @@ impl BlobStore {
                     path: root.display().to_string(),
                     source,
                 })?;
-                Arc::new(fs.with_automatic_cleanup(true))
+                Arc::new(fs)
             }
             StoreLocation::Memory(m) => m.clone(),
         };

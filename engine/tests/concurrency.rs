@@ -1,0 +1,160 @@
+//! Many threads, many transactions, one process: merges, conflicts, phantoms.
+
+mod common;
+
+use common::{open_local, small_tree};
+use engine::{Error, TxMode};
+use std::sync::{Arc, Barrier};
+
+const THREADS: usize = 8;
+
+#[test]
+fn eight_threads_two_thousand_single_key_transactions_each() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Arc::new(open_local(dir.path()));
+    db.run(|tx| tx.ensure_tree("t", small_tree(16))).expect("tree");
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000 {
+                    let k = format!("{i:05}-{t}");
+                    db.run(|tx| tx.insert("t", k.as_bytes(), b"v")).expect("insert");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread");
+    }
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(tx.count("t").expect("count"), (THREADS * 2000) as u64);
+    assert_eq!(tx.check_tree("t").expect("structure"), (THREADS * 2000) as u64);
+    for t in 0..THREADS {
+        for i in (0..2000).step_by(97) {
+            assert!(tx.get("t", format!("{i:05}-{t}").as_bytes()).expect("get").is_some());
+        }
+    }
+    let s = db.stats();
+    eprintln!("stats: {s:?}");
+    // Keys of different threads interleave, so they share leaves: merges must
+    // have happened, and none of them may be a conflict (keys are distinct).
+    assert!(s.merges > 0, "{s:?}");
+    assert_eq!(s.conflicts, 0, "{s:?}");
+}
+
+#[test]
+fn eight_threads_increment_one_counter_five_hundred_times() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Arc::new(open_local(dir.path()));
+    db.run(|tx| {
+        tx.ensure_tree("c", small_tree(8))?;
+        tx.upsert("c", b"n", &0u64.to_le_bytes())
+    })
+    .expect("seed");
+    let handles: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for _ in 0..500 {
+                    db.run(|tx| {
+                        let v = tx.get("c", b"n")?.ok_or(Error::KeyNotFound)?;
+                        let n = u64::from_le_bytes(v.try_into().map_err(|_| Error::KeyNotFound)?);
+                        tx.update("c", b"n", &(n + 1).to_le_bytes())
+                    })
+                    .expect("increment");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("thread");
+    }
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    let v = tx.get("c", b"n").expect("get").expect("present");
+    assert_eq!(u64::from_le_bytes(v.try_into().expect("8 bytes")), 4000);
+    assert!(db.stats().conflicts > 0, "racing increments must have conflicted");
+}
+
+#[test]
+fn check_absent_then_insert_only_one_wins() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Arc::new(open_local(dir.path()));
+    db.run(|tx| tx.ensure_tree("t", small_tree(8))).expect("tree");
+    for round in 0..20 {
+        let key = format!("name-{round}");
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (db, barrier, key) = (db.clone(), barrier.clone(), key.clone());
+                std::thread::spawn(move || {
+                    let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
+                    // Absent in every snapshot; a different value from each thread.
+                    assert_eq!(tx.get("t", key.as_bytes()).expect("get"), None);
+                    tx.upsert("t", key.as_bytes(), format!("{t}").as_bytes()).expect("upsert");
+                    barrier.wait();
+                    match tx.commit() {
+                        Ok(_) => true,
+                        Err(e) => {
+                            assert!(matches!(e, Error::Conflict { .. }), "{e}");
+                            false
+                        }
+                    }
+                })
+            })
+            .collect();
+        let wins = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(|w| *w)
+            .count();
+        assert_eq!(wins, 1, "round {round}");
+    }
+}
+
+#[test]
+fn a_range_read_conflicts_with_an_insert_into_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_local(dir.path());
+    db.run(|tx| {
+        tx.ensure_tree("t", small_tree(8))?;
+        tx.upsert("t", b"a", b"")?;
+        tx.upsert("t", b"z", b"")
+    })
+    .expect("seed");
+    let mut scanner = db.begin(TxMode::ReadWrite).expect("begin");
+    assert_eq!(scanner.count("t").expect("count"), 2);
+    scanner.upsert("t", b"count", b"2").expect("write");
+    db.run(|tx| tx.insert("t", b"m", b"")).expect("phantom");
+    assert!(matches!(scanner.commit(), Err(Error::Conflict { .. })));
+}
+
+#[test]
+fn eight_threads_write_into_a_brand_new_tree_at_once() {
+    for round in 0..10 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Arc::new(open_local(dir.path()));
+        let barrier = Arc::new(Barrier::new(THREADS));
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (db, barrier) = (db.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
+                    tx.ensure_tree("fresh", small_tree(4)).expect("ensure");
+                    for i in 0..10 {
+                        tx.insert("fresh", format!("{t}-{i}").as_bytes(), b"v").expect("insert");
+                    }
+                    barrier.wait();
+                    tx.commit().expect("every first commit lands without a retry");
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread");
+        }
+        let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+        assert_eq!(tx.count("fresh").expect("count"), (THREADS * 10) as u64, "round {round}");
+        assert_eq!(tx.list_trees().expect("list"), vec!["fresh".to_string()]);
+        tx.check_tree("fresh").expect("structure");
+    }
+}
