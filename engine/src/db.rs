@@ -211,7 +211,16 @@ impl Db {
             commit_serial: parking_lot::Mutex::new(()),
             _exclusive: exclusive,
         });
-        // Embedded mode: nobody else can be mid-commit, so every intent is dead.
+        // Embedded mode: nobody else can be mid-commit, so every intent is dead,
+        // and so is every half-written file.
+        if !shared {
+            let store = &inner.loader.store;
+            let swept = store.sweep_staging("intents", Duration::ZERO)
+                + store.sweep_staging("checkpoints", Duration::ZERO);
+            if swept > 0 {
+                tracing::info!(swept, "removed files of interrupted writes");
+            }
+        }
         let (done, undone) = crate::recovery::recover_all(&inner, !shared)?;
         if done + undone > 0 {
             tracing::info!(committed = done, rolled_back = undone, "recovered unfinished commits");

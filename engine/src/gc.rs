@@ -27,6 +27,8 @@ pub struct GcReport {
     pub log_records_deleted: u64,
     /// Superseded checkpoints deleted.
     pub checkpoints_deleted: u64,
+    /// Files of writes interrupted by a crash, deleted.
+    pub staging_files_deleted: u64,
 }
 
 fn keep_node(db: &DbInner, blob: BlobId, keep: &mut HashSet<BlobId>) {
@@ -80,7 +82,14 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
             }
         }
     }
-    let mut report = GcReport::default();
+    let mut report = GcReport {
+        staging_files_deleted: if dry_run {
+            0
+        } else {
+            store.sweep_staging("", retention)
+        },
+        ..GcReport::default()
+    };
     for m in store.list("blobs")? {
         report.blobs_scanned += 1;
         let Some(id) = m.location.filename().and_then(|f| u128::from_str_radix(f, 16).ok()) else {

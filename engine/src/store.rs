@@ -269,6 +269,50 @@ impl BlobStore {
     }
 }
 
+/// True for object_store's staging files (`name#<digits>`), left behind when a
+/// writer dies between writing and renaming.
+fn is_staging_file(name: &str) -> bool {
+    name.rsplit_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+fn sweep_dir(dir: &std::path::Path, older_than: std::time::SystemTime, removed: &mut u64) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            sweep_dir(&path, older_than, removed);
+        } else if is_staging_file(&e.file_name().to_string_lossy()) {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t <= older_than);
+            if old && std::fs::remove_file(&path).is_ok() {
+                *removed += 1;
+            }
+        }
+    }
+}
+
+impl BlobStore {
+    /// Deletes staging files of dead writers under `prefix` that are older
+    /// than `age`. Returns how many went. Only local stores have them.
+    pub fn sweep_staging(&self, prefix: &str, age: Duration) -> u64 {
+        let Some(root) = self.location.local_root() else {
+            return 0;
+        };
+        let cutoff = std::time::SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(std::time::UNIX_EPOCH);
+        let mut removed = 0;
+        sweep_dir(&root.join(prefix), cutoff, &mut removed);
+        removed
+    }
+}
+
 fn sync_path(p: &std::path::Path) -> Result<()> {
     let io = |source| Error::Io {
         path: p.display().to_string(),
@@ -305,5 +349,24 @@ impl ExclusiveLock {
                 source,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_and_location_parsing() {
+        assert!(is_staging_file("abc#1"));
+        assert!(is_staging_file("0000000000000001#42"));
+        assert!(!is_staging_file("abc#"));
+        assert!(!is_staging_file("abc#x1"));
+        assert!(!is_staging_file("abc"));
+        assert!(matches!(StoreLocation::parse("/v"), Ok(StoreLocation::Local(_))));
+        assert!(matches!(StoreLocation::parse("file:///v"), Ok(StoreLocation::Local(_))));
+        assert!(StoreLocation::parse("file://v").is_err());
+        assert!(StoreLocation::parse("ftp://x").is_err());
+        assert!(StoreLocation::parse("").is_err());
     }
 }
