@@ -106,7 +106,9 @@ fn put_rec(
                 let mid = children.len() / 2;
                 let right_children = children.split_off(mid);
                 let right_keys = keys.split_off(mid);
-                let sep = keys.pop().ok_or_else(|| corrupt("internal split underflow"))?;
+                let sep = keys
+                    .pop()
+                    .ok_or_else(|| corrupt("internal split underflow"))?;
                 Some((
                     sep,
                     view.alloc(Node::Internal {
@@ -231,7 +233,9 @@ fn rebalance(view: &mut View, parent: NodeId, i: usize, slots: usize) -> Result<
                 let mid = all_children.len() / 2;
                 let right_children = all_children.split_off(mid);
                 let right_keys = all_keys.split_off(mid);
-                let sep = all_keys.pop().ok_or_else(|| corrupt("rebalance underflow"))?;
+                let sep = all_keys
+                    .pop()
+                    .ok_or_else(|| corrupt("rebalance underflow"))?;
                 keys[a_idx] = sep;
                 view.set(
                     a,
@@ -312,7 +316,8 @@ pub(crate) fn scan(
                 };
                 for c in (0..=start).rev() {
                     // Child c holds only keys below keys[c]: none qualify once keys[c] <= lo.
-                    if let (Some(sep), Bound::Included(l) | Bound::Excluded(l)) = (keys.get(c), lo) {
+                    if let (Some(sep), Bound::Included(l) | Bound::Excluded(l)) = (keys.get(c), lo)
+                    {
                         if sep <= l {
                             break;
                         }
@@ -353,34 +358,48 @@ pub(crate) fn collect_nodes(view: &View, root: NodeId, out: &mut Vec<NodeId>) ->
 
 /// Checks ordering, separator bounds, fill and uniform depth; returns the entry count.
 pub(crate) fn check(view: &View, root: NodeId, slots: usize) -> Result<u64> {
-    fn rec(
-        view: &View,
+    Checker {
+        view,
+        slots,
+        leaf_depth: None,
+    }
+    .node(root, None, None, true, 0)
+}
+
+struct Checker<'a> {
+    view: &'a View,
+    slots: usize,
+    leaf_depth: Option<usize>,
+}
+
+impl Checker<'_> {
+    fn node(
+        &mut self,
         id: NodeId,
         lo: Option<&[u8]>,
         hi: Option<&[u8]>,
         is_root: bool,
-        slots: usize,
         depth: usize,
-        leaf_depth: &mut Option<usize>,
     ) -> Result<u64> {
-        let node = view.node(id)?;
+        let node = self.view.node(id)?;
         let w = node.width();
-        if w > slots {
-            return Err(corrupt(&format!("node {id} over capacity: {w} > {slots}")));
+        if w > self.slots {
+            return Err(corrupt(&format!(
+                "node {id} over capacity: {w} > {}",
+                self.slots
+            )));
         }
-        if !is_root && w < min_width(slots) {
+        if !is_root && w < min_width(self.slots) {
             return Err(corrupt(&format!("node {id} under-full: {w}")));
         }
         let in_bounds = |k: &[u8]| lo.is_none_or(|l| k >= l) && hi.is_none_or(|h| k < h);
         match &*node {
             Node::Leaf { entries } => {
-                if *leaf_depth.get_or_insert(depth) != depth {
+                if *self.leaf_depth.get_or_insert(depth) != depth {
                     return Err(corrupt("leaves at different depths"));
                 }
-                for w in entries.windows(2) {
-                    if w[0].0 >= w[1].0 {
-                        return Err(corrupt(&format!("leaf {id} out of order")));
-                    }
+                if entries.windows(2).any(|w| w[0].0 >= w[1].0) {
+                    return Err(corrupt(&format!("leaf {id} out of order")));
                 }
                 if entries.iter().any(|(k, _)| !in_bounds(k)) {
                     return Err(corrupt(&format!("leaf {id} key outside separators")));
@@ -391,20 +410,25 @@ pub(crate) fn check(view: &View, root: NodeId, slots: usize) -> Result<u64> {
                 if children.len() != keys.len() + 1 || (is_root && children.len() < 2) {
                     return Err(corrupt(&format!("internal {id} malformed")));
                 }
-                for w in keys.windows(2) {
-                    if w[0] >= w[1] {
-                        return Err(corrupt(&format!("internal {id} out of order")));
-                    }
+                if keys.windows(2).any(|w| w[0] >= w[1]) || keys.iter().any(|k| !in_bounds(k)) {
+                    return Err(corrupt(&format!("internal {id} separators out of order")));
                 }
                 let mut total = 0;
                 for (i, c) in children.iter().enumerate() {
-                    let clo = if i == 0 { lo } else { Some(keys[i - 1].as_slice()) };
-                    let chi = if i == keys.len() { hi } else { Some(keys[i].as_slice()) };
-                    total += rec(view, *c, clo, chi, false, slots, depth + 1, leaf_depth)?;
+                    let clo = if i == 0 {
+                        lo
+                    } else {
+                        Some(keys[i - 1].as_slice())
+                    };
+                    let chi = if i == keys.len() {
+                        hi
+                    } else {
+                        Some(keys[i].as_slice())
+                    };
+                    total += self.node(*c, clo, chi, false, depth + 1)?;
                 }
                 Ok(total)
             }
         }
     }
-    rec(view, root, None, None, true, slots, 0, &mut None)
 }

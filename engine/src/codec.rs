@@ -76,7 +76,10 @@ pub fn unframe<'a>(kind: Kind, path: &str, data: &'a [u8]) -> Result<&'a [u8]> {
         return Err(bad("bad magic".into()));
     }
     if data[4] != kind as u8 {
-        return Err(bad(format!("kind {} where {} expected", data[4], kind as u8)));
+        return Err(bad(format!(
+            "kind {} where {} expected",
+            data[4], kind as u8
+        )));
     }
     if data[5] != FORMAT {
         return Err(bad(format!("unknown format version {}", data[5])));
@@ -134,7 +137,10 @@ mod tests {
         for i in 0..data.len() {
             let mut bad = data.clone();
             bad[i] ^= 0x40;
-            assert!(decode::<(u64, String)>(Kind::Record, "p", &bad).is_err(), "flip at {i}");
+            assert!(
+                decode::<(u64, String)>(Kind::Record, "p", &bad).is_err(),
+                "flip at {i}"
+            );
         }
         assert!(decode::<(u64, String)>(Kind::Node, "p", &data).is_err());
     }

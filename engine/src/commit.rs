@@ -60,9 +60,13 @@ impl Drop for Locks {
 fn validate(tx: &Transaction, records: &[Arc<CommitRecord>]) -> Result<()> {
     for rec in records {
         for t in &rec.replaced_trees {
-            let used = tx.reads.contains_key(t) || tx.writes.contains_key(t) || tx.ensured.contains(t);
+            let used =
+                tx.reads.contains_key(t) || tx.writes.contains_key(t) || tx.ensured.contains(t);
             if used && !tx.ensure_created.contains(t) {
-                return Err(Error::conflict(t, "tree was created or dropped by another commit"));
+                return Err(Error::conflict(
+                    t,
+                    "tree was created or dropped by another commit",
+                ));
             }
         }
         for w in &rec.writes {
@@ -243,7 +247,10 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         let intent = Intent {
             txid: tx.id,
             time_ms: now_ms(),
-            deadline_ms: now_ms() + tx.deadline().saturating_duration_since(std::time::Instant::now()).as_millis() as u64,
+            deadline_ms: now_ms()
+                + tx.deadline()
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_millis() as u64,
             base_seq,
             blobs: all_blobs,
         };
@@ -335,12 +342,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
 }
 
 /// Used by recovery: true if `txid` committed in `(after, upto]`.
-pub(crate) fn committed_between(
-    db: &DbInner,
-    txid: TxId,
-    after: u64,
-    upto: u64,
-) -> Result<bool> {
+pub(crate) fn committed_between(db: &DbInner, txid: TxId, after: u64, upto: u64) -> Result<bool> {
     Ok(db
         .registry
         .records(after, upto)?

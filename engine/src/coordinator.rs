@@ -22,8 +22,13 @@ pub struct LockOutcome {
 pub trait Coordinator: Send + Sync {
     /// Takes every key for `owner`, in ascending order (so two transactions
     /// cannot deadlock), waiting until `deadline` at most. All or nothing.
-    fn lock(&self, keys: &[u64], owner: TxId, ttl: Duration, deadline: Instant)
-        -> Result<LockOutcome>;
+    fn lock(
+        &self,
+        keys: &[u64],
+        owner: TxId,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<LockOutcome>;
     /// Releases the keys `owner` still holds; keys taken over by others are left alone.
     fn unlock(&self, keys: &[u64], owner: TxId);
     /// Extends the owner's hold on keys; fails if any was lost.
@@ -131,20 +136,24 @@ mod tests {
         let c = InProcessCoordinator::new();
         let (a, b) = (TxId(1), TxId(2));
         let far = Instant::now() + Duration::from_secs(5);
-        c.lock(&[3, 1, 2], a, Duration::from_millis(200), far).expect("a locks");
+        c.lock(&[3, 1, 2], a, Duration::from_millis(200), far)
+            .expect("a locks");
         let soon = Instant::now() + Duration::from_millis(20);
         assert!(matches!(
             c.lock(&[2], b, Duration::from_secs(1), soon),
             Err(Error::Timeout(_))
         ));
         // After a's TTL runs out, b takes the lock and learns a may be dead.
-        let out = c.lock(&[2], b, Duration::from_secs(1), far).expect("b takes over");
+        let out = c
+            .lock(&[2], b, Duration::from_secs(1), far)
+            .expect("b takes over");
         assert_eq!(out.expired_owners, vec![a]);
         assert!(c.renew(&[2], a, Duration::from_secs(1)).is_err());
         c.unlock(&[1, 2, 3], a);
         // a's unlock must not free b's lock.
         assert!(c.lock(&[2], TxId(3), Duration::from_secs(1), soon).is_err());
         c.unlock(&[2], b);
-        c.lock(&[2], TxId(3), Duration::from_secs(1), soon).expect("free now");
+        c.lock(&[2], TxId(3), Duration::from_secs(1), soon)
+            .expect("free now");
     }
 }

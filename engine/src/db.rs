@@ -110,8 +110,9 @@ const OUR_TOP_LEVEL: &[&str] = &["blobs", "log", "checkpoints", "intents", "volu
 /// Formats an empty location, or checks that it holds a volume.
 fn format_or_check(store: &BlobStore) -> Result<()> {
     if let Some(data) = store.get(&volume_path())? {
-        let m: VolumeMarker = codec::decode(Kind::Volume, "volume", &data)
-            .map_err(|e| Error::NotAVolume(format!("{}: not a sopfs volume ({e})", store.location())))?;
+        let m: VolumeMarker = codec::decode(Kind::Volume, "volume", &data).map_err(|e| {
+            Error::NotAVolume(format!("{}: not a sopfs volume ({e})", store.location()))
+        })?;
         if m.format != 1 {
             return Err(Error::NotAVolume(format!(
                 "{}: volume format {} is not supported by this version",
@@ -177,7 +178,12 @@ impl Db {
             }
             None => None,
         };
-        Self::open_inner(location, opts, Arc::new(InProcessCoordinator::new()), exclusive)
+        Self::open_inner(
+            location,
+            opts,
+            Arc::new(InProcessCoordinator::new()),
+            exclusive,
+        )
     }
 
     /// Opens a volume shared with other processes through `coord`.
@@ -223,7 +229,11 @@ impl Db {
         }
         let (done, undone) = crate::recovery::recover_all(&inner, !shared)?;
         if done + undone > 0 {
-            tracing::info!(committed = done, rolled_back = undone, "recovered unfinished commits");
+            tracing::info!(
+                committed = done,
+                rolled_back = undone,
+                "recovered unfinished commits"
+            );
         }
         let background = inner.opts.background_interval.map(|every| {
             let (tx, rx) = mpsc::channel::<()>();

@@ -45,7 +45,9 @@ fn keep_node(db: &DbInner, blob: BlobId, keep: &mut HashSet<BlobId>) {
                 }
             }
         }
-        Err(e) => tracing::warn!(%blob, error = %e, "GC could not read a node; keeping what it can"),
+        Err(e) => {
+            tracing::warn!(%blob, error = %e, "GC could not read a node; keeping what it can")
+        }
     }
 }
 
@@ -60,11 +62,17 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
     // Nodes replaced within the window may still be read by older snapshots.
     let mut log_seqs = Vec::new();
     for m in store.list("log")? {
-        let Some(seq) = m.location.filename().and_then(|f| u64::from_str_radix(f, 16).ok()) else {
+        let Some(seq) = m
+            .location
+            .filename()
+            .and_then(|f| u64::from_str_radix(f, 16).ok())
+        else {
             continue;
         };
         log_seqs.push(seq);
-        let Some(data) = store.get(&m.location)? else { continue };
+        let Some(data) = store.get(&m.location)? else {
+            continue;
+        };
         let rec: CommitRecord = codec::decode(Kind::Record, m.location.as_ref(), &data)?;
         if rec.time_ms >= cutoff {
             for c in &rec.nodes {
@@ -92,7 +100,11 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
     };
     for m in store.list("blobs")? {
         report.blobs_scanned += 1;
-        let Some(id) = m.location.filename().and_then(|f| u128::from_str_radix(f, 16).ok()) else {
+        let Some(id) = m
+            .location
+            .filename()
+            .and_then(|f| u128::from_str_radix(f, 16).ok())
+        else {
             continue;
         };
         let young = m.last_modified.timestamp_millis() as u64 >= cutoff;

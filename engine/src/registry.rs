@@ -69,7 +69,9 @@ pub struct CommitRecord {
 impl CommitRecord {
     /// True if this commit changed any of the given nodes.
     pub fn touches(&self, nodes: &[NodeId]) -> bool {
-        self.nodes.iter().any(|c| nodes.binary_search(&c.node).is_ok())
+        self.nodes
+            .iter()
+            .any(|c| nodes.binary_search(&c.node).is_ok())
     }
 }
 
@@ -108,13 +110,19 @@ impl Registry {
         let mut seqs: Vec<u64> = store
             .list("checkpoints")?
             .iter()
-            .filter_map(|m| m.location.filename().and_then(|f| u64::from_str_radix(f, 16).ok()))
+            .filter_map(|m| {
+                m.location
+                    .filename()
+                    .and_then(|f| u64::from_str_radix(f, 16).ok())
+            })
             .collect();
         seqs.sort_unstable_by(|a, b| b.cmp(a));
         let mut state = RegState::default();
         for seq in seqs {
             let path = checkpoint_path(seq);
-            let Some(data) = store.get(&path)? else { continue };
+            let Some(data) = store.get(&path)? else {
+                continue;
+            };
             match codec::decode::<Checkpoint>(Kind::Checkpoint, path.as_ref(), &data) {
                 Ok(cp) => {
                     state.seq = cp.seq;
@@ -260,8 +268,10 @@ impl Registry {
             time_ms: now_ms(),
             nodes: state.nodes.iter().map(|(k, v)| (*k, *v)).collect(),
         };
-        self.store
-            .put(&checkpoint_path(state.seq), codec::encode(Kind::Checkpoint, &cp))
+        self.store.put(
+            &checkpoint_path(state.seq),
+            codec::encode(Kind::Checkpoint, &cp),
+        )
     }
 
     /// (seq, time) of every checkpoint in the store, ascending.

@@ -112,11 +112,12 @@ impl BlobStore {
                     path: root.display().to_string(),
                     source,
                 })?;
-                let fs = LocalFileSystem::new_with_prefix(root).map_err(|source| Error::Backend {
-                    op: "open",
-                    path: root.display().to_string(),
-                    source,
-                })?;
+                let fs =
+                    LocalFileSystem::new_with_prefix(root).map_err(|source| Error::Backend {
+                        op: "open",
+                        path: root.display().to_string(),
+                        source,
+                    })?;
                 Arc::new(fs)
             }
             StoreLocation::Memory(m) => m.clone(),
@@ -341,9 +342,7 @@ impl ExclusiveLock {
             })?;
         match file.try_lock() {
             Ok(()) => Ok(ExclusiveLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => {
-                Err(Error::InUse(root.display().to_string()))
-            }
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse(root.display().to_string())),
             Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
                 path: path.display().to_string(),
                 source,
@@ -363,8 +362,14 @@ mod tests {
         assert!(!is_staging_file("abc#"));
         assert!(!is_staging_file("abc#x1"));
         assert!(!is_staging_file("abc"));
-        assert!(matches!(StoreLocation::parse("/v"), Ok(StoreLocation::Local(_))));
-        assert!(matches!(StoreLocation::parse("file:///v"), Ok(StoreLocation::Local(_))));
+        assert!(matches!(
+            StoreLocation::parse("/v"),
+            Ok(StoreLocation::Local(_))
+        ));
+        assert!(matches!(
+            StoreLocation::parse("file:///v"),
+            Ok(StoreLocation::Local(_))
+        ));
         assert!(StoreLocation::parse("file://v").is_err());
         assert!(StoreLocation::parse("ftp://x").is_err());
         assert!(StoreLocation::parse("").is_err());

@@ -76,23 +76,40 @@ impl TreeMeta {
 /// A buffered key-level change, replayed onto a fresher state when merging.
 #[derive(Clone, Debug)]
 pub(crate) enum Op {
-    EnsureTree { name: String, meta: TreeMeta },
-    CreateTree { name: String, meta: TreeMeta },
-    DropTree { name: String },
-    Put { tree: String, key: Vec<u8>, value: Value },
-    Remove { tree: String, key: Vec<u8> },
+    EnsureTree {
+        name: String,
+        meta: TreeMeta,
+    },
+    CreateTree {
+        name: String,
+        meta: TreeMeta,
+    },
+    DropTree {
+        name: String,
+    },
+    Put {
+        tree: String,
+        key: Vec<u8>,
+        value: Value,
+    },
+    Remove {
+        tree: String,
+        key: Vec<u8>,
+    },
 }
+
+/// A key range as scanned: (lower, upper) bounds.
+pub(crate) type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
 #[derive(Default, Debug)]
 pub(crate) struct ReadSet {
     pub points: BTreeSet<Vec<u8>>,
-    pub ranges: Vec<(Bound<Vec<u8>>, Bound<Vec<u8>>)>,
+    pub ranges: Vec<KeyRange>,
 }
 
 impl ReadSet {
     pub fn covers(&self, key: &[u8]) -> bool {
-        self.points.contains(key)
-            || self.ranges.iter().any(|(lo, hi)| in_range(key, lo, hi))
+        self.points.contains(key) || self.ranges.iter().any(|(lo, hi)| in_range(key, lo, hi))
     }
 }
 
@@ -453,10 +470,15 @@ impl Transaction {
                         continue;
                     }
                     let path = blob_path(*c);
-                    let data = self.db.loader.store.get(&path)?.ok_or_else(|| Error::Missing {
-                        what: "value",
-                        path: path.to_string(),
-                    })?;
+                    let data = self
+                        .db
+                        .loader
+                        .store
+                        .get(&path)?
+                        .ok_or_else(|| Error::Missing {
+                            what: "value",
+                            path: path.to_string(),
+                        })?;
                     out.extend_from_slice(codec::unframe(Kind::Value, path.as_ref(), &data)?);
                 }
                 if out.len() as u64 != *len {
@@ -558,13 +580,7 @@ impl Transaction {
         let reverse = cursor.direction == Direction::Backward;
         let mut out = Vec::new();
         let hit_limit = btree::scan(
-            &self.view,
-            meta.root,
-            &cursor.lo,
-            &cursor.hi,
-            reverse,
-            limit,
-            &mut out,
+            &self.view, meta.root, &cursor.lo, &cursor.hi, reverse, limit, &mut out,
         )?;
         // The read covers what was scanned: up to the last key returned, or the
         // whole remaining range when it ran out.
@@ -692,7 +708,13 @@ pub(crate) fn apply_op(view: &mut View, op: &Op) -> Result<bool> {
         }
         Op::Put { tree, key, value } => {
             let meta = existing(view, tree)?;
-            btree::put(view, meta.root, key, value.clone(), meta.config.slots as usize)?;
+            btree::put(
+                view,
+                meta.root,
+                key,
+                value.clone(),
+                meta.config.slots as usize,
+            )?;
             Ok(false)
         }
         Op::Remove { tree, key } => {

@@ -17,12 +17,20 @@ fn operations_commit_and_survive_reopen() {
         let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
         tx.create_tree("t", small_tree(4)).expect("create");
         for i in 0..200 {
-            tx.insert("t", &key(i), format!("v{i}").as_bytes()).expect("insert");
+            tx.insert("t", &key(i), format!("v{i}").as_bytes())
+                .expect("insert");
         }
-        assert!(matches!(tx.insert("t", &key(5), b"x"), Err(Error::KeyExists)));
-        assert!(matches!(tx.update("t", b"nope", b"x"), Err(Error::KeyNotFound)));
+        assert!(matches!(
+            tx.insert("t", &key(5), b"x"),
+            Err(Error::KeyExists)
+        ));
+        assert!(matches!(
+            tx.update("t", b"nope", b"x"),
+            Err(Error::KeyNotFound)
+        ));
         tx.update("t", &key(5), b"five").expect("update");
-        tx.upsert("t", &key(500), &vec![7u8; 100_000]).expect("large upsert");
+        tx.upsert("t", &key(500), &vec![7u8; 100_000])
+            .expect("large upsert");
         assert!(tx.remove("t", &key(7)).expect("remove"));
         assert!(!tx.remove("t", &key(7)).expect("remove absent"));
         assert_eq!(tx.count("t").expect("count"), 200);
@@ -33,7 +41,10 @@ fn operations_commit_and_survive_reopen() {
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
     assert_eq!(tx.get("t", &key(5)).expect("get"), Some(b"five".to_vec()));
     assert_eq!(tx.get("t", &key(7)).expect("get"), None);
-    assert_eq!(tx.get("t", &key(500)).expect("get"), Some(vec![7u8; 100_000]));
+    assert_eq!(
+        tx.get("t", &key(500)).expect("get"),
+        Some(vec![7u8; 100_000])
+    );
     assert_eq!(tx.first("t").expect("first").map(|e| e.0), Some(key(0)));
     assert_eq!(tx.last("t").expect("last").map(|e| e.0), Some(key(500)));
     assert_eq!(tx.count("t").expect("count"), 200);
@@ -57,14 +68,24 @@ fn cursors_scan_both_ways_and_resume_in_another_transaction() {
     let mut seen = Vec::new();
     while !cursor.is_done() {
         let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
-        seen.extend(tx.scan("t", &mut cursor, 7).expect("scan").into_iter().map(|e| e.0));
+        seen.extend(
+            tx.scan("t", &mut cursor, 7)
+                .expect("scan")
+                .into_iter()
+                .map(|e| e.0),
+        );
     }
     assert_eq!(seen, (10..60).map(key).collect::<Vec<_>>());
     let mut back = Cursor::new(key(10)..=key(60), Direction::Backward);
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
     let mut got = Vec::new();
     while !back.is_done() {
-        got.extend(tx.scan("t", &mut back, 3).expect("scan").into_iter().map(|e| e.0));
+        got.extend(
+            tx.scan("t", &mut back, 3)
+                .expect("scan")
+                .into_iter()
+                .map(|e| e.0),
+        );
     }
     assert_eq!(got, (10..=60).rev().map(key).collect::<Vec<_>>());
     let mut pre = Cursor::prefix(b"k00002", Direction::Forward);
@@ -76,11 +97,23 @@ fn trees_are_created_dropped_and_named_errors_come_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = open_local(dir.path());
     let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
-    assert!(matches!(tx.get("missing", b"k"), Err(Error::TreeNotFound(_))));
+    assert!(matches!(
+        tx.get("missing", b"k"),
+        Err(Error::TreeNotFound(_))
+    ));
     tx.create_tree("a", small_tree(4)).expect("create");
-    assert!(matches!(tx.create_tree("a", small_tree(4)), Err(Error::TreeExists(_))));
-    assert!(matches!(tx.create_tree("b", small_tree(2)), Err(Error::InvalidArgument(_))));
-    assert!(matches!(tx.upsert("a", &vec![0; 5000], b""), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        tx.create_tree("a", small_tree(4)),
+        Err(Error::TreeExists(_))
+    ));
+    assert!(matches!(
+        tx.create_tree("b", small_tree(2)),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        tx.upsert("a", &vec![0; 5000], b""),
+        Err(Error::InvalidArgument(_))
+    ));
     for i in 0..50 {
         tx.upsert("a", &key(i), b"v").expect("upsert");
     }
@@ -105,7 +138,8 @@ fn rollback_leaves_nothing_and_snapshots_are_stable() {
     let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
     tx.upsert("t", b"b", b"2").expect("upsert");
     tx.rollback();
-    db.run(|tx| tx.upsert("t", b"a", b"changed")).expect("update");
+    db.run(|tx| tx.upsert("t", b"a", b"changed"))
+        .expect("update");
     assert_eq!(reader.get("t", b"a").expect("get"), Some(b"1".to_vec()));
     assert_eq!(reader.get("t", b"b").expect("get"), None);
     let mut now = db.begin(TxMode::ReadOnly).expect("begin");
@@ -129,7 +163,10 @@ fn a_second_embedded_process_is_refused_and_junk_folders_are_not_volumes() {
         common::small_opts(),
     );
     assert!(matches!(r, Err(Error::NotAVolume(_))));
-    assert_eq!(std::fs::read(junk.path().join("notes.txt")).expect("read"), b"mine");
+    assert_eq!(
+        std::fs::read(junk.path().join("notes.txt")).expect("read"),
+        b"mine"
+    );
 }
 
 #[test]
@@ -144,5 +181,8 @@ fn transactions_time_out() {
         })
         .expect("begin");
     std::thread::sleep(std::time::Duration::from_millis(5));
-    assert!(matches!(tx.ensure_tree("t", small_tree(4)), Err(Error::Timeout(_))));
+    assert!(matches!(
+        tx.ensure_tree("t", small_tree(4)),
+        Err(Error::Timeout(_))
+    ));
 }

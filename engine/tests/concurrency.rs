@@ -12,14 +12,16 @@ const THREADS: usize = 8;
 fn eight_threads_two_thousand_single_key_transactions_each() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Arc::new(open_local(dir.path()));
-    db.run(|tx| tx.ensure_tree("t", small_tree(16))).expect("tree");
+    db.run(|tx| tx.ensure_tree("t", small_tree(16)))
+        .expect("tree");
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             let db = db.clone();
             std::thread::spawn(move || {
                 for i in 0..2000 {
                     let k = format!("{i:05}-{t}");
-                    db.run(|tx| tx.insert("t", k.as_bytes(), b"v")).expect("insert");
+                    db.run(|tx| tx.insert("t", k.as_bytes(), b"v"))
+                        .expect("insert");
                 }
             })
         })
@@ -29,10 +31,16 @@ fn eight_threads_two_thousand_single_key_transactions_each() {
     }
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
     assert_eq!(tx.count("t").expect("count"), (THREADS * 2000) as u64);
-    assert_eq!(tx.check_tree("t").expect("structure"), (THREADS * 2000) as u64);
+    assert_eq!(
+        tx.check_tree("t").expect("structure"),
+        (THREADS * 2000) as u64
+    );
     for t in 0..THREADS {
         for i in (0..2000).step_by(97) {
-            assert!(tx.get("t", format!("{i:05}-{t}").as_bytes()).expect("get").is_some());
+            assert!(tx
+                .get("t", format!("{i:05}-{t}").as_bytes())
+                .expect("get")
+                .is_some());
         }
     }
     let s = db.stats();
@@ -73,14 +81,18 @@ fn eight_threads_increment_one_counter_five_hundred_times() {
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
     let v = tx.get("c", b"n").expect("get").expect("present");
     assert_eq!(u64::from_le_bytes(v.try_into().expect("8 bytes")), 4000);
-    assert!(db.stats().conflicts > 0, "racing increments must have conflicted");
+    assert!(
+        db.stats().conflicts > 0,
+        "racing increments must have conflicted"
+    );
 }
 
 #[test]
 fn check_absent_then_insert_only_one_wins() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Arc::new(open_local(dir.path()));
-    db.run(|tx| tx.ensure_tree("t", small_tree(8))).expect("tree");
+    db.run(|tx| tx.ensure_tree("t", small_tree(8)))
+        .expect("tree");
     for round in 0..20 {
         let key = format!("name-{round}");
         let barrier = Arc::new(Barrier::new(THREADS));
@@ -91,7 +103,8 @@ fn check_absent_then_insert_only_one_wins() {
                     let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
                     // Absent in every snapshot; a different value from each thread.
                     assert_eq!(tx.get("t", key.as_bytes()).expect("get"), None);
-                    tx.upsert("t", key.as_bytes(), format!("{t}").as_bytes()).expect("upsert");
+                    tx.upsert("t", key.as_bytes(), format!("{t}").as_bytes())
+                        .expect("upsert");
                     barrier.wait();
                     match tx.commit() {
                         Ok(_) => true,
@@ -142,10 +155,12 @@ fn eight_threads_write_into_a_brand_new_tree_at_once() {
                     let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
                     tx.ensure_tree("fresh", small_tree(4)).expect("ensure");
                     for i in 0..10 {
-                        tx.insert("fresh", format!("{t}-{i}").as_bytes(), b"v").expect("insert");
+                        tx.insert("fresh", format!("{t}-{i}").as_bytes(), b"v")
+                            .expect("insert");
                     }
                     barrier.wait();
-                    tx.commit().expect("every first commit lands without a retry");
+                    tx.commit()
+                        .expect("every first commit lands without a retry");
                 })
             })
             .collect();
@@ -153,7 +168,11 @@ fn eight_threads_write_into_a_brand_new_tree_at_once() {
             h.join().expect("thread");
         }
         let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
-        assert_eq!(tx.count("fresh").expect("count"), (THREADS * 10) as u64, "round {round}");
+        assert_eq!(
+            tx.count("fresh").expect("count"),
+            (THREADS * 10) as u64,
+            "round {round}"
+        );
         assert_eq!(tx.list_trees().expect("list"), vec!["fresh".to_string()]);
         tx.check_tree("fresh").expect("structure");
     }

@@ -6,7 +6,6 @@ use common::small_tree;
 use engine::{Cursor, Db, Direction, Error, Options, StoreLocation, TxMode};
 use std::path::{Path, PathBuf};
 
-
 fn opts() -> Options {
     Options {
         background_interval: None,
@@ -16,7 +15,7 @@ fn opts() -> Options {
 }
 
 fn value(i: u32) -> Vec<u8> {
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         vec![i as u8; 1000]
     } else {
         format!("v{i}").into_bytes()
@@ -97,7 +96,9 @@ fn every_damaged_blob_is_reported_as_a_typed_error() {
             .expect("damage");
             match read_all(dir.path()) {
                 Err(Error::Corrupted { .. } | Error::Missing { .. }) => {}
-                Ok(all_good) => panic!("{damage} of {blob:?} went unnoticed (data intact: {all_good})"),
+                Ok(all_good) => {
+                    panic!("{damage} of {blob:?} went unnoticed (data intact: {all_good})")
+                }
                 Err(e) => panic!("{damage} of {blob:?}: unexpected error kind: {e}"),
             }
             std::fs::write(blob, &data).expect("restore");

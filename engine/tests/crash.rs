@@ -25,12 +25,14 @@ fn opts() -> Options {
 }
 
 fn keys_of(i: u64) -> Vec<Vec<u8>> {
-    (0..1 + i % 7).map(|j| format!("k{i:08}-{j}").into_bytes()).collect()
+    (0..1 + i % 7)
+        .map(|j| format!("k{i:08}-{j}").into_bytes())
+        .collect()
 }
 
 fn value_of(i: u64) -> Vec<u8> {
     // Every fifth commit carries a value large enough for several chunk blobs.
-    let len = if i % 5 == 0 { 2500 } else { 12 };
+    let len = if i.is_multiple_of(5) { 2500 } else { 12 };
     (0..len).map(|b| (i as usize + b) as u8).collect()
 }
 
@@ -84,7 +86,10 @@ fn child_process_entry() {
 fn verify(dir: &Path, acked: u64) -> u64 {
     let db = Db::open(StoreLocation::Local(dir.to_path_buf()), opts()).expect("reopen after kill");
     let c = counter(&db);
-    assert!(c >= acked, "acknowledged commit {acked} lost (store holds {c})");
+    assert!(
+        c >= acked,
+        "acknowledged commit {acked} lost (store holds {c})"
+    );
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
     if c == 0 {
         return 0;
@@ -97,21 +102,34 @@ fn verify(dir: &Path, acked: u64) -> u64 {
         .sum();
     assert_eq!(n, c + live_k + 1, "entry count after commit {c}");
     // Commit c and everything before it is whole; c + 1 left no trace.
-    for i in [1, c / 2, c.saturating_sub(1), c].into_iter().filter(|i| *i > 0) {
+    for i in [1, c / 2, c.saturating_sub(1), c]
+        .into_iter()
+        .filter(|i| *i > 0)
+    {
         let a = tx.get(TREE, format!("a{i:08}").as_bytes()).expect("get");
         assert_eq!(a, Some(value_of(i)), "a{i} after commit {c}");
     }
-    assert_eq!(tx.get(TREE, format!("a{:08}", c + 1).as_bytes()).expect("get"), None);
+    assert_eq!(
+        tx.get(TREE, format!("a{:08}", c + 1).as_bytes())
+            .expect("get"),
+        None
+    );
     for k in keys_of(c) {
         assert!(tx.get(TREE, &k).expect("get").is_some());
     }
     if c > 2 {
         for k in keys_of(c - 2) {
-            assert_eq!(tx.get(TREE, &k).expect("get"), None, "half-applied commit {c}");
+            assert_eq!(
+                tx.get(TREE, &k).expect("get"),
+                None,
+                "half-applied commit {c}"
+            );
         }
     }
     // Opening recovered every unfinished commit.
-    let intents = std::fs::read_dir(dir.join("intents")).map(|d| d.count()).unwrap_or(0);
+    let intents = std::fs::read_dir(dir.join("intents"))
+        .map(|d| d.count())
+        .unwrap_or(0);
     assert_eq!(intents, 0, "intent records left after recovery");
     c
 }
@@ -125,7 +143,12 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let kills = 80;
     for round in 0..kills {
         let mut child = Command::new(&exe)
-            .args(["--exact", "child_process_entry", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_process_entry",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -136,7 +159,10 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(n) = line.strip_prefix("ACK ").and_then(|n| n.parse::<u64>().ok()) {
+                if let Some(n) = line
+                    .strip_prefix("ACK ")
+                    .and_then(|n| n.parse::<u64>().ok())
+                {
                     let _ = tx.send(n);
                 }
             }
@@ -156,7 +182,10 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         assert!(c >= last, "round {round}: commits went backwards");
         last = c;
     }
-    assert!(last > kills, "the child made too little progress: {last} commits");
+    assert!(
+        last > kills,
+        "the child made too little progress: {last} commits"
+    );
     // Whatever the crashes left behind is garbage GC can reclaim safely.
     let db = Db::open(StoreLocation::Local(dir.path().to_path_buf()), opts()).expect("open");
     let report = db.gc(Duration::ZERO, false).expect("gc");
