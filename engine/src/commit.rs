@@ -149,6 +149,27 @@ fn discard(tx: &Transaction, blobs: &[BlobId]) {
     }
 }
 
+/// Crash-test hook, read once from `SOPFS_TEST_PAUSE_COMMIT=before|after:SECONDS:FILE`:
+/// the first commit of the process touches FILE and sleeps, holding its locks,
+/// just before (or after) its commit point, so a test can SIGKILL it there.
+fn test_pause(at_commit_point_before: bool) {
+    static HOOK: std::sync::OnceLock<Option<(bool, u64, String)>> = std::sync::OnceLock::new();
+    static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let hook = HOOK.get_or_init(|| {
+        let v = std::env::var("SOPFS_TEST_PAUSE_COMMIT").ok()?;
+        let mut parts = v.splitn(3, ':');
+        let when = parts.next()? == "before";
+        let secs = parts.next()?.parse().ok()?;
+        Some((when, secs, parts.next()?.to_string()))
+    });
+    if let Some((before, secs, file)) = hook {
+        if *before == at_commit_point_before && !FIRED.swap(true, Ordering::SeqCst) {
+            let _ = std::fs::write(file, b"paused");
+            std::thread::sleep(std::time::Duration::from_secs(*secs));
+        }
+    }
+}
+
 pub(crate) fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
     if tx.opts.mode == TxMode::ReadOnly || tx.ops.is_empty() {
         return Ok(CommitInfo {
@@ -295,6 +316,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             replaced_trees,
             nodes: changes,
         };
+        test_pause(true);
         loop {
             // A commit past its deadline may have been rolled back by a peer.
             if let Err(e) = tx.check_deadline() {
@@ -324,9 +346,11 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             }
             record.seq = now.seq + 1;
         }
+        test_pause(false);
         let seq = record.seq;
         db.registry.publish(Arc::new(record))?;
         drop(serial);
+        db.coord.publish_stamp(seq);
         locks.release();
         for ((blob, _), (_, node)) in node_blobs.iter().zip(dirty.iter()) {
             db.loader.cache.insert(*blob, (*node).clone());

@@ -1,6 +1,9 @@
 //! Scent locks: short-lived, owner-tagged locks on logical nodes, behind one
 //! trait so a Redis implementation can stand in for the in-process one.
 //!
+//! Two implementations: [`InProcessCoordinator`] (embedded mode) and
+//! [`crate::redis_coord::RedisCoordinator`] (cluster mode).
+//!
 //! Locks only keep writers of the same node from wasting work: the store's
 //! create-if-absent commit point decides conflicts, so a lost or expired lock
 //! can cost a retry, never a lost update.
@@ -35,6 +38,17 @@ pub trait Coordinator: Send + Sync {
     fn renew(&self, keys: &[u64], owner: TxId, ttl: Duration) -> Result<()>;
     /// True when other processes may write the store (probe it for news).
     fn is_shared(&self) -> bool;
+    /// Scopes the coordinator's keys to one volume; called once at open.
+    fn attach(&self, _volume_id: &str) -> Result<()> {
+        Ok(())
+    }
+    /// The newest commit seq the coordinator has heard of, if it knows one.
+    /// A hint only: the log in the store is the truth.
+    fn stamp(&self) -> Option<u64> {
+        None
+    }
+    /// Announces that commit `seq` landed (best effort).
+    fn publish_stamp(&self, _seq: u64) {}
 }
 
 /// Locks for the threads of one process (embedded mode).

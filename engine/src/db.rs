@@ -102,14 +102,16 @@ pub struct Db {
 struct VolumeMarker {
     name: String,
     format: u32,
+    /// Names the volume in coordinator keys.
+    id: u128,
     created_ms: u64,
 }
 
 const OUR_TOP_LEVEL: &[&str] = &["blobs", "log", "checkpoints", "intents", "volume"];
 
-/// Formats an empty location, or checks that it holds a volume.
-fn format_or_check(store: &BlobStore) -> Result<()> {
-    if let Some(data) = store.get(&volume_path())? {
+/// Formats an empty location, or checks that it holds a volume; returns its id.
+fn format_or_check(store: &BlobStore) -> Result<u128> {
+    if let Some(data) = read_marker(store)? {
         let m: VolumeMarker = codec::decode(Kind::Volume, "volume", &data).map_err(|e| {
             Error::NotAVolume(format!("{}: not a sopfs volume ({e})", store.location()))
         })?;
@@ -120,7 +122,7 @@ fn format_or_check(store: &BlobStore) -> Result<()> {
                 m.format
             )));
         }
-        return Ok(());
+        return Ok(m.id);
     }
     if let Some(root) = store.location().local_root() {
         let entries = std::fs::read_dir(root).map_err(|source| Error::Io {
@@ -159,9 +161,47 @@ fn format_or_check(store: &BlobStore) -> Result<()> {
     let marker = VolumeMarker {
         name: "sopfs".into(),
         format: 1,
+        id: rand::random(),
         created_ms: now_ms(),
     };
-    store.put(&volume_path(), codec::encode(Kind::Volume, &marker))
+    // Two formatters racing: the first marker wins, the other adopts it.
+    if !store.create(&volume_path(), codec::encode(Kind::Volume, &marker))? {
+        return format_or_check(store);
+    }
+    Ok(marker.id)
+}
+
+fn read_marker(store: &BlobStore) -> Result<Option<Vec<u8>>> {
+    Ok(store.get(&volume_path())?.map(|b| b.to_vec()))
+}
+
+/// A shared-mode process idle this long re-reads the newest checkpoint before
+/// trusting its position in the log (GC may have trimmed records it never saw).
+const RESYNC_AFTER: Duration = Duration::from_secs(60);
+
+impl DbInner {
+    /// The newest state, as cheaply as the mode allows: embedded mode knows it
+    /// already; shared mode asks the coordinator's stamp and probes the store
+    /// only when the stamp is missing, behind, or ahead of what it has.
+    pub(crate) fn fresh_state(&self) -> Result<Arc<crate::registry::RegState>> {
+        if !self.coord.is_shared() {
+            return self.registry.catch_up(false);
+        }
+        if self.registry.idle_for() > RESYNC_AFTER {
+            self.registry.resync()?;
+        }
+        let local = self.registry.current();
+        match self.coord.stamp() {
+            Some(s) if s == local.seq => Ok(local),
+            Some(s) if s > local.seq => self.registry.catch_up(true),
+            _ => {
+                // Redis lost the stamp (restart) or holds an old one: the store decides.
+                let st = self.registry.catch_up(true)?;
+                self.coord.publish_stamp(st.seq);
+                Ok(st)
+            }
+        }
+    }
 }
 
 impl Db {
@@ -202,7 +242,8 @@ impl Db {
         exclusive: Option<ExclusiveLock>,
     ) -> Result<Db> {
         let store = Arc::new(BlobStore::open(&location)?);
-        format_or_check(&store)?;
+        let volume_id = format_or_check(&store)?;
+        coord.attach(&format!("{volume_id:032x}"))?;
         let registry = Registry::open(store.clone())?;
         let shared = coord.is_shared();
         let inner = Arc::new(DbInner {
@@ -262,7 +303,7 @@ impl Db {
 
     /// Begins a transaction with explicit options.
     pub fn begin_with(&self, opts: TxOptions) -> Result<Transaction> {
-        let state = self.inner.registry.catch_up(self.inner.coord.is_shared())?;
+        let state = self.inner.fresh_state()?;
         let view = View::new(state, self.inner.loader.clone());
         Ok(Transaction::new(self.inner.clone(), opts, view))
     }

@@ -72,6 +72,9 @@ pub enum Error {
     /// A write was attempted in a read-only transaction.
     #[error("transaction is read-only")]
     ReadOnly,
+    /// The coordinator (Redis) could not be reached or answered wrongly, after retries.
+    #[error("coordinator: {0}")]
+    Coordinator(String),
     /// A local file operation (lock file, fsync) failed.
     #[error("local I/O on {path}: {source}")]
     Io {

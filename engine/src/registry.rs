@@ -95,6 +95,8 @@ pub struct Registry {
     pending: Mutex<BTreeMap<u64, Arc<CommitRecord>>>,
     recent: Mutex<BTreeMap<u64, Arc<CommitRecord>>>,
     checkpointing: Mutex<u64>,
+    /// When the store was last probed to the end of the log.
+    probed_at: Mutex<std::time::Instant>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -140,6 +142,7 @@ impl Registry {
             pending: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(BTreeMap::new()),
             checkpointing: Mutex::new(cp_seq),
+            probed_at: Mutex::new(std::time::Instant::now()),
         };
         reg.catch_up(true)?;
         Ok(reg)
@@ -183,7 +186,10 @@ impl Registry {
                 Some(r) => r,
                 None if probe_store || next <= target => match self.read_record(next)? {
                     Some(r) => r,
-                    None => break,
+                    None => {
+                        *self.probed_at.lock() = std::time::Instant::now();
+                        break;
+                    }
                 },
                 None => break,
             };
@@ -216,6 +222,40 @@ impl Registry {
             *self.state.write() = state.clone();
         }
         Ok(state)
+    }
+
+    /// Time since the store was last probed to the end of the log.
+    pub fn idle_for(&self) -> std::time::Duration {
+        self.probed_at.lock().elapsed()
+    }
+
+    /// Jumps to the newest checkpoint if it is ahead of this process's state.
+    pub fn resync(&self) -> Result<()> {
+        let Some(&(newest, _)) = self.checkpoints()?.last() else {
+            return Ok(());
+        };
+        let _g = self.apply.lock();
+        if newest <= self.current().seq {
+            return Ok(());
+        }
+        let path = checkpoint_path(newest);
+        let Some(data) = self.store.get(&path)? else {
+            return Ok(());
+        };
+        let cp: Checkpoint = codec::decode(Kind::Checkpoint, path.as_ref(), &data)?;
+        tracing::info!(
+            from = self.current().seq,
+            to = cp.seq,
+            "resynchronized from a checkpoint"
+        );
+        let state = RegState {
+            seq: cp.seq,
+            nodes: cp.nodes.into_iter().collect(),
+        };
+        *self.state.write() = Arc::new(state);
+        self.recent.lock().clear();
+        self.pending.lock().retain(|s, _| *s > cp.seq);
+        Ok(())
     }
 
     /// Records in `(after, upto]`, from memory or the store.

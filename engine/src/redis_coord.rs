@@ -1,0 +1,307 @@
+//! Cluster-mode coordination through Redis: scent locks (owner token, TTL),
+//! and a commit-seq stamp so a peer learns in one round trip whether the log
+//! moved. Nothing here is data: if Redis forgets everything, the store still
+//! holds every commit and the stamps are rebuilt from it.
+//!
+//! Keys, for volume id V and logical node N:
+//! - `sopfs:V:lock:N`  owner tx id, PX = lock TTL
+//! - `sopfs:V:last:N`  owner tx id, PX = 20 x TTL; outlives the lock, so a
+//!   taker can tell an expired lock (owner maybe dead) from a released one
+//! - `sopfs:V:seq`     newest commit seq announced
+
+use crate::coordinator::{Coordinator, LockOutcome};
+use crate::error::{Error, Result};
+use crate::ids::TxId;
+use parking_lot::Mutex;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const LOCK: &str = r#"
+local owner, ttl = ARGV[1], tonumber(ARGV[2])
+for i = 1, #KEYS, 2 do
+  local cur = redis.call('GET', KEYS[i])
+  if cur and cur ~= owner then return {0, cur} end
+end
+local out = {1}
+for i = 1, #KEYS, 2 do
+  local last = redis.call('GET', KEYS[i + 1])
+  if last and last ~= owner then table.insert(out, last) end
+  redis.call('SET', KEYS[i], owner, 'PX', ttl)
+  redis.call('SET', KEYS[i + 1], owner, 'PX', ttl * 20)
+end
+return out
+"#;
+
+const UNLOCK: &str = r#"
+for i = 1, #KEYS, 2 do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+  if redis.call('GET', KEYS[i + 1]) == ARGV[1] then redis.call('DEL', KEYS[i + 1]) end
+end
+return 1
+"#;
+
+const RENEW: &str = r#"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
+end
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return 1
+"#;
+
+const STAMP: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"#;
+
+/// Coordinator backed by a Redis server (`redis://` or `rediss://` URL,
+/// password in the URL).
+pub struct RedisCoordinator {
+    client: redis::Client,
+    /// The URL without its password, for messages.
+    shown: String,
+    idle: Mutex<Vec<redis::Connection>>,
+    prefix: OnceLock<String>,
+    lock: redis::Script,
+    unlock: redis::Script,
+    renew: redis::Script,
+    stamp: redis::Script,
+    /// How long one operation keeps retrying an unreachable server.
+    patience: Duration,
+}
+
+/// `url` with any password replaced, fit for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl RedisCoordinator {
+    /// Connects to `url` and checks the server answers.
+    pub fn connect(url: &str) -> Result<Self> {
+        let shown = redact_url(url);
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::Coordinator(format!("bad Redis URL {shown}: {e}")))?;
+        let c = RedisCoordinator {
+            client,
+            shown,
+            idle: Mutex::new(Vec::new()),
+            prefix: OnceLock::new(),
+            lock: redis::Script::new(LOCK),
+            unlock: redis::Script::new(UNLOCK),
+            renew: redis::Script::new(RENEW),
+            stamp: redis::Script::new(STAMP),
+            patience: Duration::from_secs(30),
+        };
+        let mut con = c.connection()?;
+        redis::cmd("PING").query::<String>(&mut con).map_err(|e| {
+            Error::Coordinator(format!("Redis at {} does not answer: {e}", c.shown))
+        })?;
+        c.idle.lock().push(con);
+        Ok(c)
+    }
+
+    fn connection(&self) -> Result<redis::Connection> {
+        if let Some(c) = self.idle.lock().pop() {
+            return Ok(c);
+        }
+        let con = self
+            .client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .map_err(|e| {
+                Error::Coordinator(format!("cannot reach Redis at {}: {e}", self.shown))
+            })?;
+        let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = con.set_write_timeout(Some(Duration::from_secs(5)));
+        Ok(con)
+    }
+
+    /// Runs `f` on a pooled connection, reconnecting and retrying while the
+    /// server is unreachable, until `until`.
+    fn with<T>(
+        &self,
+        until: Instant,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let err = match self.connection() {
+                Ok(mut con) => match f(&mut con) {
+                    Ok(v) => {
+                        self.idle.lock().push(con);
+                        return Ok(v);
+                    }
+                    Err(e) => Error::Coordinator(format!("Redis at {}: {e}", self.shown)),
+                },
+                Err(e) => e,
+            };
+            if Instant::now() + pause >= until {
+                return Err(err);
+            }
+            tracing::warn!(error = %err, "Redis unavailable, retrying");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    fn key_names(&self, keys: &[u64]) -> Vec<String> {
+        let p = self
+            .prefix
+            .get()
+            .map(String::as_str)
+            .unwrap_or("sopfs:unattached:");
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted
+            .iter()
+            .flat_map(|k| [format!("{p}lock:{k:016x}"), format!("{p}last:{k:016x}")])
+            .collect()
+    }
+
+    fn seq_key(&self) -> String {
+        format!(
+            "{}seq",
+            self.prefix
+                .get()
+                .map(String::as_str)
+                .unwrap_or("sopfs:unattached:")
+        )
+    }
+}
+
+impl Coordinator for RedisCoordinator {
+    fn lock(
+        &self,
+        keys: &[u64],
+        owner: TxId,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<LockOutcome> {
+        if keys.is_empty() {
+            return Ok(LockOutcome::default());
+        }
+        let names = self.key_names(keys);
+        let owner_s = owner.to_string();
+        let started = Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            let reply: Vec<redis::Value> = self.with(deadline, |con| {
+                let mut inv = self.lock.prepare_invoke();
+                for n in &names {
+                    inv.key(n);
+                }
+                inv.arg(&owner_s).arg(ttl.as_millis() as u64).invoke(con)
+            })?;
+            let ok = matches!(reply.first(), Some(redis::Value::Int(1)));
+            if ok {
+                let expired_owners = reply[1..]
+                    .iter()
+                    .filter_map(|v| match v {
+                        redis::Value::BulkString(b) => std::str::from_utf8(b)
+                            .ok()
+                            .and_then(|s| u128::from_str_radix(s, 16).ok())
+                            .map(TxId),
+                        _ => None,
+                    })
+                    .collect();
+                return Ok(LockOutcome { expired_owners });
+            }
+            if Instant::now() + pause >= deadline {
+                return Err(Error::Timeout(started.elapsed()));
+            }
+            std::thread::sleep(pause + Duration::from_micros(rand::random_range(0..200)));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    fn unlock(&self, keys: &[u64], owner: TxId) {
+        if keys.is_empty() {
+            return;
+        }
+        let names = self.key_names(keys);
+        let owner_s = owner.to_string();
+        let r: Result<i64> = self.with(Instant::now() + Duration::from_secs(2), |con| {
+            let mut inv = self.unlock.prepare_invoke();
+            for n in &names {
+                inv.key(n);
+            }
+            inv.arg(&owner_s).invoke(con)
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "unlock failed; the locks will expire");
+        }
+    }
+
+    fn renew(&self, keys: &[u64], owner: TxId, ttl: Duration) -> Result<()> {
+        let names: Vec<String> = self.key_names(keys).into_iter().step_by(2).collect();
+        let owner_s = owner.to_string();
+        let ok: i64 = self.with(Instant::now() + self.patience, |con| {
+            let mut inv = self.renew.prepare_invoke();
+            for n in &names {
+                inv.key(n);
+            }
+            inv.arg(&owner_s).arg(ttl.as_millis() as u64).invoke(con)
+        })?;
+        if ok == 1 {
+            Ok(())
+        } else {
+            Err(Error::conflict("", "a lock was lost before renewal"))
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn attach(&self, volume_id: &str) -> Result<()> {
+        let want = format!("sopfs:{volume_id}:");
+        let got = self.prefix.get_or_init(|| want.clone());
+        if *got != want {
+            return Err(Error::InvalidArgument(
+                "one coordinator cannot serve two volumes".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn stamp(&self) -> Option<u64> {
+        let key = self.seq_key();
+        self.with(Instant::now() + Duration::from_millis(500), |con| {
+            redis::cmd("GET").arg(&key).query::<Option<u64>>(con)
+        })
+        .ok()
+        .flatten()
+    }
+
+    fn publish_stamp(&self, seq: u64) {
+        let key = self.seq_key();
+        let r: Result<i64> = self.with(Instant::now() + Duration::from_secs(1), |con| {
+            self.stamp.key(&key).arg(seq).invoke(con)
+        });
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "could not publish the commit stamp");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(
+            redact_url("redis://:hunter2@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
+        assert_eq!(redact_url("rediss://u:p@h"), "rediss://u:***@h");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+    }
+}
