@@ -21,6 +21,16 @@ pub enum StoreLocation {
     Local(PathBuf),
     /// A process-local in-memory store, shareable between `Db` handles (tests).
     Memory(Arc<InMemory>),
+    /// An S3 bucket and key prefix. Credentials, region and endpoint come from
+    /// the usual AWS environment variables (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`; plain http is
+    /// allowed when the endpoint says `http://`).
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix inside the bucket ("" for the whole bucket).
+        prefix: String,
+    },
 }
 
 impl StoreLocation {
@@ -34,12 +44,24 @@ impl StoreLocation {
             }
             return Ok(StoreLocation::Local(PathBuf::from(rest)));
         }
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "{s}: no bucket (use s3://bucket/prefix)"
+                )));
+            }
+            return Ok(StoreLocation::S3 {
+                bucket: bucket.to_string(),
+                prefix: prefix.trim_matches('/').to_string(),
+            });
+        }
         if s == "memory://" {
             return Ok(StoreLocation::Memory(Arc::new(InMemory::new())));
         }
         if s.contains("://") {
             return Err(Error::InvalidArgument(format!(
-                "{s}: unsupported store URL (use a path, file:///path or memory://)"
+                "{s}: unsupported store URL (use a path, file:///path, s3://bucket/prefix or memory://)"
             )));
         }
         if s.is_empty() {
@@ -52,7 +74,7 @@ impl StoreLocation {
     pub fn local_root(&self) -> Option<&std::path::Path> {
         match self {
             StoreLocation::Local(p) => Some(p),
-            StoreLocation::Memory(_) => None,
+            StoreLocation::Memory(_) | StoreLocation::S3 { .. } => None,
         }
     }
 }
@@ -62,6 +84,7 @@ impl std::fmt::Display for StoreLocation {
         match self {
             StoreLocation::Local(p) => write!(f, "{}", p.display()),
             StoreLocation::Memory(_) => write!(f, "memory://"),
+            StoreLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
     }
 }
@@ -99,6 +122,8 @@ pub fn volume_path() -> Path {
 /// Blocking facade over an `ObjectStore`.
 pub struct BlobStore {
     inner: Arc<dyn ObjectStore>,
+    /// Network stores need a reactor; local ones run inline on the caller.
+    runtime: Option<tokio::runtime::Runtime>,
     location: StoreLocation,
     retries: u32,
 }
@@ -106,6 +131,7 @@ pub struct BlobStore {
 impl BlobStore {
     /// Opens (and for a local folder, creates) the store at `location`.
     pub fn open(location: &StoreLocation) -> Result<Self> {
+        let mut runtime = None;
         let inner: Arc<dyn ObjectStore> = match location {
             StoreLocation::Local(root) => {
                 std::fs::create_dir_all(root).map_err(|source| Error::Io {
@@ -121,9 +147,29 @@ impl BlobStore {
                 Arc::new(fs)
             }
             StoreLocation::Memory(m) => m.clone(),
+            StoreLocation::S3 { bucket, prefix } => {
+                let s3 = s3_store(bucket)?;
+                runtime = Some(
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .thread_name("sopfs-s3")
+                        .enable_all()
+                        .build()
+                        .map_err(|source| Error::Io {
+                            path: "tokio runtime".into(),
+                            source,
+                        })?,
+                );
+                if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
+                }
+            }
         };
         Ok(BlobStore {
             inner,
+            runtime,
             location: location.clone(),
             retries: 3,
         })
@@ -137,7 +183,10 @@ impl BlobStore {
     /// Local and in-memory stores complete their futures without a reactor, so
     /// they run inline on the caller's thread (no hop to a blocking pool).
     fn run<F: Future>(&self, f: F) -> F::Output {
-        futures::executor::block_on(f)
+        match &self.runtime {
+            Some(rt) => rt.block_on(f),
+            None => futures::executor::block_on(f),
+        }
     }
 
     /// Retries transient failures with backoff; permanent answers pass through.
@@ -268,6 +317,23 @@ impl BlobStore {
         }
         Ok(())
     }
+}
+
+fn s3_store(bucket: &str) -> Result<object_store::aws::AmazonS3> {
+    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .ok();
+    if let Some(ep) = endpoint {
+        b = b
+            .with_allow_http(ep.starts_with("http://"))
+            .with_endpoint(ep);
+    }
+    b.build().map_err(|source| Error::Backend {
+        op: "open",
+        path: format!("s3://{bucket}"),
+        source,
+    })
 }
 
 /// True for object_store's staging files (`name#<digits>`), left behind when a

@@ -32,10 +32,58 @@ fn opts() -> Options {
     }
 }
 
-fn open(store: &Path, redis: &str) -> Db {
+fn open(store: &str, redis: &str) -> Db {
     let coord = Arc::new(RedisCoordinator::connect(redis).expect("redis"));
-    Db::open_shared(StoreLocation::Local(store.to_path_buf()), opts(), coord).expect("open shared")
+    let location = StoreLocation::parse(store).expect("location");
+    Db::open_shared(location, opts(), coord).expect("open shared")
 }
+
+/// A volume for one test: a temp folder, or a fresh prefix in the S3 server.
+struct Vol {
+    location: String,
+    dir: tempfile::TempDir,
+}
+
+impl Vol {
+    fn new(kind: &str) -> Vol {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = match kind {
+            "s3" => {
+                common::moto();
+                format!("s3://{}/t{:016x}", common::S3_BUCKET, rand::random::<u64>())
+            }
+            _ => dir.path().join("vol").display().to_string(),
+        };
+        Vol { location, dir }
+    }
+
+    /// Intent records left in a local store (S3: not checked here).
+    fn intents_left(&self) -> usize {
+        std::fs::read_dir(Path::new(&self.location).join("intents"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+}
+
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(#[test] fn $name() { super::$name("local") })*
+        }
+        mod s3 {
+            $(#[test] fn $name() { super::$name("s3") })*
+        }
+    };
+}
+
+on_both_stores!(
+    four_processes_insert_two_thousand_keys_each_into_one_tree,
+    four_processes_increment_one_counter_three_hundred_times_each,
+    a_process_killed_before_its_commit_point_leaves_nothing,
+    a_process_killed_after_its_commit_point_leaves_everything,
+    redis_killed_and_restarted_mid_run_loses_nothing,
+    a_reader_in_another_process_sees_each_commit_as_soon_as_it_returns,
+);
 
 fn read_counter(db: &Db) -> u64 {
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
@@ -62,7 +110,7 @@ fn worker_process_entry() {
     let parts: Vec<&str> = spec.split(',').collect();
     let (mode, store, redis, id, count) = (
         parts[0],
-        Path::new(parts[1]),
+        parts[1],
         parts[2],
         parts[3],
         parts[4].parse::<u64>().expect("count"),
@@ -114,7 +162,7 @@ fn worker_process_entry() {
 
 fn spawn(
     mode: &str,
-    store: &Path,
+    store: &str,
     redis: &str,
     id: usize,
     count: u64,
@@ -127,22 +175,50 @@ fn spawn(
         "--nocapture",
         "--test-threads=1",
     ])
-    .env(
-        WORKER_ENV,
-        format!("{mode},{},{redis},{id},{count}", store.display()),
-    )
+    .env(WORKER_ENV, format!("{mode},{store},{redis},{id},{count}"))
     .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    .stderr(worker_log(id));
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.spawn().expect("spawn worker")
 }
 
+/// Where a worker's stderr goes, so a failure can show why.
+fn worker_log(id: usize) -> Stdio {
+    let path = std::env::temp_dir().join(format!("sopfs-worker-{}-{id}.log", std::process::id()));
+    std::fs::File::create(&path).map_or(Stdio::null(), Stdio::from)
+}
+
+fn worker_log_tail(id: usize) -> String {
+    let path = std::env::temp_dir().join(format!("sopfs-worker-{}-{id}.log", std::process::id()));
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("panicked") || l.contains("Error") || l.contains("error"))
+        .collect();
+    lines[lines.len().saturating_sub(4)..].join("\n")
+}
+
+/// Operations per worker: the full count on a local folder, a tenth on S3
+/// (the moto server answers a few hundred requests a second).
+fn scaled(kind: &str, n: u64) -> u64 {
+    if kind == "s3" {
+        (n / 10).max(10)
+    } else {
+        n
+    }
+}
+
 /// Waits for a worker; returns its STATS line's numbers by name, and its acks.
-fn finish(child: Child) -> (std::collections::HashMap<String, u64>, Vec<u64>) {
+fn finish(child: Child, id: usize) -> (std::collections::HashMap<String, u64>, Vec<u64>) {
     let out = child.wait_with_output().expect("worker");
-    assert!(out.status.success(), "worker failed: {:?}", out.status);
+    assert!(
+        out.status.success(),
+        "worker {id} failed: {:?}: {}",
+        out.status,
+        worker_log_tail(id)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut stats = std::collections::HashMap::new();
     let mut acks = Vec::new();
@@ -160,7 +236,7 @@ fn finish(child: Child) -> (std::collections::HashMap<String, u64>, Vec<u64>) {
     (stats, acks)
 }
 
-fn seed(store: &Path, redis: &str) -> Db {
+fn seed(store: &str, redis: &str) -> Db {
     let db = open(store, redis);
     // First-commit rule: the tree's root exists before the swarm arrives.
     db.run(|tx| tx.ensure_tree("t", small_tree(16)))
@@ -168,61 +244,63 @@ fn seed(store: &Path, redis: &str) -> Db {
     db
 }
 
-#[test]
-fn four_processes_insert_two_thousand_keys_each_into_one_tree() {
+fn four_processes_insert_two_thousand_keys_each_into_one_tree(kind: &str) {
     let redis = RedisServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = seed(dir.path(), &redis.url());
+    let vol = Vol::new(kind);
+    let db = seed(&vol.location, &redis.url());
+    let n = scaled(kind, 2000);
     let workers: Vec<_> = (0..4)
-        .map(|w| spawn("insert", dir.path(), &redis.url(), w, 2000, &[]))
+        .map(|w| spawn("insert", &vol.location, &redis.url(), w, n, &[]))
         .collect();
     let mut merges = 0;
     let mut collisions = 0;
-    for w in workers {
-        let (s, acks) = finish(w);
-        assert_eq!(acks.len(), 2000);
+    for (id, w) in workers.into_iter().enumerate() {
+        let (s, acks) = finish(w, id);
+        assert_eq!(acks.len() as u64, n);
         merges += s["merges"];
         collisions += s["collisions"];
     }
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
-    assert_eq!(tx.count("t").expect("count"), 8000);
-    assert_eq!(tx.check_tree("t").expect("structure"), 8000);
+    assert_eq!(tx.count("t").expect("count"), 4 * n);
+    assert_eq!(tx.check_tree("t").expect("structure"), 4 * n);
     for w in 0..4 {
-        for i in (0..2000).step_by(50) {
+        for i in (0..n).step_by(7) {
             assert_eq!(
                 tx.get("t", format!("{i:06}-{w}").as_bytes()).expect("get"),
                 Some(w.to_string().into_bytes())
             );
         }
     }
-    eprintln!("4 processes x 2000 inserts: {merges} merges, {collisions} log-slot collisions");
+    eprintln!(
+        "{kind}: 4 processes x {n} inserts: {merges} merges, {collisions} log-slot collisions"
+    );
     assert!(
         merges > 0,
         "interleaved keys share leaves: merges must happen"
     );
 }
 
-#[test]
-fn four_processes_increment_one_counter_three_hundred_times_each() {
+fn four_processes_increment_one_counter_three_hundred_times_each(kind: &str) {
     let redis = RedisServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = seed(dir.path(), &redis.url());
+    let vol = Vol::new(kind);
+    let db = seed(&vol.location, &redis.url());
+    let n = scaled(kind, 300);
     let workers: Vec<_> = (0..4)
-        .map(|w| spawn("incr", dir.path(), &redis.url(), w, 300, &[]))
+        .map(|w| spawn("incr", &vol.location, &redis.url(), w, n, &[]))
         .collect();
     let mut conflicts = 0;
-    for w in workers {
-        conflicts += finish(w).0["conflicts"];
+    for (id, w) in workers.into_iter().enumerate() {
+        conflicts += finish(w, id).0["conflicts"];
     }
-    assert_eq!(read_counter(&db), 1200);
-    eprintln!("4 processes x 300 increments: {conflicts} conflicts retried");
+    assert_eq!(read_counter(&db), 4 * n);
+    eprintln!("{kind}: 4 processes x {n} increments: {conflicts} conflicts retried");
 }
 
-fn killed_while_holding_locks(when: &str) {
+fn killed_while_holding_locks(kind: &str, when: &str) {
     let redis = RedisServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = seed(dir.path(), &redis.url());
-    let flag = dir.path().join("paused");
+    let vol = Vol::new(kind);
+    let db = seed(&vol.location, &redis.url());
+    let flag = vol.dir.path().join("paused");
     let env = [
         (
             "SOPFS_TEST_PAUSE_COMMIT",
@@ -231,7 +309,7 @@ fn killed_while_holding_locks(when: &str) {
         ("SOPFS_TEST_LOCK_TTL_MS", "1500".to_string()),
         ("SOPFS_TEST_TX_TIMEOUT_S", "3".to_string()),
     ];
-    let mut holder = spawn("hold", dir.path(), &redis.url(), 9, 1, &env);
+    let mut holder = spawn("hold", &vol.location, &redis.url(), 9, 1, &env);
     let t = Instant::now();
     while !flag.exists() {
         assert!(
@@ -245,11 +323,11 @@ fn killed_while_holding_locks(when: &str) {
     holder.wait().expect("reap");
     let started = Instant::now();
     let others: Vec<_> = (0..2)
-        .map(|w| spawn("both", dir.path(), &redis.url(), w, 50, &[]))
+        .map(|w| spawn("both", &vol.location, &redis.url(), w, 50, &[]))
         .collect();
-    for w in others {
+    for (id, w) in others.into_iter().enumerate() {
         assert_eq!(
-            finish(w).1.len(),
+            finish(w, id).1.len(),
             50,
             "the others must go on after the lock TTL"
         );
@@ -288,31 +366,24 @@ fn killed_while_holding_locks(when: &str) {
         }
     }
     tx.check_tree("t").expect("structure");
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("intents"))
-            .map(|d| d.count())
-            .unwrap_or(0),
-        0
-    );
+    assert_eq!(vol.intents_left(), 0);
 }
 
-#[test]
-fn a_process_killed_before_its_commit_point_leaves_nothing() {
-    killed_while_holding_locks("before");
+fn a_process_killed_before_its_commit_point_leaves_nothing(kind: &str) {
+    killed_while_holding_locks(kind, "before");
 }
 
-#[test]
-fn a_process_killed_after_its_commit_point_leaves_everything() {
-    killed_while_holding_locks("after");
+fn a_process_killed_after_its_commit_point_leaves_everything(kind: &str) {
+    killed_while_holding_locks(kind, "after");
 }
 
-#[test]
-fn redis_killed_and_restarted_mid_run_loses_nothing() {
+fn redis_killed_and_restarted_mid_run_loses_nothing(kind: &str) {
     let mut redis = RedisServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = seed(dir.path(), &redis.url());
+    let vol = Vol::new(kind);
+    let db = seed(&vol.location, &redis.url());
+    let n = scaled(kind, 400);
     let mut workers: Vec<_> = (0..3)
-        .map(|w| spawn("both", dir.path(), &redis.url(), w, 400, &[]))
+        .map(|w| spawn("both", &vol.location, &redis.url(), w, n, &[]))
         .collect();
     // Watch one worker's acks; restart Redis twice while they run.
     let stdout = workers[0].stdout.take().expect("stdout");
@@ -331,8 +402,12 @@ fn redis_killed_and_restarted_mid_run_loses_nothing() {
     let mut total = 0;
     for (i, w) in workers.into_iter().enumerate() {
         let out = w.wait_with_output().expect("worker");
-        assert!(out.status.success(), "worker {i} failed");
-        total += 400;
+        assert!(
+            out.status.success(),
+            "worker {i} failed: {}",
+            worker_log_tail(i)
+        );
+        total += n;
     }
     let acks = lines
         .join()
@@ -340,20 +415,20 @@ fn redis_killed_and_restarted_mid_run_loses_nothing() {
         .iter()
         .filter(|l| l.contains("ACK "))
         .count();
-    assert_eq!(acks, 400);
+    assert_eq!(acks as u64, n);
     assert_eq!(read_counter(&db), total);
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
     assert_eq!(tx.count("t").expect("count"), total + 1);
 }
 
-#[test]
-fn a_reader_in_another_process_sees_each_commit_as_soon_as_it_returns() {
+fn a_reader_in_another_process_sees_each_commit_as_soon_as_it_returns(kind: &str) {
     let redis = RedisServer::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let reader = seed(dir.path(), &redis.url());
+    let vol = Vol::new(kind);
+    let reader = seed(&vol.location, &redis.url());
     // Warm the reader's caches so a stale cache would show.
     assert_eq!(read_counter(&reader), 0);
-    let mut writer = spawn("incr", dir.path(), &redis.url(), 0, 200, &[]);
+    let n = scaled(kind, 200);
+    let mut writer = spawn("incr", &vol.location, &redis.url(), 0, n, &[]);
     let stdout = writer.stdout.take().expect("stdout");
     let mut seen = 0;
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -365,5 +440,5 @@ fn a_reader_in_another_process_sees_each_commit_as_soon_as_it_returns() {
         }
     }
     writer.wait().expect("writer");
-    assert_eq!(seen, 200);
+    assert_eq!(seen, n);
 }

@@ -98,3 +98,79 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// A local S3 server (moto, from PyPI) on a free loopback port, shared by
+/// every test of one test binary; killed when the binary exits.
+pub struct MotoServer {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// Bucket every S3 test uses (each test takes its own prefix).
+pub const S3_BUCKET: &str = "sopfs-test";
+
+/// Starts moto once per test binary, creates the bucket, and points the AWS
+/// environment (inherited by worker processes) at it.
+pub fn moto() -> &'static MotoServer {
+    static SERVER: std::sync::OnceLock<MotoServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("moto_server must be installed (pip install 'moto[server]')");
+        // Reap the server when the test binary exits: moto is killed with it.
+        KILL_AT_EXIT.lock().expect("lock").push(child);
+        extern "C" fn kill_children() {
+            if let Ok(mut children) = KILL_AT_EXIT.lock() {
+                for c in children.iter_mut() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+        unsafe_atexit(kill_children);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            // Creating the bucket doubles as the readiness probe.
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                let req = format!(
+                    "PUT /{S3_BUCKET} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let mut resp = String::new();
+                if s.write_all(req.as_bytes()).is_ok() && s.read_to_string(&mut resp).is_ok() && resp.starts_with("HTTP/1.1 200") {
+                    break;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        for (k, v) in [
+            ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+            ("AWS_REGION", "us-east-1".to_string()),
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
+        ] {
+            // Set once, before any S3 store is opened in this process.
+            std::env::set_var(k, v);
+        }
+        MotoServer { port }
+    })
+}
+
+static KILL_AT_EXIT: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+fn unsafe_atexit(f: extern "C" fn()) {
+    // libc's atexit is the only hook that runs when the test harness exits.
+    #[allow(unsafe_code)]
+    // SAFETY: registers a plain function with no captured state.
+    unsafe {
+        libc::atexit(f);
+    }
+}
