@@ -171,7 +171,10 @@ fn test_pause(at_commit_point_before: bool) {
 }
 
 pub(crate) fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
-    if tx.opts.mode == TxMode::ReadOnly || tx.ops.is_empty() {
+    // Nothing changed (only reads, or `ensure_tree` of an existing tree): the
+    // snapshot it read is its serialization point; there is nothing to write.
+    let unchanged = tx.view.dirty.is_empty() && tx.view.freed.is_empty();
+    if tx.opts.mode == TxMode::ReadOnly || tx.ops.is_empty() || unchanged {
         return Ok(CommitInfo {
             seq: tx.view.base.seq,
             merged: false,

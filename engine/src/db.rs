@@ -232,7 +232,17 @@ impl Db {
         opts: Options,
         coord: Arc<dyn Coordinator>,
     ) -> Result<Db> {
-        Self::open_inner(location, opts, coord, None)
+        let lock = match location.local_root() {
+            Some(root) => {
+                std::fs::create_dir_all(root).map_err(|source| Error::Io {
+                    path: root.display().to_string(),
+                    source,
+                })?;
+                Some(ExclusiveLock::acquire_shared(root)?)
+            }
+            None => None,
+        };
+        Self::open_inner(location, opts, coord, lock)
     }
 
     fn open_inner(

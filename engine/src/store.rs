@@ -396,6 +396,16 @@ pub struct ExclusiveLock {
 impl ExclusiveLock {
     /// Takes the store's lock file, failing with `InUse` if another process has it.
     pub fn acquire(root: &std::path::Path) -> Result<Self> {
+        Self::take(root, true)
+    }
+
+    /// Takes the lock file shared: any number of cluster-mode processes may
+    /// hold it together, but not alongside an embedded one.
+    pub fn acquire_shared(root: &std::path::Path) -> Result<Self> {
+        Self::take(root, false)
+    }
+
+    fn take(root: &std::path::Path, exclusive: bool) -> Result<Self> {
         let path = root.join(".embedded.lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -406,7 +416,12 @@ impl ExclusiveLock {
                 path: path.display().to_string(),
                 source,
             })?;
-        match file.try_lock() {
+        let got = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match got {
             Ok(()) => Ok(ExclusiveLock { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse(root.display().to_string())),
             Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {

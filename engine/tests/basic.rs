@@ -186,3 +186,38 @@ fn transactions_time_out() {
         Err(Error::Timeout(_))
     ));
 }
+
+#[test]
+fn a_transaction_that_changed_nothing_writes_no_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_local(dir.path());
+    db.run(|tx| tx.ensure_tree("t", small_tree(4)))
+        .expect("create");
+    let before = db.seq();
+    db.run(|tx| {
+        tx.ensure_tree("t", small_tree(4))?;
+        tx.get("t", b"k")
+    })
+    .expect("read-only work in a read-write transaction");
+    assert_eq!(db.seq(), before);
+}
+
+#[test]
+fn embedded_and_cluster_processes_never_share_a_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let loc = || engine::StoreLocation::Local(dir.path().to_path_buf());
+    let coord = || std::sync::Arc::new(engine::InProcessCoordinator::new());
+    let shared = engine::Db::open_shared(loc(), common::small_opts(), coord()).expect("shared");
+    let shared2 =
+        engine::Db::open_shared(loc(), common::small_opts(), coord()).expect("two shared");
+    assert!(matches!(
+        engine::Db::open(loc(), common::small_opts()),
+        Err(Error::InUse(_))
+    ));
+    drop((shared, shared2));
+    let _embedded = open_local(dir.path());
+    assert!(matches!(
+        engine::Db::open_shared(loc(), common::small_opts(), coord()),
+        Err(Error::InUse(_))
+    ));
+}
