@@ -353,8 +353,8 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         let seq = record.seq;
         db.registry.publish(Arc::new(record))?;
         drop(serial);
-        db.coord.publish_stamp(seq);
-        locks.release();
+        db.coord.release(&locks.keys, tx.id, seq);
+        locks.keys.clear();
         for ((blob, _), (_, node)) in node_blobs.iter().zip(dirty.iter()) {
             db.loader.cache.insert(*blob, (*node).clone());
         }

@@ -49,6 +49,12 @@ pub trait Coordinator: Send + Sync {
     }
     /// Announces that commit `seq` landed (best effort).
     fn publish_stamp(&self, _seq: u64) {}
+    /// After a commit: releases its locks and announces its seq, in one round
+    /// trip where the backend allows.
+    fn release(&self, keys: &[u64], owner: TxId, committed: u64) {
+        self.unlock(keys, owner);
+        self.publish_stamp(committed);
+    }
 }
 
 /// Locks for the threads of one process (embedded mode).

@@ -40,6 +40,18 @@ end
 return 1
 "#;
 
+/// UNLOCK and STAMP in one: KEYS = lock/last pairs, then the seq key.
+const RELEASE: &str = r#"
+local n = #KEYS - 1
+for i = 1, n, 2 do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+  if redis.call('GET', KEYS[i + 1]) == ARGV[1] then redis.call('DEL', KEYS[i + 1]) end
+end
+local cur = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
+if tonumber(ARGV[2]) > cur then redis.call('SET', KEYS[#KEYS], ARGV[2]) end
+return 1
+"#;
+
 const RENEW: &str = r#"
 for i = 1, #KEYS do
   if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
@@ -64,6 +76,7 @@ pub struct RedisCoordinator {
     prefix: OnceLock<String>,
     lock: redis::Script,
     unlock: redis::Script,
+    release: redis::Script,
     renew: redis::Script,
     stamp: redis::Script,
     /// How long one operation keeps retrying an unreachable server.
@@ -95,6 +108,7 @@ impl RedisCoordinator {
             prefix: OnceLock::new(),
             lock: redis::Script::new(LOCK),
             unlock: redis::Script::new(UNLOCK),
+            release: redis::Script::new(RELEASE),
             renew: redis::Script::new(RENEW),
             stamp: redis::Script::new(STAMP),
             patience: Duration::from_secs(30),
@@ -269,6 +283,22 @@ impl Coordinator for RedisCoordinator {
             ));
         }
         Ok(())
+    }
+
+    fn release(&self, keys: &[u64], owner: TxId, committed: u64) {
+        let mut names = self.key_names(keys);
+        names.push(self.seq_key());
+        let owner_s = owner.to_string();
+        let r: Result<i64> = self.with(Instant::now() + Duration::from_secs(2), |con| {
+            let mut inv = self.release.prepare_invoke();
+            for n in &names {
+                inv.key(n);
+            }
+            inv.arg(&owner_s).arg(committed).invoke(con)
+        });
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "release failed; the locks will expire and the stamp heal");
+        }
     }
 
     fn stamp(&self) -> Option<u64> {
