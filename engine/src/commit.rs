@@ -221,6 +221,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             keys: touched.iter().map(|n| n.0).collect(),
         };
         let ttl = db.opts.lock_ttl;
+        let mut locked_at = std::time::Instant::now();
         let outcome = db.coord.lock(&locks.keys, tx.id, ttl, tx.deadline());
         let outcome = match outcome {
             Ok(o) => o,
@@ -280,14 +281,25 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         };
         store.put(&intent_path(tx.id), codec::encode(Kind::Intent, &intent))?;
         // Value blobs are written once, on the first attempt that gets here.
-        for (id, data) in tx.values.drain() {
+        // Long commits (many blobs, a slow store) keep their locks alive.
+        let mut keep_locks = || -> Result<()> {
+            if locked_at.elapsed() > ttl / 2 {
+                db.coord.renew(&locks.keys, tx.id, ttl)?;
+                locked_at = std::time::Instant::now();
+            }
+            Ok(())
+        };
+        let values: Vec<(BlobId, Vec<u8>)> = tx.values.drain().collect();
+        for (id, data) in values {
             store.put(&blob_path(id), codec::frame(Kind::Value, &data))?;
+            keep_locks()?;
         }
         let mut paths = Vec::new();
         for (blob, data) in node_blobs.iter() {
             let path = blob_path(*blob);
             store.put(&path, data.clone())?;
             paths.push(path);
+            keep_locks()?;
         }
         if tx.opts.sync {
             paths.extend(value_ids.iter().map(|b| blob_path(*b)));

@@ -442,3 +442,135 @@ fn a_reader_in_another_process_sees_each_commit_as_soon_as_it_returns(kind: &str
     writer.wait().expect("writer");
     assert_eq!(seen, n);
 }
+
+/// A redis-server speaking only TLS, with a password; killed on drop.
+struct TlsRedis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRedis {
+    fn start(password: &str) -> TlsRedis {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl")
+            .success();
+        assert!(ok, "openssl could not make a certificate");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+                "--tls-port",
+                &port.to_string(),
+            ])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .arg("--tls-ca-cert-file")
+            .arg(&cert)
+            .args([
+                "--tls-auth-clients",
+                "no",
+                "--requirepass",
+                password,
+                "--save",
+                "",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "TLS redis did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        TlsRedis {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn rediss_with_a_password_works_and_a_wrong_password_is_a_clear_error() {
+    let server = TlsRedis::start("s3cret-pw");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // `#insecure`: the test certificate is self-signed.
+    let good = format!("rediss://:s3cret-pw@127.0.0.1:{}/#insecure", server.port);
+    let db = open(&dir.path().display().to_string(), &good);
+    db.run(|tx| {
+        tx.ensure_tree("t", small_tree(8))?;
+        tx.upsert("t", b"k", b"over tls")
+    })
+    .expect("commit through a TLS coordinator");
+    let bad = format!("rediss://:wrong-pw@127.0.0.1:{}/#insecure", server.port);
+    let err = RedisCoordinator::connect(&bad)
+        .err()
+        .expect("wrong password refused");
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Coordinator(_)), "{msg}");
+    assert!(!msg.contains("wrong-pw"), "password leaked: {msg}");
+    let plain = format!("redis://127.0.0.1:{}/", server.port);
+    assert!(
+        RedisCoordinator::connect(&plain).is_err(),
+        "plain TCP to a TLS port must fail"
+    );
+}
+
+#[test]
+fn renewed_locks_outlive_their_ttl_and_lost_ones_refuse_renewal() {
+    use engine::{ids::TxId, Coordinator};
+    let redis = RedisServer::start();
+    let c = RedisCoordinator::connect(&redis.url()).expect("connect");
+    c.attach("renewtest").expect("attach");
+    let (a, b) = (TxId(1), TxId(2));
+    let ttl = Duration::from_millis(300);
+    let soon = || Instant::now() + Duration::from_millis(50);
+    c.lock(&[7, 8], a, ttl, soon()).expect("a locks");
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(150));
+        c.renew(&[7, 8], a, ttl).expect("renew");
+    }
+    // 600 ms after taking a 300 ms lock, renewal kept it.
+    assert!(matches!(
+        c.lock(&[8], b, ttl, soon()),
+        Err(Error::Timeout(_))
+    ));
+    std::thread::sleep(Duration::from_millis(400));
+    let out = c
+        .lock(&[8], b, ttl, soon())
+        .expect("b takes the expired lock");
+    assert_eq!(out.expired_owners, vec![a], "b learns a's lock expired");
+    assert!(c.renew(&[7, 8], a, ttl).is_err(), "a lost key 8");
+    c.unlock(&[7, 8], a);
+    c.unlock(&[8], b);
+}
