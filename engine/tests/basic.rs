@@ -221,3 +221,74 @@ fn embedded_and_cluster_processes_never_share_a_folder() {
         Err(Error::InUse(_))
     ));
 }
+
+#[test]
+fn the_in_memory_store_behaves_like_a_folder_and_survives_reopen() {
+    let mem = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let loc = || engine::StoreLocation::Memory(mem.clone());
+    {
+        let db = engine::Db::open(loc(), common::small_opts()).expect("open");
+        db.run(|tx| {
+            tx.ensure_tree("t", small_tree(4))?;
+            for i in 0..100 {
+                tx.upsert("t", &key(i), &vec![i as u8; (i as usize) * 20])?;
+            }
+            Ok(())
+        })
+        .expect("fill");
+    }
+    let db = engine::Db::open(loc(), common::small_opts()).expect("reopen");
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(tx.check_tree("t").expect("structure"), 100);
+    assert_eq!(tx.get("t", &key(99)).expect("get"), Some(vec![99u8; 1980]));
+}
+
+#[test]
+fn one_transaction_over_two_trees_is_all_or_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_local(dir.path());
+    db.run(|tx| {
+        tx.ensure_tree("accounts", small_tree(4))?;
+        tx.ensure_tree("journal", small_tree(4))?;
+        tx.upsert("accounts", b"alice", b"100")
+    })
+    .expect("seed");
+    // A transfer touching both trees, while another commit changes alice.
+    let mut transfer = db.begin(TxMode::ReadWrite).expect("begin");
+    assert_eq!(
+        transfer.get("accounts", b"alice").expect("get"),
+        Some(b"100".to_vec())
+    );
+    transfer.upsert("accounts", b"alice", b"90").expect("debit");
+    transfer
+        .insert("journal", b"t1", b"alice -10")
+        .expect("journal");
+    db.run(|tx| tx.upsert("accounts", b"alice", b"50"))
+        .expect("concurrent change");
+    assert!(matches!(transfer.commit(), Err(Error::Conflict { .. })));
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(
+        tx.get("journal", b"t1").expect("get"),
+        None,
+        "no half of a failed commit"
+    );
+    assert_eq!(
+        tx.get("accounts", b"alice").expect("get"),
+        Some(b"50".to_vec())
+    );
+    drop(tx);
+    db.run(|tx| {
+        tx.upsert("accounts", b"alice", b"40")?;
+        tx.insert("journal", b"t2", b"alice -10")
+    })
+    .expect("transfer");
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(
+        tx.get("journal", b"t2").expect("get"),
+        Some(b"alice -10".to_vec())
+    );
+    assert_eq!(
+        tx.get("accounts", b"alice").expect("get"),
+        Some(b"40".to_vec())
+    );
+}
