@@ -6,7 +6,6 @@ mod common;
 use common::{small_tree, RedisServer};
 use engine::{Db, Error, Options, RedisCoordinator, StoreLocation, TxMode};
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
