@@ -266,8 +266,9 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
                 new: None,
             });
         }
+        let node_ids: Vec<BlobId> = node_blobs.iter().map(|(b, _)| *b).collect();
         let mut all_blobs: Vec<BlobId> = value_ids.to_vec();
-        all_blobs.extend(node_blobs.iter().map(|(b, _)| *b));
+        all_blobs.extend(&node_ids);
         let store = &db.loader.store;
         let intent = Intent {
             txid: tx.id,
@@ -313,12 +314,12 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         if now.seq > base_seq {
             let recs = db.registry.records(base_seq, now.seq)?;
             if let Err(e) = validate(tx, &recs) {
-                discard(tx, &node_blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>());
+                discard(tx, &node_ids);
                 return Err(e);
             }
             if recs.iter().any(|r| r.touches(&touched)) {
                 drop(serial);
-                discard(tx, &node_blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>());
+                discard(tx, &node_ids);
                 continue 'attempt;
             }
             base_seq = now.seq;
@@ -335,7 +336,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         loop {
             // A commit past its deadline may have been rolled back by a peer.
             if let Err(e) = tx.check_deadline() {
-                discard(tx, &node_blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>());
+                discard(tx, &node_ids);
                 return Err(e);
             }
             let path = log_path(record.seq);
@@ -349,14 +350,14 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             let now = db.registry.catch_up(true)?;
             let recs = db.registry.records(record.seq - 1, now.seq)?;
             if let Err(e) = validate(tx, &recs) {
-                discard(tx, &node_blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>());
+                discard(tx, &node_ids);
                 return Err(e);
             }
             if recs.iter().any(|r| r.touches(&touched)) {
                 // Our locks were not respected (expired, or a peer without them):
                 // the store caught it. Redo the merge.
                 tracing::warn!(tx = %tx.id, "nodes changed under our locks; merging again");
-                discard(tx, &node_blobs.iter().map(|(b, _)| *b).collect::<Vec<_>>());
+                discard(tx, &node_ids);
                 continue 'attempt;
             }
             record.seq = now.seq + 1;

@@ -204,26 +204,37 @@ impl DbInner {
     }
 }
 
+/// Creates a local store's folder and takes its lock: exclusive for embedded
+/// mode, shared for cluster mode (so the two never mix). None for other stores.
+fn folder_lock(location: &StoreLocation, exclusive: bool) -> Result<Option<ExclusiveLock>> {
+    let Some(root) = location.local_root() else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(root).map_err(|source| Error::Io {
+        path: root.display().to_string(),
+        source,
+    })?;
+    let lock = if exclusive {
+        ExclusiveLock::acquire(root)?
+    } else {
+        ExclusiveLock::acquire_shared(root)?
+    };
+    Ok(Some(lock))
+}
+
 impl Db {
     /// Opens (formatting if empty) a volume in embedded mode: one process,
     /// in-process locks. A second process on the same local folder is refused.
     pub fn open(location: StoreLocation, opts: Options) -> Result<Db> {
-        let exclusive = match location.local_root() {
-            Some(root) => {
-                std::fs::create_dir_all(root).map_err(|source| Error::Io {
-                    path: root.display().to_string(),
-                    source,
-                })?;
-                Some(ExclusiveLock::acquire(root)?)
-            }
-            None => None,
-        };
-        Self::open_inner(
-            location,
-            opts,
-            Arc::new(InProcessCoordinator::new()),
-            exclusive,
-        )
+        if matches!(location, StoreLocation::S3 { .. }) {
+            // No flock over S3: two embedded daemons could not see each other.
+            return Err(Error::InvalidArgument(format!(
+                "{location}: an S3 volume needs a shared coordinator (--redis URL)"
+            )));
+        }
+        let exclusive = folder_lock(&location, true)?;
+        let coord = Arc::new(InProcessCoordinator::new());
+        Self::open_inner(location, opts, coord, exclusive)
     }
 
     /// Opens a volume shared with other processes through `coord`.
@@ -232,16 +243,7 @@ impl Db {
         opts: Options,
         coord: Arc<dyn Coordinator>,
     ) -> Result<Db> {
-        let lock = match location.local_root() {
-            Some(root) => {
-                std::fs::create_dir_all(root).map_err(|source| Error::Io {
-                    path: root.display().to_string(),
-                    source,
-                })?;
-                Some(ExclusiveLock::acquire_shared(root)?)
-            }
-            None => None,
-        };
+        let lock = folder_lock(&location, false)?;
         Self::open_inner(location, opts, coord, lock)
     }
 

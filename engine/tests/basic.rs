@@ -292,3 +292,21 @@ fn one_transaction_over_two_trees_is_all_or_nothing() {
         Some(b"40".to_vec())
     );
 }
+
+#[test]
+fn embedded_mode_refuses_s3_and_bad_locations_are_clear_errors() {
+    let s3 = engine::StoreLocation::parse("s3://bucket/vol").expect("parse");
+    match engine::Db::open(s3, common::small_opts()) {
+        Err(Error::InvalidArgument(msg)) => assert!(msg.contains("coordinator"), "{msg}"),
+        other => panic!("embedded S3 must be refused, got {:?}", other.err()),
+    }
+    for bad in ["", "ftp://host/x", "file://relative", "s3://"] {
+        assert!(
+            matches!(
+                engine::StoreLocation::parse(bad),
+                Err(Error::InvalidArgument(_))
+            ),
+            "{bad:?}"
+        );
+    }
+}
