@@ -36,6 +36,11 @@ pub struct Options {
     pub retry_for: Duration,
     /// Interval of the background recovery pass; `None` turns it off.
     pub background_interval: Option<Duration>,
+    /// Interval of background GC (runs within the background pass); `None` turns it off.
+    pub gc_interval: Option<Duration>,
+    /// What GC keeps beyond the reachable: everything younger than this. Must
+    /// exceed the longest transaction.
+    pub gc_retention: Duration,
 }
 
 impl Default for Options {
@@ -49,6 +54,8 @@ impl Default for Options {
             sync: false,
             retry_for: Duration::from_secs(60),
             background_interval: Some(Duration::from_secs(30)),
+            gc_interval: Some(Duration::from_secs(600)),
+            gc_retention: Duration::from_secs(600),
         }
     }
 }
@@ -292,10 +299,26 @@ impl Db {
             let (tx, rx) = mpsc::channel::<()>();
             let weak = Arc::downgrade(&inner);
             let handle = std::thread::spawn(move || {
+                let mut last_gc = Instant::now();
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                     let Some(db) = weak.upgrade() else { return };
                     if let Err(e) = crate::recovery::recover_all(&db, false) {
                         tracing::warn!(error = %e, "background recovery pass failed");
+                    }
+                    if db
+                        .opts
+                        .gc_interval
+                        .is_some_and(|gc| last_gc.elapsed() >= gc)
+                    {
+                        last_gc = Instant::now();
+                        match crate::gc::gc(&db, db.opts.gc_retention, false) {
+                            Ok(r) => tracing::info!(
+                                deleted = r.blobs_deleted,
+                                kept = r.blobs_kept,
+                                "background GC"
+                            ),
+                            Err(e) => tracing::warn!(error = %e, "background GC failed"),
+                        }
                     }
                 }
             });

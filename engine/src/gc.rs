@@ -53,9 +53,20 @@ fn keep_node(db: &DbInner, blob: BlobId, keep: &mut HashSet<BlobId>) {
 
 pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcReport> {
     let store = &db.loader.store;
-    let state = db.registry.catch_up(true)?;
     let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
+    // Order matters: blobs first, then intents, then the registry. A blob in
+    // the listing was written before it; its commit is then either still in
+    // flight (its intent is listed next) or done (the state read last has it).
+    let blobs = store.list("blobs")?;
     let mut keep = HashSet::new();
+    for m in store.list("intents")? {
+        if let Some(data) = store.get(&m.location)? {
+            if let Ok(intent) = codec::decode::<Intent>(Kind::Intent, m.location.as_ref(), &data) {
+                keep.extend(intent.blobs);
+            }
+        }
+    }
+    let state = db.registry.catch_up(true)?;
     for loc in state.nodes.values() {
         keep_node(db, loc.blob, &mut keep);
     }
@@ -82,14 +93,6 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
             }
         }
     }
-    // Commits in flight announced their blobs in intent records.
-    for m in store.list("intents")? {
-        if let Some(data) = store.get(&m.location)? {
-            if let Ok(intent) = codec::decode::<Intent>(Kind::Intent, m.location.as_ref(), &data) {
-                keep.extend(intent.blobs);
-            }
-        }
-    }
     let mut report = GcReport {
         staging_files_deleted: if dry_run {
             0
@@ -98,7 +101,7 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
         },
         ..GcReport::default()
     };
-    for m in store.list("blobs")? {
+    for m in blobs {
         report.blobs_scanned += 1;
         let Some(id) = m
             .location

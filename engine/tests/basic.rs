@@ -310,3 +310,49 @@ fn embedded_mode_refuses_s3_and_bad_locations_are_clear_errors() {
         );
     }
 }
+
+#[test]
+fn the_background_pass_collects_garbage_on_its_own() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = engine::Options {
+        background_interval: Some(std::time::Duration::from_millis(50)),
+        gc_interval: Some(std::time::Duration::from_millis(50)),
+        gc_retention: std::time::Duration::ZERO,
+        ..engine::Options::default()
+    };
+    let db = engine::Db::open(engine::StoreLocation::Local(dir.path().to_path_buf()), opts)
+        .expect("open");
+    // Every overwrite leaves the previous leaf and value blobs unreachable.
+    for i in 0..30u32 {
+        db.run(|tx| {
+            tx.ensure_tree("t", small_tree(4))?;
+            tx.upsert("t", b"k", &vec![i as u8; 2000])
+        })
+        .expect("overwrite");
+    }
+    let count_blobs = || walk(&dir.path().join("blobs"));
+    fn walk(p: &std::path::Path) -> usize {
+        std::fs::read_dir(p).map_or(0, |d| {
+            d.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+    }
+    let before = count_blobs();
+    let t = std::time::Instant::now();
+    while count_blobs() >= before / 2 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "no background GC"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(tx.get("t", b"k").expect("get"), Some(vec![29u8; 2000]));
+}

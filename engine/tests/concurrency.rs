@@ -177,3 +177,52 @@ fn eight_threads_write_into_a_brand_new_tree_at_once() {
         tx.check_tree("fresh").expect("structure");
     }
 }
+
+#[test]
+fn gc_in_a_loop_never_deletes_what_a_concurrent_commit_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Arc::new(open_local(dir.path()));
+    db.run(|tx| tx.ensure_tree("t", small_tree(4)))
+        .expect("tree");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gc = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut passes = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Zero retention: only reachability and intents protect blobs.
+                db.gc(std::time::Duration::ZERO, false).expect("gc");
+                passes += 1;
+            }
+            passes
+        })
+    };
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..150u32 {
+                    let k = format!("{}-{w}", i % 20);
+                    db.run(|tx| tx.upsert("t", k.as_bytes(), &vec![(i % 251) as u8; 600]))
+                        .expect("upsert");
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().expect("writer");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let passes = gc.join().expect("gc thread");
+    assert!(passes > 3, "GC ran {passes} times");
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(tx.check_tree("t").expect("structure"), 80);
+    for w in 0..4 {
+        for i in 130..150u32 {
+            let v = tx
+                .get("t", format!("{}-{w}", i % 20).as_bytes())
+                .expect("every blob still there");
+            assert_eq!(v, Some(vec![(i % 251) as u8; 600]));
+        }
+    }
+}
