@@ -36,7 +36,8 @@ pub(crate) enum Recovered {
 }
 
 /// Finishes or rolls back the commit behind one intent record. With `force`,
-/// the owner is known dead (embedded mode at open) and deadlines are ignored.
+/// the owner is known dead (embedded mode at open): deadlines are ignored and
+/// its blobs deleted at once.
 pub(crate) fn recover_intent(db: &DbInner, txid: TxId, force: bool) -> Result<Recovered> {
     let store = &db.loader.store;
     let path = intent_path(txid);
@@ -71,8 +72,14 @@ pub(crate) fn recover_intent(db: &DbInner, txid: TxId, force: bool) -> Result<Re
         return Ok(Recovered::Committed);
     }
     tracing::info!(%txid, blobs = intent.blobs.len(), "rolling back an unfinished commit");
-    for b in &intent.blobs {
-        store.delete(&blob_path(*b))?;
+    // Only a known-dead owner's blobs go now. A live-but-slow owner could
+    // still land its commit point (a create request in flight past its
+    // deadline), and nothing can fence that: its blobs are left to GC, whose
+    // retention window keeps young blobs.
+    if force {
+        for b in &intent.blobs {
+            store.delete(&blob_path(*b))?;
+        }
     }
     store.delete(&path)?;
     Ok(Recovered::RolledBack)
