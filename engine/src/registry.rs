@@ -231,6 +231,8 @@ impl Registry {
 
     /// Jumps to the newest checkpoint if it is ahead of this process's state.
     pub fn resync(&self) -> Result<()> {
+        // Checked against the store now: the idle clock restarts either way.
+        *self.probed_at.lock() = std::time::Instant::now();
         let Some(&(newest, _)) = self.checkpoints()?.last() else {
             return Ok(());
         };
