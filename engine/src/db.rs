@@ -184,7 +184,7 @@ fn read_marker(store: &BlobStore) -> Result<Option<Vec<u8>>> {
 
 /// A shared-mode process idle this long re-reads the newest checkpoint before
 /// trusting its position in the log (GC may have trimmed records it never saw).
-const RESYNC_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const RESYNC_AFTER: Duration = Duration::from_secs(60);
 
 impl DbInner {
     /// The newest state, as cheaply as the mode allows: embedded mode knows it

@@ -51,7 +51,18 @@ fn keep_node(db: &DbInner, blob: BlobId, keep: &mut HashSet<BlobId>) {
     }
 }
 
+/// In cluster mode other processes may be up to `RESYNC_AFTER` behind the log
+/// end before they resync from a checkpoint; trimming records younger than
+/// twice that could make one of them re-create a trimmed log slot.
+const SHARED_MIN_RETENTION: Duration = Duration::from_secs(2 * crate::db::RESYNC_AFTER.as_secs());
+
 pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcReport> {
+    let retention = if db.coord.is_shared() && retention < SHARED_MIN_RETENTION {
+        tracing::warn!(?retention, floor = ?SHARED_MIN_RETENTION, "GC retention raised: other processes may lag");
+        SHARED_MIN_RETENTION
+    } else {
+        retention
+    };
     let store = &db.loader.store;
     let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
     // Order matters: blobs first, then intents, then the registry. A blob in

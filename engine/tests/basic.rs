@@ -344,9 +344,10 @@ fn the_background_pass_collects_garbage_on_its_own() {
                 .sum()
         })
     }
-    let before = count_blobs();
+    // What stays reachable: the catalog root, the tree's one leaf and the
+    // value's one chunk. 30 overwrites left ~60 blobs; only GC removes them.
     let t = std::time::Instant::now();
-    while count_blobs() >= before / 2 {
+    while count_blobs() > 3 {
         assert!(
             t.elapsed() < std::time::Duration::from_secs(20),
             "no background GC"
