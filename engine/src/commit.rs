@@ -190,6 +190,11 @@ pub(crate) fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
                 db.stats.merges.fetch_add(1, Ordering::Relaxed);
             }
         }
+        Err(e) if tx.landed => {
+            // Committed, but something after the commit point failed (fsync):
+            // report it, discard nothing.
+            tracing::error!(tx = %tx.id, error = %e, "failure after the commit point");
+        }
         Err(e) => {
             if e.is_retryable() {
                 db.stats.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -341,6 +346,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             }
             let path = log_path(record.seq);
             if store.create(&path, codec::encode(Kind::Record, &record))? {
+                tx.landed = true;
                 if tx.opts.sync {
                     store.sync(&[path])?;
                 }
@@ -364,7 +370,11 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         }
         test_pause(false);
         let seq = record.seq;
-        db.registry.publish(Arc::new(record))?;
+        if let Err(e) = db.registry.publish(Arc::new(record)) {
+            // The record is in the log: every reader, this process's next
+            // catch-up included, will fold it in. Nothing to undo.
+            tracing::warn!(tx = %tx.id, error = %e, "could not fold a landed commit in yet");
+        }
         drop(serial);
         db.coord.release(&locks.keys, tx.id, seq);
         locks.keys.clear();

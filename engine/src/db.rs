@@ -36,6 +36,8 @@ pub struct Options {
     pub retry_for: Duration,
     /// Interval of the background recovery pass; `None` turns it off.
     pub background_interval: Option<Duration>,
+    /// Retries of a transient store fault before it is reported.
+    pub store_retries: u32,
     /// Interval of background GC (runs within the background pass); `None` turns it off.
     pub gc_interval: Option<Duration>,
     /// What GC keeps beyond the reachable: everything younger than this. Must
@@ -54,6 +56,7 @@ impl Default for Options {
             sync: false,
             retry_for: Duration::from_secs(60),
             background_interval: Some(Duration::from_secs(30)),
+            store_retries: 3,
             gc_interval: Some(Duration::from_secs(600)),
             gc_retention: Duration::from_secs(600),
         }
@@ -260,7 +263,7 @@ impl Db {
         coord: Arc<dyn Coordinator>,
         exclusive: Option<ExclusiveLock>,
     ) -> Result<Db> {
-        let store = Arc::new(BlobStore::open(&location)?);
+        let store = Arc::new(BlobStore::open(&location)?.with_retries(opts.store_retries));
         let volume_id = format_or_check(&store)?;
         coord.attach(&format!("{volume_id:032x}"))?;
         let registry = Registry::open(store.clone())?;

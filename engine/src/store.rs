@@ -21,6 +21,8 @@ pub enum StoreLocation {
     Local(PathBuf),
     /// A process-local in-memory store, shareable between `Db` handles (tests).
     Memory(Arc<InMemory>),
+    /// Any other `object_store` implementation (tests inject faults this way).
+    Custom(Arc<dyn ObjectStore>),
     /// An S3 bucket and key prefix. Credentials, region and endpoint come from
     /// the usual AWS environment variables (`AWS_ACCESS_KEY_ID`,
     /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT_URL`; plain http is
@@ -74,7 +76,7 @@ impl StoreLocation {
     pub fn local_root(&self) -> Option<&std::path::Path> {
         match self {
             StoreLocation::Local(p) => Some(p),
-            StoreLocation::Memory(_) | StoreLocation::S3 { .. } => None,
+            StoreLocation::Memory(_) | StoreLocation::Custom(_) | StoreLocation::S3 { .. } => None,
         }
     }
 }
@@ -84,6 +86,7 @@ impl std::fmt::Display for StoreLocation {
         match self {
             StoreLocation::Local(p) => write!(f, "{}", p.display()),
             StoreLocation::Memory(_) => write!(f, "memory://"),
+            StoreLocation::Custom(s) => write!(f, "{s}"),
             StoreLocation::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
     }
@@ -147,6 +150,7 @@ impl BlobStore {
                 Arc::new(fs)
             }
             StoreLocation::Memory(m) => m.clone(),
+            StoreLocation::Custom(s) => s.clone(),
             StoreLocation::S3 { bucket, prefix } => {
                 let s3 = s3_store(bucket)?;
                 runtime = Some(
@@ -173,6 +177,12 @@ impl BlobStore {
             location: location.clone(),
             retries: 3,
         })
+    }
+
+    /// Sets how many times a transient fault is retried (with backoff).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// Where this store lives.

@@ -202,6 +202,9 @@ pub struct Transaction {
     pub(crate) ensure_created: BTreeSet<String>,
     pub(crate) metas: HashMap<String, Option<TreeMeta>>,
     pub(crate) values: HashMap<BlobId, Vec<u8>>,
+    /// Set the moment its commit record exists: from then on nothing of it may
+    /// be discarded, whatever fails after.
+    pub(crate) landed: bool,
 }
 
 impl Transaction {
@@ -219,6 +222,7 @@ impl Transaction {
             ensure_created: BTreeSet::new(),
             metas: HashMap::new(),
             values: HashMap::new(),
+            landed: false,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Helpers shared by the engine's integration tests.
 #![allow(dead_code)]
 
+pub mod faulty;
+
 use engine::{Db, Options, StoreLocation, TreeConfig};
 use std::path::Path;
 

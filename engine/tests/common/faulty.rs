@@ -1,0 +1,119 @@
+//! An object store that starts failing every operation after a countdown,
+//! like a disk or network going away mid-transaction.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result,
+};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Wraps an in-memory store; operation number `limit` and every one after fail.
+#[derive(Debug)]
+pub struct FaultyStore {
+    inner: Arc<InMemory>,
+    ops: AtomicU64,
+    limit: AtomicU64,
+}
+
+impl std::fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "faulty://")
+    }
+}
+
+impl FaultyStore {
+    /// A store that does not fail until told to.
+    pub fn new(inner: Arc<InMemory>) -> Self {
+        FaultyStore {
+            inner,
+            ops: AtomicU64::new(0),
+            limit: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    /// Operations served so far.
+    pub fn ops(&self) -> u64 {
+        self.ops.load(Ordering::SeqCst)
+    }
+
+    /// Every operation from number `n` on fails.
+    pub fn fail_from(&self, n: u64) {
+        self.limit.store(n, Ordering::SeqCst);
+    }
+
+    /// Stops failing.
+    pub fn heal(&self) {
+        self.limit.store(u64::MAX, Ordering::SeqCst);
+    }
+
+    fn tick(&self) -> Result<()> {
+        let n = self.ops.fetch_add(1, Ordering::SeqCst);
+        if n >= self.limit.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "faulty",
+                source: "injected fault".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        self.tick()?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.tick()?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.tick()?;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        match self.tick() {
+            Ok(()) => self.inner.delete_stream(locations),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        }
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        match self.tick() {
+            Ok(()) => self.inner.list(prefix),
+            Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.tick()?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.tick()?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}
