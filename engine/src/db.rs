@@ -102,6 +102,18 @@ pub(crate) struct DbInner {
     _exclusive: Option<ExclusiveLock>,
 }
 
+/// An error type `Db::run_with` can retry on.
+pub trait RetryableError: From<Error> {
+    /// True when the transaction lost a race and should run again.
+    fn is_conflict(&self) -> bool;
+}
+
+impl RetryableError for Error {
+    fn is_conflict(&self) -> bool {
+        self.is_retryable()
+    }
+}
+
 /// An open volume.
 pub struct Db {
     inner: Arc<DbInner>,
@@ -348,14 +360,43 @@ impl Db {
 
     /// Runs `f` in a read-write transaction and commits, retrying on conflict
     /// with jittered exponential backoff for up to `Options::retry_for`.
-    pub fn run<T>(&self, mut f: impl FnMut(&mut Transaction) -> Result<T>) -> Result<T> {
+    pub fn run<T>(&self, f: impl FnMut(&mut Transaction) -> Result<T>) -> Result<T> {
+        self.run_with(f)
+    }
+
+    /// Like [`Db::run`], for callers with their own error type: an error of
+    /// `f` rolls the transaction back; a conflict (from `f` or the commit) retries.
+    pub fn run_with<T, E: RetryableError>(
+        &self,
+        f: impl FnMut(&mut Transaction) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.run_opts(self.inner.opts.sync, f)
+    }
+
+    /// Like [`Db::run_with`], and the commit is durable (fsync'd) when it returns.
+    pub fn run_durable<T, E: RetryableError>(
+        &self,
+        f: impl FnMut(&mut Transaction) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.run_opts(true, f)
+    }
+
+    fn run_opts<T, E: RetryableError>(
+        &self,
+        sync: bool,
+        mut f: impl FnMut(&mut Transaction) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
         let started = Instant::now();
         let mut attempt: u32 = 0;
         loop {
-            let mut tx = self.begin(TxMode::ReadWrite)?;
-            let result = f(&mut tx).and_then(|v| tx.commit().map(|_| v));
+            let mut tx = self.begin_with(TxOptions {
+                mode: TxMode::ReadWrite,
+                timeout: self.inner.opts.tx_timeout,
+                sync,
+            })?;
+            let result = f(&mut tx).and_then(|v| tx.commit().map(|_| v).map_err(E::from));
             match result {
-                Err(e) if e.is_retryable() && started.elapsed() < self.inner.opts.retry_for => {
+                Err(e) if e.is_conflict() && started.elapsed() < self.inner.opts.retry_for => {
                     self.inner.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let cap_us = (200u64 << attempt.min(9)).min(100_000);
                     let jitter = rand::random::<u64>() % cap_us.max(1);

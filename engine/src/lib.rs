@@ -24,7 +24,7 @@ mod view;
 
 pub use commit::CommitInfo;
 pub use coordinator::{Coordinator, InProcessCoordinator, LockOutcome};
-pub use db::{Db, DbStats, Options};
+pub use db::{Db, DbStats, Options, RetryableError};
 pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use node::Value;

@@ -1,9 +1,11 @@
-//! `sopfs`: the command-line face of a sopfs volume. Today it formats
-//! volumes; `mount` arrives with the FUSE daemon.
+//! `sopfs`: the command line of a sopfs volume: format, mount, umount, info, fsck.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use engine::{Db, Options, StoreLocation, TxMode};
+use engine::{Options, TxMode};
+use sopfs::daemon::{open_volume, run_mount, unmount, MountArgs};
+use sopfs::{Fs, FsOptions};
+use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "sopfs", version, about = "Masterless distributed filesystem")]
@@ -14,47 +16,128 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a volume at STORE (a path or file:// URL); an existing volume is left as is.
+    /// Create a volume at STORE (a path, file:// or s3:// URL); an existing volume is left as is.
     Format {
         /// Where the volume's blobs live.
         store: String,
+        /// Coordinator of a shared volume (redis:// or rediss://).
+        #[arg(long)]
+        redis: Option<String>,
+    },
+    /// Mount the volume at STORE on MOUNTPOINT (an empty location is formatted first).
+    Mount {
+        /// Where the volume's blobs live.
+        store: String,
+        /// An existing, empty directory.
+        mountpoint: PathBuf,
+        /// Coordinator shared with other hosts; without it the volume is this daemon's alone.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Return once the mount answers; the daemon keeps serving.
+        #[arg(long)]
+        background: bool,
+        /// Mount options: ro, allow_other, allow_root, noatime, nodev, nosuid, noexec, ...
+        #[arg(short = 'o')]
+        options: Vec<String>,
+    },
+    /// Unmount a sopfs mount point; its daemon commits and exits.
+    Umount {
+        /// The mount point.
+        mountpoint: PathBuf,
     },
     /// Print facts about the volume at STORE.
     Info {
         /// Where the volume's blobs live.
         store: String,
+        /// Coordinator of a shared volume.
+        #[arg(long)]
+        redis: Option<String>,
+    },
+    /// Walk every directory of the volume and check its B-trees and entries.
+    Fsck {
+        /// Where the volume's blobs live.
+        store: String,
+        /// Coordinator of a shared volume.
+        #[arg(long)]
+        redis: Option<String>,
     },
 }
 
-fn open(store: &str) -> anyhow::Result<Db> {
-    let location = StoreLocation::parse(store)?;
-    let opts = Options {
+fn quiet() -> Options {
+    Options {
         background_interval: None,
         ..Options::default()
-    };
-    Db::open(location, opts).with_context(|| format!("cannot open volume {store}"))
+    }
 }
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("SOPFS_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
+    let writer = std::env::var_os("SOPFS_LOG_FILE")
+        .and_then(|p| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .ok()
+        })
+        .map(std::sync::Mutex::new);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOPFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    match writer {
+        Some(w) => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(w)
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(%info, "panic");
+    }));
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Format { store } => open(&store).map(|db| {
-            println!("volume ready at {store} (commit {})", db.seq());
-        }),
-        Command::Info { store } => open(&store).and_then(|db| {
-            let mut tx = db.begin(TxMode::ReadOnly)?;
-            let trees = tx.list_trees()?;
-            println!("store      {store}");
-            println!("commit     {}", db.seq());
-            println!("nodes      {}", db.node_count());
-            println!("trees      {}", trees.len());
-            Ok(())
-        }),
-    };
+    let result =
+        match cli.command {
+            Command::Format { store, redis } => open_volume(&store, redis.as_deref(), quiet())
+                .and_then(|(db, root)| {
+                    let seq = db.seq();
+                    Fs::new(db, FsOptions::default(), root)?;
+                    println!("volume ready at {store} (commit {seq})");
+                    Ok(())
+                }),
+            Command::Mount {
+                store,
+                mountpoint,
+                redis,
+                background,
+                options,
+            } => run_mount(MountArgs {
+                store,
+                mountpoint,
+                redis,
+                background,
+                options,
+            }),
+            Command::Umount { mountpoint } => unmount(&mountpoint, false),
+            Command::Info { store, redis } => open_volume(&store, redis.as_deref(), quiet())
+                .and_then(|(db, _)| {
+                    let mut tx = db.begin(TxMode::ReadOnly)?;
+                    let trees = tx.list_trees()?;
+                    println!("store      {store}");
+                    println!("commit     {}", db.seq());
+                    println!("nodes      {}", db.node_count());
+                    println!("trees      {}", trees.len());
+                    Ok(())
+                }),
+            Command::Fsck { store, redis } => open_volume(&store, redis.as_deref(), quiet())
+                .and_then(|(db, root)| {
+                    let fs = Fs::new(db, FsOptions::default(), root)?;
+                    let (dirs, files) = fs.check().context("volume is damaged")?;
+                    println!("ok: {dirs} directories, {files} other files");
+                    Ok(())
+                }),
+        };
     if let Err(e) = result {
         eprintln!("sopfs: {e:#}");
         std::process::exit(1);

@@ -1,0 +1,251 @@
+//! Opening a volume and serving it: the mount daemon's life from fork to exit.
+//!
+//! `--background` forks before any thread exists (the engine and Redis start
+//! threads), and the parent waits on a pipe until the child's mount answers.
+//! SIGTERM / SIGINT / SIGHUP commit what is buffered, then unmount; the
+//! session ends and the process exits 0.
+
+use crate::fs::{Fs, FsOptions};
+use crate::fuse::FuseFs;
+use anyhow::{bail, Context};
+use engine::{Db, Options, RedisCoordinator, StoreLocation};
+use nix::sys::signal::{SigSet, Signal};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `sopfs mount` was asked to do.
+#[derive(Clone, Debug)]
+pub struct MountArgs {
+    /// Store location (path, file:// or s3:// URL).
+    pub store: String,
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// Coordinator URL; None for embedded mode.
+    pub redis: Option<String>,
+    /// Return once the mount answers, leaving the daemon running.
+    pub background: bool,
+    /// Mount options (`-o`), comma-separated.
+    pub options: Vec<String>,
+}
+
+/// Opens the volume at `store`: embedded without `redis`, shared with it.
+/// Also returns the local folder to sync for fsync of clean files.
+pub fn open_volume(
+    store: &str,
+    redis: Option<&str>,
+    opts: Options,
+) -> anyhow::Result<(Db, Option<PathBuf>)> {
+    let location = StoreLocation::parse(store)?;
+    let root = location.local_root().map(Path::to_path_buf);
+    let db = match redis {
+        None => Db::open(location, opts),
+        Some(url) => {
+            let coord = RedisCoordinator::connect(url)?;
+            Db::open_shared(location, opts, Arc::new(coord))
+        }
+    }
+    .with_context(|| format!("cannot open volume {store}"))?;
+    Ok((db, root))
+}
+
+/// True when `p` is a mount point whose daemon is gone.
+fn is_stale(p: &Path) -> bool {
+    matches!(std::fs::metadata(p), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+}
+
+/// Unmounts `p` (fusermount3, then umount as root); `lazy` detaches a busy mount.
+pub fn unmount(p: &Path, lazy: bool) -> anyhow::Result<()> {
+    let flag = if lazy { "-uz" } else { "-u" };
+    let ok = std::process::Command::new("fusermount3")
+        .arg(flag)
+        .arg(p)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Ok(());
+    }
+    let flags = if lazy {
+        nix::mount::MntFlags::MNT_DETACH
+    } else {
+        nix::mount::MntFlags::empty()
+    };
+    nix::mount::umount2(p, flags).with_context(|| format!("cannot unmount {}", p.display()))
+}
+
+fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, bool)> {
+    use fuser::MountOption as M;
+    let mut cfg = fuser::Config::default();
+    let mut read_only = false;
+    cfg.mount_options = vec![
+        M::FSName(args.store.clone()),
+        M::Subtype("sopfs".into()),
+        M::DefaultPermissions,
+    ];
+    for o in args.options.iter().flat_map(|o| o.split(',')) {
+        match o.trim() {
+            ""
+            | "rw"
+            | "default_permissions"
+            | "_netdev"
+            | "nofail"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "nouser"
+            | "defaults" => {}
+            "ro" => {
+                read_only = true;
+                cfg.mount_options.push(M::RO);
+            }
+            "allow_other" => cfg.acl = fuser::SessionACL::All,
+            "allow_root" => cfg.acl = fuser::SessionACL::RootAndOwner,
+            "dev" => cfg.mount_options.push(M::Dev),
+            "nodev" => cfg.mount_options.push(M::NoDev),
+            "suid" => cfg.mount_options.push(M::Suid),
+            "nosuid" => cfg.mount_options.push(M::NoSuid),
+            "exec" => cfg.mount_options.push(M::Exec),
+            "noexec" => cfg.mount_options.push(M::NoExec),
+            "atime" => cfg.mount_options.push(M::Atime),
+            "noatime" => cfg.mount_options.push(M::NoAtime),
+            x if x.starts_with("x-") || x.starts_with("redis=") => {}
+            x => bail!("unknown mount option {x:?}"),
+        }
+    }
+    Ok((cfg, read_only))
+}
+
+/// Mounts and serves until unmounted or signalled.
+pub fn run_mount(args: MountArgs) -> anyhow::Result<()> {
+    let (cfg, read_only) = fuse_config(&args)?;
+    if is_stale(&args.mountpoint) {
+        tracing::warn!(mountpoint = %args.mountpoint.display(), "recovering a stale mount point");
+        unmount(&args.mountpoint, true)?;
+    }
+    let meta = std::fs::metadata(&args.mountpoint)
+        .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    if !meta.is_dir() {
+        bail!(
+            "mount point {} is not a directory",
+            args.mountpoint.display()
+        );
+    }
+    let mut ready = if args.background {
+        Some(daemonize()?)
+    } else {
+        None
+    };
+    let result = serve(&args, cfg, read_only, &mut ready);
+    if let (Some(pipe), Err(e)) = (ready, &result) {
+        report(pipe, &format!("{e:#}"));
+    }
+    result
+}
+
+/// Forks; the parent exits with the child's verdict; the child returns the
+/// pipe on which it reports readiness.
+fn daemonize() -> anyhow::Result<std::fs::File> {
+    let (r, w) = nix::unistd::pipe().context("pipe")?;
+    // SAFETY-free: nix wraps fork; no thread exists yet in this process.
+    match fork_process()? {
+        Some(_child) => {
+            drop(w);
+            let mut r = std::fs::File::from(r);
+            let mut msg = String::new();
+            let _ = r.read_to_string(&mut msg);
+            if msg == "ok" {
+                std::process::exit(0);
+            }
+            if msg.is_empty() {
+                msg = "the daemon exited before the mount was ready".into();
+            }
+            eprintln!("sopfs: {msg}");
+            std::process::exit(1);
+        }
+        None => {
+            drop(r);
+            let _ = nix::unistd::setsid();
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .context("/dev/null")?;
+            let _ = nix::unistd::dup2_stdin(&null);
+            let _ = nix::unistd::dup2_stdout(&null);
+            if std::env::var_os("SOPFS_LOG_FILE").is_none() {
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+            Ok(std::fs::File::from(w))
+        }
+    }
+}
+
+fn report(mut pipe: std::fs::File, msg: &str) {
+    let _ = pipe.write_all(msg.as_bytes());
+}
+
+fn serve(
+    args: &MountArgs,
+    cfg: fuser::Config,
+    read_only: bool,
+    ready: &mut Option<std::fs::File>,
+) -> anyhow::Result<()> {
+    // Signals go to one waiting thread; every thread started later inherits the mask.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGHUP);
+    signals.thread_block().context("blocking signals")?;
+
+    let (db, sync_root) = open_volume(&args.store, args.redis.as_deref(), Options::default())?;
+    let fs = Arc::new(Fs::new(
+        db,
+        FsOptions {
+            read_only,
+            ..FsOptions::default()
+        },
+        sync_root,
+    )?);
+    let adapter = FuseFs::new(fs.clone(), Duration::from_secs(1));
+    let session = fuser::Session::new(adapter, &args.mountpoint, &cfg)
+        .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    let mountpoint = args.mountpoint.clone();
+    let fs_for_signal = fs.clone();
+    std::thread::Builder::new()
+        .name("sopfs-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                tracing::info!(signal = ?sig, "unmounting");
+                if let Err(e) = fs_for_signal.flush_all() {
+                    tracing::error!(error = %e, "commit at shutdown failed");
+                }
+                if unmount(&mountpoint, false).is_err() {
+                    // Busy (open files, a shell inside): detach it.
+                    let _ = unmount(&mountpoint, true);
+                }
+            }
+        })
+        .context("signal thread")?;
+    tracing::info!(store = %args.store, mountpoint = %args.mountpoint.display(), "mounted");
+    if let Some(pipe) = ready.take() {
+        // Closing the pipe lets the waiting parent exit.
+        report(pipe, "ok");
+    }
+    let background = session.spawn().context("FUSE session")?;
+    background.join().context("FUSE session")?;
+    fs.flush_all()?;
+    tracing::info!("unmounted");
+    Ok(())
+}
+
+#[allow(unsafe_code)]
+fn fork_process() -> anyhow::Result<Option<nix::unistd::Pid>> {
+    // SAFETY: called before this process starts any thread, so the child
+    // inherits a consistent single-threaded state.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
+}

@@ -1,0 +1,118 @@
+//! Filesystem errors and the one place where each becomes an errno.
+
+use thiserror::Error;
+
+/// What a filesystem operation can fail with.
+#[derive(Debug, Error)]
+pub enum FsError {
+    /// No such file or directory.
+    #[error("not found")]
+    NotFound,
+    /// The name exists already.
+    #[error("already exists")]
+    Exists,
+    /// A directory to remove or replace has entries.
+    #[error("directory not empty")]
+    NotEmpty,
+    /// A path component or target is not a directory.
+    #[error("not a directory")]
+    NotDir,
+    /// A directory where a non-directory is needed.
+    #[error("is a directory")]
+    IsDir,
+    /// A name longer than 255 bytes.
+    #[error("name too long")]
+    NameTooLong,
+    /// An argument the operation cannot take (moving a directory into itself, ...).
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+    /// Not allowed for this caller.
+    #[error("operation not permitted")]
+    NotPermitted,
+    /// An extended attribute that is not there.
+    #[error("no such attribute")]
+    NoAttr,
+    /// The caller's buffer is too small.
+    #[error("result too large for the buffer")]
+    Range,
+    /// Beyond the largest file size.
+    #[error("file too large")]
+    TooBig,
+    /// Not supported by this filesystem.
+    #[error("operation not supported")]
+    NotSupported,
+    /// A file handle that is not open.
+    #[error("bad file handle")]
+    BadHandle,
+    /// The volume is mounted read-only.
+    #[error("read-only filesystem")]
+    ReadOnly,
+    /// The store or coordinator failed, or a record did not decode.
+    #[error(transparent)]
+    Engine(engine::Error),
+    /// A stored record that does not decode.
+    #[error("corrupted {0}")]
+    Corrupted(String),
+}
+
+impl FsError {
+    /// The errno the kernel gets for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::Invalid(_) => libc::EINVAL,
+            FsError::NotPermitted => libc::EPERM,
+            FsError::NoAttr => libc::ENODATA,
+            FsError::Range => libc::ERANGE,
+            FsError::TooBig => libc::EFBIG,
+            FsError::NotSupported => libc::EOPNOTSUPP,
+            FsError::BadHandle => libc::EBADF,
+            FsError::ReadOnly => libc::EROFS,
+            FsError::Corrupted(_) => libc::EIO,
+            FsError::Engine(e) => match e {
+                engine::Error::Timeout(_) => libc::ETIMEDOUT,
+                engine::Error::InvalidArgument(_) => libc::EINVAL,
+                engine::Error::ReadOnly => libc::EROFS,
+                // Conflicts that outlived every retry, corruption, missing
+                // blobs, store and coordinator faults: the data is safe, the
+                // operation did not happen.
+                engine::Error::Conflict { .. }
+                | engine::Error::KeyExists
+                | engine::Error::KeyNotFound
+                | engine::Error::TreeNotFound(_)
+                | engine::Error::TreeExists(_)
+                | engine::Error::Corrupted { .. }
+                | engine::Error::Missing { .. }
+                | engine::Error::Backend { .. }
+                | engine::Error::InUse(_)
+                | engine::Error::NotAVolume(_)
+                | engine::Error::Coordinator(_)
+                | engine::Error::Io { .. } => libc::EIO,
+            },
+        }
+    }
+}
+
+impl From<engine::Error> for FsError {
+    fn from(e: engine::Error) -> Self {
+        match e {
+            // A directory tree dropped by another host while this one used it.
+            engine::Error::TreeNotFound(_) => FsError::NotFound,
+            e => FsError::Engine(e),
+        }
+    }
+}
+
+/// Result of a filesystem operation.
+pub type FsResult<T> = std::result::Result<T, FsError>;
+
+impl engine::RetryableError for FsError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, FsError::Engine(e) if e.is_retryable())
+    }
+}

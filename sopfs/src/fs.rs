@@ -1,0 +1,1236 @@
+//! The filesystem core: POSIX operations as engine transactions. No FUSE
+//! types here; `fuse.rs` is the thin edge, and tests call this directly.
+//!
+//! Lock order: the file-state map, then one file's state; a file's state is
+//! held across its commit so writes and reads on this host see it whole.
+
+use crate::dirty::Dirty;
+use crate::error::{FsError, FsResult};
+use crate::inode::*;
+use engine::{Cursor, Db, Direction, Transaction, TreeConfig, TxMode};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Who is asking (from the FUSE request).
+#[derive(Clone, Copy, Debug)]
+pub struct Caller {
+    /// Effective user.
+    pub uid: u32,
+    /// Effective group.
+    pub gid: u32,
+}
+
+/// An inode with the attributes a caller should see (directory stamps folded
+/// in, buffered writes of this host counted).
+#[derive(Clone, Debug)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// Its attributes.
+    pub inode: Inode,
+}
+
+/// Changes `setattr` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct SetAttr {
+    /// New permission bits.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+    /// New size.
+    pub size: Option<u64>,
+    /// New access time.
+    pub atime: Option<Time>,
+    /// New modification time.
+    pub mtime: Option<Time>,
+    /// New change time.
+    pub ctime: Option<Time>,
+}
+
+/// How a volume is served.
+#[derive(Clone, Debug)]
+pub struct FsOptions {
+    /// This host's stamp id in directories (unique per mount).
+    pub host: u64,
+    /// Refuse every change.
+    pub read_only: bool,
+    /// Buffered bytes of one file that trigger a commit before close.
+    pub spill_bytes: usize,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            host: rand::random(),
+            read_only: false,
+            spill_bytes: 64 << 20,
+        }
+    }
+}
+
+/// One directory entry as readdir returns it.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    /// Name.
+    pub name: Vec<u8>,
+    /// Inode number.
+    pub ino: u64,
+    /// Kind.
+    pub kind: Kind,
+}
+
+#[derive(Default)]
+struct FileState {
+    opens: u32,
+    dirty: Option<Dirty>,
+    /// Last write time of the buffered changes.
+    write_time: Time,
+    /// Unlinked while open here: deleted at the last release.
+    orphan: bool,
+}
+
+struct Handle {
+    ino: u64,
+    append: bool,
+}
+
+/// Directory tree shape: modest nodes, entries inline.
+const DIR_TREE: TreeConfig = TreeConfig {
+    slots: 64,
+    inline_max: 512,
+};
+const INODE_TREE: TreeConfig = TreeConfig {
+    slots: 64,
+    inline_max: 1024,
+};
+const CONTENT_TREE: TreeConfig = TreeConfig {
+    slots: 64,
+    inline_max: 256,
+};
+
+/// A mounted (or directly driven) volume.
+pub struct Fs {
+    db: Db,
+    opts: FsOptions,
+    files: Mutex<HashMap<u64, Arc<Mutex<FileState>>>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
+    next_fh: AtomicU64,
+    /// A commit since the last full store sync (fsync of a clean file needs one).
+    unsynced: AtomicBool,
+    sync_root: Option<std::path::PathBuf>,
+}
+
+fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(FsError::NameTooLong);
+    }
+    if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') {
+        return Err(FsError::Invalid("bad name"));
+    }
+    Ok(())
+}
+
+fn new_ino() -> u64 {
+    loop {
+        let i = rand::random::<u64>() >> 1;
+        if i > ROOT_INO {
+            return i;
+        }
+    }
+}
+
+impl Fs {
+    /// Serves `db`, creating the root directory on first use.
+    pub fn new(db: Db, opts: FsOptions, sync_root: Option<std::path::PathBuf>) -> FsResult<Fs> {
+        let uid = nix::unistd::getuid().as_raw();
+        let gid = nix::unistd::getgid().as_raw();
+        db.run_with(|tx| -> FsResult<()> {
+            tx.ensure_tree(INODES, INODE_TREE)?;
+            tx.ensure_tree(CONTENT, CONTENT_TREE)?;
+            tx.ensure_tree(&dir_tree(ROOT_INO), DIR_TREE)?;
+            if tx.get(INODES, &ino_key(ROOT_INO))?.is_none() {
+                let mut root = Inode::new(Kind::Dir, 0o755, uid, gid);
+                root.parent = ROOT_INO;
+                tx.insert(INODES, &ino_key(ROOT_INO), &root.encode())?;
+            }
+            Ok(())
+        })?;
+        Ok(Fs {
+            db,
+            opts,
+            files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            unsynced: AtomicBool::new(false),
+            sync_root,
+        })
+    }
+
+    /// The engine underneath.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    fn writable(&self) -> FsResult<()> {
+        if self.opts.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    /// Runs a read-write transaction, retrying conflicts.
+    fn write_tx<T>(&self, f: impl FnMut(&mut Transaction) -> FsResult<T>) -> FsResult<T> {
+        self.writable()?;
+        let r = self.db.run_with(f);
+        if r.is_ok() {
+            self.unsynced.store(true, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn read_tx(&self) -> FsResult<Transaction> {
+        Ok(self.db.begin(TxMode::ReadOnly)?)
+    }
+
+    // ----- records -----
+
+    fn load(tx: &mut Transaction, ino: u64) -> FsResult<Inode> {
+        let bytes = tx.get(INODES, &ino_key(ino))?.ok_or(FsError::NotFound)?;
+        Inode::decode(&bytes).ok_or_else(|| FsError::Corrupted(format!("inode {ino:#x}")))
+    }
+
+    fn store(tx: &mut Transaction, ino: u64, inode: &Inode) -> FsResult<()> {
+        tx.upsert(INODES, &ino_key(ino), &inode.encode())?;
+        Ok(())
+    }
+
+    fn load_dir(tx: &mut Transaction, ino: u64) -> FsResult<Inode> {
+        let d = Self::load(tx, ino)?;
+        if d.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        Ok(d)
+    }
+
+    fn entry(tx: &mut Transaction, dir: u64, name: &[u8]) -> FsResult<Option<Entry>> {
+        match tx.get(&dir_tree(dir), name)? {
+            None => Ok(None),
+            Some(b) => Entry::decode(&b)
+                .map(Some)
+                .ok_or_else(|| FsError::Corrupted(format!("entry in {dir:#x}"))),
+        }
+    }
+
+    /// Records an entry change in `dir` under this host's own stamp.
+    fn touch_dir(&self, tx: &mut Transaction, dir: u64, subdirs: i64) -> FsResult<()> {
+        let key = stamp_key(self.opts.host);
+        let tree = dir_tree(dir);
+        let mut st = tx
+            .get(&tree, &key)?
+            .and_then(|b| DirStamp::decode(&b))
+            .unwrap_or_default();
+        st.mtime = Time::now();
+        st.subdirs += subdirs;
+        tx.upsert(&tree, &key, &st.encode())?;
+        Ok(())
+    }
+
+    /// Every host's stamps of a directory, folded into what `stat` shows.
+    fn fold_view(tx: &mut Transaction, ino: u64, d: &mut Inode) -> FsResult<()> {
+        let mut cur = Cursor::prefix(STAMP_PREFIX, Direction::Forward);
+        let tree = dir_tree(ino);
+        loop {
+            let batch = tx.scan(&tree, &mut cur, 256)?;
+            for (_, v) in batch {
+                if let Some(st) = DirStamp::decode(&v) {
+                    d.mtime = d.mtime.max(st.mtime);
+                    d.ctime = d.ctime.max(st.mtime);
+                    d.nlink = (d.nlink as i64 + st.subdirs).max(2) as u32;
+                }
+            }
+            if cur.is_done() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Moves every stamp into the inode itself (before times are set explicitly).
+    fn fold_into_inode(tx: &mut Transaction, ino: u64, d: &mut Inode) -> FsResult<()> {
+        let mut cur = Cursor::prefix(STAMP_PREFIX, Direction::Forward);
+        let tree = dir_tree(ino);
+        let mut keys = Vec::new();
+        loop {
+            for (k, v) in tx.scan(&tree, &mut cur, 256)? {
+                if let Some(st) = DirStamp::decode(&v) {
+                    d.nlink = (d.nlink as i64 + st.subdirs).max(2) as u32;
+                    d.ctime = d.ctime.max(st.mtime);
+                    d.mtime = d.mtime.max(st.mtime);
+                }
+                keys.push(k);
+            }
+            if cur.is_done() {
+                break;
+            }
+        }
+        for k in keys {
+            tx.remove(&tree, &k)?;
+        }
+        Ok(())
+    }
+
+    fn view(&self, tx: &mut Transaction, ino: u64) -> FsResult<Attr> {
+        let mut inode = Self::load(tx, ino)?;
+        if inode.kind == Kind::Dir {
+            Self::fold_view(tx, ino, &mut inode)?;
+        }
+        let state = self.files.lock().get(&ino).cloned();
+        if let Some(state) = state {
+            let st = state.lock();
+            if let Some(d) = st.dirty.as_ref().filter(|d| !d.is_clean()) {
+                inode.size = d.size;
+                inode.mtime = st.write_time;
+                inode.ctime = st.write_time;
+            }
+        }
+        Ok(Attr { ino, inode })
+    }
+
+    // ----- lookups -----
+
+    /// Looks a name up in a directory.
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let mut tx = self.read_tx()?;
+        Self::load_dir(&mut tx, parent)?;
+        let e = Self::entry(&mut tx, parent, name)?.ok_or(FsError::NotFound)?;
+        self.view(&mut tx, e.ino)
+    }
+
+    /// Attributes of an inode.
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let mut tx = self.read_tx()?;
+        self.view(&mut tx, ino)
+    }
+
+    /// A symlink's target.
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let mut tx = self.read_tx()?;
+        let i = Self::load(&mut tx, ino)?;
+        if i.kind != Kind::Symlink {
+            return Err(FsError::Invalid("not a symlink"));
+        }
+        Ok(i.target)
+    }
+
+    // ----- creating names -----
+
+    /// Creates a node of any kind (files, directories, symlinks, devices).
+    pub fn make_node(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        kind: Kind,
+        perm: u32,
+        rdev: u32,
+        target: &[u8],
+    ) -> FsResult<Attr> {
+        check_name(name)?;
+        if kind == Kind::Symlink && target.len() > 4095 {
+            return Err(FsError::NameTooLong);
+        }
+        self.write_tx(|tx| {
+            let p = Self::load_dir(tx, parent)?;
+            if p.nlink == 0 {
+                return Err(FsError::NotFound);
+            }
+            if Self::entry(tx, parent, name)?.is_some() {
+                return Err(FsError::Exists);
+            }
+            let mut perm = perm & 0o7777;
+            let mut gid = caller.gid;
+            if p.perm & libc::S_ISGID != 0 {
+                gid = p.gid;
+                if kind == Kind::Dir {
+                    perm |= libc::S_ISGID;
+                }
+            }
+            let mut inode = Inode::new(kind, perm, caller.uid, gid);
+            inode.rdev = rdev;
+            if kind == Kind::Symlink {
+                inode.target = target.to_vec();
+                inode.size = target.len() as u64;
+                inode.perm = 0o777;
+            }
+            let mut ino = new_ino();
+            while tx.get_value(INODES, &ino_key(ino))?.is_some() {
+                ino = new_ino();
+            }
+            if kind == Kind::Dir {
+                inode.parent = parent;
+                tx.create_tree(&dir_tree(ino), DIR_TREE)?;
+            }
+            tx.insert(INODES, &ino_key(ino), &inode.encode())?;
+            tx.insert(&dir_tree(parent), name, &Entry { ino, kind }.encode())?;
+            self.touch_dir(tx, parent, (kind == Kind::Dir) as i64)?;
+            Ok(Attr { ino, inode })
+        })
+    }
+
+    /// A new hard link `newparent/newname` to `ino`.
+    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
+        check_name(newname)?;
+        self.write_tx(|tx| {
+            let mut inode = Self::load(tx, ino)?;
+            if inode.kind == Kind::Dir {
+                return Err(FsError::NotPermitted);
+            }
+            let p = Self::load_dir(tx, newparent)?;
+            if p.nlink == 0 {
+                return Err(FsError::NotFound);
+            }
+            if Self::entry(tx, newparent, newname)?.is_some() {
+                return Err(FsError::Exists);
+            }
+            inode.nlink += 1;
+            inode.ctime = Time::now();
+            Self::store(tx, ino, &inode)?;
+            let e = Entry {
+                ino,
+                kind: inode.kind,
+            };
+            tx.insert(&dir_tree(newparent), newname, &e.encode())?;
+            self.touch_dir(tx, newparent, 0)?;
+            Ok(Attr { ino, inode })
+        })
+    }
+
+    // ----- removing names -----
+
+    /// Drops one link of a non-directory; deletes it with its content at the
+    /// last link unless it is open on this host.
+    fn drop_link(&self, tx: &mut Transaction, ino: u64) -> FsResult<()> {
+        let mut inode = Self::load(tx, ino)?;
+        inode.nlink = inode.nlink.saturating_sub(1);
+        inode.ctime = Time::now();
+        let open_here = self
+            .files
+            .lock()
+            .get(&ino)
+            .is_some_and(|s| s.lock().opens > 0);
+        if inode.nlink > 0 || open_here {
+            Self::store(tx, ino, &inode)
+        } else {
+            Self::delete_inode(tx, ino)
+        }
+    }
+
+    fn delete_inode(tx: &mut Transaction, ino: u64) -> FsResult<()> {
+        tx.remove(INODES, &ino_key(ino))?;
+        Self::cut_content(tx, ino, 0)
+    }
+
+    /// Removes the content of `ino` at and beyond byte `from`.
+    fn cut_content(tx: &mut Transaction, ino: u64, from: u64) -> FsResult<()> {
+        let first = from.div_ceil(CHUNK);
+        let mut cur = Cursor::new(
+            chunk_key(ino, first).to_vec()..chunk_key(ino + 1, 0).to_vec(),
+            Direction::Forward,
+        );
+        loop {
+            let batch = tx.scan_values(CONTENT, &mut cur, 512)?;
+            for (k, _) in batch {
+                tx.remove(CONTENT, &k)?;
+            }
+            if cur.is_done() {
+                break;
+            }
+        }
+        if from % CHUNK != 0 {
+            let key = chunk_key(ino, from / CHUNK);
+            if let Some(mut data) = tx.get(CONTENT, &key)? {
+                let keep = (from % CHUNK) as usize;
+                if data.len() > keep {
+                    data.truncate(keep);
+                    tx.upsert(CONTENT, &key, &data)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a non-directory name.
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let ino = self.write_tx(|tx| {
+            Self::load_dir(tx, parent)?;
+            let e = Self::entry(tx, parent, name)?.ok_or(FsError::NotFound)?;
+            if e.kind == Kind::Dir {
+                return Err(FsError::IsDir);
+            }
+            tx.remove(&dir_tree(parent), name)?;
+            self.drop_link(tx, e.ino)?;
+            self.touch_dir(tx, parent, 0)?;
+            Ok(e.ino)
+        })?;
+        self.mark_orphan_if_open(ino);
+        Ok(())
+    }
+
+    fn mark_orphan_if_open(&self, ino: u64) {
+        if let Some(s) = self.files.lock().get(&ino) {
+            let mut s = s.lock();
+            if s.opens > 0 {
+                // Whether the last link went is decided at release, from the store.
+                s.orphan = true;
+            }
+        }
+    }
+
+    fn dir_is_empty(tx: &mut Transaction, ino: u64) -> FsResult<bool> {
+        let mut cur = Cursor::new(vec![1u8].., Direction::Forward);
+        Ok(tx.scan_values(&dir_tree(ino), &mut cur, 1)?.is_empty())
+    }
+
+    /// Removes an empty directory.
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        if name == b"." {
+            return Err(FsError::Invalid("rmdir of ."));
+        }
+        if name == b".." {
+            return Err(FsError::NotEmpty);
+        }
+        self.write_tx(|tx| {
+            Self::load_dir(tx, parent)?;
+            let e = Self::entry(tx, parent, name)?.ok_or(FsError::NotFound)?;
+            if e.kind != Kind::Dir {
+                return Err(FsError::NotDir);
+            }
+            if !Self::dir_is_empty(tx, e.ino)? {
+                return Err(FsError::NotEmpty);
+            }
+            tx.remove(&dir_tree(parent), name)?;
+            tx.drop_tree(&dir_tree(e.ino))?;
+            tx.remove(INODES, &ino_key(e.ino))?;
+            self.touch_dir(tx, parent, -1)?;
+            Ok(())
+        })
+    }
+
+    /// True when `dir` is `ancestor` or lies below it.
+    fn is_under(tx: &mut Transaction, mut dir: u64, ancestor: u64) -> FsResult<bool> {
+        for _ in 0..4096 {
+            if dir == ancestor {
+                return Ok(true);
+            }
+            if dir == ROOT_INO {
+                return Ok(false);
+            }
+            dir = Self::load(tx, dir)?.parent;
+        }
+        Err(FsError::Corrupted(
+            "directory chain longer than 4096".into(),
+        ))
+    }
+
+    /// Renames; `flags` takes `RENAME_NOREPLACE` and `RENAME_EXCHANGE`.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        check_name(newname)?;
+        if name.len() > NAME_MAX {
+            return Err(FsError::NameTooLong);
+        }
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
+        {
+            return Err(FsError::Invalid("rename flags"));
+        }
+        let replaced = self.write_tx(|tx| {
+            Self::load_dir(tx, parent)?;
+            let np = Self::load_dir(tx, newparent)?;
+            if np.nlink == 0 {
+                return Err(FsError::NotFound);
+            }
+            let src = Self::entry(tx, parent, name)?.ok_or(FsError::NotFound)?;
+            let dst = Self::entry(tx, newparent, newname)?;
+            let now = Time::now();
+            // A directory may not move below itself; the ancestor chain read
+            // here is validated at commit, so crossing moves cannot loop.
+            let check_move = |tx: &mut Transaction, e: &Entry, to: u64| -> FsResult<()> {
+                if e.kind == Kind::Dir && Self::is_under(tx, to, e.ino)? {
+                    return Err(FsError::Invalid("directory moved below itself"));
+                }
+                Ok(())
+            };
+            if exchange {
+                let dst = dst.ok_or(FsError::NotFound)?;
+                if parent != newparent {
+                    check_move(tx, &src, newparent)?;
+                    check_move(tx, &dst, parent)?;
+                }
+                tx.upsert(&dir_tree(parent), name, &dst.encode())?;
+                tx.upsert(&dir_tree(newparent), newname, &src.encode())?;
+                for (e, to) in [(src, newparent), (dst, parent)] {
+                    let mut i = Self::load(tx, e.ino)?;
+                    i.ctime = now;
+                    if e.kind == Kind::Dir {
+                        i.parent = to;
+                    }
+                    Self::store(tx, e.ino, &i)?;
+                }
+                let moved = (src.kind == Kind::Dir) as i64 - (dst.kind == Kind::Dir) as i64;
+                self.touch_dir(tx, parent, -moved)?;
+                if parent != newparent {
+                    self.touch_dir(tx, newparent, moved)?;
+                }
+                return Ok(None);
+            }
+            let mut replaced = None;
+            if let Some(dst) = dst {
+                if noreplace {
+                    return Err(FsError::Exists);
+                }
+                if dst.ino == src.ino {
+                    // Two links of one file: POSIX says do nothing.
+                    return Ok(None);
+                }
+                match (src.kind == Kind::Dir, dst.kind == Kind::Dir) {
+                    (true, false) => return Err(FsError::NotDir),
+                    (false, true) => return Err(FsError::IsDir),
+                    (true, true) => {
+                        if !Self::dir_is_empty(tx, dst.ino)? {
+                            return Err(FsError::NotEmpty);
+                        }
+                    }
+                    (false, false) => {}
+                }
+                if src.kind == Kind::Dir {
+                    check_move(tx, &src, newparent)?;
+                    tx.drop_tree(&dir_tree(dst.ino))?;
+                    tx.remove(INODES, &ino_key(dst.ino))?;
+                    self.touch_dir(tx, newparent, -1)?;
+                } else {
+                    self.drop_link(tx, dst.ino)?;
+                    replaced = Some(dst.ino);
+                }
+            } else if parent != newparent {
+                check_move(tx, &src, newparent)?;
+            }
+            tx.remove(&dir_tree(parent), name)?;
+            tx.upsert(&dir_tree(newparent), newname, &src.encode())?;
+            let mut i = Self::load(tx, src.ino)?;
+            i.ctime = now;
+            if src.kind == Kind::Dir {
+                i.parent = newparent;
+            }
+            Self::store(tx, src.ino, &i)?;
+            let d = (src.kind == Kind::Dir && parent != newparent) as i64;
+            self.touch_dir(tx, parent, -d)?;
+            self.touch_dir(tx, newparent, d)?;
+            Ok(replaced)
+        })?;
+        if let Some(ino) = replaced {
+            self.mark_orphan_if_open(ino);
+        }
+        Ok(())
+    }
+
+    // ----- attributes -----
+
+    /// Changes attributes; a size change goes through the file's buffer.
+    pub fn setattr(&self, ino: u64, set: &SetAttr) -> FsResult<Attr> {
+        self.writable()?;
+        if let Some(size) = set.size {
+            if size > MAX_FILE_SIZE {
+                return Err(FsError::TooBig);
+            }
+            let kind = self.getattr(ino)?.inode.kind;
+            match kind {
+                Kind::Dir => return Err(FsError::IsDir),
+                Kind::File => {}
+                _ => return Err(FsError::Invalid("truncate of a special file")),
+            }
+            let state = self.state(ino);
+            let mut st = state.lock();
+            self.ensure_dirty(ino, &mut st)?;
+            if let Some(d) = st.dirty.as_mut() {
+                d.truncate(size);
+            }
+            st.write_time = Time::now();
+            self.commit_locked(ino, &mut st, false)?;
+            drop(st);
+            self.release_state_if_idle(ino);
+        }
+        let only_size = set.mode.is_none()
+            && set.uid.is_none()
+            && set.gid.is_none()
+            && set.atime.is_none()
+            && set.mtime.is_none()
+            && set.ctime.is_none();
+        if !only_size {
+            self.write_tx(|tx| {
+                let mut i = Self::load(tx, ino)?;
+                if let Some(m) = set.mode {
+                    i.perm = m & 0o7777;
+                }
+                if let Some(u) = set.uid {
+                    i.uid = u;
+                }
+                if let Some(g) = set.gid {
+                    i.gid = g;
+                }
+                if let Some(t) = set.atime {
+                    i.atime = t;
+                }
+                if let Some(t) = set.mtime {
+                    if i.kind == Kind::Dir {
+                        Self::fold_into_inode(tx, ino, &mut i)?;
+                    }
+                    i.mtime = t;
+                }
+                i.ctime = set.ctime.unwrap_or_else(Time::now);
+                Self::store(tx, ino, &i)
+            })?;
+        }
+        self.getattr(ino)
+    }
+
+    /// Value of an extended attribute.
+    pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        let mut tx = self.read_tx()?;
+        let i = Self::load(&mut tx, ino)?;
+        i.xattrs.get(name).cloned().ok_or(FsError::NoAttr)
+    }
+
+    /// Names of the extended attributes, each NUL-terminated.
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        let mut tx = self.read_tx()?;
+        let i = Self::load(&mut tx, ino)?;
+        let mut out = Vec::new();
+        for k in i.xattrs.keys() {
+            out.extend_from_slice(k);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    /// Sets an extended attribute (`XATTR_CREATE` / `XATTR_REPLACE` in `flags`).
+    pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(FsError::Range);
+        }
+        if value.len() > 65536 {
+            return Err(FsError::TooBig);
+        }
+        self.write_tx(|tx| {
+            let mut i = Self::load(tx, ino)?;
+            let present = i.xattrs.contains_key(name);
+            if flags & libc::XATTR_CREATE != 0 && present {
+                return Err(FsError::Exists);
+            }
+            if flags & libc::XATTR_REPLACE != 0 && !present {
+                return Err(FsError::NoAttr);
+            }
+            i.xattrs.insert(name.to_vec(), value.to_vec());
+            i.ctime = Time::now();
+            Self::store(tx, ino, &i)
+        })
+    }
+
+    /// Removes an extended attribute.
+    pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        self.write_tx(|tx| {
+            let mut i = Self::load(tx, ino)?;
+            if i.xattrs.remove(name).is_none() {
+                return Err(FsError::NoAttr);
+            }
+            i.ctime = Time::now();
+            Self::store(tx, ino, &i)
+        })
+    }
+
+    // ----- directories -----
+
+    /// Opens a directory: its listing is taken now, so offsets stay stable
+    /// while entries change.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let mut tx = self.read_tx()?;
+        let d = Self::load_dir(&mut tx, ino)?;
+        let mut list = vec![
+            DirEntry {
+                name: b".".to_vec(),
+                ino,
+                kind: Kind::Dir,
+            },
+            DirEntry {
+                name: b"..".to_vec(),
+                ino: d.parent.max(ROOT_INO),
+                kind: Kind::Dir,
+            },
+        ];
+        let mut cur = Cursor::new(vec![1u8].., Direction::Forward);
+        loop {
+            for (k, v) in tx.scan(&dir_tree(ino), &mut cur, 1024)? {
+                if let Some(e) = Entry::decode(&v) {
+                    list.push(DirEntry {
+                        name: k,
+                        ino: e.ino,
+                        kind: e.kind,
+                    });
+                }
+            }
+            if cur.is_done() {
+                break;
+            }
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().insert(fh, list);
+        Ok(fh)
+    }
+
+    /// Entries of an open directory from `offset` on; an entry's offset for
+    /// the next call is its index + 1. `add` returns true when the buffer is full.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, u64) -> bool,
+    ) -> FsResult<()> {
+        let dirs = self.dirs.lock();
+        let list = dirs.get(&fh).ok_or(FsError::BadHandle)?;
+        for (i, e) in list.iter().enumerate().skip(offset as usize) {
+            if add(e, i as u64 + 1) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes an open directory.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().remove(&fh);
+    }
+
+    // ----- files -----
+
+    fn state(&self, ino: u64) -> Arc<Mutex<FileState>> {
+        self.files.lock().entry(ino).or_default().clone()
+    }
+
+    fn release_state_if_idle(&self, ino: u64) {
+        let mut files = self.files.lock();
+        if let Some(s) = files.get(&ino) {
+            let st = s.lock();
+            if st.opens == 0 && st.dirty.as_ref().is_none_or(|d| d.is_clean()) {
+                drop(st);
+                files.remove(&ino);
+            }
+        }
+    }
+
+    fn ensure_dirty(&self, ino: u64, st: &mut FileState) -> FsResult<()> {
+        if st.dirty.is_none() {
+            let mut tx = self.read_tx()?;
+            let i = Self::load(&mut tx, ino)?;
+            st.dirty = Some(Dirty::new(i.size));
+        }
+        Ok(())
+    }
+
+    /// Opens a file; returns the handle.
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        let acc = flags & libc::O_ACCMODE;
+        if acc != libc::O_RDONLY {
+            self.writable()?;
+        }
+        let kind = self.getattr(ino)?.inode.kind;
+        if kind == Kind::Dir && acc != libc::O_RDONLY {
+            return Err(FsError::IsDir);
+        }
+        self.state(ino).lock().opens += 1;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(
+            fh,
+            Handle {
+                ino,
+                append: flags & libc::O_APPEND != 0,
+            },
+        );
+        Ok(fh)
+    }
+
+    /// Creates and opens a regular file.
+    pub fn create(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+        flags: i32,
+    ) -> FsResult<(Attr, u64)> {
+        let attr = self.make_node(caller, parent, name, Kind::File, perm, 0, b"")?;
+        let fh = self.open(attr.ino, flags)?;
+        Ok((attr, fh))
+    }
+
+    fn read_committed(&self, ino: u64, offset: u64, buf: &mut [u8]) -> FsResult<()> {
+        let mut tx = self.read_tx()?;
+        let end = offset + buf.len() as u64;
+        let mut idx = offset / CHUNK;
+        while idx * CHUNK < end {
+            let cstart = idx * CHUNK;
+            if let Some(data) = tx.get(CONTENT, &chunk_key(ino, idx))? {
+                let from = offset.max(cstart);
+                let to = end.min(cstart + data.len() as u64);
+                if to > from {
+                    buf[(from - offset) as usize..(to - offset) as usize]
+                        .copy_from_slice(&data[(from - cstart) as usize..(to - cstart) as usize]);
+                }
+            }
+            idx += 1;
+        }
+        Ok(())
+    }
+
+    /// Reads up to `size` bytes at `offset`.
+    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let state = self.files.lock().get(&ino).cloned();
+        let guard = state.as_ref().map(|s| s.lock());
+        let dirty = guard.as_ref().and_then(|g| g.dirty.as_ref());
+        let (file_size, committed_limit) = match dirty {
+            Some(d) => (d.size, d.trunc.unwrap_or(u64::MAX).min(d.base_size)),
+            None => {
+                let mut tx = self.read_tx()?;
+                let s = Self::load(&mut tx, ino)?.size;
+                (s, s)
+            }
+        };
+        if offset >= file_size {
+            return Ok(Vec::new());
+        }
+        let len = (file_size - offset).min(size as u64) as usize;
+        let mut buf = vec![0u8; len];
+        if offset < committed_limit {
+            let n = ((committed_limit - offset) as usize).min(len);
+            self.read_committed(ino, offset, &mut buf[..n])?;
+        }
+        if let Some(d) = dirty {
+            d.overlay(offset, &mut buf);
+        }
+        Ok(buf)
+    }
+
+    /// Buffers a write; returns the bytes taken.
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.writable()?;
+        let (ino, append) = {
+            let h = self.handles.lock();
+            let h = h.get(&fh).ok_or(FsError::BadHandle)?;
+            (h.ino, h.append)
+        };
+        let state = self.state(ino);
+        let mut st = state.lock();
+        self.ensure_dirty(ino, &mut st)?;
+        let spill = {
+            let Some(d) = st.dirty.as_mut() else {
+                return Err(FsError::BadHandle);
+            };
+            let at = if append { d.size } else { offset };
+            if at.saturating_add(data.len() as u64) > MAX_FILE_SIZE {
+                return Err(FsError::TooBig);
+            }
+            d.write(at, data, append);
+            d.bytes > self.opts.spill_bytes
+        };
+        st.write_time = Time::now();
+        if spill {
+            self.commit_locked(ino, &mut st, false)?;
+        }
+        Ok(data.len() as u32)
+    }
+
+    /// Commits what this host buffered for `ino` (flush, fsync, close).
+    pub fn flush(&self, ino: u64) -> FsResult<()> {
+        let Some(state) = self.files.lock().get(&ino).cloned() else {
+            return Ok(());
+        };
+        let mut st = state.lock();
+        self.commit_locked(ino, &mut st, false)
+    }
+
+    /// Makes the file's changes durable.
+    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+        let state = self.files.lock().get(&ino).cloned();
+        if let Some(state) = state {
+            let mut st = state.lock();
+            if st.dirty.as_ref().is_some_and(|d| !d.is_clean()) {
+                return self.commit_locked(ino, &mut st, true);
+            }
+        }
+        self.sync_store()
+    }
+
+    /// Makes every commit so far durable.
+    pub fn sync_store(&self) -> FsResult<()> {
+        if !self.unsynced.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        if let Some(root) = &self.sync_root {
+            let f = std::fs::File::open(root).map_err(|e| {
+                FsError::Engine(engine::Error::Io {
+                    path: root.display().to_string(),
+                    source: e,
+                })
+            })?;
+            nix::unistd::syncfs(&f).map_err(|e| {
+                FsError::Engine(engine::Error::Io {
+                    path: root.display().to_string(),
+                    source: e.into(),
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Closes a handle; the last close of an unlinked file deletes it.
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(h) = self.handles.lock().remove(&fh) else {
+            return Err(FsError::BadHandle);
+        };
+        let state = self.state(h.ino);
+        let mut st = state.lock();
+        let r = self.commit_locked(h.ino, &mut st, false);
+        st.opens = st.opens.saturating_sub(1);
+        if st.opens == 0 && st.orphan {
+            st.dirty = None;
+            st.orphan = false;
+            let ino = h.ino;
+            self.write_tx(|tx| match Self::load(tx, ino) {
+                Ok(i) if i.nlink == 0 => Self::delete_inode(tx, ino),
+                Ok(_) | Err(FsError::NotFound) => Ok(()),
+                Err(e) => Err(e),
+            })?;
+        }
+        drop(st);
+        self.release_state_if_idle(h.ino);
+        r
+    }
+
+    /// Commits a file's buffer as one transaction. Appends that raced with
+    /// another host's land after its bytes; other writes land over the
+    /// content as committed, whole.
+    fn commit_locked(&self, ino: u64, st: &mut FileState, sync: bool) -> FsResult<()> {
+        let Some(dirty) = st.dirty.as_mut() else {
+            return Ok(());
+        };
+        if dirty.is_clean() {
+            return Ok(());
+        }
+        self.writable()?;
+        let when = st.write_time;
+        let body = |tx: &mut Transaction| -> FsResult<u64> {
+            let mut inode = Self::load(tx, ino)?;
+            if dirty.append_only && inode.size != dirty.base_size {
+                dirty.rebase(inode.size);
+            }
+            if let Some(t) = dirty.trunc {
+                if t < inode.size {
+                    Self::cut_content(tx, ino, t)?;
+                }
+            }
+            let mut chunk: Option<(u64, Vec<u8>)> = None;
+            for (start, bytes) in dirty.extents() {
+                let mut pos = start;
+                let end = start + bytes.len() as u64;
+                while pos < end {
+                    let idx = pos / CHUNK;
+                    if chunk.as_ref().is_none_or(|(i, _)| *i != idx) {
+                        if let Some((i, data)) = chunk.take() {
+                            tx.upsert(CONTENT, &chunk_key(ino, i), &data)?;
+                        }
+                        let cur = tx.get(CONTENT, &chunk_key(ino, idx))?.unwrap_or_default();
+                        chunk = Some((idx, cur));
+                    }
+                    let Some((_, data)) = chunk.as_mut() else {
+                        break;
+                    };
+                    let cstart = idx * CHUNK;
+                    let to = end.min(cstart + CHUNK);
+                    let (a, b) = ((pos - cstart) as usize, (to - cstart) as usize);
+                    if data.len() < b {
+                        data.resize(b, 0);
+                    }
+                    data[a..b]
+                        .copy_from_slice(&bytes[(pos - start) as usize..(to - start) as usize]);
+                    pos = to;
+                }
+            }
+            if let Some((i, data)) = chunk.take() {
+                tx.upsert(CONTENT, &chunk_key(ino, i), &data)?;
+            }
+            let size = if dirty.trunc.is_some() {
+                dirty.size
+            } else {
+                inode.size.max(dirty.size)
+            };
+            inode.size = size;
+            inode.mtime = when;
+            inode.ctime = when;
+            Self::store(tx, ino, &inode)?;
+            Ok(size)
+        };
+        self.writable()?;
+        let r = if sync {
+            self.db.run_durable(body)
+        } else {
+            self.db.run_with(body)
+        };
+        match r {
+            Ok(size) => {
+                self.unsynced.store(!sync, Ordering::Relaxed);
+                st.dirty = Some(Dirty::new(size));
+                Ok(())
+            }
+            Err(FsError::NotFound) => {
+                // Deleted by another host meanwhile: its unlink wins.
+                tracing::info!(
+                    ino,
+                    "buffered writes dropped: the file was deleted elsewhere"
+                );
+                st.dirty = None;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Preallocates or punches: mode 0 extends the size, `FALLOC_FL_KEEP_SIZE`
+    /// alone does nothing (there is nothing to reserve), `PUNCH_HOLE` zeroes.
+    pub fn fallocate(&self, ino: u64, offset: u64, length: u64, mode: i32) -> FsResult<()> {
+        self.writable()?;
+        let end = offset.checked_add(length).ok_or(FsError::TooBig)?;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        let state = self.state(ino);
+        let mut st = state.lock();
+        self.ensure_dirty(ino, &mut st)?;
+        let Some(d) = st.dirty.as_mut() else {
+            return Err(FsError::BadHandle);
+        };
+        match mode {
+            0 => {
+                if end > d.size {
+                    d.truncate(end);
+                }
+            }
+            libc::FALLOC_FL_KEEP_SIZE => {}
+            m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
+                let stop = end.min(d.size);
+                if stop > offset {
+                    let zeros = vec![0u8; (stop - offset).min(CHUNK) as usize];
+                    let mut pos = offset;
+                    while pos < stop {
+                        let n = (stop - pos).min(zeros.len() as u64) as usize;
+                        d.write(pos, &zeros[..n], false);
+                        pos += n as u64;
+                    }
+                }
+            }
+            _ => return Err(FsError::NotSupported),
+        }
+        st.write_time = Time::now();
+        self.commit_locked(ino, &mut st, false)
+    }
+
+    /// Commits every buffered file (before unmount).
+    pub fn flush_all(&self) -> FsResult<()> {
+        let all: Vec<(u64, Arc<Mutex<FileState>>)> = self
+            .files
+            .lock()
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        let mut first_err = None;
+        for (ino, s) in all {
+            if let Err(e) = self.commit_locked(ino, &mut s.lock(), false) {
+                tracing::error!(ino, error = %e, "could not commit buffered writes");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Walks every directory from the root and checks each B-tree and that
+    /// every entry points at an inode; returns (directories, files).
+    pub fn check(&self) -> FsResult<(u64, u64)> {
+        let mut tx = self.read_tx()?;
+        tx.check_tree(INODES)?;
+        tx.check_tree(CONTENT)?;
+        let (mut dirs, mut files) = (0u64, 0u64);
+        let mut stack = vec![ROOT_INO];
+        while let Some(d) = stack.pop() {
+            dirs += 1;
+            tx.check_tree(&dir_tree(d))?;
+            let mut cur = Cursor::new(vec![1u8].., Direction::Forward);
+            loop {
+                for (name, v) in tx.scan(&dir_tree(d), &mut cur, 1024)? {
+                    let e = Entry::decode(&v).ok_or_else(|| {
+                        FsError::Corrupted(format!(
+                            "entry {:?} in {d:#x}",
+                            String::from_utf8_lossy(&name)
+                        ))
+                    })?;
+                    let i = Self::load(&mut tx, e.ino).map_err(|_| {
+                        FsError::Corrupted(format!(
+                            "entry {:?} in {d:#x} points at missing inode {:#x}",
+                            String::from_utf8_lossy(&name),
+                            e.ino
+                        ))
+                    })?;
+                    if i.kind != e.kind {
+                        return Err(FsError::Corrupted(format!("kind of {:#x}", e.ino)));
+                    }
+                    if e.kind == Kind::Dir {
+                        if i.parent != d {
+                            return Err(FsError::Corrupted(format!("parent of {:#x}", e.ino)));
+                        }
+                        stack.push(e.ino);
+                    } else {
+                        files += 1;
+                    }
+                }
+                if cur.is_done() {
+                    break;
+                }
+            }
+        }
+        Ok((dirs, files))
+    }
+
+    /// Filesystem statistics: (files in use). Sizes are the store's to know.
+    pub fn inode_count(&self) -> FsResult<u64> {
+        let mut tx = self.read_tx()?;
+        Ok(tx.count(INODES)?)
+    }
+}

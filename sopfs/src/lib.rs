@@ -1,0 +1,15 @@
+//! sopfs: a masterless distributed filesystem over the sopfs engine.
+//!
+//! Layers: [`fs`] holds the POSIX semantics as engine transactions and is
+//! callable without a mount; [`fuse`] is the thin kernel edge over it;
+//! [`daemon`] mounts, backgrounds and unmounts.
+
+pub mod daemon;
+pub mod dirty;
+pub mod error;
+pub mod fs;
+pub mod fuse;
+pub mod inode;
+
+pub use error::{FsError, FsResult};
+pub use fs::{Caller, Fs, FsOptions};
