@@ -236,6 +236,7 @@ fn serve(
     let background = session.spawn().context("FUSE session")?;
     background.join().context("FUSE session")?;
     fs.flush_all()?;
+    fs.reap_all();
     tracing::info!("unmounted");
     Ok(())
 }

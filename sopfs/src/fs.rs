@@ -89,8 +89,6 @@ struct FileState {
     dirty: Option<Dirty>,
     /// Last write time of the buffered changes.
     write_time: Time,
-    /// Unlinked while open here: deleted at the last release.
-    orphan: bool,
 }
 
 struct Handle {
@@ -118,6 +116,11 @@ pub struct Fs {
     opts: FsOptions,
     files: Mutex<HashMap<u64, Arc<Mutex<FileState>>>>,
     handles: Mutex<HashMap<u64, Handle>>,
+    /// Kernel references per inode (lookup counts): an unlinked inode the
+    /// kernel still knows lives on until it forgets it.
+    lookups: Mutex<HashMap<u64, u64>>,
+    /// Unlinked inodes kept alive for the kernel or open handles.
+    orphans: Mutex<std::collections::HashSet<u64>>,
     dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
     next_fh: AtomicU64,
     /// A commit since the last full store sync (fsync of a clean file needs one).
@@ -165,6 +168,8 @@ impl Fs {
             opts,
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
+            lookups: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(std::collections::HashSet::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             unsynced: AtomicBool::new(false),
@@ -421,12 +426,7 @@ impl Fs {
         let mut inode = Self::load(tx, ino)?;
         inode.nlink = inode.nlink.saturating_sub(1);
         inode.ctime = Time::now();
-        let open_here = self
-            .files
-            .lock()
-            .get(&ino)
-            .is_some_and(|s| s.lock().opens > 0);
-        if inode.nlink > 0 || open_here {
+        if inode.nlink > 0 || self.in_use(ino) {
             Self::store(tx, ino, &inode)
         } else {
             Self::delete_inode(tx, ino)
@@ -487,12 +487,73 @@ impl Fs {
         Ok(())
     }
 
+    /// True while the kernel or an open handle still refers to `ino`.
+    fn in_use(&self, ino: u64) -> bool {
+        self.lookups.lock().get(&ino).is_some_and(|&n| n > 0)
+            || self
+                .files
+                .lock()
+                .get(&ino)
+                .is_some_and(|s| s.lock().opens > 0)
+    }
+
     fn mark_orphan_if_open(&self, ino: u64) {
+        if self.in_use(ino) {
+            // Whether the last link went is decided when it is no longer in use.
+            self.orphans.lock().insert(ino);
+        }
+    }
+
+    /// Deletes an orphan once nothing here refers to it any more.
+    fn reap(&self, ino: u64) -> FsResult<()> {
+        if self.in_use(ino) || !self.orphans.lock().remove(&ino) {
+            return Ok(());
+        }
         if let Some(s) = self.files.lock().get(&ino) {
-            let mut s = s.lock();
-            if s.opens > 0 {
-                // Whether the last link went is decided at release, from the store.
-                s.orphan = true;
+            s.lock().dirty = None;
+        }
+        self.write_tx(|tx| match Self::load(tx, ino) {
+            Ok(i) if i.nlink == 0 => Self::delete_inode(tx, ino),
+            Ok(_) | Err(FsError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        })?;
+        self.release_state_if_idle(ino);
+        Ok(())
+    }
+
+    /// The kernel took one more reference to `ino` (an entry reply).
+    pub fn remember(&self, ino: u64) {
+        *self.lookups.lock().entry(ino).or_insert(0) += 1;
+    }
+
+    /// The kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        {
+            let mut l = self.lookups.lock();
+            match l.get_mut(&ino) {
+                Some(c) if *c > n => {
+                    *c -= n;
+                    return;
+                }
+                Some(_) => {
+                    l.remove(&ino);
+                }
+                // Out of order or after a restart: nothing to count down.
+                None => return,
+            }
+        }
+        if let Err(e) = self.reap(ino) {
+            tracing::warn!(ino, error = %e, "could not delete an unlinked file");
+        }
+    }
+
+    /// Deletes every orphan (at unmount: the kernel forgets everything).
+    pub fn reap_all(&self) {
+        self.lookups.lock().clear();
+        let all: Vec<u64> = self.orphans.lock().iter().copied().collect();
+        for ino in all {
+            if let Err(e) = self.reap(ino) {
+                tracing::warn!(ino, error = %e, "could not delete an unlinked file");
             }
         }
     }
@@ -660,6 +721,9 @@ impl Fs {
     /// Changes attributes; a size change goes through the file's buffer.
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> FsResult<Attr> {
         self.writable()?;
+        // Buffered writes land first: times set now (tar, cp -p) must not be
+        // overwritten by a later commit of older writes.
+        self.flush(ino)?;
         if let Some(size) = set.size {
             if size > MAX_FILE_SIZE {
                 return Err(FsError::TooBig);
@@ -717,6 +781,9 @@ impl Fs {
 
     /// Value of an extended attribute.
     pub fn getxattr(&self, ino: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        if name.starts_with(b"system.posix_acl_") {
+            return Err(FsError::NotSupported);
+        }
         let mut tx = self.read_tx()?;
         let i = Self::load(&mut tx, ino)?;
         i.xattrs.get(name).cloned().ok_or(FsError::NoAttr)
@@ -736,6 +803,12 @@ impl Fs {
 
     /// Sets an extended attribute (`XATTR_CREATE` / `XATTR_REPLACE` in `flags`).
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        if name.starts_with(b"system.posix_acl_") {
+            // POSIX ACLs are not kept: refusing them makes cp -a, tar and
+            // rsync fall back to chmod instead of storing an ACL that would
+            // silently disagree with the mode bits.
+            return Err(FsError::NotSupported);
+        }
         if name.is_empty() || name.len() > 255 {
             return Err(FsError::Range);
         }
@@ -1021,17 +1094,8 @@ impl Fs {
         let mut st = state.lock();
         let r = self.commit_locked(h.ino, &mut st, false);
         st.opens = st.opens.saturating_sub(1);
-        if st.opens == 0 && st.orphan {
-            st.dirty = None;
-            st.orphan = false;
-            let ino = h.ino;
-            self.write_tx(|tx| match Self::load(tx, ino) {
-                Ok(i) if i.nlink == 0 => Self::delete_inode(tx, ino),
-                Ok(_) | Err(FsError::NotFound) => Ok(()),
-                Err(e) => Err(e),
-            })?;
-        }
         drop(st);
+        self.reap(h.ino)?;
         self.release_state_if_idle(h.ino);
         r
     }

@@ -87,7 +87,10 @@ fn time(t: TimeOrNow) -> Time {
 impl FuseFs {
     fn entry(&self, r: Result<Attr, FsError>, reply: ReplyEntry) {
         match r {
-            Ok(a) => reply.entry(&self.ttl, &to_attr(&a), Generation(0)),
+            Ok(a) => {
+                self.fs.remember(a.ino);
+                reply.entry(&self.ttl, &to_attr(&a), Generation(0))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -119,6 +122,11 @@ impl Filesystem for FuseFs {
         if let Err(e) = self.fs.flush_all() {
             tracing::error!(error = %e, "buffered writes lost at unmount");
         }
+        self.fs.reap_all();
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -461,13 +469,16 @@ impl Filesystem for FuseFs {
             .fs
             .create(caller(req), parent.0, name.as_bytes(), mode, flags)
         {
-            Ok((a, fh)) => reply.created(
+            Ok((a, fh)) => {
+                self.fs.remember(a.ino);
+                reply.created(
                 &self.ttl,
                 &to_attr(&a),
                 Generation(0),
                 FileHandle(fh),
                 FopenFlags::empty(),
-            ),
+            )
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
