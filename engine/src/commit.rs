@@ -181,10 +181,12 @@ pub(crate) fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
         });
     }
     let db = tx.db.clone();
+    let txid = tx.id;
     let value_ids: Vec<BlobId> = tx.values.keys().copied().collect();
     let result = commit_inner(tx, &value_ids);
     match &result {
         Ok(info) => {
+            db.own_commits.lock().put(txid, ());
             db.stats.commits.fetch_add(1, Ordering::Relaxed);
             if info.merged {
                 db.stats.merges.fetch_add(1, Ordering::Relaxed);

@@ -99,6 +99,8 @@ pub(crate) struct DbInner {
     pub stats: Stats,
     /// Serializes this process's claims of log slots.
     pub commit_serial: parking_lot::Mutex<()>,
+    /// Recent commits of this handle, told apart from other processes' ones.
+    pub own_commits: parking_lot::Mutex<lru::LruCache<TxId, ()>>,
     _exclusive: Option<ExclusiveLock>,
 }
 
@@ -290,6 +292,9 @@ impl Db {
             opts,
             stats: Stats::default(),
             commit_serial: parking_lot::Mutex::new(()),
+            own_commits: parking_lot::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(65_536).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
             _exclusive: exclusive,
         });
         // Embedded mode: nobody else can be mid-commit, so every intent is dead,
@@ -417,6 +422,26 @@ impl Db {
     /// out; returns (committed, rolled back).
     pub fn recover(&self) -> Result<(u64, u64)> {
         crate::recovery::recover_all(&self.inner, false)
+    }
+
+    /// True when other processes may commit to this volume (a shared coordinator).
+    pub fn is_shared(&self) -> bool {
+        self.inner.coord.is_shared()
+    }
+
+    /// Catches up with the newest commit and returns its sequence number with
+    /// the records in `(after, newest]` that other processes made (what a
+    /// cache of this process must drop). Fails when those records were
+    /// trimmed already; the caller should then drop everything.
+    pub fn foreign_commits_since(&self, after: u64) -> Result<(u64, Vec<Arc<CommitRecord>>)> {
+        let state = self.inner.fresh_state()?;
+        if state.seq <= after {
+            return Ok((state.seq, Vec::new()));
+        }
+        let mut records = self.inner.registry.records(after, state.seq)?;
+        let own = self.inner.own_commits.lock();
+        records.retain(|r| !own.contains(&r.txid));
+        Ok((state.seq, records))
     }
 
     /// Sequence number of the newest commit this handle has seen.

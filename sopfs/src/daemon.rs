@@ -5,7 +5,7 @@
 //! SIGTERM / SIGINT / SIGHUP commit what is buffered, then unmount; the
 //! session ends and the process exits 0.
 
-use crate::fs::{Fs, FsOptions};
+use crate::fs::{Fs, FsOptions, Stale};
 use crate::fuse::FuseFs;
 use anyhow::{bail, Context};
 use engine::{Db, Options, RedisCoordinator, StoreLocation};
@@ -78,6 +78,10 @@ pub fn unmount(p: &Path, lazy: bool) -> anyhow::Result<()> {
 fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, bool)> {
     use fuser::MountOption as M;
     let mut cfg = fuser::Config::default();
+    // Several workers: an invalidation sent from one handler may need another
+    // to write back an mmap'd page.
+    cfg.n_threads = Some(4);
+    cfg.clone_fd = true;
     let mut read_only = false;
     cfg.mount_options = vec![
         M::FSName(args.store.clone()),
@@ -211,6 +215,7 @@ fn serve(
     let adapter = FuseFs::new(fs.clone(), Duration::from_secs(1));
     let session = fuser::Session::new(adapter, &args.mountpoint, &cfg)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    install_invalidation(&fs, session.notifier());
     let mountpoint = args.mountpoint.clone();
     let fs_for_signal = fs.clone();
     std::thread::Builder::new()
@@ -239,6 +244,41 @@ fn serve(
     fs.reap_all();
     tracing::info!("unmounted");
     Ok(())
+}
+
+/// Pushes other hosts' changes out of the kernel's caches: at every open
+/// (from the handler) and every 100 ms (from a thread of its own).
+fn install_invalidation(fs: &Arc<Fs>, notifier: fuser::Notifier) {
+    use std::os::unix::ffi::OsStrExt;
+    if !fs.db().is_shared() {
+        return;
+    }
+    fs.set_invalidator(Arc::new(move |stale: &[Stale]| {
+        for s in stale {
+            // ENOENT: the kernel holds nothing for it; nothing to drop.
+            let _ = match s {
+                Stale::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+                Stale::Entry(dir, name) => {
+                    notifier.inval_entry(fuser::INodeNo(*dir), std::ffi::OsStr::from_bytes(name))
+                }
+                // Cached attributes expire within their one-second TTL.
+                Stale::All => Ok(()),
+            };
+        }
+    }));
+    let weak = Arc::downgrade(fs);
+    let spawned = std::thread::Builder::new()
+        .name("sopfs-inval".into())
+        .spawn(move || {
+            while let Some(fs) = weak.upgrade() {
+                fs.refresh(false);
+                drop(fs);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no invalidation thread: other hosts' changes show after the cache TTL");
+    }
 }
 
 #[allow(unsafe_code)]

@@ -184,9 +184,12 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Write(o, data) => {
-                        let end = o as usize + data.len();
-                        if !data.is_empty() && model.len() < end { model.resize(end, 0); }
-                        model[o as usize..end.max(o as usize)].copy_from_slice(&data);
+                        // A zero-length write changes nothing, as pwrite(2).
+                        if !data.is_empty() {
+                            let end = o as usize + data.len();
+                            if model.len() < end { model.resize(end, 0); }
+                            model[o as usize..end].copy_from_slice(&data);
+                        }
                         d.write(o, &data, false);
                     }
                     Op::Truncate(t) => { model.resize(t as usize, 0); d.truncate(t); }

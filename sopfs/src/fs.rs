@@ -32,6 +32,31 @@ pub struct Attr {
     pub inode: Inode,
 }
 
+/// What a new node is.
+#[derive(Clone, Copy, Debug)]
+pub struct NodeSpec<'a> {
+    /// Its kind.
+    pub kind: Kind,
+    /// Permission bits (umask applied by the kernel).
+    pub perm: u32,
+    /// Device number (devices).
+    pub rdev: u32,
+    /// Symlink target.
+    pub target: &'a [u8],
+}
+
+impl NodeSpec<'_> {
+    /// A node of `kind` with `perm` and nothing else.
+    pub fn new(kind: Kind, perm: u32) -> NodeSpec<'static> {
+        NodeSpec {
+            kind,
+            perm,
+            rdev: 0,
+            target: b"",
+        }
+    }
+}
+
 /// Changes `setattr` asks for.
 #[derive(Clone, Debug, Default)]
 pub struct SetAttr {
@@ -71,6 +96,20 @@ impl Default for FsOptions {
         }
     }
 }
+
+/// A kernel cache entry another host's commit made stale.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Stale {
+    /// Attributes and pages of an inode.
+    Inode(u64),
+    /// A name in a directory.
+    Entry(u64, Vec<u8>),
+    /// Everything (the log moved too far to say what changed).
+    All,
+}
+
+/// Receives what to drop from the kernel's caches.
+pub type Invalidator = Arc<dyn Fn(&[Stale]) + Send + Sync>;
 
 /// One directory entry as readdir returns it.
 #[derive(Clone, Debug)]
@@ -126,6 +165,11 @@ pub struct Fs {
     /// A commit since the last full store sync (fsync of a clean file needs one).
     unsynced: AtomicBool,
     sync_root: Option<std::path::PathBuf>,
+    /// Newest commit whose changes were pushed to the kernel's caches.
+    seen: Mutex<u64>,
+    /// Stale names found from inside a handler, for the periodic caller.
+    deferred: Mutex<Vec<Stale>>,
+    invalidator: Mutex<Option<Invalidator>>,
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {
@@ -136,6 +180,22 @@ fn check_name(name: &[u8]) -> FsResult<()> {
         return Err(FsError::Invalid("bad name"));
     }
     Ok(())
+}
+
+fn collect_stale(tree: &str, keys: &[Vec<u8>], out: &mut std::collections::HashSet<Stale>) {
+    let ino_of =
+        |k: &[u8]| -> Option<u64> { Some(u64::from_be_bytes(k.get(..8)?.try_into().ok()?)) };
+    if tree == INODES || tree == CONTENT {
+        out.extend(keys.iter().filter_map(|k| ino_of(k)).map(Stale::Inode));
+    } else if let Some(dir) = tree
+        .strip_prefix('d')
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+    {
+        out.insert(Stale::Inode(dir));
+        for k in keys.iter().filter(|k| !k.starts_with(b"\0")) {
+            out.insert(Stale::Entry(dir, k.clone()));
+        }
+    }
 }
 
 fn new_ino() -> u64 {
@@ -174,7 +234,75 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             unsynced: AtomicBool::new(false),
             sync_root,
+            seen: Mutex::new(0),
+            deferred: Mutex::new(Vec::new()),
+            invalidator: Mutex::new(None),
         })
+    }
+
+    /// Sets where stale cache entries are reported (the FUSE notifier).
+    pub fn set_invalidator(&self, f: Invalidator) {
+        *self.seen.lock() = self.db.seq();
+        *self.invalidator.lock() = Some(f);
+    }
+
+    /// Reports what other hosts changed since the last call to the
+    /// invalidator: inodes at once, names from the periodic caller only
+    /// (`from_handler` false). An open calls it (close-to-open).
+    pub fn refresh(&self, from_handler: bool) {
+        if !self.db.is_shared() {
+            return;
+        }
+        let Some(inval) = self.invalidator.lock().clone() else {
+            return;
+        };
+        // Held until the inodes found are delivered, so an open that finds
+        // nothing new can trust that what was found before has reached the kernel.
+        let mut seen = self.seen.lock();
+        let stale = match self.db.foreign_commits_since(*seen) {
+            Ok((seq, records)) => {
+                *seen = seq;
+                let mut out = std::collections::HashSet::new();
+                for r in &records {
+                    for w in &r.writes {
+                        collect_stale(&w.tree, &w.keys, &mut out);
+                    }
+                    for t in &r.replaced_trees {
+                        if let Some(d) = t
+                            .strip_prefix('d')
+                            .and_then(|h| u64::from_str_radix(h, 16).ok())
+                        {
+                            out.insert(Stale::Inode(d));
+                        }
+                    }
+                }
+                out.into_iter().collect::<Vec<_>>()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot tell what changed: dropping all cached entries");
+                *seen = self.db.seq();
+                vec![Stale::All]
+            }
+        };
+        let (inodes, names): (Vec<Stale>, Vec<Stale>) = stale
+            .into_iter()
+            .partition(|s| matches!(s, Stale::Inode(_)));
+        if !inodes.is_empty() {
+            inval(&inodes);
+        }
+        drop(seen);
+        // Names wait for the periodic caller: dropping one takes the
+        // directory's lock, which the process a handler serves may hold.
+        let mut deferred = self.deferred.lock();
+        deferred.extend(names);
+        if from_handler {
+            return;
+        }
+        let all = std::mem::take(&mut *deferred);
+        drop(deferred);
+        if !all.is_empty() {
+            inval(&all);
+        }
     }
 
     /// The engine underneath.
@@ -343,11 +471,14 @@ impl Fs {
         caller: Caller,
         parent: u64,
         name: &[u8],
-        kind: Kind,
-        perm: u32,
-        rdev: u32,
-        target: &[u8],
+        spec: NodeSpec<'_>,
     ) -> FsResult<Attr> {
+        let NodeSpec {
+            kind,
+            perm,
+            rdev,
+            target,
+        } = spec;
         check_name(name)?;
         if kind == Kind::Symlink && target.len() > 4095 {
             return Err(FsError::NameTooLong);
@@ -454,7 +585,7 @@ impl Fs {
                 break;
             }
         }
-        if from % CHUNK != 0 {
+        if !from.is_multiple_of(CHUNK) {
             let key = chunk_key(ino, from / CHUNK);
             if let Some(mut data) = tx.get(CONTENT, &key)? {
                 let keep = (from % CHUNK) as usize;
@@ -932,6 +1063,9 @@ impl Fs {
 
     /// Opens a file; returns the handle.
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
+        // Close-to-open: whatever another host committed before this open is
+        // dropped from the kernel's caches before the open returns.
+        self.refresh(true);
         let acc = flags & libc::O_ACCMODE;
         if acc != libc::O_RDONLY {
             self.writable()?;
@@ -961,7 +1095,7 @@ impl Fs {
         perm: u32,
         flags: i32,
     ) -> FsResult<(Attr, u64)> {
-        let attr = self.make_node(caller, parent, name, Kind::File, perm, 0, b"")?;
+        let attr = self.make_node(caller, parent, name, NodeSpec::new(Kind::File, perm))?;
         let fh = self.open(attr.ino, flags)?;
         Ok((attr, fh))
     }

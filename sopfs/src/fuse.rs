@@ -2,7 +2,7 @@
 //! `fs.rs`, and replies. Errors become errnos in `FsError::errno` only.
 
 use crate::error::FsError;
-use crate::fs::{Attr, Caller, Fs, SetAttr};
+use crate::fs::{Attr, Caller, Fs, NodeSpec, SetAttr};
 use crate::inode::{Kind, Time};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -193,15 +193,13 @@ impl Filesystem for FuseFs {
         let Some(kind) = Kind::from_mode(mode) else {
             return reply.error(Errno::EINVAL);
         };
-        let r = self.fs.make_node(
-            caller(req),
-            parent.0,
-            name.as_bytes(),
-            kind,
-            mode,
+        let spec = NodeSpec {
             rdev,
-            b"",
-        );
+            ..NodeSpec::new(kind, mode)
+        };
+        let r = self
+            .fs
+            .make_node(caller(req), parent.0, name.as_bytes(), spec);
         self.entry(r, reply);
     }
 
@@ -214,15 +212,10 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self.fs.make_node(
-            caller(req),
-            parent.0,
-            name.as_bytes(),
-            Kind::Dir,
-            mode,
-            0,
-            b"",
-        );
+        let spec = NodeSpec::new(Kind::Dir, mode);
+        let r = self
+            .fs
+            .make_node(caller(req), parent.0, name.as_bytes(), spec);
         self.entry(r, reply);
     }
 
@@ -242,15 +235,13 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let r = self.fs.make_node(
-            caller(req),
-            parent.0,
-            link_name.as_bytes(),
-            Kind::Symlink,
-            0o777,
-            0,
-            target.as_os_str().as_bytes(),
-        );
+        let spec = NodeSpec {
+            target: target.as_os_str().as_bytes(),
+            ..NodeSpec::new(Kind::Symlink, 0o777)
+        };
+        let r = self
+            .fs
+            .make_node(caller(req), parent.0, link_name.as_bytes(), spec);
         self.entry(r, reply);
     }
 
@@ -472,12 +463,12 @@ impl Filesystem for FuseFs {
             Ok((a, fh)) => {
                 self.fs.remember(a.ino);
                 reply.created(
-                &self.ttl,
-                &to_attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            )
+                    &self.ttl,
+                    &to_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                )
             }
             Err(e) => reply.error(errno(&e)),
         }

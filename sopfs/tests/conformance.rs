@@ -30,8 +30,8 @@ fn pjdfstest_passes_with_no_failure() {
         .current_dir(&m.dir)
         .output()
         .expect("pjdfstest");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     let summary = text
         .lines()
         .find(|l| l.starts_with("Summary:"))
@@ -69,8 +69,8 @@ fn fsx(m: &Mount, name: &str, config: &str, ops: u32) {
         .arg(m.path(name))
         .output()
         .expect("fsx");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success() && text.contains("All operations completed A-OK"),
         "fsx {name} failed:\n{}",

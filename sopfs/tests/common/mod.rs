@@ -65,7 +65,10 @@ impl Mount {
                 }
                 panic!("sopfs mount exited with {status}: {err}");
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "mount did not appear");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "mount did not appear"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Mount {
@@ -102,7 +105,10 @@ impl Mount {
             .output()
             .expect("sopfs umount");
         if !out.status.success() {
-            let _ = Command::new("fusermount3").arg("-uz").arg(&self.dir).status();
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.dir)
+                .status();
         }
         let start = Instant::now();
         loop {
@@ -123,7 +129,10 @@ impl Drop for Mount {
         if self.child.is_some() {
             self.unmount();
         } else if is_mounted(&self.dir) {
-            let _ = Command::new("fusermount3").arg("-uz").arg(&self.dir).status();
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.dir)
+                .status();
         }
     }
 }
@@ -188,7 +197,14 @@ impl RedisServer {
             .port();
         let dir = tempfile::tempdir().expect("tempdir");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -196,7 +212,10 @@ impl RedisServer {
             .expect("redis-server");
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "redis did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "redis did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         RedisServer {

@@ -1,0 +1,128 @@
+//! Two daemons (two mount points, as two hosts would have) on one store with
+//! a private redis-server: concurrent creates, close-to-open, appends.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::Command;
+
+fn two_mounts() -> (tempfile::TempDir, RedisServer, Mount, Mount) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start();
+    let store = t.path().join("store");
+    let store = store.to_str().expect("utf8");
+    let a = Mount::start(store, t.path(), "a", Some(&redis.url));
+    let b = Mount::start(store, t.path(), "b", Some(&redis.url));
+    (t, redis, a, b)
+}
+
+/// Creates `n` files named `prefix-i` in `dir` from a separate process.
+fn creator(dir: &std::path::Path, prefix: &str, n: u32) -> std::process::Child {
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "cd '{}' && for i in $(seq 1 {n}); do : > {prefix}-$i || exit 1; done",
+            dir.display()
+        ))
+        .spawn()
+        .expect("creator")
+}
+
+#[test]
+fn creates_from_two_hosts_into_one_directory_all_land() {
+    let (_t, _redis, a, b) = two_mounts();
+    std::fs::create_dir(a.path("shared")).expect("mkdir");
+    let mut pa = creator(&a.path("shared"), "a", 2000);
+    let mut pb = creator(&b.path("shared"), "b", 2000);
+    assert!(pa.wait().expect("wait").success(), "creates on a failed");
+    assert!(pb.wait().expect("wait").success(), "creates on b failed");
+    for m in [&a, &b] {
+        let names: std::collections::BTreeSet<String> = std::fs::read_dir(m.path("shared"))
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names.len(), 4000, "on {}", m.dir.display());
+        for i in 1..=2000 {
+            assert!(names.contains(&format!("a-{i}")) && names.contains(&format!("b-{i}")));
+        }
+    }
+    // Both hosts changed the directory; its link count and entries agree.
+    let out = sh(&a.dir, "stat -c %h shared; ls shared | wc -l");
+    let out_b = sh(&b.dir, "stat -c %h shared; ls shared | wc -l");
+    assert_eq!(out, out_b);
+}
+
+#[test]
+fn close_to_open_sees_the_other_hosts_content() {
+    let (_t, _redis, a, b) = two_mounts();
+    for round in 0..50u32 {
+        let body = format!("round {round} {}", "x".repeat(round as usize * 97));
+        std::fs::write(a.path("f"), &body).expect("write on a");
+        // b may have the old attributes and pages cached from the last round.
+        let seen = std::fs::read_to_string(b.path("f")).expect("read on b");
+        assert_eq!(seen, body, "round {round}");
+        let back = format!("back {round}");
+        std::fs::write(b.path("g"), &back).expect("write on b");
+        assert_eq!(
+            std::fs::read_to_string(a.path("g")).expect("read on a"),
+            back
+        );
+    }
+    std::fs::remove_file(a.path("g")).expect("rm on a");
+    std::fs::write(a.path("h"), "new").expect("create on a");
+    assert!(!b.path("g").exists(), "b still sees a removed name");
+    assert_eq!(std::fs::read_to_string(b.path("h")).expect("h on b"), "new");
+}
+
+#[test]
+fn appends_from_two_hosts_all_land() {
+    let (_t, _redis, a, b) = two_mounts();
+    std::fs::write(a.path("log"), "").expect("create");
+    let writer = |m: &Mount, tag: &'static str| {
+        let path = m.path("log");
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&path)
+                    .expect("open append");
+                writeln!(f, "{tag} line {i:04}").expect("append");
+            }
+        })
+    };
+    let (wa, wb) = (writer(&a, "a"), writer(&b, "b"));
+    wa.join().expect("writer a");
+    wb.join().expect("writer b");
+    for m in [&a, &b] {
+        let text = std::fs::read_to_string(m.path("log")).expect("read log");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 600, "on {}", m.dir.display());
+        for tag in ["a", "b"] {
+            let mine: Vec<&&str> = lines.iter().filter(|l| l.starts_with(tag)).collect();
+            assert_eq!(mine.len(), 300);
+            // Each host's lines keep their order.
+            for (i, l) in mine.iter().enumerate() {
+                assert_eq!(**l, format!("{tag} line {i:04}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn second_embedded_daemon_on_one_store_is_refused() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let store = store.to_str().expect("utf8");
+    let _a = Mount::start(store, t.path(), "a", None);
+    std::fs::create_dir(t.path().join("b")).expect("mp");
+    let out = Command::new(sopfs_bin())
+        .args(["mount", store])
+        .arg(t.path().join("b"))
+        .output()
+        .expect("second mount");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another process"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!is_mounted(&t.path().join("b")));
+}
