@@ -226,10 +226,20 @@ fn serve(
                 if let Err(e) = fs_for_signal.flush_all() {
                     tracing::error!(error = %e, "commit at shutdown failed");
                 }
-                if unmount(&mountpoint, false).is_err() {
-                    // Busy (open files, a shell inside): detach it.
-                    let _ = unmount(&mountpoint, true);
+                if unmount(&mountpoint, false).is_ok() {
+                    return;
                 }
+                // Busy (open files, a shell inside): detach it. The kernel
+                // keeps the session while files stay open; what they buffered
+                // is committed, so leave after a grace period.
+                let _ = unmount(&mountpoint, true);
+                std::thread::sleep(Duration::from_secs(2));
+                if let Err(e) = fs_for_signal.flush_all() {
+                    tracing::error!(error = %e, "commit at shutdown failed");
+                    std::process::exit(1);
+                }
+                tracing::info!("detached with files still open; exiting");
+                std::process::exit(0);
             }
         })
         .context("signal thread")?;

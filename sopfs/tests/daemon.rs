@@ -1,0 +1,129 @@
+//! The daemon's life: --background readiness, SIGTERM commits and unmounts
+//! with exit 0, and one-line errors for bad input.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn wait_unmounted(dir: &std::path::Path) {
+    let start = Instant::now();
+    while is_mounted(dir) {
+        assert!(start.elapsed() < Duration::from_secs(20), "still mounted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn background_mount_answers_when_it_returns_and_umount_cleans_up() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let dir = t.path().join("m");
+    std::fs::create_dir(&dir).expect("mp");
+    for round in 0..2 {
+        let out = Command::new(sopfs_bin())
+            .arg("mount")
+            .arg(&store)
+            .arg(&dir)
+            .arg("--background")
+            .output()
+            .expect("mount");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // No waiting: the mount answers the moment the command returns.
+        assert!(is_mounted(&dir));
+        let f = dir.join("file");
+        if round == 0 {
+            std::fs::write(&f, "kept").expect("write");
+        } else {
+            assert_eq!(std::fs::read_to_string(&f).expect("read"), "kept");
+        }
+        let out = Command::new(sopfs_bin())
+            .arg("umount")
+            .arg(&dir)
+            .output()
+            .expect("umount");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_unmounted(&dir);
+    }
+}
+
+#[test]
+fn sigterm_commits_open_files_unmounts_and_exits_zero() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let store = store.to_str().expect("utf8");
+    let dir = t.path().join("m");
+    std::fs::create_dir(&dir).expect("mp");
+    let mut m = Mount::start_at(store, &dir, None, &[]);
+    let mut open = std::fs::File::create(m.path("open-at-exit")).expect("create");
+    open.write_all(b"buffered, never closed").expect("write");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(m.pid() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = m.unmount().expect("daemon");
+    assert!(status.success(), "exit status {status}");
+    drop(open);
+    wait_unmounted(&dir);
+    let m = Mount::start_at(store, &dir, None, &[]);
+    assert_eq!(
+        std::fs::read_to_string(m.path("open-at-exit")).expect("read"),
+        "buffered, never closed"
+    );
+}
+
+fn one_line_error(args: &[&str]) -> String {
+    let out = Command::new(sopfs_bin()).args(args).output().expect("run");
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.starts_with("sopfs: "), "{err}");
+    err
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let store = store.to_str().expect("utf8");
+    let missing = t.path().join("nowhere");
+    let err = one_line_error(&["mount", store, missing.to_str().expect("utf8")]);
+    assert!(err.contains("nowhere"), "{err}");
+    // A folder with other things in it is not formatted over.
+    let junk = t.path().join("junk");
+    std::fs::create_dir(&junk).expect("junk");
+    std::fs::write(junk.join("precious.txt"), "mine").expect("write");
+    let mp = t.path().join("m");
+    std::fs::create_dir(&mp).expect("mp");
+    let err = one_line_error(&[
+        "mount",
+        junk.to_str().expect("utf8"),
+        mp.to_str().expect("utf8"),
+    ]);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(junk.join("precious.txt")).expect("kept"),
+        "mine"
+    );
+    let err = one_line_error(&["mount", store, mp.to_str().expect("utf8"), "-o", "bogus"]);
+    assert!(err.contains("bogus"), "{err}");
+    let err = one_line_error(&[
+        "mount",
+        store,
+        mp.to_str().expect("utf8"),
+        "--redis",
+        "redis://127.0.0.1:1/",
+    ]);
+    assert!(err.to_lowercase().contains("coordinator"), "{err}");
+    assert!(!is_mounted(&mp));
+}
