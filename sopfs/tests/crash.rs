@@ -11,6 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Files whose fsync returned: (path in the mount, bytes).
+type Journal = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 fn content(round: u32, i: u32) -> Vec<u8> {
     let len = 100 + ((i * 7919 + round * 104_729) % 300_000) as usize;
     (0..len).map(|j| (j as u32 ^ i ^ round) as u8).collect()
@@ -23,7 +26,7 @@ fn sigkill_during_a_write_storm_loses_nothing_fsynced() {
     let store = store.to_str().expect("utf8").to_string();
     let dir = t.path().join("m");
     std::fs::create_dir(&dir).expect("mp");
-    let durable: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let durable: Journal = Arc::default();
     for round in 0..6u32 {
         let mut m = Mount::start_at(&store, &dir, None, &[]);
         let sub = m.path(&format!("r{round}"));
@@ -61,6 +64,7 @@ fn sigkill_during_a_write_storm_loses_nothing_fsynced() {
                     let p = sub2.join(format!("c{}", i % 7));
                     let f = std::fs::OpenOptions::new()
                         .create(true)
+                        .truncate(false)
                         .write(true)
                         .open(&p)?;
                     f.write_all_at(&vec![i as u8; 70_000], (i % 5) * 50_000)?;
