@@ -1030,6 +1030,46 @@ impl Fs {
         Ok(())
     }
 
+    /// Like `readdir`, with each entry's attributes (an entry whose inode went
+    /// away since `opendir` is left out). "." and ".." come without them.
+    pub fn readdir_plus(
+        &self,
+        fh: u64,
+        offset: u64,
+        mut add: impl FnMut(&DirEntry, Option<&Attr>, u64) -> bool,
+    ) -> FsResult<()> {
+        let batch: Vec<(usize, DirEntry)> = {
+            let dirs = self.dirs.lock();
+            let list = dirs.get(&fh).ok_or(FsError::BadHandle)?;
+            list.iter()
+                .enumerate()
+                .skip(offset as usize)
+                .take(256)
+                .map(|(i, e)| (i, e.clone()))
+                .collect()
+        };
+        let mut tx = self.read_tx()?;
+        for (i, e) in batch {
+            let next = i as u64 + 1;
+            if e.name == b"." || e.name == b".." {
+                if add(&e, None, next) {
+                    return Ok(());
+                }
+                continue;
+            }
+            match self.view(&mut tx, e.ino) {
+                Ok(a) => {
+                    if add(&e, Some(&a), next) {
+                        return Ok(());
+                    }
+                }
+                Err(FsError::NotFound) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
+    }
+
     /// Closes an open directory.
     pub fn releasedir(&self, fh: u64) {
         self.dirs.lock().remove(&fh);

@@ -6,9 +6,9 @@ use crate::fs::{Attr, Caller, Fs, NodeSpec, SetAttr};
 use crate::inode::{Kind, Time};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -115,6 +115,11 @@ impl FuseFs {
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
+        // `ls -l` gets names and attributes in one round trip.
+        let plus = InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
+        if config.add_capabilities(plus).is_err() {
+            tracing::info!("kernel without readdirplus: plain readdir");
+        }
         Ok(())
     }
 
@@ -375,6 +380,52 @@ impl Filesystem for FuseFs {
                 file_type(e.kind),
                 OsStr::from_bytes(&e.name),
             )
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = self.fs.readdir_plus(fh.0, offset, |e, attr, next| {
+            let name = OsStr::from_bytes(&e.name);
+            let full = match attr {
+                Some(a) => reply.add(
+                    INodeNo(e.ino),
+                    next,
+                    name,
+                    &self.ttl,
+                    &to_attr(a),
+                    Generation(0),
+                ),
+                None => {
+                    // "." and "..": the kernel takes no reference for them.
+                    let bare = to_attr(&Attr {
+                        ino: e.ino,
+                        inode: crate::inode::Inode::new(Kind::Dir, 0o755, 0, 0),
+                    });
+                    reply.add(
+                        INodeNo(e.ino),
+                        next,
+                        name,
+                        &Duration::ZERO,
+                        &bare,
+                        Generation(0),
+                    )
+                }
+            };
+            if !full && attr.is_some() {
+                self.fs.remember(e.ino);
+            }
+            full
         });
         match r {
             Ok(()) => reply.ok(),

@@ -166,3 +166,67 @@ fn write_then_rename_is_atomic_to_readers() {
     let names: Vec<_> = std::fs::read_dir(&m.dir).expect("ls").collect();
     assert_eq!(names.len(), 1, "temporary files left behind");
 }
+
+/// flock(1) and fcntl locks between processes of one host; `ls -l` of a big
+/// directory (readdirplus) lists everything with the right sizes.
+#[test]
+fn locks_between_processes_and_ls_l() {
+    let (_t, m) = mount();
+    let out = sh(
+        &m.dir,
+        r#"
+        touch lockfile
+        flock lockfile sleep 2 &
+        sleep 0.5
+        if flock -n lockfile true; then echo "flock not exclusive"; exit 1; fi
+        wait
+        flock -n lockfile echo flock-free-again
+        mkdir many && for i in $(seq 1 1500); do printf '%*s' $((i % 50)) > many/f$i; done
+        ls -l many | tail -n +2 | wc -l
+        ls -l many | awk '{s += $5} END {print s}'
+        "#,
+    );
+    let expected: u64 = (1..=1500u64).map(|i| i % 50).sum();
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["flock-free-again", "1500", &expected.to_string()],
+        "{out}"
+    );
+}
+
+/// Files far beyond one chunk: a sequential 300 MiB file (which commits early
+/// while it is written) and a sparse file with data at 5 GiB.
+#[test]
+fn big_and_sparse_files_read_back_exactly() {
+    let (t, m) = mount();
+    let local = t.path().join("big.local");
+    sh(
+        t.path(),
+        &format!("head -c 314572800 /dev/urandom > {}", local.display()),
+    );
+    let out = sh(
+        &m.dir,
+        &format!(
+            r#"
+            dd if={l} of=big bs=1M status=none
+            cmp {l} big && echo same
+            dd if=/dev/urandom of=chunk bs=1k count=100 status=none
+            dd if=chunk of=sparse bs=1k seek=5242880 conv=notrunc status=none
+            stat -c %s sparse
+            dd if=sparse bs=1k skip=5242880 status=none | cmp - chunk && echo tail-same
+            dd if=sparse bs=1M count=3 skip=4000 status=none | tr -d '\0' | wc -c
+            "#,
+            l = local.display()
+        ),
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "same",
+            &(5_368_709_120u64 + 102_400).to_string(),
+            "tail-same",
+            "0"
+        ],
+        "{out}"
+    );
+}
