@@ -317,8 +317,8 @@ impl Fs {
         Ok(())
     }
 
-    /// Runs a read-write transaction, retrying conflicts.
-    fn write_tx<T>(&self, f: impl FnMut(&mut Transaction) -> FsResult<T>) -> FsResult<T> {
+    /// Runs a read-write transaction, retrying conflicts (the `*_in` methods run inside one).
+    pub fn write_tx<T>(&self, f: impl FnMut(&mut Transaction) -> FsResult<T>) -> FsResult<T> {
         self.writable()?;
         let r = self.db.run_with(f);
         if r.is_ok() {
@@ -473,6 +473,18 @@ impl Fs {
         name: &[u8],
         spec: NodeSpec<'_>,
     ) -> FsResult<Attr> {
+        self.write_tx(|tx| self.make_node_in(tx, caller, parent, name, spec))
+    }
+
+    /// `make_node` inside a caller's transaction (macros).
+    pub fn make_node_in(
+        &self,
+        tx: &mut Transaction,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        spec: NodeSpec<'_>,
+    ) -> FsResult<Attr> {
         let NodeSpec {
             kind,
             perm,
@@ -483,42 +495,40 @@ impl Fs {
         if kind == Kind::Symlink && target.len() > 4095 {
             return Err(FsError::NameTooLong);
         }
-        self.write_tx(|tx| {
-            let p = Self::load_dir(tx, parent)?;
-            if p.nlink == 0 {
-                return Err(FsError::NotFound);
-            }
-            if Self::entry(tx, parent, name)?.is_some() {
-                return Err(FsError::Exists);
-            }
-            let mut perm = perm & 0o7777;
-            let mut gid = caller.gid;
-            if p.perm & libc::S_ISGID != 0 {
-                gid = p.gid;
-                if kind == Kind::Dir {
-                    perm |= libc::S_ISGID;
-                }
-            }
-            let mut inode = Inode::new(kind, perm, caller.uid, gid);
-            inode.rdev = rdev;
-            if kind == Kind::Symlink {
-                inode.target = target.to_vec();
-                inode.size = target.len() as u64;
-                inode.perm = 0o777;
-            }
-            let mut ino = new_ino();
-            while tx.get_value(INODES, &ino_key(ino))?.is_some() {
-                ino = new_ino();
-            }
+        let p = Self::load_dir(tx, parent)?;
+        if p.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        if Self::entry(tx, parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let mut perm = perm & 0o7777;
+        let mut gid = caller.gid;
+        if p.perm & libc::S_ISGID != 0 {
+            gid = p.gid;
             if kind == Kind::Dir {
-                inode.parent = parent;
-                tx.create_tree(&dir_tree(ino), DIR_TREE)?;
+                perm |= libc::S_ISGID;
             }
-            tx.insert(INODES, &ino_key(ino), &inode.encode())?;
-            tx.insert(&dir_tree(parent), name, &Entry { ino, kind }.encode())?;
-            self.touch_dir(tx, parent, (kind == Kind::Dir) as i64)?;
-            Ok(Attr { ino, inode })
-        })
+        }
+        let mut inode = Inode::new(kind, perm, caller.uid, gid);
+        inode.rdev = rdev;
+        if kind == Kind::Symlink {
+            inode.target = target.to_vec();
+            inode.size = target.len() as u64;
+            inode.perm = 0o777;
+        }
+        let mut ino = new_ino();
+        while tx.get_value(INODES, &ino_key(ino))?.is_some() {
+            ino = new_ino();
+        }
+        if kind == Kind::Dir {
+            inode.parent = parent;
+            tx.create_tree(&dir_tree(ino), DIR_TREE)?;
+        }
+        tx.insert(INODES, &ino_key(ino), &inode.encode())?;
+        tx.insert(&dir_tree(parent), name, &Entry { ino, kind }.encode())?;
+        self.touch_dir(tx, parent, (kind == Kind::Dir) as i64)?;
+        Ok(Attr { ino, inode })
     }
 
     /// A new hard link `newparent/newname` to `ino`.
@@ -603,19 +613,22 @@ impl Fs {
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
         }
-        let ino = self.write_tx(|tx| {
-            Self::load_dir(tx, parent)?;
-            let e = Self::entry(tx, parent, name)?.ok_or(FsError::NotFound)?;
-            if e.kind == Kind::Dir {
-                return Err(FsError::IsDir);
-            }
-            tx.remove(&dir_tree(parent), name)?;
-            self.drop_link(tx, e.ino)?;
-            self.touch_dir(tx, parent, 0)?;
-            Ok(e.ino)
-        })?;
+        let ino = self.write_tx(|tx| self.unlink_in(tx, parent, name))?;
         self.mark_orphan_if_open(ino);
         Ok(())
+    }
+
+    /// `unlink` inside a caller's transaction (macros).
+    pub fn unlink_in(&self, tx: &mut Transaction, parent: u64, name: &[u8]) -> FsResult<u64> {
+        Self::load_dir(tx, parent)?;
+        let e = Self::entry(tx, parent, name)?.ok_or(FsError::NotFound)?;
+        if e.kind == Kind::Dir {
+            return Err(FsError::IsDir);
+        }
+        tx.remove(&dir_tree(parent), name)?;
+        self.drop_link(tx, e.ino)?;
+        self.touch_dir(tx, parent, 0)?;
+        Ok(e.ino)
     }
 
     /// True while the kernel or an open handle still refers to `ino`.
@@ -705,21 +718,24 @@ impl Fs {
         if name == b".." {
             return Err(FsError::NotEmpty);
         }
-        self.write_tx(|tx| {
-            Self::load_dir(tx, parent)?;
-            let e = Self::entry(tx, parent, name)?.ok_or(FsError::NotFound)?;
-            if e.kind != Kind::Dir {
-                return Err(FsError::NotDir);
-            }
-            if !Self::dir_is_empty(tx, e.ino)? {
-                return Err(FsError::NotEmpty);
-            }
-            tx.remove(&dir_tree(parent), name)?;
-            tx.drop_tree(&dir_tree(e.ino))?;
-            tx.remove(INODES, &ino_key(e.ino))?;
-            self.touch_dir(tx, parent, -1)?;
-            Ok(())
-        })
+        self.write_tx(|tx| self.rmdir_in(tx, parent, name))
+    }
+
+    /// `rmdir` inside a caller's transaction (macros).
+    pub fn rmdir_in(&self, tx: &mut Transaction, parent: u64, name: &[u8]) -> FsResult<()> {
+        Self::load_dir(tx, parent)?;
+        let e = Self::entry(tx, parent, name)?.ok_or(FsError::NotFound)?;
+        if e.kind != Kind::Dir {
+            return Err(FsError::NotDir);
+        }
+        if !Self::dir_is_empty(tx, e.ino)? {
+            return Err(FsError::NotEmpty);
+        }
+        tx.remove(&dir_tree(parent), name)?;
+        tx.drop_tree(&dir_tree(e.ino))?;
+        tx.remove(INODES, &ino_key(e.ino))?;
+        self.touch_dir(tx, parent, -1)?;
+        Ok(())
     }
 
     /// True when `dir` is `ancestor` or lies below it.
@@ -747,6 +763,24 @@ impl Fs {
         newname: &[u8],
         flags: u32,
     ) -> FsResult<()> {
+        let replaced =
+            self.write_tx(|tx| self.rename_in(tx, parent, name, newparent, newname, flags))?;
+        if let Some(ino) = replaced {
+            self.mark_orphan_if_open(ino);
+        }
+        Ok(())
+    }
+
+    /// `rename` inside a caller's transaction (macros).
+    pub fn rename_in(
+        &self,
+        tx: &mut Transaction,
+        parent: u64,
+        name: &[u8],
+        newparent: u64,
+        newname: &[u8],
+        flags: u32,
+    ) -> FsResult<Option<u64>> {
         check_name(newname)?;
         if name.len() > NAME_MAX {
             return Err(FsError::NameTooLong);
@@ -757,94 +791,88 @@ impl Fs {
         {
             return Err(FsError::Invalid("rename flags"));
         }
-        let replaced = self.write_tx(|tx| {
-            Self::load_dir(tx, parent)?;
-            let np = Self::load_dir(tx, newparent)?;
-            if np.nlink == 0 {
-                return Err(FsError::NotFound);
+        Self::load_dir(tx, parent)?;
+        let np = Self::load_dir(tx, newparent)?;
+        if np.nlink == 0 {
+            return Err(FsError::NotFound);
+        }
+        let src = Self::entry(tx, parent, name)?.ok_or(FsError::NotFound)?;
+        let dst = Self::entry(tx, newparent, newname)?;
+        let now = Time::now();
+        // A directory may not move below itself; the ancestor chain read
+        // here is validated at commit, so crossing moves cannot loop.
+        let check_move = |tx: &mut Transaction, e: &Entry, to: u64| -> FsResult<()> {
+            if e.kind == Kind::Dir && Self::is_under(tx, to, e.ino)? {
+                return Err(FsError::Invalid("directory moved below itself"));
             }
-            let src = Self::entry(tx, parent, name)?.ok_or(FsError::NotFound)?;
-            let dst = Self::entry(tx, newparent, newname)?;
-            let now = Time::now();
-            // A directory may not move below itself; the ancestor chain read
-            // here is validated at commit, so crossing moves cannot loop.
-            let check_move = |tx: &mut Transaction, e: &Entry, to: u64| -> FsResult<()> {
-                if e.kind == Kind::Dir && Self::is_under(tx, to, e.ino)? {
-                    return Err(FsError::Invalid("directory moved below itself"));
+            Ok(())
+        };
+        if exchange {
+            let dst = dst.ok_or(FsError::NotFound)?;
+            if parent != newparent {
+                check_move(tx, &src, newparent)?;
+                check_move(tx, &dst, parent)?;
+            }
+            tx.upsert(&dir_tree(parent), name, &dst.encode())?;
+            tx.upsert(&dir_tree(newparent), newname, &src.encode())?;
+            for (e, to) in [(src, newparent), (dst, parent)] {
+                let mut i = Self::load(tx, e.ino)?;
+                i.ctime = now;
+                if e.kind == Kind::Dir {
+                    i.parent = to;
                 }
-                Ok(())
-            };
-            if exchange {
-                let dst = dst.ok_or(FsError::NotFound)?;
-                if parent != newparent {
-                    check_move(tx, &src, newparent)?;
-                    check_move(tx, &dst, parent)?;
-                }
-                tx.upsert(&dir_tree(parent), name, &dst.encode())?;
-                tx.upsert(&dir_tree(newparent), newname, &src.encode())?;
-                for (e, to) in [(src, newparent), (dst, parent)] {
-                    let mut i = Self::load(tx, e.ino)?;
-                    i.ctime = now;
-                    if e.kind == Kind::Dir {
-                        i.parent = to;
-                    }
-                    Self::store(tx, e.ino, &i)?;
-                }
-                let moved = (src.kind == Kind::Dir) as i64 - (dst.kind == Kind::Dir) as i64;
-                self.touch_dir(tx, parent, -moved)?;
-                if parent != newparent {
-                    self.touch_dir(tx, newparent, moved)?;
-                }
+                Self::store(tx, e.ino, &i)?;
+            }
+            let moved = (src.kind == Kind::Dir) as i64 - (dst.kind == Kind::Dir) as i64;
+            self.touch_dir(tx, parent, -moved)?;
+            if parent != newparent {
+                self.touch_dir(tx, newparent, moved)?;
+            }
+            return Ok(None);
+        }
+        let mut replaced = None;
+        if let Some(dst) = dst {
+            if noreplace {
+                return Err(FsError::Exists);
+            }
+            if dst.ino == src.ino {
+                // Two links of one file: POSIX says do nothing.
                 return Ok(None);
             }
-            let mut replaced = None;
-            if let Some(dst) = dst {
-                if noreplace {
-                    return Err(FsError::Exists);
-                }
-                if dst.ino == src.ino {
-                    // Two links of one file: POSIX says do nothing.
-                    return Ok(None);
-                }
-                match (src.kind == Kind::Dir, dst.kind == Kind::Dir) {
-                    (true, false) => return Err(FsError::NotDir),
-                    (false, true) => return Err(FsError::IsDir),
-                    (true, true) => {
-                        if !Self::dir_is_empty(tx, dst.ino)? {
-                            return Err(FsError::NotEmpty);
-                        }
+            match (src.kind == Kind::Dir, dst.kind == Kind::Dir) {
+                (true, false) => return Err(FsError::NotDir),
+                (false, true) => return Err(FsError::IsDir),
+                (true, true) => {
+                    if !Self::dir_is_empty(tx, dst.ino)? {
+                        return Err(FsError::NotEmpty);
                     }
-                    (false, false) => {}
                 }
-                if src.kind == Kind::Dir {
-                    check_move(tx, &src, newparent)?;
-                    tx.drop_tree(&dir_tree(dst.ino))?;
-                    tx.remove(INODES, &ino_key(dst.ino))?;
-                    self.touch_dir(tx, newparent, -1)?;
-                } else {
-                    self.drop_link(tx, dst.ino)?;
-                    replaced = Some(dst.ino);
-                }
-            } else if parent != newparent {
-                check_move(tx, &src, newparent)?;
+                (false, false) => {}
             }
-            tx.remove(&dir_tree(parent), name)?;
-            tx.upsert(&dir_tree(newparent), newname, &src.encode())?;
-            let mut i = Self::load(tx, src.ino)?;
-            i.ctime = now;
             if src.kind == Kind::Dir {
-                i.parent = newparent;
+                check_move(tx, &src, newparent)?;
+                tx.drop_tree(&dir_tree(dst.ino))?;
+                tx.remove(INODES, &ino_key(dst.ino))?;
+                self.touch_dir(tx, newparent, -1)?;
+            } else {
+                self.drop_link(tx, dst.ino)?;
+                replaced = Some(dst.ino);
             }
-            Self::store(tx, src.ino, &i)?;
-            let d = (src.kind == Kind::Dir && parent != newparent) as i64;
-            self.touch_dir(tx, parent, -d)?;
-            self.touch_dir(tx, newparent, d)?;
-            Ok(replaced)
-        })?;
-        if let Some(ino) = replaced {
-            self.mark_orphan_if_open(ino);
+        } else if parent != newparent {
+            check_move(tx, &src, newparent)?;
         }
-        Ok(())
+        tx.remove(&dir_tree(parent), name)?;
+        tx.upsert(&dir_tree(newparent), newname, &src.encode())?;
+        let mut i = Self::load(tx, src.ino)?;
+        i.ctime = now;
+        if src.kind == Kind::Dir {
+            i.parent = newparent;
+        }
+        Self::store(tx, src.ino, &i)?;
+        let d = (src.kind == Kind::Dir && parent != newparent) as i64;
+        self.touch_dir(tx, parent, -d)?;
+        self.touch_dir(tx, newparent, d)?;
+        Ok(replaced)
     }
 
     // ----- attributes -----
@@ -1417,6 +1445,137 @@ impl Fs {
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    // ----- whole-path operations inside a caller's transaction (macros) -----
+
+    /// The inode at `path` ("/a/b", from the volume's root; symlinks are not followed).
+    pub fn resolve_in(tx: &mut Transaction, path: &str) -> FsResult<u64> {
+        let mut ino = ROOT_INO;
+        for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+            Self::load_dir(tx, ino)?;
+            ino = Self::entry(tx, ino, part.as_bytes())?
+                .ok_or(FsError::NotFound)?
+                .ino;
+        }
+        Ok(ino)
+    }
+
+    /// The parent directory of `path` and the last name in it.
+    pub fn resolve_parent_in(tx: &mut Transaction, path: &str) -> FsResult<(u64, Vec<u8>)> {
+        let trimmed = path.trim_end_matches('/');
+        let (dir, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
+        if name.is_empty() || name == "." || name == ".." {
+            return Err(FsError::Invalid("path names no entry"));
+        }
+        Ok((Self::resolve_in(tx, dir)?, name.as_bytes().to_vec()))
+    }
+
+    /// Attributes of an inode, in `tx`.
+    pub fn stat_in(&self, tx: &mut Transaction, ino: u64) -> FsResult<Attr> {
+        self.view(tx, ino)
+    }
+
+    /// The committed content of a file.
+    pub fn read_file_in(tx: &mut Transaction, ino: u64) -> FsResult<Vec<u8>> {
+        let i = Self::load(tx, ino)?;
+        if i.kind != Kind::File {
+            return Err(if i.kind == Kind::Dir {
+                FsError::IsDir
+            } else {
+                FsError::Invalid("not a regular file")
+            });
+        }
+        let mut out = vec![0u8; i.size as usize];
+        let mut idx = 0u64;
+        while idx * CHUNK < i.size {
+            if let Some(data) = tx.get(CONTENT, &chunk_key(ino, idx))? {
+                let start = (idx * CHUNK) as usize;
+                let n = data.len().min(out.len() - start);
+                out[start..start + n].copy_from_slice(&data[..n]);
+            }
+            idx += 1;
+        }
+        Ok(out)
+    }
+
+    /// Writes `data` as the whole content of `path` (or at its end with
+    /// `append`), creating the file if absent.
+    pub fn write_file_in(
+        &self,
+        tx: &mut Transaction,
+        caller: Caller,
+        path: &str,
+        data: &[u8],
+        append: bool,
+    ) -> FsResult<()> {
+        let (dir, name) = Self::resolve_parent_in(tx, path)?;
+        let ino = match Self::entry(tx, dir, &name)? {
+            Some(e) if e.kind == Kind::File => e.ino,
+            Some(e) if e.kind == Kind::Dir => return Err(FsError::IsDir),
+            Some(_) => return Err(FsError::Invalid("not a regular file")),
+            None => {
+                self.make_node_in(tx, caller, dir, &name, NodeSpec::new(Kind::File, 0o644))?
+                    .ino
+            }
+        };
+        let mut inode = Self::load(tx, ino)?;
+        let offset = if append { inode.size } else { 0 };
+        if !append {
+            Self::cut_content(tx, ino, 0)?;
+        }
+        let end = offset + data.len() as u64;
+        if end > MAX_FILE_SIZE {
+            return Err(FsError::TooBig);
+        }
+        let mut pos = offset;
+        while pos < end {
+            let idx = pos / CHUNK;
+            let cstart = idx * CHUNK;
+            let to = end.min(cstart + CHUNK);
+            let key = chunk_key(ino, idx);
+            let mut chunk = tx.get(CONTENT, &key)?.unwrap_or_default();
+            let (a, b) = ((pos - cstart) as usize, (to - cstart) as usize);
+            if chunk.len() < b {
+                chunk.resize(b, 0);
+            }
+            chunk[a..b].copy_from_slice(&data[(pos - offset) as usize..(to - offset) as usize]);
+            tx.upsert(CONTENT, &key, &chunk)?;
+            pos = to;
+        }
+        let now = Time::now();
+        inode.size = if append { end } else { data.len() as u64 };
+        inode.mtime = now;
+        inode.ctime = now;
+        Self::store(tx, ino, &inode)?;
+        self.touch_dir(tx, dir, 0)
+    }
+
+    /// Entries of a directory with names in `[from, to)` (both optional), at most `limit`.
+    pub fn list_in(
+        &self,
+        tx: &mut Transaction,
+        dir: u64,
+        from: Option<&[u8]>,
+        to: Option<&[u8]>,
+        limit: usize,
+    ) -> FsResult<Vec<(Vec<u8>, Attr)>> {
+        Self::load_dir(tx, dir)?;
+        let lo = from.map_or(vec![1u8], |f| f.to_vec().max(vec![1u8]));
+        let mut cur = match to {
+            Some(t) => Cursor::new(lo..t.to_vec(), Direction::Forward),
+            None => Cursor::new(lo.., Direction::Forward),
+        };
+        let mut out = Vec::new();
+        while out.len() < limit && !cur.is_done() {
+            let want = (limit - out.len()).min(1024);
+            for (k, v) in tx.scan(&dir_tree(dir), &mut cur, want)? {
+                if let Some(e) = Entry::decode(&v) {
+                    out.push((k, self.view(tx, e.ino)?));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Walks every directory from the root and checks each B-tree and that

@@ -10,6 +10,7 @@ pub mod error;
 pub mod fs;
 pub mod fuse;
 pub mod inode;
+pub mod macros;
 
 pub use error::{FsError, FsResult};
 pub use fs::{Caller, Fs, FsOptions};

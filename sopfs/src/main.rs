@@ -7,6 +7,8 @@ use sopfs::daemon::{open_volume, run_mount, unmount, MountArgs};
 use sopfs::{Fs, FsOptions};
 use std::path::PathBuf;
 
+mod swarm_cli;
+
 #[derive(Parser)]
 #[command(name = "sopfs", version, about = "Masterless distributed filesystem")]
 struct Cli {
@@ -53,6 +55,14 @@ enum Command {
         #[arg(long)]
         redis: Option<String>,
     },
+    /// Macros: check, install, list, rm, run.
+    #[command(subcommand)]
+    Macro(swarm_cli::MacroCmd),
+    /// Jobs: submit, status, wait, list.
+    #[command(subcommand)]
+    Job(swarm_cli::JobCmd),
+    /// Claim and run jobs of a volume until stopped.
+    Agent(swarm_cli::AgentArgs),
     /// Walk every directory of the volume and check its B-trees and entries.
     Fsck {
         /// Where the volume's blobs live.
@@ -130,6 +140,9 @@ fn main() {
                     println!("trees      {}", trees.len());
                     Ok(())
                 }),
+            Command::Macro(cmd) => swarm_cli::macro_cmd(cmd),
+            Command::Job(cmd) => swarm_cli::job_cmd(cmd),
+            Command::Agent(a) => swarm_cli::agent(a),
             Command::Fsck { store, redis } => open_volume(&store, redis.as_deref(), quiet())
                 .and_then(|(db, root)| {
                     let fs = Fs::new(db, FsOptions::default(), root)?;
