@@ -7,6 +7,7 @@
 
 use crate::fs::{Fs, FsOptions, Stale};
 use crate::fuse::FuseFs;
+use crate::macros::run::{LlmConfig, RunConfig};
 use anyhow::{bail, Context};
 use engine::{Db, Options, RedisCoordinator, StoreLocation};
 use nix::sys::signal::{SigSet, Signal};
@@ -75,7 +76,13 @@ pub fn unmount(p: &Path, lazy: bool) -> anyhow::Result<()> {
     nix::mount::umount2(p, flags).with_context(|| format!("cannot unmount {}", p.display()))
 }
 
-fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, bool)> {
+/// What `-o` asked of the daemon itself (beyond the kernel's options).
+struct DaemonOpts {
+    read_only: bool,
+    allow_exec: bool,
+}
+
+fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> {
     use fuser::MountOption as M;
     let mut cfg = fuser::Config::default();
     // Several workers: an invalidation sent from one handler may need another
@@ -83,6 +90,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, bool)> {
     cfg.n_threads = Some(4);
     cfg.clone_fd = true;
     let mut read_only = false;
+    let mut allow_exec = false;
     cfg.mount_options = vec![
         M::FSName(args.store.clone()),
         M::Subtype("sopfs".into()),
@@ -104,6 +112,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, bool)> {
                 read_only = true;
                 cfg.mount_options.push(M::RO);
             }
+            "macro_exec" => allow_exec = true,
             "allow_other" => cfg.acl = fuser::SessionACL::All,
             "allow_root" => cfg.acl = fuser::SessionACL::RootAndOwner,
             "dev" => cfg.mount_options.push(M::Dev),
@@ -118,12 +127,18 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, bool)> {
             x => bail!("unknown mount option {x:?}"),
         }
     }
-    Ok((cfg, read_only))
+    Ok((
+        cfg,
+        DaemonOpts {
+            read_only,
+            allow_exec,
+        },
+    ))
 }
 
 /// Mounts and serves until unmounted or signalled.
 pub fn run_mount(args: MountArgs) -> anyhow::Result<()> {
-    let (cfg, read_only) = fuse_config(&args)?;
+    let (cfg, dopts) = fuse_config(&args)?;
     if is_stale(&args.mountpoint) {
         tracing::warn!(mountpoint = %args.mountpoint.display(), "recovering a stale mount point");
         unmount(&args.mountpoint, true)?;
@@ -141,7 +156,7 @@ pub fn run_mount(args: MountArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let result = serve(&args, cfg, read_only, &mut ready);
+    let result = serve(&args, cfg, &dopts, &mut ready);
     if let (Some(pipe), Err(e)) = (ready, &result) {
         report(pipe, &format!("{e:#}"));
     }
@@ -193,7 +208,7 @@ fn report(mut pipe: std::fs::File, msg: &str) {
 fn serve(
     args: &MountArgs,
     cfg: fuser::Config,
-    read_only: bool,
+    dopts: &DaemonOpts,
     ready: &mut Option<std::fs::File>,
 ) -> anyhow::Result<()> {
     // Signals go to one waiting thread; every thread started later inherits the mask.
@@ -207,12 +222,17 @@ fn serve(
     let fs = Arc::new(Fs::new(
         db,
         FsOptions {
-            read_only,
+            read_only: dopts.read_only,
             ..FsOptions::default()
         },
         sync_root,
     )?);
-    let adapter = FuseFs::new(fs.clone(), Duration::from_secs(1));
+    let run_cfg = RunConfig {
+        allow_exec: dopts.allow_exec,
+        llm: LlmConfig::from_env(),
+        caller: None,
+    };
+    let adapter = FuseFs::new(fs.clone(), Duration::from_secs(1), run_cfg);
     let session = fuser::Session::new(adapter, &args.mountpoint, &cfg)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
     install_invalidation(&fs, session.notifier());

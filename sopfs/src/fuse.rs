@@ -4,6 +4,8 @@
 use crate::error::FsError;
 use crate::fs::{Attr, Caller, Fs, NodeSpec, SetAttr};
 use crate::inode::{Kind, Time};
+use crate::macros::run::RunConfig;
+use crate::virt::Virtual;
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
@@ -19,13 +21,19 @@ use std::time::{Duration, SystemTime};
 /// The adapter fuser drives.
 pub struct FuseFs {
     fs: Arc<Fs>,
+    virt: Virtual,
     ttl: Duration,
 }
 
 impl FuseFs {
-    /// Serves `fs`; the kernel may cache entries and attributes for `ttl`.
-    pub fn new(fs: Arc<Fs>, ttl: Duration) -> FuseFs {
-        FuseFs { fs, ttl }
+    /// Serves `fs`; the kernel may cache entries and attributes for `ttl`;
+    /// macros run from `/.macros` with `cfg`.
+    pub fn new(fs: Arc<Fs>, ttl: Duration, cfg: RunConfig) -> FuseFs {
+        FuseFs {
+            virt: Virtual::new(fs.clone(), cfg),
+            fs,
+            ttl,
+        }
     }
 }
 
@@ -135,10 +143,22 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if let Some(r) = self.virt.lookup(parent.0, name.as_bytes()) {
+            return match r {
+                Ok(a) => reply.entry(&Duration::ZERO, &to_attr(&a), Generation(0)),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         self.entry(self.fs.lookup(parent.0, name.as_bytes()), reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if Virtual::owns(ino.0) {
+            return match self.virt.getattr(ino.0) {
+                Ok(a) => reply.attr(&Duration::ZERO, &to_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
             Err(e) => reply.error(errno(&e)),
@@ -163,6 +183,13 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if Virtual::owns(ino.0) {
+            // O_TRUNC on a virtual file: nothing to cut.
+            return match self.virt.getattr(ino.0) {
+                Ok(a) => reply.attr(&Duration::ZERO, &to_attr(&a)),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let set = SetAttr {
             mode,
             uid,
@@ -195,6 +222,9 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        if Virtual::owns(parent.0) {
+            return reply.error(Errno::EPERM);
+        }
         let Some(kind) = Kind::from_mode(mode) else {
             return reply.error(Errno::EINVAL);
         };
@@ -217,6 +247,9 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        if Virtual::owns(parent.0) {
+            return reply.error(Errno::EPERM);
+        }
         let spec = NodeSpec::new(Kind::Dir, mode);
         let r = self
             .fs
@@ -225,10 +258,16 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Some(r) = self.virt.unlink(parent.0, name.as_bytes()) {
+            return Self::empty(r, reply);
+        }
         Self::empty(self.fs.unlink(parent.0, name.as_bytes()), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if Virtual::owns(parent.0) {
+            return reply.error(Errno::EPERM);
+        }
         Self::empty(self.fs.rmdir(parent.0, name.as_bytes()), reply);
     }
 
@@ -240,6 +279,9 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        if Virtual::owns(parent.0) {
+            return reply.error(Errno::EPERM);
+        }
         let spec = NodeSpec {
             target: target.as_os_str().as_bytes(),
             ..NodeSpec::new(Kind::Symlink, 0o777)
@@ -260,6 +302,9 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        if Virtual::owns(parent.0) || Virtual::owns(newparent.0) {
+            return reply.error(Errno::EPERM);
+        }
         let r = self.fs.rename(
             parent.0,
             name.as_bytes(),
@@ -278,10 +323,19 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        if Virtual::owns(ino.0) || Virtual::owns(newparent.0) {
+            return reply.error(Errno::EPERM);
+        }
         self.entry(self.fs.link(ino.0, newparent.0, newname.as_bytes()), reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if Virtual::owns(ino.0) {
+            return match self.virt.open(ino.0) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         match self.fs.open(ino.0, flags.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
@@ -292,13 +346,19 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if Virtual::owns_fh(fh.0) {
+            return match self.virt.read(fh.0, offset, size) {
+                Ok(d) => reply.data(&d),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         match self.fs.read(ino.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
@@ -317,7 +377,12 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
+        let r = if Virtual::owns_fh(fh.0) {
+            self.virt.write(fh.0, offset, data)
+        } else {
+            self.fs.write(fh.0, offset, data)
+        };
+        match r {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
         }
@@ -327,10 +392,13 @@ impl Filesystem for FuseFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        if Virtual::owns_fh(fh.0) {
+            return Self::empty(self.virt.flush(fh.0), reply);
+        }
         Self::empty(self.fs.flush(ino.0), reply);
     }
 
@@ -344,6 +412,9 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if Virtual::owns_fh(fh.0) {
+            return Self::empty(self.virt.release(fh.0), reply);
+        }
         Self::empty(self.fs.release(fh.0), reply);
     }
 
@@ -359,7 +430,12 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
+        let r = if Virtual::owns(ino.0) {
+            self.virt.opendir(ino.0)
+        } else {
+            self.fs.opendir(ino.0)
+        };
+        match r {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
@@ -373,6 +449,24 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        if Virtual::owns_fh(fh.0) {
+            return match self.virt.readdir(fh.0, offset) {
+                Ok(list) => {
+                    for (e, next) in list {
+                        if reply.add(
+                            INodeNo(e.ino),
+                            next,
+                            file_type(e.kind),
+                            OsStr::from_bytes(&e.name),
+                        ) {
+                            break;
+                        }
+                    }
+                    reply.ok()
+                }
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let r = self.fs.readdir(fh.0, offset, |e, next| {
             reply.add(
                 INodeNo(e.ino),
@@ -395,6 +489,33 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        if Virtual::owns_fh(fh.0) {
+            return match self.virt.readdir(fh.0, offset) {
+                Ok(list) => {
+                    for (e, next) in list {
+                        let a = match self.virt.getattr(e.ino) {
+                            Ok(a) => a,
+                            Err(_) => Attr {
+                                ino: e.ino,
+                                inode: crate::inode::Inode::new(e.kind, 0o555, 0, 0),
+                            },
+                        };
+                        if reply.add(
+                            INodeNo(e.ino),
+                            next,
+                            OsStr::from_bytes(&e.name),
+                            &Duration::ZERO,
+                            &to_attr(&a),
+                            Generation(0),
+                        ) {
+                            break;
+                        }
+                    }
+                    reply.ok()
+                }
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         let r = self.fs.readdir_plus(fh.0, offset, |e, attr, next| {
             let name = OsStr::from_bytes(&e.name);
             let full = match attr {
@@ -441,7 +562,11 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.fs.releasedir(fh.0);
+        if Virtual::owns_fh(fh.0) {
+            let _ = self.virt.release(fh.0);
+        } else {
+            self.fs.releasedir(fh.0);
+        }
         reply.ok();
     }
 
@@ -507,6 +632,18 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        if let Some(r) = self.virt.create(parent.0, name.as_bytes()) {
+            return match r {
+                Ok((a, fh)) => reply.created(
+                    &Duration::ZERO,
+                    &to_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_DIRECT_IO,
+                ),
+                Err(e) => reply.error(errno(&e)),
+            };
+        }
         match self
             .fs
             .create(caller(req), parent.0, name.as_bytes(), mode, flags)

@@ -11,6 +11,7 @@ pub mod fs;
 pub mod fuse;
 pub mod inode;
 pub mod macros;
+pub mod virt;
 
 pub use error::{FsError, FsResult};
 pub use fs::{Caller, Fs, FsOptions};
