@@ -419,3 +419,18 @@ fn a_killed_agents_job_completes_elsewhere() {
     assert_eq!(read(&fs, "/slow.out").as_deref(), Some("finished\n"));
     assert!(second.wait().expect("second").success());
 }
+
+#[test]
+fn example_macros_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/macros");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).expect("examples") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let text = std::fs::read(&p).expect("read");
+            format::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "only {n} example macros");
+}
