@@ -113,3 +113,52 @@ fn macros_are_files_and_jobs_are_directories() {
         .status
         .success());
 }
+
+#[test]
+fn one_macro_run_from_two_mounts_at_once() {
+    let bin = runner_dir();
+    let t = tempfile::tempdir().expect("tempdir");
+    let redis = RedisServer::start();
+    let store = t.path().join("store");
+    let store_s = store.to_str().expect("utf8");
+    let a = Mount::start(store_s, t.path(), "a", Some(&redis.url));
+    let b = Mount::start(store_s, t.path(), "b", Some(&redis.url));
+    std::fs::write(
+        a.path(".macros/stamp"),
+        r#"{"format":1,"name":"stamp","params":[{"name":"who"},{"name":"i"}],"steps":[
+            {"op":"mkdir","path":"/stamps/${who}","parents":true},
+            {"op":"write","path":"/stamps/${who}/${i}","content":"${i}"},
+            {"op":"append","path":"/stamps.log","content":"${who} ${i}\n"}]}"#,
+    )
+    .expect("install from a");
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let spawn = |m: &Mount, who: &str| {
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "for i in $(seq 1 25); do .macros/stamp {who} $i >/dev/null || exit 1; done"
+            ))
+            .current_dir(&m.dir)
+            .env("PATH", &path)
+            .spawn()
+            .expect("runner")
+    };
+    // b sees the macro a installed as soon as it committed.
+    let (mut pa, mut pb) = (spawn(&a, "a"), spawn(&b, "b"));
+    assert!(pa.wait().expect("a").success());
+    assert!(pb.wait().expect("b").success());
+    for m in [&a, &b] {
+        let log = std::fs::read_to_string(m.path("stamps.log")).expect("log");
+        assert_eq!(log.lines().count(), 50, "{log}");
+        for who in ["a", "b"] {
+            let n = std::fs::read_dir(m.path(&format!("stamps/{who}")))
+                .expect("dir")
+                .count();
+            assert_eq!(n, 25);
+        }
+    }
+}
