@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use engine::{Db, Options, RedisCoordinator, StoreLocation};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -134,6 +135,53 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
             allow_exec,
         },
     ))
+}
+
+/// Daemons serving `mountpoint` (found by their command line in /proc).
+fn daemons_of(mountpoint: &Path) -> Vec<i32> {
+    let want = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let me = std::process::id() as i32;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+            let is_sopfs_mount = args.first().is_some_and(|a| a.ends_with(b"sopfs"))
+                && args.iter().any(|a| *a == b"mount");
+            is_sopfs_mount
+                && args.iter().any(|a| {
+                    let p = Path::new(std::ffi::OsStr::from_bytes(a));
+                    std::fs::canonicalize(p).is_ok_and(|c| c == want) || p == want
+                })
+        })
+        .collect()
+}
+
+/// `sopfs umount`: unmounts, then waits until the daemon has committed and
+/// exited, so the volume can be mounted again at once.
+pub fn unmount_and_wait(p: &Path) -> anyhow::Result<()> {
+    let pids = daemons_of(p);
+    unmount(p, false)?;
+    let start = std::time::Instant::now();
+    for pid in pids {
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "))
+        {
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("unmounted, but the daemon (pid {pid}) has not exited after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
 }
 
 /// Mounts and serves until unmounted or signalled.
@@ -279,7 +327,6 @@ fn serve(
 /// Pushes other hosts' changes out of the kernel's caches: at every open
 /// (from the handler) and every 100 ms (from a thread of its own).
 fn install_invalidation(fs: &Arc<Fs>, notifier: fuser::Notifier) {
-    use std::os::unix::ffi::OsStrExt;
     if !fs.db().is_shared() {
         return;
     }

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use engine::{Options, TxMode};
-use sopfs::daemon::{open_volume, run_mount, unmount, MountArgs};
+use sopfs::daemon::{open_volume, run_mount, unmount_and_wait, MountArgs};
 use sopfs::{Fs, FsOptions};
 use std::path::PathBuf;
 
@@ -129,7 +129,7 @@ fn main() {
                 background,
                 options,
             }),
-            Command::Umount { mountpoint } => unmount(&mountpoint, false),
+            Command::Umount { mountpoint } => unmount_and_wait(&mountpoint),
             Command::Info { store, redis } => open_volume(&store, redis.as_deref(), quiet())
                 .and_then(|(db, _)| {
                     let mut tx = db.begin(TxMode::ReadOnly)?;
