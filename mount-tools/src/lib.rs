@@ -1,6 +1,8 @@
-//! Tools around a sopfs mount. Today: the macro runner `sopfs-macro`, the
-//! interpreter named in the shebang line of every `/.macros/NAME` file. The
-//! mount helper (`mount.sopfs`) and the admin CLI arrive with the operations work.
+//! Tools around a sopfs mount: the macro runner `sopfs-macro` (the
+//! interpreter named in the shebang line of every `/.macros/NAME` file) and
+//! the mount helper `mount.sopfs` (for `mount -t sopfs` and /etc/fstab).
+
+pub mod fstab;
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;

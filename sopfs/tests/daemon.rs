@@ -127,3 +127,82 @@ fn bad_input_is_one_clear_line() {
     assert!(err.to_lowercase().contains("coordinator"), "{err}");
     assert!(!is_mounted(&mp));
 }
+
+/// `mount -t sopfs` through the helper (installed as /sbin/mount.sopfs for
+/// the test), fstab-style options included; `fusermount3 -u` ends the daemon.
+#[test]
+fn mount_t_sopfs_through_the_helper() {
+    let bin_dir = std::path::PathBuf::from(sopfs_bin())
+        .parent()
+        .expect("bin dir")
+        .to_path_buf();
+    let helper = bin_dir.join("mount-sopfs");
+    if !helper.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "mount-tools", "--bin", "mount-sopfs"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "could not build mount-sopfs");
+    }
+    let link = std::path::Path::new("/sbin/mount.sopfs");
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "needs root to install /sbin/mount.sopfs"
+        );
+        return;
+    }
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(&helper, link).expect("install helper");
+    struct Remove<'a>(&'a std::path::Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _remove = Remove(link);
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let dir = t.path().join("m");
+    std::fs::create_dir(&dir).expect("mp");
+    let out = Command::new("mount")
+        .args(["-t", "sopfs"])
+        .arg(&store)
+        .arg(&dir)
+        .args(["-o", "rw,_netdev,nofail,noatime,x-systemd.automount"])
+        .output()
+        .expect("mount");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(is_mounted(&dir));
+    std::fs::write(dir.join("f"), "via helper").expect("write");
+    let ok = Command::new("fusermount3")
+        .arg("-u")
+        .arg(&dir)
+        .status()
+        .expect("fusermount3");
+    assert!(ok.success());
+    wait_unmounted(&dir);
+    // The daemon exits on its own, releasing the volume for the next mount.
+    let start = Instant::now();
+    loop {
+        let out = Command::new(sopfs_bin())
+            .args(["fsck"])
+            .arg(&store)
+            .output()
+            .expect("fsck");
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "daemon never let go: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
