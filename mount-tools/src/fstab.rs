@@ -55,21 +55,17 @@ fn dropped(o: &str) -> bool {
 
 /// Splits on commas not escaped with a backslash.
 fn split_options(s: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
+    let mut out = Vec::new();
+    let mut cur = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => {
-                if let Some(n) = chars.next() {
-                    out.last_mut().map(|l| l.push(n));
-                }
-            }
-            ',' => out.push(String::new()),
-            c => {
-                out.last_mut().map(|l| l.push(c));
-            }
+            '\\' => cur.extend(chars.next()),
+            ',' => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
         }
     }
+    out.push(cur);
     out
 }
 
