@@ -6,6 +6,14 @@ use common::*;
 use std::io::Write;
 use std::process::Command;
 
+/// The two-daemon tests run one at a time: each starts two daemons and a
+/// redis-server, and together they starve a 2-core machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn two_mounts() -> (tempfile::TempDir, RedisServer, Mount, Mount) {
     let t = tempfile::tempdir().expect("tempdir");
     let redis = RedisServer::start();
@@ -30,6 +38,7 @@ fn creator(dir: &std::path::Path, prefix: &str, n: u32) -> std::process::Child {
 
 #[test]
 fn creates_from_two_hosts_into_one_directory_all_land() {
+    let _one = serial();
     let (_t, _redis, a, b) = two_mounts();
     std::fs::create_dir(a.path("shared")).expect("mkdir");
     let mut pa = creator(&a.path("shared"), "a", 2000);
@@ -54,6 +63,7 @@ fn creates_from_two_hosts_into_one_directory_all_land() {
 
 #[test]
 fn close_to_open_sees_the_other_hosts_content() {
+    let _one = serial();
     let (_t, _redis, a, b) = two_mounts();
     for round in 0..50u32 {
         let body = format!("round {round} {}", "x".repeat(round as usize * 97));
@@ -76,6 +86,7 @@ fn close_to_open_sees_the_other_hosts_content() {
 
 #[test]
 fn appends_from_two_hosts_all_land() {
+    let _one = serial();
     let (_t, _redis, a, b) = two_mounts();
     std::fs::write(a.path("log"), "").expect("create");
     let writer = |m: &Mount, tag: &'static str| {
