@@ -133,6 +133,8 @@ struct FileState {
 struct Handle {
     ino: u64,
     append: bool,
+    /// Wrote through this handle since its last flush: its close must commit.
+    wrote: bool,
 }
 
 /// Directory tree shape: modest nodes, entries inline.
@@ -1149,6 +1151,7 @@ impl Fs {
             Handle {
                 ino,
                 append: flags & libc::O_APPEND != 0,
+                wrote: false,
             },
         );
         Ok(fh)
@@ -1219,8 +1222,9 @@ impl Fs {
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         self.writable()?;
         let (ino, append) = {
-            let h = self.handles.lock();
-            let h = h.get(&fh).ok_or(FsError::BadHandle)?;
+            let mut h = self.handles.lock();
+            let h = h.get_mut(&fh).ok_or(FsError::BadHandle)?;
+            h.wrote = true;
             (h.ino, h.append)
         };
         let state = self.state(ino);
@@ -1251,6 +1255,32 @@ impl Fs {
         };
         let mut st = state.lock();
         self.commit_locked(ino, &mut st, false)
+    }
+
+    /// Commits at the close of one handle (FUSE flush). The buffer is shared
+    /// by every handle of the file on this host, so a handle that did not
+    /// write commits only when it is the last one open: otherwise its close
+    /// would publish half of a write sequence still going on through another
+    /// handle (a partial line that a foreign append then lands behind).
+    pub fn flush_handle(&self, fh: u64) -> FsResult<()> {
+        let Some((ino, wrote)) = self.take_wrote(fh) else {
+            return Err(FsError::BadHandle);
+        };
+        let Some(state) = self.files.lock().get(&ino).cloned() else {
+            return Ok(());
+        };
+        let mut st = state.lock();
+        if wrote || st.opens <= 1 {
+            self.commit_locked(ino, &mut st, false)?;
+        }
+        Ok(())
+    }
+
+    /// The handle's inode and whether it wrote since the last call.
+    fn take_wrote(&self, fh: u64) -> Option<(u64, bool)> {
+        let mut handles = self.handles.lock();
+        let h = handles.get_mut(&fh)?;
+        Some((h.ino, std::mem::take(&mut h.wrote)))
     }
 
     /// Makes the file's changes durable.
@@ -1294,7 +1324,13 @@ impl Fs {
         };
         let state = self.state(h.ino);
         let mut st = state.lock();
-        let r = self.commit_locked(h.ino, &mut st, false);
+        // RELEASE is asynchronous: the same process may already be writing
+        // through its next handle, whose half-done writes must not land now.
+        let r = if h.wrote || st.opens <= 1 {
+            self.commit_locked(h.ino, &mut st, false)
+        } else {
+            Ok(())
+        };
         st.opens = st.opens.saturating_sub(1);
         drop(st);
         self.reap(h.ino)?;

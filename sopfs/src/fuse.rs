@@ -399,7 +399,12 @@ impl Filesystem for FuseFs {
         if Virtual::owns_fh(fh.0) {
             return Self::empty(self.virt.flush(fh.0), reply);
         }
-        Self::empty(self.fs.flush(ino.0), reply);
+        let r = match self.fs.flush_handle(fh.0) {
+            // A flush without a known handle still owes the file's commit.
+            Err(FsError::BadHandle) => self.fs.flush(ino.0),
+            r => r,
+        };
+        Self::empty(r, reply);
     }
 
     fn release(

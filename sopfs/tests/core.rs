@@ -125,3 +125,32 @@ fn crossing_directory_moves_never_make_a_loop() {
         a.check().expect("tree stays a tree");
     }
 }
+
+#[test]
+fn late_release_of_one_handle_does_not_publish_the_next_handles_half_line() {
+    let (_redis, a, b) = two_hosts();
+    let f = a
+        .make_node(ROOT, ROOT_INO, b"log", NodeSpec::new(Kind::File, 0o644))
+        .expect("create")
+        .ino;
+    let append = libc::O_WRONLY | libc::O_APPEND;
+    // Line one through the first handle, closed: FUSE flush, RELEASE pending.
+    let h1 = a.open(f, append).expect("open 1");
+    a.write(h1, 0, b"a line 1\n").expect("write 1");
+    a.flush_handle(h1).expect("flush 1");
+    // The same process opens again and writes half of its next line...
+    let h2 = a.open(f, append).expect("open 2");
+    a.write(h2, 0, b"a li").expect("write 2a");
+    // ...when the first handle's RELEASE arrives on another FUSE thread.
+    a.release(h1).expect("release 1");
+    // Another host appends a whole line meanwhile.
+    let hb = b.open(f, append).expect("open b");
+    b.write(hb, 0, b"b line 1\n").expect("write b");
+    b.flush_handle(hb).expect("flush b");
+    b.release(hb).expect("release b");
+    a.write(h2, 0, b"ne 2\n").expect("write 2b");
+    a.flush_handle(h2).expect("flush 2");
+    a.release(h2).expect("release 2");
+    let text = String::from_utf8(b.read(f, 0, 100).expect("read")).expect("utf8");
+    assert_eq!(text, "a line 1\nb line 1\na line 2\n");
+}
