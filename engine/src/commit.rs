@@ -182,7 +182,8 @@ pub(crate) fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
     }
     let db = tx.db.clone();
     let txid = tx.id;
-    let value_ids: Vec<BlobId> = tx.values.keys().copied().collect();
+    let mut value_ids: Vec<BlobId> = tx.values.keys().copied().collect();
+    value_ids.extend(&tx.staged);
     let result = commit_inner(tx, &value_ids);
     match &result {
         Ok(info) => {
@@ -202,6 +203,7 @@ pub(crate) fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
                 db.stats.conflicts.fetch_add(1, Ordering::Relaxed);
             }
             discard(tx, &value_ids);
+            tx.staged.clear();
             let _ = db.loader.store.delete(&intent_path(tx.id));
         }
     }

@@ -43,6 +43,9 @@ pub struct Options {
     /// What GC keeps beyond the reachable: everything younger than this. Must
     /// exceed the longest transaction.
     pub gc_retention: Duration,
+    /// A transaction holds at most this many bytes of out-of-line values in
+    /// memory; beyond, it writes them to the store as it goes.
+    pub stage_bytes: usize,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             store_retries: 3,
             gc_interval: Some(Duration::from_secs(600)),
             gc_retention: Duration::from_secs(600),
+            stage_bytes: 64 << 20,
         }
     }
 }

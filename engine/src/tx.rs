@@ -202,6 +202,13 @@ pub struct Transaction {
     pub(crate) ensure_created: BTreeSet<String>,
     pub(crate) metas: HashMap<String, Option<TreeMeta>>,
     pub(crate) values: HashMap<BlobId, Vec<u8>>,
+    /// Bytes held in `values`.
+    pub(crate) value_bytes: usize,
+    /// Value blobs already written to the store (a transaction bigger than
+    /// `Options::stage_bytes` writes them as it goes, so its memory stays bounded).
+    pub(crate) staged: Vec<BlobId>,
+    /// Time spent writing staged values: it does not count against the timeout.
+    pub(crate) io_time: Duration,
     /// Set the moment its commit record exists: from then on nothing of it may
     /// be discarded, whatever fails after.
     pub(crate) landed: bool,
@@ -222,6 +229,9 @@ impl Transaction {
             ensure_created: BTreeSet::new(),
             metas: HashMap::new(),
             values: HashMap::new(),
+            value_bytes: 0,
+            staged: Vec::new(),
+            io_time: Duration::ZERO,
             landed: false,
         }
     }
@@ -237,7 +247,10 @@ impl Transaction {
     }
 
     pub(crate) fn deadline(&self) -> Instant {
-        self.started + self.opts.timeout
+        // Writing a big transaction's values takes as long as it takes; GC's
+        // retention, which protects staged blobs, still bounds the whole.
+        let io = self.io_time.min(self.db.opts.gc_retention / 2);
+        self.started + self.opts.timeout + io
     }
 
     pub(crate) fn check_deadline(&self) -> Result<()> {
@@ -497,28 +510,46 @@ impl Transaction {
         }
     }
 
-    fn make_value(&mut self, config: TreeConfig, value: &[u8]) -> Value {
+    fn make_value(&mut self, config: TreeConfig, value: &[u8]) -> Result<Value> {
         if value.len() <= config.inline_max as usize {
-            return Value::Inline(value.to_vec());
+            return Ok(Value::Inline(value.to_vec()));
         }
         let chunk = self.db.opts.chunk_size.max(1);
-        let chunks = value
-            .chunks(chunk)
-            .map(|c| {
-                let id = BlobId::fresh();
+        let mut chunks = Vec::with_capacity(value.len().div_ceil(chunk));
+        for c in value.chunks(chunk) {
+            let id = BlobId::fresh();
+            if self.value_bytes + c.len() > self.db.opts.stage_bytes {
+                self.stage(id, c)?;
+            } else {
                 self.values.insert(id, c.to_vec());
-                id
-            })
-            .collect();
-        Value::External {
+                self.value_bytes += c.len();
+            }
+            chunks.push(id);
+        }
+        Ok(Value::External {
             chunks,
             len: value.len() as u64,
-        }
+        })
+    }
+
+    /// Writes one value blob now instead of at commit. Unreferenced until the
+    /// commit lands; GC keeps blobs younger than its retention, and a
+    /// transaction that does not land deletes its own (see `Drop`).
+    fn stage(&mut self, id: BlobId, data: &[u8]) -> Result<()> {
+        let t = Instant::now();
+        let path = blob_path(id);
+        self.staged.push(id);
+        self.db
+            .loader
+            .store
+            .put(&path, codec::frame(Kind::Value, data))?;
+        self.io_time += t.elapsed();
+        Ok(())
     }
 
     fn put_op(&mut self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
         let meta = self.meta(tree)?;
-        let value = self.make_value(meta.config, value);
+        let value = self.make_value(meta.config, value)?;
         self.apply(Op::Put {
             tree: tree.to_string(),
             key: key.to_vec(),
@@ -659,6 +690,20 @@ impl Transaction {
 
     /// Discards every change.
     pub fn rollback(self) {}
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        // Staged values of a transaction that never landed are garbage now;
+        // deleting them here spares GC the work (it would find them anyway).
+        if !self.landed {
+            for id in self.staged.drain(..) {
+                if let Err(e) = self.db.loader.store.delete(&blob_path(id)) {
+                    tracing::debug!(blob = %id, error = %e, "staged value left for GC");
+                }
+            }
+        }
+    }
 }
 
 /// Applies one op to a view. Returns true when an `EnsureTree` created the tree.

@@ -357,3 +357,66 @@ fn the_background_pass_collects_garbage_on_its_own() {
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
     assert_eq!(tx.get("t", b"k").expect("get"), Some(vec![29u8; 2000]));
 }
+
+fn blob_count(dir: &std::path::Path) -> usize {
+    fn walk(p: &std::path::Path) -> usize {
+        std::fs::read_dir(p).map_or(0, |rd| {
+            rd.flatten()
+                .map(|e| {
+                    let t = e.file_type().expect("type");
+                    if t.is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+    }
+    walk(&dir.join("blobs"))
+}
+
+#[test]
+fn a_transaction_bigger_than_its_memory_stages_values_and_lands_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = engine::Options {
+        stage_bytes: 1 << 20,
+        chunk_size: 256 << 10,
+        ..common::small_opts()
+    };
+    let db = engine::Db::open(engine::StoreLocation::Local(dir.path().to_path_buf()), opts)
+        .expect("open");
+    db.run(|tx| tx.ensure_tree("t", small_tree(8)))
+        .expect("tree");
+    let value = |i: u32| vec![(i % 251) as u8; 300 << 10];
+    // 40 values of 300 KiB: 12 MiB, twelve times what the transaction may hold.
+    let before = blob_count(dir.path());
+    let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
+    for i in 0..40 {
+        tx.upsert("t", &key(i), &value(i)).expect("upsert");
+    }
+    let staged = blob_count(dir.path()) - before;
+    assert!(
+        staged >= 70,
+        "only {staged} value blobs written before the commit"
+    );
+    // Its own staged values read back inside the transaction.
+    assert_eq!(tx.get("t", &key(39)).expect("get"), Some(value(39)));
+    // Until the commit, nobody sees any of it.
+    let mut other = db.begin(TxMode::ReadOnly).expect("reader");
+    assert_eq!(other.get("t", &key(0)).expect("get"), None);
+    tx.commit().expect("commit");
+    let mut r = db.begin(TxMode::ReadOnly).expect("reader");
+    for i in 0..40 {
+        assert_eq!(r.get("t", &key(i)).expect("get"), Some(value(i)), "{i}");
+    }
+    // A big transaction rolled back deletes what it staged.
+    let before = blob_count(dir.path());
+    let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
+    for i in 100..120 {
+        tx.upsert("t", &key(i), &value(i)).expect("upsert");
+    }
+    assert!(blob_count(dir.path()) > before);
+    tx.rollback();
+    assert_eq!(blob_count(dir.path()), before);
+}

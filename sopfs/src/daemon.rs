@@ -81,6 +81,7 @@ pub fn unmount(p: &Path, lazy: bool) -> anyhow::Result<()> {
 struct DaemonOpts {
     read_only: bool,
     allow_exec: bool,
+    cache_dir: Option<std::path::PathBuf>,
 }
 
 fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> {
@@ -92,6 +93,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
     cfg.clone_fd = true;
     let mut read_only = false;
     let mut allow_exec = false;
+    let mut cache_dir = None;
     cfg.mount_options = vec![
         M::FSName(args.store.clone()),
         M::Subtype("sopfs".into()),
@@ -114,6 +116,14 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
                 cfg.mount_options.push(M::RO);
             }
             "macro_exec" => allow_exec = true,
+            x if x.starts_with("cache_dir=") => {
+                let dir = std::path::PathBuf::from(&x["cache_dir=".len()..]);
+                // Found out now, not at the first big write.
+                tempfile::tempfile_in(&dir).with_context(|| {
+                    format!("cache_dir {} is not a writable folder", dir.display())
+                })?;
+                cache_dir = Some(dir);
+            }
             "allow_other" => cfg.acl = fuser::SessionACL::All,
             "allow_root" => cfg.acl = fuser::SessionACL::RootAndOwner,
             "dev" => cfg.mount_options.push(M::Dev),
@@ -133,6 +143,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
         DaemonOpts {
             read_only,
             allow_exec,
+            cache_dir,
         },
     ))
 }
@@ -271,6 +282,7 @@ fn serve(
         db,
         FsOptions {
             read_only: dopts.read_only,
+            cache_dir: dopts.cache_dir.clone().unwrap_or_else(std::env::temp_dir),
             ..FsOptions::default()
         },
         sync_root,

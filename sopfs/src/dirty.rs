@@ -1,13 +1,63 @@
 //! Writes buffered for one file on this host until they are committed:
 //! non-overlapping byte extents over the committed content, plus truncation.
+//! Small buffers live in memory; a big one moves to a spill file in the
+//! local cache folder, so a file of many GiB still commits as one transaction.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Buffered bytes kept in a spill file: data of `[start, end)` lives at file
+/// offset `start - shift`.
+#[derive(Debug)]
+struct Spill {
+    file: File,
+    /// The cache folder it lives in.
+    dir: PathBuf,
+    /// start -> end; ranges never overlap or touch.
+    ranges: BTreeMap<u64, u64>,
+    /// How far the ranges moved since they were written (appends rebased
+    /// behind another host's).
+    shift: i128,
+}
+
+impl Spill {
+    fn file_offset(&self, logical: u64) -> Option<u64> {
+        u64::try_from(logical as i128 - self.shift).ok()
+    }
+
+    /// Records `[offset, end)` as buffered, merging neighbours.
+    fn add_range(&mut self, offset: u64, end: u64) {
+        let mut start = offset;
+        let mut stop = end;
+        let touching: Vec<u64> = self
+            .ranges
+            .range(..=end)
+            .filter(|(_, &e)| e >= offset)
+            .map(|(&s, _)| s)
+            .collect();
+        for s in touching {
+            if let Some(e) = self.ranges.remove(&s) {
+                start = start.min(s);
+                stop = stop.max(e);
+            }
+        }
+        self.ranges.insert(start, stop);
+    }
+
+    fn buffered(&self) -> usize {
+        self.ranges.iter().map(|(s, e)| (e - s) as usize).sum()
+    }
+}
 
 /// The buffered changes of one file.
 #[derive(Debug, Default)]
 pub struct Dirty {
-    /// start -> bytes; extents never overlap.
+    /// start -> bytes, while in memory; extents never overlap.
     extents: BTreeMap<u64, Vec<u8>>,
+    spill: Option<Spill>,
     /// Smallest size the file was truncated to since the last commit.
     pub trunc: Option<u64>,
     /// Size of the file as this host sees it.
@@ -35,18 +85,98 @@ impl Dirty {
 
     /// True when there is nothing to commit.
     pub fn is_clean(&self) -> bool {
-        self.extents.is_empty() && self.trunc.is_none() && !self.touched
+        self.extents.is_empty()
+            && self.spill.as_ref().is_none_or(|s| s.ranges.is_empty())
+            && self.trunc.is_none()
+            && !self.touched
+    }
+
+    /// True once the buffer lives in a spill file.
+    pub fn is_spilled(&self) -> bool {
+        self.spill.is_some()
+    }
+
+    /// Moves the buffer into an anonymous file in `dir` (gone with the
+    /// process, whatever way it ends); later writes go there too.
+    pub fn spill_to(&mut self, dir: &Path) -> io::Result<()> {
+        if self.spill.is_some() {
+            return Ok(());
+        }
+        let mut spill = Spill {
+            file: tempfile::tempfile_in(dir)?,
+            dir: dir.to_path_buf(),
+            ranges: BTreeMap::new(),
+            shift: 0,
+        };
+        for (&s, e) in &self.extents {
+            spill.file.write_all_at(e, s)?;
+            spill.ranges.insert(s, s + e.len() as u64);
+        }
+        self.extents.clear();
+        self.spill = Some(spill);
+        Ok(())
     }
 
     /// Buffers `data` at `offset`; `append` says it came through O_APPEND.
-    pub fn write(&mut self, offset: u64, data: &[u8], append: bool) {
+    pub fn write(&mut self, offset: u64, data: &[u8], append: bool) -> io::Result<()> {
         self.touched = true;
         if data.is_empty() {
-            return;
+            return Ok(());
+        }
+        let end = offset + data.len() as u64;
+        if let Some(spill) = self.spill.as_mut() {
+            let at = match spill.file_offset(offset) {
+                Some(at) => at,
+                None => {
+                    self.unshift()?;
+                    offset
+                }
+            };
+            let Some(spill) = self.spill.as_mut() else {
+                return Err(io::Error::other("spill file vanished"));
+            };
+            spill.file.write_all_at(data, at)?;
+            spill.add_range(offset, end);
+            self.bytes = spill.buffered();
+        } else {
+            self.write_mem(offset, data);
         }
         self.append_only &= append && offset == self.size;
-        let end = offset + data.len() as u64;
         self.size = self.size.max(end);
+        Ok(())
+    }
+
+    /// Rewrites the spill file so that file offsets equal file positions again.
+    fn unshift(&mut self) -> io::Result<()> {
+        let Some(old) = self.spill.take() else {
+            return Ok(());
+        };
+        let mut new = Spill {
+            file: tempfile::tempfile_in(&old.dir)?,
+            dir: old.dir.clone(),
+            ranges: BTreeMap::new(),
+            shift: 0,
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        for (&s, &e) in &old.ranges {
+            let mut pos = s;
+            while pos < e {
+                let n = ((e - pos) as usize).min(buf.len());
+                let from = old
+                    .file_offset(pos)
+                    .ok_or_else(|| io::Error::other("spill offset out of range"))?;
+                old.file.read_exact_at(&mut buf[..n], from)?;
+                new.file.write_all_at(&buf[..n], pos)?;
+                pos += n as u64;
+            }
+            new.ranges.insert(s, e);
+        }
+        self.spill = Some(new);
+        Ok(())
+    }
+
+    fn write_mem(&mut self, offset: u64, data: &[u8]) {
+        let end = offset + data.len() as u64;
         // The common case: extending the extent that ends where this starts.
         if let Some((&start, ext)) = self.extents.range_mut(..=offset).next_back() {
             let ext_end = start + ext.len() as u64;
@@ -97,6 +227,16 @@ impl Dirty {
     pub fn truncate(&mut self, size: u64) {
         self.touched = true;
         self.append_only = false;
+        if let Some(spill) = self.spill.as_mut() {
+            let cut: Vec<u64> = spill.ranges.range(size..).map(|(&s, _)| s).collect();
+            for s in cut {
+                spill.ranges.remove(&s);
+            }
+            if let Some((_, e)) = spill.ranges.range_mut(..size).next_back() {
+                *e = (*e).min(size);
+            }
+            self.bytes = spill.buffered();
+        }
         let cut: Vec<u64> = self.extents.range(size..).map(|(&s, _)| s).collect();
         for s in cut {
             if let Some(e) = self.extents.remove(&s) {
@@ -117,8 +257,30 @@ impl Dirty {
     }
 
     /// Copies the buffered bytes that fall in `[offset, offset + buf.len())` over `buf`.
-    pub fn overlay(&self, offset: u64, buf: &mut [u8]) {
+    pub fn overlay(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let end = offset + buf.len() as u64;
+        if let Some(spill) = &self.spill {
+            let first = spill
+                .ranges
+                .range(..=offset)
+                .next_back()
+                .map_or(offset, |(&s, _)| s);
+            for (&s, &e) in spill.ranges.range(first..end) {
+                if e <= offset {
+                    continue;
+                }
+                let from = s.max(offset);
+                let to = e.min(end);
+                let at = spill
+                    .file_offset(from)
+                    .ok_or_else(|| io::Error::other("spill offset out of range"))?;
+                spill.file.read_exact_at(
+                    &mut buf[(from - offset) as usize..(to - offset) as usize],
+                    at,
+                )?;
+            }
+            return Ok(());
+        }
         let first = self
             .extents
             .range(..=offset)
@@ -134,23 +296,52 @@ impl Dirty {
             buf[(from - offset) as usize..(to - offset) as usize]
                 .copy_from_slice(&e[(from - s) as usize..(to - s) as usize]);
         }
+        Ok(())
     }
 
     /// Moves every extent by `shift` bytes (appends landing after another host's).
     pub fn rebase(&mut self, new_base: u64) {
         let shift = new_base as i128 - self.base_size as i128;
+        let moved = |s: u64| (s as i128 + shift) as u64;
         let old = std::mem::take(&mut self.extents);
-        self.extents = old
-            .into_iter()
-            .map(|(s, e)| ((s as i128 + shift) as u64, e))
-            .collect();
-        self.size = (self.size as i128 + shift) as u64;
+        self.extents = old.into_iter().map(|(s, e)| (moved(s), e)).collect();
+        if let Some(spill) = self.spill.as_mut() {
+            let old = std::mem::take(&mut spill.ranges);
+            spill.ranges = old.into_iter().map(|(s, e)| (moved(s), moved(e))).collect();
+            spill.shift += shift;
+        }
+        self.size = moved(self.size);
         self.base_size = new_base;
     }
 
-    /// The extents, in order.
-    pub fn extents(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        self.extents.iter().map(|(&s, e)| (s, e.as_slice()))
+    /// Calls `f` with the buffered bytes in order, in pieces of at most
+    /// `max_piece` bytes once spilled.
+    pub fn for_each_extent<E: From<io::Error>>(
+        &self,
+        max_piece: usize,
+        mut f: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let Some(spill) = &self.spill else {
+            for (&s, e) in &self.extents {
+                f(s, e)?;
+            }
+            return Ok(());
+        };
+        let mut buf = Vec::new();
+        for (&s, &e) in &spill.ranges {
+            let mut pos = s;
+            while pos < e {
+                let n = ((e - pos) as usize).min(max_piece.max(1));
+                buf.resize(n, 0);
+                let at = spill
+                    .file_offset(pos)
+                    .ok_or_else(|| io::Error::other("spill offset out of range"))?;
+                spill.file.read_exact_at(&mut buf, at)?;
+                f(pos, &buf)?;
+                pos += n as u64;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -173,39 +364,92 @@ mod tests {
         ]
     }
 
+    /// Replays `ops` over a committed file of `base_len` bytes, moving the
+    /// buffer to a spill file after `spill_after` operations (if any), and
+    /// returns what a commit would produce next to a plain byte vector model.
+    fn replay(base_len: u64, ops: &[Op], spill_after: Option<usize>) -> (Vec<u8>, Vec<u8>, Dirty) {
+        let base: Vec<u8> = (0..base_len).map(|i| (i % 251) as u8).collect();
+        let mut model = base.clone();
+        let mut d = Dirty::new(base_len);
+        let dir = std::env::temp_dir();
+        for (n, op) in ops.iter().enumerate() {
+            if spill_after == Some(n) {
+                d.spill_to(&dir).expect("spill");
+            }
+            match op {
+                Op::Write(o, data) => {
+                    // A zero-length write changes nothing, as pwrite(2).
+                    if !data.is_empty() {
+                        let end = *o as usize + data.len();
+                        if model.len() < end {
+                            model.resize(end, 0);
+                        }
+                        model[*o as usize..end].copy_from_slice(data);
+                    }
+                    d.write(*o, data, false).expect("write");
+                }
+                Op::Truncate(t) => {
+                    model.resize(*t as usize, 0);
+                    d.truncate(*t);
+                }
+            }
+        }
+        // What a commit does: committed bytes up to the truncation, zeros
+        // beyond, then the extents on top.
+        let keep = d.trunc.map_or(base.len(), |t| (t as usize).min(base.len()));
+        let mut got = vec![0u8; d.size as usize];
+        let n = keep.min(got.len());
+        got[..n].copy_from_slice(&base[..n]);
+        let mut through_commit = got.clone();
+        d.overlay(0, &mut got).expect("overlay");
+        d.for_each_extent(7, |s, e| -> io::Result<()> {
+            let end = (s as usize + e.len()).min(through_commit.len());
+            through_commit[s as usize..end].copy_from_slice(&e[..end - s as usize]);
+            Ok(())
+        })
+        .expect("extents");
+        assert_eq!(got, through_commit, "overlay and commit pieces disagree");
+        (got, model, d)
+    }
+
     proptest! {
         /// The overlay over a committed file reads like a plain byte vector
         /// that got the same writes and truncations.
         #[test]
         fn overlay_matches_a_byte_vector(base_len in 0u64..200, ops in proptest::collection::vec(op(), 1..30)) {
-            let base: Vec<u8> = (0..base_len).map(|i| (i % 251) as u8).collect();
-            let mut model = base.clone();
-            let mut d = Dirty::new(base_len);
-            for op in ops {
-                match op {
-                    Op::Write(o, data) => {
-                        // A zero-length write changes nothing, as pwrite(2).
-                        if !data.is_empty() {
-                            let end = o as usize + data.len();
-                            if model.len() < end { model.resize(end, 0); }
-                            model[o as usize..end].copy_from_slice(&data);
-                        }
-                        d.write(o, &data, false);
-                    }
-                    Op::Truncate(t) => { model.resize(t as usize, 0); d.truncate(t); }
-                }
-            }
+            let (got, model, d) = replay(base_len, &ops, None);
             prop_assert_eq!(d.size, model.len() as u64);
-            // What a commit does: committed bytes up to the truncation, zeros
-            // beyond, then the extents on top.
-            let keep = d.trunc.map_or(base.len(), |t| (t as usize).min(base.len()));
-            let mut got = vec![0u8; d.size as usize];
-            let n = keep.min(got.len());
-            got[..n].copy_from_slice(&base[..n]);
-            d.overlay(0, &mut got);
             prop_assert_eq!(&got, &model);
-            let total: usize = d.extents().map(|(_, e)| e.len()).sum();
+            let mut total = 0;
+            d.for_each_extent(usize::MAX, |_, e| -> io::Result<()> { total += e.len(); Ok(()) }).expect("extents");
             prop_assert_eq!(total, d.bytes);
         }
+
+        /// The same with the buffer moved to a spill file part-way.
+        #[test]
+        fn a_spilled_buffer_reads_the_same(base_len in 0u64..200, ops in proptest::collection::vec(op(), 1..30), at in 0usize..30) {
+            let (got, model, d) = replay(base_len, &ops, Some(at.min(ops.len() - 1)));
+            prop_assert!(d.is_spilled());
+            prop_assert_eq!(d.size, model.len() as u64);
+            prop_assert_eq!(&got, &model);
+        }
+    }
+
+    #[test]
+    fn rebased_spilled_appends_move_and_later_writes_still_land() {
+        let mut d = Dirty::new(10);
+        d.write(10, b"hello", true).expect("append");
+        d.spill_to(&std::env::temp_dir()).expect("spill");
+        d.write(15, b"!", true).expect("append");
+        // Another host appended 5 bytes meanwhile.
+        d.rebase(15);
+        let mut buf = vec![0u8; 6];
+        d.overlay(15, &mut buf).expect("overlay");
+        assert_eq!(&buf, b"hello!");
+        // A write below the shift forces the file to be rewritten unshifted.
+        d.write(2, b"ab", false).expect("write low");
+        let mut all = vec![b'.'; 21];
+        d.overlay(0, &mut all).expect("overlay");
+        assert_eq!(&all, b"..ab...........hello!");
     }
 }

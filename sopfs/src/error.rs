@@ -53,6 +53,9 @@ pub enum FsError {
     /// A stored record that does not decode.
     #[error("corrupted {0}")]
     Corrupted(String),
+    /// The local cache folder (spill files of big writes) failed.
+    #[error("local cache folder: {0}")]
+    Cache(#[from] std::io::Error),
 }
 
 impl FsError {
@@ -74,6 +77,8 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::ReadOnly => libc::EROFS,
             FsError::Corrupted(_) => libc::EIO,
+            // ENOSPC of a full cache folder is the truth the writer needs.
+            FsError::Cache(e) => e.raw_os_error().unwrap_or(libc::EIO),
             FsError::Engine(e) => match e {
                 engine::Error::Timeout(_) => libc::ETIMEDOUT,
                 engine::Error::InvalidArgument(_) => libc::EINVAL,

@@ -83,8 +83,11 @@ pub struct FsOptions {
     pub host: u64,
     /// Refuse every change.
     pub read_only: bool,
-    /// Buffered bytes of one file that trigger a commit before close.
+    /// Buffered bytes of one file kept in memory; beyond, they move to a
+    /// spill file in `cache_dir` (the commit at close stays one transaction).
     pub spill_bytes: usize,
+    /// The local cache folder for spill files.
+    pub cache_dir: std::path::PathBuf,
 }
 
 impl Default for FsOptions {
@@ -93,6 +96,7 @@ impl Default for FsOptions {
             host: rand::random(),
             read_only: false,
             spill_bytes: 64 << 20,
+            cache_dir: std::env::temp_dir(),
         }
     }
 }
@@ -1213,7 +1217,7 @@ impl Fs {
             self.read_committed(ino, offset, &mut buf[..n])?;
         }
         if let Some(d) = dirty {
-            d.overlay(offset, &mut buf);
+            d.overlay(offset, &mut buf)?;
         }
         Ok(buf)
     }
@@ -1230,7 +1234,7 @@ impl Fs {
         let state = self.state(ino);
         let mut st = state.lock();
         self.ensure_dirty(ino, &mut st)?;
-        let spill = {
+        {
             let Some(d) = st.dirty.as_mut() else {
                 return Err(FsError::BadHandle);
             };
@@ -1238,13 +1242,17 @@ impl Fs {
             if at.saturating_add(data.len() as u64) > MAX_FILE_SIZE {
                 return Err(FsError::TooBig);
             }
-            d.write(at, data, append);
-            d.bytes > self.opts.spill_bytes
+            d.write(at, data, append)?;
+            if d.bytes > self.opts.spill_bytes && !d.is_spilled() {
+                d.spill_to(&self.opts.cache_dir)?;
+                tracing::debug!(
+                    ino,
+                    bytes = d.bytes,
+                    "write buffer moved to the cache folder"
+                );
+            }
         };
         st.write_time = Time::now();
-        if spill {
-            self.commit_locked(ino, &mut st, false)?;
-        }
         Ok(data.len() as u32)
     }
 
@@ -1361,7 +1369,7 @@ impl Fs {
                 }
             }
             let mut chunk: Option<(u64, Vec<u8>)> = None;
-            for (start, bytes) in dirty.extents() {
+            dirty.for_each_extent(CHUNK as usize, |start, bytes| -> FsResult<()> {
                 let mut pos = start;
                 let end = start + bytes.len() as u64;
                 while pos < end {
@@ -1386,7 +1394,8 @@ impl Fs {
                         .copy_from_slice(&bytes[(pos - start) as usize..(to - start) as usize]);
                     pos = to;
                 }
-            }
+                Ok(())
+            })?;
             if let Some((i, data)) = chunk.take() {
                 tx.upsert(CONTENT, &chunk_key(ino, i), &data)?;
             }
@@ -1454,7 +1463,7 @@ impl Fs {
                     let mut pos = offset;
                     while pos < stop {
                         let n = (stop - pos).min(zeros.len() as u64) as usize;
-                        d.write(pos, &zeros[..n], false);
+                        d.write(pos, &zeros[..n], false)?;
                         pos += n as u64;
                     }
                 }

@@ -154,3 +154,73 @@ fn late_release_of_one_handle_does_not_publish_the_next_handles_half_line() {
     let text = String::from_utf8(b.read(f, 0, 100).expect("read")).expect("utf8");
     assert_eq!(text, "a line 1\nb line 1\na line 2\n");
 }
+
+#[test]
+fn a_big_write_spills_to_the_cache_folder_and_lands_as_one_commit() {
+    let redis = RedisServer::start();
+    let store = StoreLocation::parse("memory://").expect("memory");
+    let cache = tempfile::tempdir().expect("cache");
+    let open = |cache_dir: std::path::PathBuf| {
+        let coord = RedisCoordinator::connect(&redis.url).expect("redis");
+        // Small limits so that 24 MiB is "big": 1 MiB in memory per file,
+        // 2 MiB of values in memory per transaction.
+        let opts = Options {
+            stage_bytes: 2 << 20,
+            ..Options::default()
+        };
+        let db = Db::open_shared(store.clone(), opts, Arc::new(coord)).expect("open");
+        let fs_opts = FsOptions {
+            spill_bytes: 1 << 20,
+            cache_dir,
+            ..FsOptions::default()
+        };
+        Arc::new(Fs::new(db, fs_opts, None).expect("fs"))
+    };
+    let a = open(cache.path().to_path_buf());
+    let b = open(cache.path().to_path_buf());
+    let f = a
+        .make_node(ROOT, ROOT_INO, b"big", NodeSpec::new(Kind::File, 0o644))
+        .expect("create")
+        .ino;
+    let block = |i: u64| -> Vec<u8> { (0..1 << 20).map(|j| ((i * 7 + j) % 253) as u8).collect() };
+    let h = a.open(f, libc::O_WRONLY).expect("open");
+    for i in 0..24u64 {
+        a.write(h, i << 20, &block(i)).expect("write");
+    }
+    // Rewrite part of an already spilled block: the buffer takes it in place.
+    a.write(h, (3 << 20) + 10, b"patched").expect("patch");
+    // The writer reads its own buffer; the other host sees nothing yet.
+    assert_eq!(a.read(f, (3 << 20) + 10, 7).expect("read a"), b"patched");
+    assert_eq!(b.getattr(f).expect("stat b").inode.size, 0);
+    let before = a.db().stats().commits;
+    a.flush_handle(h).expect("flush");
+    a.release(h).expect("close");
+    let mut want = Vec::new();
+    for i in 0..24u64 {
+        want.extend(block(i));
+    }
+    want[(3 << 20) + 10..(3 << 20) + 17].copy_from_slice(b"patched");
+    let got = b.read(f, 0, 24 << 20).expect("read b");
+    assert!(got == want, "content differs");
+    assert_eq!(
+        a.db().stats().commits - before,
+        1,
+        "one commit for the whole file"
+    );
+
+    // A cache folder that cannot take the spill fails the write, clearly, and
+    // the committed content stays as it was.
+    let c = open(cache.path().join("missing"));
+    let h = c.open(f, libc::O_WRONLY).expect("open");
+    let mut failed = None;
+    for i in 0..4u64 {
+        if let Err(e) = c.write(h, i << 20, &[1u8; 1 << 20]) {
+            failed = Some(e);
+            break;
+        }
+    }
+    let e = failed.expect("the spill should have failed");
+    assert_eq!(e.errno(), libc::ENOENT, "{e}");
+    drop(c);
+    assert!(b.read(f, 0, 24 << 20).expect("read b") == want);
+}

@@ -121,6 +121,14 @@ fn bad_input_is_one_clear_line() {
         "mount",
         store,
         mp.to_str().expect("utf8"),
+        "-o",
+        "cache_dir=/no/such/cache",
+    ]);
+    assert!(err.contains("cache_dir /no/such/cache"), "{err}");
+    let err = one_line_error(&[
+        "mount",
+        store,
+        mp.to_str().expect("utf8"),
         "--redis",
         "redis://127.0.0.1:1/",
     ]);
