@@ -135,6 +135,10 @@ struct VolumeMarker {
     created_ms: u64,
 }
 
+/// On-store format. 2: blobs in one level of 256 folders (1 had two levels,
+/// which cost a mkdir for most of a young volume's blobs).
+const VOLUME_FORMAT: u32 = 2;
+
 const OUR_TOP_LEVEL: &[&str] = &["blobs", "log", "checkpoints", "intents", "volume"];
 
 /// Formats an empty location, or checks that it holds a volume; returns its id.
@@ -143,7 +147,7 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
         let m: VolumeMarker = codec::decode(Kind::Volume, "volume", &data).map_err(|e| {
             Error::NotAVolume(format!("{}: not a sopfs volume ({e})", store.location()))
         })?;
-        if m.format != 1 {
+        if m.format != VOLUME_FORMAT {
             return Err(Error::NotAVolume(format!(
                 "{}: volume format {} is not supported by this version",
                 store.location(),
@@ -188,7 +192,7 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
     }
     let marker = VolumeMarker {
         name: "sopfs".into(),
-        format: 1,
+        format: VOLUME_FORMAT,
         id: rand::random(),
         created_ms: now_ms(),
     };
