@@ -141,6 +141,28 @@ fn record_writes(tx: &Transaction) -> (Vec<TreeWrites>, Vec<String>) {
 }
 
 /// Deletes blobs of an attempt that will not commit (best effort: GC is the backstop).
+/// Blobs of one commit attempt, registered as in flight until it ends.
+struct InFlight<'a> {
+    db: &'a DbInner,
+    ids: Vec<BlobId>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(db: &'a DbInner, ids: Vec<BlobId>) -> Self {
+        db.inflight.lock().extend(ids.iter().copied());
+        InFlight { db, ids }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut set = self.db.inflight.lock();
+        for id in &self.ids {
+            set.remove(id);
+        }
+    }
+}
+
 fn discard(tx: &Transaction, blobs: &[BlobId]) {
     for b in blobs {
         if let Err(e) = tx.db.loader.store.delete(&blob_path(*b)) {
@@ -203,8 +225,9 @@ pub(crate) fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
                 db.stats.conflicts.fetch_add(1, Ordering::Relaxed);
             }
             discard(tx, &value_ids);
-            tx.staged.clear();
-            let _ = db.loader.store.delete(&intent_path(tx.id));
+            if db.coord.is_shared() {
+                let _ = db.loader.store.delete(&intent_path(tx.id));
+            }
         }
     }
     result
@@ -214,6 +237,9 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
     let db = tx.db.clone();
     let shared = db.coord.is_shared();
     let mut merged = false;
+    // Value blobs are written once and reused by every attempt: in flight
+    // for the whole commit.
+    let _values_inflight = InFlight::new(&db, value_ids.to_vec());
     'attempt: loop {
         tx.check_deadline()?;
         // Phase 1: validate, merge, lock.
@@ -287,9 +313,15 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
                     .saturating_duration_since(std::time::Instant::now())
                     .as_millis() as u64,
             base_seq,
-            blobs: all_blobs,
+            blobs: all_blobs.clone(),
         };
-        store.put(&intent_path(tx.id), codec::encode(Kind::Intent, &intent))?;
+        // In-process GC sees the set; other processes' GC and recovery (of a
+        // peer whose locks expired) need the intent. Embedded mode has no
+        // peers: a crash there leaves unreferenced blobs for GC instead.
+        let _nodes_inflight = InFlight::new(&db, node_ids.clone());
+        if shared {
+            store.put(&intent_path(tx.id), codec::encode(Kind::Intent, &intent))?;
+        }
         // Value blobs are written once, on the first attempt that gets here.
         // Long commits (many blobs, a slow store) keep their locks alive.
         let mut keep_locks = || -> Result<()> {
@@ -385,8 +417,10 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         for ((blob, _), (_, node)) in node_blobs.iter().zip(dirty.iter()) {
             db.loader.cache.insert(*blob, (*node).clone());
         }
-        if let Err(e) = store.delete(&intent_path(tx.id)) {
-            tracing::warn!(error = %e, "could not delete an intent record; recovery will");
+        if shared {
+            if let Err(e) = store.delete(&intent_path(tx.id)) {
+                tracing::warn!(error = %e, "could not delete an intent record; recovery will");
+            }
         }
         if let Err(e) = db.registry.maybe_checkpoint(db.opts.checkpoint_every) {
             tracing::warn!(error = %e, "checkpoint failed; the log still holds everything");

@@ -105,6 +105,9 @@ pub(crate) struct DbInner {
     pub commit_serial: parking_lot::Mutex<()>,
     /// Recent commits of this handle, told apart from other processes' ones.
     pub own_commits: parking_lot::Mutex<lru::LruCache<TxId, ()>>,
+    /// Blobs written by this process's commits that have not landed yet: GC
+    /// keeps them (in embedded mode they have no intent record to protect them).
+    pub inflight: parking_lot::Mutex<std::collections::HashSet<BlobId>>,
     _exclusive: Option<ExclusiveLock>,
 }
 
@@ -300,6 +303,7 @@ impl Db {
             opts,
             stats: Stats::default(),
             commit_serial: parking_lot::Mutex::new(()),
+            inflight: parking_lot::Mutex::new(std::collections::HashSet::new()),
             own_commits: parking_lot::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(65_536).unwrap_or(std::num::NonZeroUsize::MIN),
             )),

@@ -77,6 +77,9 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
             }
         }
     }
+    // This process's commits in flight (embedded mode writes no intents).
+    // Read after the listing and before the registry, like the intents.
+    keep.extend(db.inflight.lock().iter().copied());
     let state = db.registry.catch_up(true)?;
     for loc in state.nodes.values() {
         keep_node(db, loc.blob, &mut keep);

@@ -539,6 +539,7 @@ impl Transaction {
         let t = Instant::now();
         let path = blob_path(id);
         self.staged.push(id);
+        self.db.inflight.lock().insert(id);
         self.db
             .loader
             .store
@@ -694,6 +695,11 @@ impl Transaction {
 
 impl Drop for Transaction {
     fn drop(&mut self) {
+        let mut inflight = self.db.inflight.lock();
+        for id in &self.staged {
+            inflight.remove(id);
+        }
+        drop(inflight);
         // Staged values of a transaction that never landed are garbage now;
         // deleting them here spares GC the work (it would find them anyway).
         if !self.landed {
