@@ -1,5 +1,5 @@
-//! Decoded nodes by physical blob id. Blobs are immutable, so an entry is never
-//! stale; the bound is in bytes, not entries.
+//! Decoded blobs (nodes, value chunks) by physical blob id. Blobs are
+//! immutable, so an entry is never stale; the bound is in bytes, not entries.
 
 use crate::ids::BlobId;
 use crate::node::Node;
@@ -8,23 +8,47 @@ use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// Byte-bounded LRU of decoded nodes.
-pub struct NodeCache {
-    inner: Mutex<Inner>,
+/// What a cached blob costs in memory.
+pub trait Footprint {
+    /// Approximate bytes held.
+    fn footprint(&self) -> usize;
+}
+
+impl Footprint for Node {
+    fn footprint(&self) -> usize {
+        Node::footprint(self)
+    }
+}
+
+impl Footprint for Vec<u8> {
+    fn footprint(&self) -> usize {
+        self.len() + 24
+    }
+}
+
+/// Byte-bounded LRU of decoded blobs.
+pub struct BlobCache<T> {
+    inner: Mutex<Inner<T>>,
     budget: usize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
 
-struct Inner {
-    lru: LruCache<BlobId, (Arc<Node>, usize)>,
+/// Decoded B-tree nodes.
+pub type NodeCache = BlobCache<Node>;
+
+/// Out-of-line value chunks (file content, in sopfs), unframed.
+pub type ValueCache = BlobCache<Vec<u8>>;
+
+struct Inner<T> {
+    lru: LruCache<BlobId, (Arc<T>, usize)>,
     bytes: usize,
 }
 
-impl NodeCache {
-    /// A cache holding at most about `budget` bytes of decoded nodes.
+impl<T: Footprint> BlobCache<T> {
+    /// A cache holding at most about `budget` bytes.
     pub fn new(budget: usize) -> Self {
-        NodeCache {
+        BlobCache {
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 bytes: 0,
@@ -35,8 +59,8 @@ impl NodeCache {
         }
     }
 
-    /// The node decoded from `id`, if cached.
-    pub fn get(&self, id: BlobId) -> Option<Arc<Node>> {
+    /// The blob decoded from `id`, if cached.
+    pub fn get(&self, id: BlobId) -> Option<Arc<T>> {
         let found = self.inner.lock().lru.get(&id).map(|(n, _)| n.clone());
         let counter = if found.is_some() {
             &self.hits
@@ -47,8 +71,8 @@ impl NodeCache {
         found
     }
 
-    /// Remembers the node decoded from `id`, evicting the least recently used.
-    pub fn insert(&self, id: BlobId, node: Arc<Node>) {
+    /// Remembers the blob decoded from `id`, evicting the least recently used.
+    pub fn insert(&self, id: BlobId, node: Arc<T>) {
         let size = node.footprint();
         if size > self.budget {
             return;

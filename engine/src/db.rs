@@ -1,7 +1,7 @@
 //! `Db`: one open volume: its store, registry, coordinator, cache and the
 //! background pass; the entry point for transactions.
 
-use crate::cache::NodeCache;
+use crate::cache::{NodeCache, ValueCache};
 use crate::codec::{self, Kind};
 use crate::coordinator::{Coordinator, InProcessCoordinator};
 use crate::error::{Error, Result};
@@ -24,6 +24,9 @@ pub struct Options {
     pub chunk_size: usize,
     /// Byte budget of the decoded-node cache.
     pub cache_bytes: usize,
+    /// Memory for recently read out-of-line value chunks (a sequential
+    /// reader asks for each chunk several times, in kernel-sized pieces).
+    pub value_cache_bytes: usize,
     /// Default time limit of a transaction.
     pub tx_timeout: Duration,
     /// TTL of scent locks (renewed by nothing: keep it above the longest commit).
@@ -53,6 +56,7 @@ impl Default for Options {
         Options {
             chunk_size: 4 << 20,
             cache_bytes: 128 << 20,
+            value_cache_bytes: 32 << 20,
             tx_timeout: Duration::from_secs(30),
             lock_ttl: Duration::from_secs(30),
             checkpoint_every: 4096,
@@ -62,7 +66,7 @@ impl Default for Options {
             store_retries: 3,
             gc_interval: Some(Duration::from_secs(600)),
             gc_retention: Duration::from_secs(600),
-            stage_bytes: 64 << 20,
+            stage_bytes: 16 << 20,
         }
     }
 }
@@ -297,6 +301,7 @@ impl Db {
             loader: Arc::new(Loader {
                 store,
                 cache: NodeCache::new(opts.cache_bytes),
+                values: ValueCache::new(opts.value_cache_bytes),
             }),
             registry,
             coord,

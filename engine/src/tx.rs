@@ -486,17 +486,19 @@ impl Transaction {
                         out.extend_from_slice(own);
                         continue;
                     }
+                    let loader = &self.db.loader;
+                    if let Some(hit) = loader.values.get(*c) {
+                        out.extend_from_slice(&hit);
+                        continue;
+                    }
                     let path = blob_path(*c);
-                    let data = self
-                        .db
-                        .loader
-                        .store
-                        .get(&path)?
-                        .ok_or_else(|| Error::Missing {
-                            what: "value",
-                            path: path.to_string(),
-                        })?;
-                    out.extend_from_slice(codec::unframe(Kind::Value, path.as_ref(), &data)?);
+                    let data = loader.store.get(&path)?.ok_or_else(|| Error::Missing {
+                        what: "value",
+                        path: path.to_string(),
+                    })?;
+                    let bytes = codec::unframe(Kind::Value, path.as_ref(), &data)?;
+                    out.extend_from_slice(bytes);
+                    loader.values.insert(*c, Arc::new(bytes.to_vec()));
                 }
                 if out.len() as u64 != *len {
                     return Err(Error::Corrupted {

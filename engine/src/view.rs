@@ -1,7 +1,7 @@
 //! A transaction's private copy-on-write view of the registry: nodes it changed,
 //! created and freed, over an immutable snapshot.
 
-use crate::cache::NodeCache;
+use crate::cache::{NodeCache, ValueCache};
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
 use crate::node::Node;
@@ -14,6 +14,7 @@ use std::sync::Arc;
 pub(crate) struct Loader {
     pub store: Arc<BlobStore>,
     pub cache: NodeCache,
+    pub values: ValueCache,
 }
 
 impl Loader {
