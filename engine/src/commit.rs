@@ -333,13 +333,13 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         };
         let values: Vec<(BlobId, Vec<u8>)> = tx.values.drain().collect();
         for (id, data) in values {
-            store.put(&blob_path(id), codec::frame(Kind::Value, &data))?;
+            store.put_fresh(&blob_path(id), codec::frame(Kind::Value, &data))?;
             keep_locks()?;
         }
         let mut paths = Vec::new();
         for (blob, data) in node_blobs.iter() {
             let path = blob_path(*blob);
-            store.put(&path, data.clone())?;
+            store.put_fresh(&path, data.clone())?;
             paths.push(path);
             keep_locks()?;
         }

@@ -243,6 +243,39 @@ impl BlobStore {
         })
     }
 
+    /// Writes an object under a name nobody reads before this call returns
+    /// (a fresh blob id: the commit record naming it comes later). In a local
+    /// folder that is one create-and-write, without object_store's staging
+    /// file and rename (two of the three metadata operations of a put): a
+    /// crash mid-write leaves a partial blob nothing references, which GC
+    /// removes like any orphan.
+    pub fn put_fresh(&self, path: &Path, data: Vec<u8>) -> Result<()> {
+        let StoreLocation::Local(root) = &self.location else {
+            return self.put(path, data);
+        };
+        let full = root.join(path.as_ref());
+        let io = |source| Error::Io {
+            path: full.display().to_string(),
+            source,
+        };
+        let open = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&full)
+        };
+        let mut f = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = full.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                open().map_err(io)?
+            }
+            r => r.map_err(io)?,
+        };
+        std::io::Write::write_all(&mut f, &data).map_err(io)
+    }
+
     /// Creates an object only if absent: `Ok(false)` when it already existed.
     pub fn create(&self, path: &Path, data: Vec<u8>) -> Result<bool> {
         let payload = PutPayload::from(Bytes::from(data));

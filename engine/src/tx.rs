@@ -545,7 +545,7 @@ impl Transaction {
         self.db
             .loader
             .store
-            .put(&path, codec::frame(Kind::Value, data))?;
+            .put_fresh(&path, codec::frame(Kind::Value, data))?;
         self.io_time += t.elapsed();
         Ok(())
     }
