@@ -63,6 +63,22 @@ enum Command {
     Job(swarm_cli::JobCmd),
     /// Claim and run jobs of a volume until stopped.
     Agent(swarm_cli::AgentArgs),
+    /// Delete blobs no state within the retention window can reach.
+    Gc {
+        /// Where the volume's blobs live.
+        store: String,
+        /// Coordinator of a shared volume.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Count what would go; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Keep everything younger than this many seconds (snapshots that old
+        /// may still be read by a running process). In cluster mode it is
+        /// never below two minutes.
+        #[arg(long, default_value_t = 600)]
+        retention: u64,
+    },
     /// Walk every directory of the volume and check its B-trees and entries.
     Fsck {
         /// Where the volume's blobs live.
@@ -143,6 +159,25 @@ fn main() {
             Command::Macro(cmd) => swarm_cli::macro_cmd(cmd),
             Command::Job(cmd) => swarm_cli::job_cmd(cmd),
             Command::Agent(a) => swarm_cli::agent(a),
+            Command::Gc {
+                store,
+                redis,
+                dry_run,
+                retention,
+            } => open_volume(&store, redis.as_deref(), quiet()).and_then(|(db, _)| {
+                let r = db.gc(std::time::Duration::from_secs(retention), dry_run)?;
+                let verb = if dry_run { "would delete" } else { "deleted" };
+                println!(
+                    "{verb} {} of {} blobs ({} bytes), {} log records, {} checkpoints, {} staging files",
+                    r.blobs_deleted,
+                    r.blobs_scanned,
+                    r.bytes_deleted,
+                    r.log_records_deleted,
+                    r.checkpoints_deleted,
+                    r.staging_files_deleted
+                );
+                Ok(())
+            }),
             Command::Fsck { store, redis } => open_volume(&store, redis.as_deref(), quiet())
                 .and_then(|(db, root)| {
                     let fs = Fs::new(db, FsOptions::default(), root)?;

@@ -189,14 +189,25 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one and waits until it answers.
+    /// Starts one and waits until it answers. Tests run in parallel and a
+    /// free port can be picked twice: a server that lost the port exits, and
+    /// one that answers must be ours (its process id), else try another port.
     pub fn start() -> RedisServer {
+        for _ in 0..20 {
+            if let Some(s) = Self::try_start() {
+                return s;
+            }
+        }
+        panic!("redis-server did not start on any free port");
+    }
+
+    fn try_start() -> Option<RedisServer> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new("redis-server")
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -211,19 +222,42 @@ impl RedisServer {
             .spawn()
             .expect("redis-server");
         let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "redis did not start"
-            );
+        while start.elapsed() < Duration::from_secs(10) {
+            if child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            if redis_pid(port) == Some(child.id()) {
+                return Some(RedisServer {
+                    child,
+                    url: format!("redis://127.0.0.1:{port}/"),
+                    _dir: dir,
+                });
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        RedisServer {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-            _dir: dir,
-        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
     }
+}
+
+/// The process id of the redis-server answering on `port`.
+fn redis_pid(port: u16) -> Option<u32> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.contains("process_id:") || !text[text.find("process_id:")?..].contains('\n') {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let rest = &text[text.find("process_id:")? + "process_id:".len()..];
+    rest.lines().next()?.trim().parse().ok()
 }
 
 impl Drop for RedisServer {
