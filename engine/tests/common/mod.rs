@@ -36,14 +36,20 @@ pub struct RedisServer {
 
 impl RedisServer {
     /// Starts a server with no persistence and waits until it answers.
+    /// Parallel tests can pick one free port twice: the server that lost it
+    /// exits, so a server is accepted only when it answers with its own pid.
     pub fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut s = RedisServer { child: None, port };
-        s.restart();
-        s
+        for _ in 0..20 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let mut s = RedisServer { child: None, port };
+            if s.spawn() {
+                return s;
+            }
+        }
+        panic!("redis-server did not start on any free port");
     }
 
     /// The URL workers connect to.
@@ -61,6 +67,15 @@ impl RedisServer {
 
     /// Starts it again on the same port (empty: nothing was persisted).
     pub fn restart(&mut self) {
+        assert!(
+            self.spawn(),
+            "redis-server did not start again on port {}",
+            self.port
+        );
+    }
+
+    /// Starts the server on `self.port`; true once it answers as itself.
+    fn spawn(&mut self) -> bool {
         self.kill();
         let child = std::process::Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
@@ -76,23 +91,39 @@ impl RedisServer {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
+        let pid = child.id();
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
-            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::{Read, Write};
-                let mut buf = [0u8; 7];
-                if s.write_all(b"PING\r\n").is_ok()
-                    && s.read_exact(&mut buf).is_ok()
-                    && &buf == b"+PONG\r\n"
-                {
-                    return;
-                }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            if exited {
+                self.child = None;
+                return false;
+            }
+            if answering_pid(self.port) == Some(pid) {
+                return true;
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        panic!("redis-server did not start on port {}", self.port);
+        self.kill();
+        false
     }
+}
+
+/// The process id of the redis-server answering on `port`.
+fn answering_pid(port: u16) -> Option<u32> {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    s.write_all(b"INFO server\r\n").ok()?;
+    std::io::BufReader::new(s)
+        .lines()
+        .map_while(|l| l.ok())
+        .find_map(|l| l.strip_prefix("process_id:")?.trim().parse().ok())
 }
 
 impl Drop for RedisServer {
