@@ -97,6 +97,14 @@ pub struct DbStats {
     pub cache_hits: u64,
     /// Node cache misses.
     pub cache_misses: u64,
+    /// Bytes the node cache holds.
+    pub cache_bytes: u64,
+    /// Value chunk cache hits.
+    pub value_hits: u64,
+    /// Value chunk cache misses.
+    pub value_misses: u64,
+    /// Bytes the value chunk cache holds.
+    pub value_bytes: u64,
 }
 
 pub(crate) struct DbInner {
@@ -134,19 +142,26 @@ pub struct Db {
 }
 
 #[derive(Serialize, Deserialize)]
-struct VolumeMarker {
-    name: String,
-    format: u32,
+pub(crate) struct VolumeMarker {
+    pub name: String,
+    pub format: u32,
     /// Names the volume in coordinator keys.
-    id: u128,
-    created_ms: u64,
+    pub id: u128,
+    pub created_ms: u64,
 }
 
 /// On-store format. 2: blobs in one level of 256 folders (1 had two levels,
 /// which cost a mkdir for most of a young volume's blobs).
 const VOLUME_FORMAT: u32 = 2;
 
-const OUR_TOP_LEVEL: &[&str] = &["blobs", "log", "checkpoints", "intents", "volume"];
+const OUR_TOP_LEVEL: &[&str] = &[
+    "blobs",
+    "log",
+    "checkpoints",
+    "intents",
+    "volume",
+    "members",
+];
 
 /// Formats an empty location, or checks that it holds a volume; returns its id.
 fn format_or_check(store: &BlobStore) -> Result<u128> {
@@ -164,19 +179,7 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
         return Ok(m.id);
     }
     if let Some(root) = store.location().local_root() {
-        let entries = std::fs::read_dir(root).map_err(|source| Error::Io {
-            path: root.display().to_string(),
-            source,
-        })?;
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if !name.starts_with('.') && !OUR_TOP_LEVEL.contains(&name.as_str()) {
-                return Err(Error::NotAVolume(format!(
-                    "{}: folder is not empty and holds no sopfs volume",
-                    root.display()
-                )));
-            }
-        }
+        refuse_foreign_folder(root)?;
     }
     // The catalog root is created by log record 1; create-if-absent makes a
     // concurrent format harmless (one wins, the other adopts it).
@@ -243,12 +246,38 @@ impl DbInner {
     }
 }
 
+/// Refuses a folder that holds other things than a volume's (checked before
+/// anything, even a lock file, is written into it).
+fn refuse_foreign_folder(root: &std::path::Path) -> Result<()> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(Error::Io {
+                path: root.display().to_string(),
+                source,
+            })
+        }
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && !OUR_TOP_LEVEL.contains(&name.as_str()) {
+            return Err(Error::NotAVolume(format!(
+                "{}: folder is not empty and holds no sopfs volume",
+                root.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Creates a local store's folder and takes its lock: exclusive for embedded
 /// mode, shared for cluster mode (so the two never mix). None for other stores.
 fn folder_lock(location: &StoreLocation, exclusive: bool) -> Result<Option<ExclusiveLock>> {
     let Some(root) = location.local_root() else {
         return Ok(None);
     };
+    refuse_foreign_folder(root)?;
     std::fs::create_dir_all(root).map_err(|source| Error::Io {
         path: root.display().to_string(),
         source,
@@ -471,10 +500,33 @@ impl Db {
         self.inner.registry.current().nodes.len()
     }
 
+    /// Announces (or refreshes) process `id` on the volume with `body`; see
+    /// [`crate::inspect`]. Callers repeat it as a heartbeat.
+    pub fn announce(&self, id: &str, body: Vec<u8>) -> Result<()> {
+        self.inner
+            .loader
+            .store
+            .put(&crate::inspect::member_path(id), body)
+    }
+
+    /// Removes process `id`'s announcement.
+    pub fn withdraw(&self, id: &str) -> Result<()> {
+        self.inner
+            .loader
+            .store
+            .delete(&crate::inspect::member_path(id))
+    }
+
+    /// Processes announced on this volume, freshest first.
+    pub fn members(&self) -> Result<Vec<crate::inspect::Member>> {
+        crate::inspect::members(&self.inner.loader.store)
+    }
+
     /// Counters since open.
     pub fn stats(&self) -> DbStats {
         let s = &self.inner.stats;
-        let (hits, misses, _) = self.inner.loader.cache.stats();
+        let (hits, misses, bytes) = self.inner.loader.cache.stats();
+        let (value_hits, value_misses, value_bytes) = self.inner.loader.values.stats();
         DbStats {
             commits: s.commits.load(Ordering::Relaxed),
             merges: s.merges.load(Ordering::Relaxed),
@@ -483,6 +535,10 @@ impl Db {
             retries: s.retries.load(Ordering::Relaxed),
             cache_hits: hits,
             cache_misses: misses,
+            cache_bytes: bytes as u64,
+            value_hits,
+            value_misses,
+            value_bytes: value_bytes as u64,
         }
     }
 }

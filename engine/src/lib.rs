@@ -14,6 +14,7 @@ mod db;
 mod error;
 mod gc;
 pub mod ids;
+pub mod inspect;
 pub mod node;
 mod recovery;
 pub mod redis_coord;

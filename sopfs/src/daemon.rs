@@ -5,10 +5,15 @@
 //! SIGTERM / SIGINT / SIGHUP commit what is buffered, then unmount; the
 //! session ends and the process exits 0.
 
+use crate::exporter;
 use crate::fs::{Fs, FsOptions, Stale};
 use crate::fuse::FuseFs;
 use crate::macros::run::{LlmConfig, RunConfig};
+use crate::metrics::Metrics;
+use crate::presence::{unix_now, Announcement, Heartbeat};
+use crate::virt::Control;
 use anyhow::{bail, Context};
+use engine::redis_coord::redact_url;
 use engine::{Db, Options, RedisCoordinator, StoreLocation};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::{Read, Write};
@@ -81,7 +86,9 @@ pub fn unmount(p: &Path, lazy: bool) -> anyhow::Result<()> {
 struct DaemonOpts {
     read_only: bool,
     allow_exec: bool,
+    allow_other: bool,
     cache_dir: Option<std::path::PathBuf>,
+    metrics: Option<String>,
 }
 
 fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> {
@@ -94,6 +101,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
     let mut read_only = false;
     let mut allow_exec = false;
     let mut cache_dir = None;
+    let mut metrics = None;
     cfg.mount_options = vec![
         M::FSName(args.store.clone()),
         M::Subtype("sopfs".into()),
@@ -124,6 +132,13 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
                 })?;
                 cache_dir = Some(dir);
             }
+            x if x.starts_with("metrics=") => {
+                let addr = &x["metrics=".len()..];
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    bail!("metrics={addr}: expected IP:PORT, like 127.0.0.1:9567");
+                }
+                metrics = Some(addr.to_string());
+            }
             "allow_other" => cfg.acl = fuser::SessionACL::All,
             "allow_root" => cfg.acl = fuser::SessionACL::RootAndOwner,
             "dev" => cfg.mount_options.push(M::Dev),
@@ -138,12 +153,15 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
             x => bail!("unknown mount option {x:?}"),
         }
     }
+    let allow_other = matches!(cfg.acl, fuser::SessionACL::All);
     Ok((
         cfg,
         DaemonOpts {
             read_only,
             allow_exec,
+            allow_other,
             cache_dir,
+            metrics,
         },
     ))
 }
@@ -277,6 +295,10 @@ fn serve(
     signals.add(Signal::SIGHUP);
     signals.thread_block().context("blocking signals")?;
 
+    // Resolved before mounting: once mounted, a stat of it would wait on
+    // this very daemon.
+    let mount_path =
+        std::fs::canonicalize(&args.mountpoint).unwrap_or_else(|_| args.mountpoint.clone());
     let (db, sync_root) = open_volume(&args.store, args.redis.as_deref(), Options::default())?;
     let fs = Arc::new(Fs::new(
         db,
@@ -292,7 +314,15 @@ fn serve(
         llm: LlmConfig::from_env(),
         caller: None,
     };
-    let adapter = FuseFs::new(fs.clone(), Duration::from_secs(1), run_cfg);
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = &dopts.metrics {
+        exporter::start(addr, &fs, metrics.clone())?;
+    }
+    let control = Control {
+        metrics,
+        config: config_text(args, dopts, fs.options()),
+    };
+    let adapter = FuseFs::new(fs.clone(), Duration::from_secs(1), run_cfg, control);
     let session = fuser::Session::new(adapter, &args.mountpoint, &cfg)
         .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
     install_invalidation(&fs, session.notifier());
@@ -323,17 +353,74 @@ fn serve(
             }
         })
         .context("signal thread")?;
-    tracing::info!(store = %args.store, mountpoint = %args.mountpoint.display(), "mounted");
+    let heartbeat = Heartbeat::start(
+        fs.clone(),
+        Announcement {
+            host: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            mountpoint: mount_path.display().to_string(),
+            mode: if args.redis.is_some() {
+                "cluster"
+            } else {
+                "embedded"
+            }
+            .into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started: unix_now(),
+            read_only: dopts.read_only,
+        },
+    )
+    .context("heartbeat thread")?;
+    tracing::info!(store = %redact_url(&args.store), mountpoint = %args.mountpoint.display(), "mounted");
     if let Some(pipe) = ready.take() {
         // Closing the pipe lets the waiting parent exit.
         report(pipe, "ok");
     }
     let background = session.spawn().context("FUSE session")?;
     background.join().context("FUSE session")?;
+    drop(heartbeat);
     fs.flush_all()?;
     fs.reap_all();
     tracing::info!("unmounted");
     Ok(())
+}
+
+/// The text of `/.sopfs/config`: what this mount runs with, without secrets.
+fn config_text(args: &MountArgs, dopts: &DaemonOpts, fs: &FsOptions) -> String {
+    let options: Vec<String> = args
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+        .map(|o| match o.strip_prefix("redis=") {
+            Some(url) => format!("redis={}", redact_url(url)),
+            None => o.to_string(),
+        })
+        .collect();
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let v = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": redact_url(&args.store),
+        "redis": args.redis.as_deref().map(redact_url),
+        "mode": if args.redis.is_some() { "cluster" } else { "embedded" },
+        "mountpoint": args.mountpoint.display().to_string(),
+        "options": options,
+        "read_only": dopts.read_only,
+        "allow_other": dopts.allow_other,
+        "macro_exec": dopts.allow_exec,
+        "cache_dir": fs.cache_dir.display().to_string(),
+        "metrics": dopts.metrics,
+        "attr_timeout_secs": 1,
+        "host": host,
+        "pid": std::process::id(),
+    });
+    let mut text = serde_json::to_string_pretty(&v).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 /// Pushes other hosts' changes out of the kernel's caches: at every open

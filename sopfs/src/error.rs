@@ -103,6 +103,19 @@ impl FsError {
     }
 }
 
+impl FsError {
+    /// True when stored data failed its checks (checksum, framing, a blob
+    /// missing): the data is damaged, not merely unreachable for now.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            FsError::Corrupted(_)
+                | FsError::Engine(engine::Error::Corrupted { .. })
+                | FsError::Engine(engine::Error::Missing { .. })
+        )
+    }
+}
+
 impl From<engine::Error> for FsError {
     fn from(e: engine::Error) -> Self {
         match e {

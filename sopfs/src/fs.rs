@@ -311,7 +311,12 @@ impl Fs {
         }
     }
 
-    /// The engine underneath.
+    /// How this filesystem is served.
+    pub fn options(&self) -> &FsOptions {
+        &self.opts
+    }
+
+    /// The engine under this filesystem.
     pub fn db(&self) -> &Db {
         &self.db
     }
@@ -339,12 +344,12 @@ impl Fs {
 
     // ----- records -----
 
-    fn load(tx: &mut Transaction, ino: u64) -> FsResult<Inode> {
+    pub(crate) fn load(tx: &mut Transaction, ino: u64) -> FsResult<Inode> {
         let bytes = tx.get(INODES, &ino_key(ino))?.ok_or(FsError::NotFound)?;
         Inode::decode(&bytes).ok_or_else(|| FsError::Corrupted(format!("inode {ino:#x}")))
     }
 
-    fn store(tx: &mut Transaction, ino: u64, inode: &Inode) -> FsResult<()> {
+    pub(crate) fn store(tx: &mut Transaction, ino: u64, inode: &Inode) -> FsResult<()> {
         tx.upsert(INODES, &ino_key(ino), &inode.encode())?;
         Ok(())
     }
@@ -1214,7 +1219,12 @@ impl Fs {
         let mut buf = vec![0u8; len];
         if offset < committed_limit {
             let n = ((committed_limit - offset) as usize).min(len);
-            self.read_committed(ino, offset, &mut buf[..n])?;
+            if let Err(e) = self.read_committed(ino, offset, &mut buf[..n]) {
+                if e.is_damage() {
+                    tracing::error!(file = %self.path_of(ino), ino, offset, error = %e, "damaged data not served");
+                }
+                return Err(e);
+            }
         }
         if let Some(d) = dirty {
             d.overlay(offset, &mut buf)?;
@@ -1668,6 +1678,43 @@ impl Fs {
             }
         }
         Ok((dirs, files))
+    }
+
+    /// A path of `ino` for messages: a breadth-first search from the root,
+    /// bounded so a damaged read on a huge volume still answers quickly.
+    pub fn path_of(&self, ino: u64) -> String {
+        let unknown = format!("<inode {ino:#x}>");
+        let Ok(mut tx) = self.read_tx() else {
+            return unknown;
+        };
+        let mut queue = std::collections::VecDeque::from([(ROOT_INO, String::new())]);
+        let mut budget = 200_000usize;
+        while let Some((d, path)) = queue.pop_front() {
+            let mut cur = Cursor::new(vec![1u8].., Direction::Forward);
+            loop {
+                let Ok(batch) = tx.scan(&dir_tree(d), &mut cur, 1024) else {
+                    break;
+                };
+                for (name, v) in batch {
+                    let Some(e) = Entry::decode(&v) else { continue };
+                    let p = format!("{path}/{}", String::from_utf8_lossy(&name));
+                    if e.ino == ino {
+                        return p;
+                    }
+                    if e.kind == Kind::Dir {
+                        queue.push_back((e.ino, p));
+                    }
+                    budget = budget.saturating_sub(1);
+                }
+                if cur.is_done() || budget == 0 {
+                    break;
+                }
+            }
+            if budget == 0 {
+                break;
+            }
+        }
+        unknown
     }
 
     /// Filesystem statistics: (files in use). Sizes are the store's to know.

@@ -5,7 +5,8 @@ use crate::error::FsError;
 use crate::fs::{Attr, Caller, Fs, NodeSpec, SetAttr};
 use crate::inode::{Kind, Time};
 use crate::macros::run::RunConfig;
-use crate::virt::Virtual;
+use crate::metrics::{Metrics, Op};
+use crate::virt::{Control, Virtual};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
@@ -23,26 +24,20 @@ pub struct FuseFs {
     fs: Arc<Fs>,
     virt: Virtual,
     ttl: Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl FuseFs {
     /// Serves `fs`; the kernel may cache entries and attributes for `ttl`;
-    /// macros run from `/.macros` with `cfg`.
-    pub fn new(fs: Arc<Fs>, ttl: Duration, cfg: RunConfig) -> FuseFs {
+    /// macros run from `/.macros` with `cfg`; `/.sopfs` shows `control`.
+    pub fn new(fs: Arc<Fs>, ttl: Duration, cfg: RunConfig, control: Control) -> FuseFs {
         FuseFs {
-            virt: Virtual::new(fs.clone(), cfg),
+            metrics: control.metrics.clone(),
+            virt: Virtual::new(fs.clone(), cfg, control),
             fs,
             ttl,
         }
     }
-}
-
-fn errno(e: &FsError) -> Errno {
-    let n = e.errno();
-    if n == libc::EIO {
-        tracing::error!(error = %e, "operation failed");
-    }
-    Errno::from_i32(n)
 }
 
 fn file_type(k: Kind) -> FileType {
@@ -99,23 +94,32 @@ impl FuseFs {
                 self.fs.remember(a.ino);
                 reply.entry(&self.ttl, &to_attr(&a), Generation(0))
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
-    fn empty(r: Result<(), FsError>, reply: ReplyEmpty) {
+    fn errno(&self, e: &FsError) -> Errno {
+        let n = e.errno();
+        if n == libc::EIO {
+            tracing::error!(error = %e, "operation failed");
+        }
+        self.metrics.error(n);
+        Errno::from_i32(n)
+    }
+
+    fn empty(&self, r: Result<(), FsError>, reply: ReplyEmpty) {
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
-    fn xattr(r: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
+    fn xattr(&self, r: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
         match r {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
             Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
             Ok(v) => reply.data(&v),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 }
@@ -143,25 +147,27 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _t = self.metrics.op(Op::Lookup);
         if let Some(r) = self.virt.lookup(parent.0, name.as_bytes()) {
             return match r {
                 Ok(a) => reply.entry(&Duration::ZERO, &to_attr(&a), Generation(0)),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(self.errno(&e)),
             };
         }
         self.entry(self.fs.lookup(parent.0, name.as_bytes()), reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _t = self.metrics.op(Op::Getattr);
         if Virtual::owns(ino.0) {
             return match self.virt.getattr(ino.0) {
                 Ok(a) => reply.attr(&Duration::ZERO, &to_attr(&a)),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(self.errno(&e)),
             };
         }
         match self.fs.getattr(ino.0) {
             Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -183,11 +189,12 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _t = self.metrics.op(Op::Setattr);
         if Virtual::owns(ino.0) {
             // O_TRUNC on a virtual file: nothing to cut.
             return match self.virt.getattr(ino.0) {
                 Ok(a) => reply.attr(&Duration::ZERO, &to_attr(&a)),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(self.errno(&e)),
             };
         }
         let set = SetAttr {
@@ -201,14 +208,15 @@ impl Filesystem for FuseFs {
         };
         match self.fs.setattr(ino.0, &set) {
             Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _t = self.metrics.op(Op::Readlink);
         match self.fs.readlink(ino.0) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -222,6 +230,7 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.metrics.op(Op::Create);
         if Virtual::owns(parent.0) {
             return reply.error(Errno::EPERM);
         }
@@ -247,6 +256,7 @@ impl Filesystem for FuseFs {
         _umask: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.metrics.op(Op::Create);
         if Virtual::owns(parent.0) {
             return reply.error(Errno::EPERM);
         }
@@ -258,17 +268,19 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.metrics.op(Op::Remove);
         if let Some(r) = self.virt.unlink(parent.0, name.as_bytes()) {
-            return Self::empty(r, reply);
+            return self.empty(r, reply);
         }
-        Self::empty(self.fs.unlink(parent.0, name.as_bytes()), reply);
+        self.empty(self.fs.unlink(parent.0, name.as_bytes()), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.metrics.op(Op::Remove);
         if Virtual::owns(parent.0) {
             return reply.error(Errno::EPERM);
         }
-        Self::empty(self.fs.rmdir(parent.0, name.as_bytes()), reply);
+        self.empty(self.fs.rmdir(parent.0, name.as_bytes()), reply);
     }
 
     fn symlink(
@@ -279,6 +291,7 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _t = self.metrics.op(Op::Create);
         if Virtual::owns(parent.0) {
             return reply.error(Errno::EPERM);
         }
@@ -302,6 +315,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.metrics.op(Op::Rename);
         if Virtual::owns(parent.0) || Virtual::owns(newparent.0) {
             return reply.error(Errno::EPERM);
         }
@@ -312,7 +326,7 @@ impl Filesystem for FuseFs {
             newname.as_bytes(),
             flags.bits(),
         );
-        Self::empty(r, reply);
+        self.empty(r, reply);
     }
 
     fn link(
@@ -323,6 +337,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _t = self.metrics.op(Op::Link);
         if Virtual::owns(ino.0) || Virtual::owns(newparent.0) {
             return reply.error(Errno::EPERM);
         }
@@ -330,15 +345,16 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.metrics.op(Op::Open);
         if Virtual::owns(ino.0) {
             return match self.virt.open(ino.0) {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(self.errno(&e)),
             };
         }
         match self.fs.open(ino.0, flags.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -353,15 +369,19 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _t = self.metrics.op(Op::Read);
         if Virtual::owns_fh(fh.0) {
             return match self.virt.read(fh.0, offset, size) {
                 Ok(d) => reply.data(&d),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(self.errno(&e)),
             };
         }
         match self.fs.read(ino.0, offset, size) {
-            Ok(d) => reply.data(&d),
-            Err(e) => reply.error(errno(&e)),
+            Ok(d) => {
+                self.metrics.read_bytes(d.len());
+                reply.data(&d)
+            }
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -377,14 +397,18 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _t = self.metrics.op(Op::Write);
         let r = if Virtual::owns_fh(fh.0) {
             self.virt.write(fh.0, offset, data)
         } else {
             self.fs.write(fh.0, offset, data)
         };
         match r {
-            Ok(n) => reply.written(n),
-            Err(e) => reply.error(errno(&e)),
+            Ok(n) => {
+                self.metrics.written_bytes(n as usize);
+                reply.written(n)
+            }
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -396,15 +420,16 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = self.metrics.op(Op::Flush);
         if Virtual::owns_fh(fh.0) {
-            return Self::empty(self.virt.flush(fh.0), reply);
+            return self.empty(self.virt.flush(fh.0), reply);
         }
         let r = match self.fs.flush_handle(fh.0) {
             // A flush without a known handle still owes the file's commit.
             Err(FsError::BadHandle) => self.fs.flush(ino.0),
             r => r,
         };
-        Self::empty(r, reply);
+        self.empty(r, reply);
     }
 
     fn release(
@@ -417,10 +442,11 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.metrics.op(Op::Release);
         if Virtual::owns_fh(fh.0) {
-            return Self::empty(self.virt.release(fh.0), reply);
+            return self.empty(self.virt.release(fh.0), reply);
         }
-        Self::empty(self.fs.release(fh.0), reply);
+        self.empty(self.fs.release(fh.0), reply);
     }
 
     fn fsync(
@@ -431,10 +457,12 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(self.fs.fsync(ino.0), reply);
+        let _t = self.metrics.op(Op::Fsync);
+        self.empty(self.fs.fsync(ino.0), reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.metrics.op(Op::Open);
         let r = if Virtual::owns(ino.0) {
             self.virt.opendir(ino.0)
         } else {
@@ -442,7 +470,7 @@ impl Filesystem for FuseFs {
         };
         match r {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -454,6 +482,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _t = self.metrics.op(Op::Readdir);
         if Virtual::owns_fh(fh.0) {
             return match self.virt.readdir(fh.0, offset) {
                 Ok(list) => {
@@ -469,7 +498,7 @@ impl Filesystem for FuseFs {
                     }
                     reply.ok()
                 }
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(self.errno(&e)),
             };
         }
         let r = self.fs.readdir(fh.0, offset, |e, next| {
@@ -482,7 +511,7 @@ impl Filesystem for FuseFs {
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -494,6 +523,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _t = self.metrics.op(Op::Readdir);
         if Virtual::owns_fh(fh.0) {
             return match self.virt.readdir(fh.0, offset) {
                 Ok(list) => {
@@ -518,7 +548,7 @@ impl Filesystem for FuseFs {
                     }
                     reply.ok()
                 }
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(self.errno(&e)),
             };
         }
         let r = self.fs.readdir_plus(fh.0, offset, |e, attr, next| {
@@ -555,7 +585,7 @@ impl Filesystem for FuseFs {
         });
         match r {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -567,6 +597,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.metrics.op(Op::Release);
         if Virtual::owns_fh(fh.0) {
             let _ = self.virt.release(fh.0);
         } else {
@@ -583,10 +614,12 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(self.fs.sync_store(), reply);
+        let _t = self.metrics.op(Op::Fsync);
+        self.empty(self.fs.sync_store(), reply);
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = self.metrics.op(Op::Other);
         // The store has no fixed size: report a large, steady capacity.
         let used = self.fs.inode_count().unwrap_or(0);
         let blocks = 1u64 << 40;
@@ -604,25 +637,30 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        Self::empty(
+        let _t = self.metrics.op(Op::Xattr);
+        self.empty(
             self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
             reply,
         );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        Self::xattr(self.fs.getxattr(ino.0, name.as_bytes()), size, reply);
+        let _t = self.metrics.op(Op::Xattr);
+        self.xattr(self.fs.getxattr(ino.0, name.as_bytes()), size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        Self::xattr(self.fs.listxattr(ino.0), size, reply);
+        let _t = self.metrics.op(Op::Xattr);
+        self.xattr(self.fs.listxattr(ino.0), size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(self.fs.removexattr(ino.0, name.as_bytes()), reply);
+        let _t = self.metrics.op(Op::Xattr);
+        self.empty(self.fs.removexattr(ino.0, name.as_bytes()), reply);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let _t = self.metrics.op(Op::Other);
         // Mounted with default_permissions: the kernel checks access itself.
         reply.ok();
     }
@@ -637,6 +675,7 @@ impl Filesystem for FuseFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _t = self.metrics.op(Op::Create);
         if let Some(r) = self.virt.create(parent.0, name.as_bytes()) {
             return match r {
                 Ok((a, fh)) => reply.created(
@@ -646,7 +685,7 @@ impl Filesystem for FuseFs {
                     FileHandle(fh),
                     FopenFlags::FOPEN_DIRECT_IO,
                 ),
-                Err(e) => reply.error(errno(&e)),
+                Err(e) => reply.error(self.errno(&e)),
             };
         }
         match self
@@ -663,7 +702,7 @@ impl Filesystem for FuseFs {
                     FopenFlags::empty(),
                 )
             }
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(self.errno(&e)),
         }
     }
 
@@ -677,6 +716,7 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        Self::empty(self.fs.fallocate(ino.0, offset, length, mode), reply);
+        let _t = self.metrics.op(Op::Other);
+        self.empty(self.fs.fallocate(ino.0, offset, length, mode), reply);
     }
 }

@@ -7,10 +7,14 @@
 pub mod daemon;
 pub mod dirty;
 pub mod error;
+pub mod exporter;
 pub mod fs;
+pub mod fsck;
 pub mod fuse;
 pub mod inode;
 pub mod macros;
+pub mod metrics;
+pub mod presence;
 pub mod virt;
 
 pub use error::{FsError, FsResult};

@@ -7,6 +7,8 @@ use sopfs::daemon::{open_volume, run_mount, unmount_and_wait, MountArgs};
 use sopfs::{Fs, FsOptions};
 use std::path::PathBuf;
 
+mod admin_cli;
+mod stats_cli;
 mod swarm_cli;
 
 #[derive(Parser)]
@@ -38,10 +40,21 @@ enum Command {
         /// Return once the mount answers; the daemon keeps serving.
         #[arg(long)]
         background: bool,
-        /// Mount options: ro, allow_other, allow_root, noatime, nodev, nosuid, noexec, ...
+        /// Mount options: ro, allow_other, allow_root, noatime, nodev, nosuid, noexec,
+        /// cache_dir=PATH, metrics=IP:PORT, macro_exec, ...
         #[arg(short = 'o')]
         options: Vec<String>,
+        /// Serve Prometheus metrics on IP:PORT (same as -o metrics=IP:PORT).
+        #[arg(long, value_name = "IP:PORT")]
+        metrics: Option<String>,
     },
+    /// Volume facts, the daemons serving it (by heartbeat) and its usage.
+    Status {
+        /// Where the volume's blobs live.
+        store: String,
+    },
+    /// Live rates of a mount: operations, latency, bytes, commits, caches.
+    Stats(stats_cli::StatsArgs),
     /// Unmount a sopfs mount point; its daemon commits and exits.
     Umount {
         /// The mount point.
@@ -79,13 +92,18 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         retention: u64,
     },
-    /// Walk every directory of the volume and check its B-trees and entries.
+    /// Walk every directory, check every B-tree, entry and link count, and
+    /// read every file (each blob's checksum is verified).
     Fsck {
         /// Where the volume's blobs live.
         store: String,
         /// Coordinator of a shared volume.
         #[arg(long)]
         redis: Option<String>,
+        /// Fix what can be fixed: dangling names, link counts, parent links;
+        /// unreachable inodes go to /lost+found.
+        #[arg(long)]
+        repair: bool,
     },
 }
 
@@ -137,14 +155,20 @@ fn main() {
                 mountpoint,
                 redis,
                 background,
-                options,
-            } => run_mount(MountArgs {
-                store,
-                mountpoint,
-                redis,
-                background,
-                options,
-            }),
+                mut options,
+                metrics,
+            } => {
+                options.extend(metrics.map(|m| format!("metrics={m}")));
+                run_mount(MountArgs {
+                    store,
+                    mountpoint,
+                    redis,
+                    background,
+                    options,
+                })
+            }
+            Command::Status { store } => admin_cli::status(&store),
+            Command::Stats(a) => stats_cli::stats(a),
             Command::Umount { mountpoint } => unmount_and_wait(&mountpoint),
             Command::Info { store, redis } => open_volume(&store, redis.as_deref(), quiet())
                 .and_then(|(db, _)| {
@@ -178,13 +202,41 @@ fn main() {
                 );
                 Ok(())
             }),
-            Command::Fsck { store, redis } => open_volume(&store, redis.as_deref(), quiet())
-                .and_then(|(db, root)| {
-                    let fs = Fs::new(db, FsOptions::default(), root)?;
-                    let (dirs, files) = fs.check().context("volume is damaged")?;
-                    println!("ok: {dirs} directories, {files} other files");
-                    Ok(())
-                }),
+            Command::Fsck {
+                store,
+                redis,
+                repair,
+            } => open_volume(&store, redis.as_deref(), quiet()).and_then(|(db, root)| {
+                let fs = Fs::new(db, FsOptions::default(), root)?;
+                let mut progress = admin_cli::Progress::new("files and directories checked");
+                let r = fs
+                    .fsck(repair, &mut |n| progress.inc(n))
+                    .context("volume is damaged beyond what fsck can walk")?;
+                progress.finish();
+                for p in &r.problems {
+                    println!("problem: {p}");
+                }
+                for p in &r.repaired {
+                    println!("repaired: {p}");
+                }
+                let left = r.problems.len() - r.repaired.len();
+                println!(
+                    "{}: {} directories, {} other files, {:.1} MiB read and verified, {} problem(s){}",
+                    if left == 0 { "ok" } else { "damaged" },
+                    r.dirs,
+                    r.files,
+                    r.bytes as f64 / 1048576.0,
+                    r.problems.len(),
+                    if repair { format!(", {} repaired", r.repaired.len()) } else { String::new() }
+                );
+                if left > 0 {
+                    anyhow::bail!(
+                        "{left} problem(s) {}",
+                        if repair { "could not be repaired" } else { "found (--repair fixes what it can)" }
+                    );
+                }
+                Ok(())
+            }),
         };
     if let Err(e) = result {
         eprintln!("sopfs: {e:#}");

@@ -9,6 +9,7 @@ use crate::inode::{Inode, Kind, Time, ROOT_INO};
 use crate::macros::jobs::{self, Status};
 use crate::macros::run::{run, RunConfig};
 use crate::macros::{format, store};
+use crate::metrics::Metrics;
 use engine::TxMode;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -21,6 +22,12 @@ pub const MACROS_INO: u64 = 2;
 pub const JOBS_INO: u64 = 3;
 /// `/.macros/.run`: write a request, read the answer.
 pub const RUN_INO: u64 = 4;
+/// `/.sopfs`: the mount's read-only control files.
+pub const CONTROL_INO: u64 = 5;
+/// `/.sopfs/stats`: counters in the Prometheus text format.
+pub const STATS_INO: u64 = 6;
+/// `/.sopfs/config`: what this mount was started with (no credentials).
+pub const CONFIG_INO: u64 = 7;
 /// First line of every macro file: runs it through the runner.
 pub const SHEBANG: &str = "#!/usr/bin/env sopfs-macro\n";
 
@@ -39,10 +46,26 @@ enum Handle {
     NewJob { buf: Vec<u8>, done: bool },
 }
 
+/// What `/.sopfs` shows.
+pub struct Control {
+    /// The mount's counters.
+    pub metrics: Arc<Metrics>,
+    /// The text of `/.sopfs/config`, credentials already removed.
+    pub config: String,
+}
+
+impl Control {
+    /// `/.sopfs/stats` now.
+    pub fn stats(&self, fs: &Fs) -> String {
+        self.metrics.render(&fs.db().stats(), fs.db().seq())
+    }
+}
+
 /// The virtual part of a mount.
 pub struct Virtual {
     fs: Arc<Fs>,
     cfg: RunConfig,
+    control: Control,
     names: Mutex<HashMap<u64, String>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next: AtomicU64,
@@ -84,10 +107,11 @@ fn parse_job(buf: &[u8]) -> Result<(String, Vec<String>), String> {
 
 impl Virtual {
     /// The virtual files of `fs`; macros run with `cfg`.
-    pub fn new(fs: Arc<Fs>, cfg: RunConfig) -> Virtual {
+    pub fn new(fs: Arc<Fs>, cfg: RunConfig, control: Control) -> Virtual {
         Virtual {
             fs,
             cfg,
+            control,
             names: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
@@ -97,7 +121,7 @@ impl Virtual {
 
     /// True for an inode this module serves.
     pub fn owns(ino: u64) -> bool {
-        (MACROS_INO..=RUN_INO).contains(&ino) || class(ino) >= MACRO
+        (MACROS_INO..=CONFIG_INO).contains(&ino) || class(ino) >= MACRO
     }
 
     /// True for a handle this module gave out.
@@ -162,8 +186,14 @@ impl Virtual {
             ROOT_INO => match name.as_str() {
                 ".macros" => Some(Ok(self.attr(MACROS_INO, Kind::Dir, 0o755, 0))),
                 ".jobs" => Some(Ok(self.attr(JOBS_INO, Kind::Dir, 0o755, 0))),
+                ".sopfs" => Some(Ok(self.attr(CONTROL_INO, Kind::Dir, 0o555, 0))),
                 _ => None,
             },
+            CONTROL_INO => Some(match name.as_str() {
+                "stats" => self.getattr(STATS_INO),
+                "config" => self.getattr(CONFIG_INO),
+                _ => Err(FsError::NotFound),
+            }),
             MACROS_INO if name == ".run" => Some(Ok(self.attr(RUN_INO, Kind::File, 0o666, 0))),
             MACROS_INO => {
                 let ino = tag(MACRO, &name);
@@ -194,6 +224,14 @@ impl Virtual {
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         match ino {
             MACROS_INO | JOBS_INO => Ok(self.attr(ino, Kind::Dir, 0o755, 0)),
+            CONTROL_INO => Ok(self.attr(ino, Kind::Dir, 0o555, 0)),
+            // Reads are direct I/O, so a reader gets it all even when the
+            // counters grew between this size and its read.
+            STATS_INO => {
+                let len = self.control.stats(&self.fs).len() as u64;
+                Ok(self.attr(ino, Kind::File, 0o444, len))
+            }
+            CONFIG_INO => Ok(self.attr(ino, Kind::File, 0o444, self.control.config.len() as u64)),
             RUN_INO => Ok(self.attr(ino, Kind::File, 0o666, 0)),
             i if class(i) == MACRO => {
                 let text = self
@@ -252,6 +290,15 @@ impl Virtual {
                     });
                 }
             }
+            CONTROL_INO => {
+                for (n, fi) in [("stats", STATS_INO), ("config", CONFIG_INO)] {
+                    list.push(DirEntry {
+                        name: n.as_bytes().to_vec(),
+                        ino: fi,
+                        kind: Kind::File,
+                    });
+                }
+            }
             i if class(i) == JOB_DIR => {
                 let id = self.name_of(i)?;
                 list[1].ino = JOBS_INO;
@@ -296,7 +343,9 @@ impl Virtual {
                     .ok_or(FsError::NotFound)?,
             ),
             i if class(i) == STATUS || class(i) == RESULT => Handle::Read(self.job_file(i)?),
-            MACROS_INO | JOBS_INO => return Err(FsError::IsDir),
+            STATS_INO => Handle::Read(self.control.stats(&self.fs).into_bytes()),
+            CONFIG_INO => Handle::Read(self.control.config.clone().into_bytes()),
+            MACROS_INO | JOBS_INO | CONTROL_INO => return Err(FsError::IsDir),
             _ => return Err(FsError::NotFound),
         };
         Ok(self.handle(h))

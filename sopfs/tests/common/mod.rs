@@ -12,6 +12,14 @@ pub fn sopfs_bin() -> &'static str {
     env!("CARGO_BIN_EXE_sopfs")
 }
 
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// True when `p` is a mount point now.
 pub fn is_mounted(p: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -193,15 +201,20 @@ impl RedisServer {
     /// free port can be picked twice: a server that lost the port exits, and
     /// one that answers must be ours (its process id), else try another port.
     pub fn start() -> RedisServer {
+        Self::start_with_password(None)
+    }
+
+    /// Like [`RedisServer::start`], requiring `password` when given (the URL carries it).
+    pub fn start_with_password(password: Option<&str>) -> RedisServer {
         for _ in 0..20 {
-            if let Some(s) = Self::try_start() {
+            if let Some(s) = Self::try_start(password) {
                 return s;
             }
         }
         panic!("redis-server did not start on any free port");
     }
 
-    fn try_start() -> Option<RedisServer> {
+    fn try_start(password: Option<&str>) -> Option<RedisServer> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -216,6 +229,7 @@ impl RedisServer {
                 "--save",
                 "",
             ])
+            .args(password.map(|p| ["--requirepass", p]).into_iter().flatten())
             .arg("--dir")
             .arg(dir.path())
             .stdout(Stdio::null())
@@ -226,10 +240,11 @@ impl RedisServer {
             if child.try_wait().ok().flatten().is_some() {
                 return None;
             }
-            if redis_pid(port) == Some(child.id()) {
+            if redis_pid(port, password) == Some(child.id()) {
+                let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
                 return Some(RedisServer {
                     child,
-                    url: format!("redis://127.0.0.1:{port}/"),
+                    url: format!("redis://{auth}127.0.0.1:{port}/"),
                     _dir: dir,
                 });
             }
@@ -242,10 +257,18 @@ impl RedisServer {
 }
 
 /// The process id of the redis-server answering on `port`.
-fn redis_pid(port: u16) -> Option<u32> {
+fn redis_pid(port: u16, password: Option<&str>) -> Option<u32> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    if let Some(p) = password {
+        s.write_all(format!("AUTH {p}\r\n").as_bytes()).ok()?;
+        let mut ok = [0u8; 5];
+        s.read_exact(&mut ok).ok()?;
+        if &ok != b"+OK\r\n" {
+            return None;
+        }
+    }
     s.write_all(b"INFO server\r\n").ok()?;
     let mut text = String::new();
     let mut buf = [0u8; 4096];

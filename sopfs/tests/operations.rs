@@ -1,0 +1,457 @@
+//! What an operator uses around the daemon, on real mounts: `/.sopfs`
+//! control files, the Prometheus endpoint, `sopfs status` and `sopfs stats`,
+//! checksums caught on read and by fsck, fsck --repair, who may enter a mount,
+//! and credentials never shown.
+
+mod common;
+
+use common::{free_port, is_mounted, sopfs_bin, Mount, RedisServer};
+use sopfs::metrics::{parse, Sample};
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+
+fn sopfs(args: &[&str]) -> std::process::Output {
+    Command::new(sopfs_bin())
+        .args(args)
+        .output()
+        .expect("run sopfs")
+}
+
+fn stdout_ok(args: &[&str]) -> String {
+    let out = sopfs(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn one_line_error(args: &[&str]) -> String {
+    let out = sopfs(args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.starts_with("sopfs: "), "{err}");
+    err
+}
+
+fn value(samples: &[Sample], name: &str, op: Option<&str>) -> f64 {
+    samples
+        .iter()
+        .filter(|s| s.name == name && (op.is_none() || s.label("op") == op))
+        .map(|s| s.value)
+        .sum()
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn live_daemons(status: &str) -> usize {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("daemons"))
+        .unwrap_or_else(|| panic!("no daemons line in {status}"));
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"))
+}
+
+const PASSWORD: &str = "pw-Sekr1t-4242";
+
+#[test]
+fn control_files_metrics_and_status_show_the_mount_and_never_the_password() {
+    let redis = RedisServer::start_with_password(Some(PASSWORD));
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let store = store.to_str().expect("utf8");
+    let port = free_port();
+    let dir_a = t.path().join("a");
+    std::fs::create_dir(&dir_a).expect("mp");
+    let metrics = format!("metrics=127.0.0.1:{port}");
+    let mut a = Mount::start_at(store, &dir_a, Some(&redis.url), &[&metrics]);
+    for i in 0..100 {
+        std::fs::write(a.path(&format!("f{i}")), format!("{i}\n")).expect("write");
+    }
+
+    let stats = parse(&std::fs::read_to_string(a.path(".sopfs/stats")).expect("stats"));
+    assert!(value(&stats, "sopfs_fuse_op_seconds_count", Some("create")) >= 100.0);
+    assert!(value(&stats, "sopfs_commits_total", None) >= 100.0);
+    assert!(value(&stats, "sopfs_written_bytes_total", None) >= 290.0);
+    let config = std::fs::read_to_string(a.path(".sopfs/config")).expect("config");
+    let json: serde_json::Value = serde_json::from_str(&config).expect("config is JSON");
+    assert_eq!(json["mode"], "cluster");
+    assert_eq!(json["allow_other"], false);
+    assert!(json["redis"].as_str().is_some_and(|r| r.contains("***")));
+    assert!(!config.contains(PASSWORD), "{config}");
+    // Read-only, and invisible to listings of the root.
+    assert!(std::fs::write(a.path(".sopfs/stats"), "x").is_err());
+    let names: Vec<String> = std::fs::read_dir(&a.dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 100, "{names:?}");
+
+    let scrape = http_get(port, "/metrics");
+    assert!(scrape.starts_with("HTTP/1.0 200"), "{scrape}");
+    let scraped = parse(scrape.split("\r\n\r\n").nth(1).expect("body"));
+    assert!(value(&scraped, "sopfs_commits_total", None) >= 100.0);
+    assert!(http_get(port, "/nothing").starts_with("HTTP/1.0 404"));
+
+    let dir_b = t.path().join("b");
+    std::fs::create_dir(&dir_b).expect("mp");
+    let mut b = Mount::start_at(store, &dir_b, Some(&redis.url), &[]);
+    let status = stdout_ok(&["status", store]);
+    assert_eq!(live_daemons(&status), 2, "{status}");
+    for d in [&dir_a, &dir_b] {
+        assert!(status.contains(&d.display().to_string()), "{status}");
+    }
+    assert!(status.contains("cluster"), "{status}");
+    b.unmount();
+    let status = stdout_ok(&["status", store]);
+    assert_eq!(live_daemons(&status), 1, "{status}");
+
+    // A wrong password is one line and no mount; the message hides it too.
+    let wrong = redis.url.replace(PASSWORD, "not-the-password");
+    let err = one_line_error(&[
+        "mount",
+        store,
+        dir_b.to_str().expect("utf8"),
+        "--redis",
+        &wrong,
+    ]);
+    assert!(!err.contains("not-the-password"), "{err}");
+    assert!(!is_mounted(&dir_b));
+
+    a.unmount();
+    assert_eq!(live_daemons(&stdout_ok(&["status", store])), 0);
+    for log in [&a.log, &b.log] {
+        let text = std::fs::read_to_string(log).expect("log");
+        assert!(text.contains("mounted"), "{text}");
+        assert!(!text.contains(PASSWORD), "password in {}", log.display());
+    }
+}
+
+#[test]
+fn stats_prints_live_rates_of_a_busy_mount() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let m = Mount::start(store.to_str().expect("utf8"), t.path(), "m", None);
+    let dir = m.dir.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::write(dir.join(format!("w{}", i % 500)), b"data").expect("write");
+                i += 1;
+            }
+        })
+    };
+    let out = stdout_ok(&[
+        "stats",
+        dir.to_str().expect("utf8"),
+        "--count",
+        "2",
+        "--interval",
+        "0.5",
+        "--by-op",
+    ]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    let rows: Vec<Vec<f64>> = out
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<f64>().is_ok())
+        })
+        .map(|l| {
+            l.split_whitespace()
+                .map(|w| w.parse().unwrap_or(-1.0))
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    for r in &rows {
+        assert!(r[0] > 0.0, "ops/s: {out}");
+        assert!(r[4] > 0.0, "commits/s: {out}");
+    }
+    assert!(out.contains("  write"), "{out}");
+
+    let err = one_line_error(&["stats", t.path().to_str().expect("utf8"), "--count", "1"]);
+    assert!(err.contains("not a sopfs mount"), "{err}");
+    let err = one_line_error(&["stats", dir.to_str().expect("utf8"), "--interval", "0"]);
+    assert!(err.contains("--interval"), "{err}");
+}
+
+/// Flips one byte in the payload of every value blob (file content held
+/// outside directory nodes); returns how many.
+fn damage_values(store: &Path) -> usize {
+    let mut n = 0;
+    for dir in std::fs::read_dir(store.join("blobs"))
+        .expect("blobs")
+        .flatten()
+    {
+        for f in std::fs::read_dir(dir.path()).expect("fan").flatten() {
+            let mut b = std::fs::read(f.path()).expect("blob");
+            if b.len() > 64 && b.starts_with(b"SOPF") && b[4] == 2 {
+                b[40] ^= 0xff;
+                std::fs::write(f.path(), b).expect("damage");
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn a_damaged_blob_is_reported_with_its_file_and_never_served() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let s = store.to_str().expect("utf8");
+    let big: Vec<u8> = (0..600_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    {
+        let m = Mount::start(s, t.path(), "m", None);
+        std::fs::create_dir(m.path("docs")).expect("mkdir");
+        std::fs::write(m.path("docs/big.bin"), &big).expect("big");
+        std::fs::write(m.path("small.txt"), "fine\n").expect("small");
+    }
+    assert!(stdout_ok(&["fsck", s]).starts_with("ok:"));
+    assert!(damage_values(&store) >= 1);
+
+    let out = sopfs(&["fsck", s]);
+    assert!(!out.status.success());
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("/docs/big.bin: content damaged"),
+        "{report}"
+    );
+
+    let m = Mount::start(s, t.path(), "m", None);
+    assert_eq!(
+        std::fs::read_to_string(m.path("small.txt")).expect("small"),
+        "fine\n"
+    );
+    let err = std::fs::read(m.path("docs/big.bin")).expect_err("damaged data served");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let stats = parse(&std::fs::read_to_string(m.path(".sopfs/stats")).expect("stats"));
+    assert!(value(&stats, "sopfs_fuse_io_errors_total", None) >= 1.0);
+    let log = std::fs::read_to_string(&m.log).expect("log");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("damaged data not served") && l.contains("/docs/big.bin")),
+        "{log}"
+    );
+}
+
+/// Runs `program args` as the unprivileged user `tests` (created by `.ci/run`).
+fn as_tests_user(program: &str, args: &[&Path]) -> Option<std::process::Output> {
+    let user = nix::unistd::User::from_name("tests").ok().flatten()?;
+    Some(
+        Command::new(program)
+            .args(args)
+            .uid(user.uid.as_raw())
+            .gid(user.gid.as_raw())
+            .output()
+            .expect("run as tests"),
+    )
+}
+
+#[test]
+fn other_users_enter_only_with_allow_other_and_then_by_permission() {
+    if nix::unistd::User::from_name("tests")
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "user `tests` missing (.ci/run creates it)"
+        );
+        eprintln!("skipped: no user `tests`");
+        return;
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    // The user must be able to reach the mount points themselves.
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let store = t.path().join("store");
+    let s = store.to_str().expect("utf8");
+    let private = t.path().join("private");
+    std::fs::create_dir(&private).expect("mp");
+    {
+        let m = Mount::start_at(s, &private, None, &[]);
+        std::fs::write(m.path("secret"), "root only\n").expect("write");
+        std::fs::set_permissions(
+            m.path("secret"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("chmod");
+        std::fs::write(m.path("public"), "everyone\n").expect("write");
+        let out = as_tests_user("ls", &[&m.dir]).expect("user");
+        assert!(
+            !out.status.success(),
+            "another user entered a private mount"
+        );
+    }
+    let shared = t.path().join("shared");
+    std::fs::create_dir(&shared).expect("mp");
+    let m = Mount::start_at(s, &shared, None, &["allow_other"]);
+    let out = as_tests_user("cat", &[&m.path("public")]).expect("user");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "everyone\n");
+    let out = as_tests_user("cat", &[&m.path("secret")]).expect("user");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn fsck_repair_fixes_link_counts_dangling_names_and_orphans() {
+    use engine::{Db, Options, StoreLocation};
+    use sopfs::fs::NodeSpec;
+    use sopfs::inode::{dir_tree, ino_key, Inode, Kind, INODES, ROOT_INO};
+    use sopfs::{Caller, Fs, FsOptions};
+
+    let t = tempfile::tempdir().expect("tempdir");
+    let open = || {
+        let db = Db::open(
+            StoreLocation::parse(t.path().to_str().expect("utf8")).expect("loc"),
+            Options::default(),
+        )
+        .expect("open");
+        Fs::new(db, FsOptions::default(), None).expect("fs")
+    };
+    let fs = open();
+    let me = Caller { uid: 0, gid: 0 };
+    let mk = |name: &str| {
+        fs.make_node(
+            me,
+            ROOT_INO,
+            name.as_bytes(),
+            NodeSpec::new(Kind::File, 0o644),
+        )
+        .expect("create")
+        .ino
+    };
+    let (counted, dangling, orphan) = (mk("counted"), mk("dangling"), mk("orphan"));
+    let sub = fs
+        .make_node(me, ROOT_INO, b"sub", NodeSpec::new(Kind::Dir, 0o755))
+        .expect("mkdir")
+        .ino;
+    assert!(fs
+        .fsck(false, &mut |_| {})
+        .expect("fsck")
+        .problems
+        .is_empty());
+
+    // Damage the metadata the way a buggy writer could.
+    fs.write_tx(|tx| {
+        let mut i =
+            Inode::decode(&tx.get(INODES, &ino_key(counted))?.expect("inode")).expect("decode");
+        i.nlink = 5;
+        tx.upsert(INODES, &ino_key(counted), &i.encode())?;
+        tx.remove(INODES, &ino_key(dangling))?;
+        tx.remove(&dir_tree(ROOT_INO), b"orphan")?;
+        let mut d = Inode::decode(&tx.get(INODES, &ino_key(sub))?.expect("inode")).expect("decode");
+        d.parent = 999;
+        tx.upsert(INODES, &ino_key(sub), &d.encode())?;
+        Ok(())
+    })
+    .expect("damage");
+
+    let found = fs.fsck(false, &mut |_| {}).expect("fsck");
+    assert_eq!(found.problems.len(), 4, "{:?}", found.problems);
+    assert!(found.repaired.is_empty());
+    let fixed = fs.fsck(true, &mut |_| {}).expect("repair");
+    assert_eq!(fixed.repaired.len(), 4, "{:?}", fixed.repaired);
+    let again = fs.fsck(false, &mut |_| {}).expect("fsck");
+    assert!(again.problems.is_empty(), "{:?}", again.problems);
+
+    assert_eq!(fs.getattr(counted).expect("attr").inode.nlink, 1);
+    assert!(matches!(
+        fs.lookup(ROOT_INO, b"dangling"),
+        Err(sopfs::FsError::NotFound)
+    ));
+    let lost = fs.lookup(ROOT_INO, b"lost+found").expect("lost+found");
+    let adopted = fs
+        .lookup(lost.ino, format!("#{orphan}").as_bytes())
+        .expect("orphan adopted");
+    assert_eq!(adopted.ino, orphan);
+}
+
+#[test]
+fn operator_commands_refuse_bad_input_in_one_line_and_change_nothing() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let junk = t.path().join("junk");
+    std::fs::create_dir(&junk).expect("junk");
+    std::fs::write(junk.join("precious.txt"), "mine").expect("write");
+    let j = junk.to_str().expect("utf8");
+    for args in [
+        vec!["status", j],
+        vec!["fsck", j],
+        vec!["gc", j],
+        vec!["info", j],
+    ] {
+        let err = one_line_error(&args);
+        assert!(
+            err.contains("volume") || err.contains("not empty"),
+            "{args:?}: {err}"
+        );
+    }
+    let listing: Vec<_> = std::fs::read_dir(&junk).expect("ls").flatten().collect();
+    assert_eq!(listing.len(), 1, "something was written into a non-volume");
+    assert_eq!(
+        std::fs::read_to_string(junk.join("precious.txt")).expect("kept"),
+        "mine"
+    );
+
+    let store = t.path().join("store");
+    let s = store.to_str().expect("utf8");
+    stdout_ok(&["format", s]);
+    let before = stdout_ok(&["status", s]);
+    let err = one_line_error(&["fsck", s, "--redis", "redis://127.0.0.1:1/"]);
+    assert!(err.to_lowercase().contains("coordinator"), "{err}");
+    let err = one_line_error(&["gc", s, "--redis", "http://127.0.0.1/"]);
+    assert!(err.to_lowercase().contains("redis"), "{err}");
+    let err = one_line_error(&["status", "s3://"]);
+    assert!(err.contains("s3"), "{err}");
+    let mp = t.path().join("mp");
+    std::fs::create_dir(&mp).expect("mp");
+    let m = mp.to_str().expect("utf8");
+    let err = one_line_error(&["mount", s, m, "--metrics", "localhost"]);
+    assert!(err.contains("IP:PORT"), "{err}");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let err = one_line_error(&["mount", s, m, "--metrics", &addr]);
+    assert!(err.contains("metrics address"), "{err}");
+    assert!(!is_mounted(&mp));
+    let after = stdout_ok(&["status", s]);
+    let commit = |t: &str| {
+        t.lines()
+            .find(|l| l.starts_with("commit"))
+            .map(str::to_string)
+    };
+    assert_eq!(
+        commit(&before),
+        commit(&after),
+        "a refused command committed"
+    );
+}
