@@ -29,7 +29,12 @@ pub struct GcReport {
     pub checkpoints_deleted: u64,
     /// Files of writes interrupted by a crash, deleted.
     pub staging_files_deleted: u64,
+    /// Announcements of processes silent for over a day (killed daemons).
+    pub members_deleted: u64,
 }
+
+/// A member announcement this old belongs to a process that is gone.
+const MEMBER_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
 fn keep_node(db: &DbInner, blob: BlobId, keep: &mut HashSet<BlobId>) {
     if !keep.insert(blob) {
@@ -115,6 +120,14 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
         },
         ..GcReport::default()
     };
+    for m in crate::inspect::members(store)? {
+        if m.age > MEMBER_EXPIRY {
+            report.members_deleted += 1;
+            if !dry_run {
+                store.delete(&crate::inspect::member_path(&m.id))?;
+            }
+        }
+    }
     for m in blobs {
         report.blobs_scanned += 1;
         let Some(id) = m

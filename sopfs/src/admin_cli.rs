@@ -5,8 +5,13 @@ use anyhow::Context;
 use engine::inspect::inspect;
 use engine::StoreLocation;
 use indicatif::{ProgressBar, ProgressStyle};
+use sopfs::daemon::open_volume;
+use sopfs::dump::Dump;
 use sopfs::presence::{Announcement, LIVE_WITHIN};
+use sopfs::{Fs, FsOptions};
 use std::io::IsTerminal;
+use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// Progress of a long command: a bar on a terminal, a plain line every few
@@ -108,6 +113,161 @@ pub fn status(store: &str) -> anyhow::Result<()> {
             stale.len(),
             ago(LIVE_WITHIN)
         );
+    }
+    Ok(())
+}
+
+fn quiet() -> engine::Options {
+    engine::Options {
+        background_interval: None,
+        ..engine::Options::default()
+    }
+}
+
+/// `sopfs dump`: the namespace as JSON to `output` (or stdout).
+pub fn dump(
+    store: &str,
+    redis: Option<&str>,
+    output: Option<&Path>,
+    with_data: bool,
+) -> anyhow::Result<()> {
+    let (db, root) = open_volume(store, redis, quiet())?;
+    let fs = Fs::new(db, FsOptions::default(), root)?;
+    let mut progress = Progress::new("inodes dumped");
+    let d = fs.dump(with_data, &mut |n| progress.inc(n))?;
+    progress.finish();
+    let write = |w: &mut dyn Write| -> anyhow::Result<()> {
+        serde_json::to_writer(&mut *w, &d)?;
+        w.write_all(b"\n")?;
+        w.flush()?;
+        Ok(())
+    };
+    match output {
+        Some(p) => {
+            // Written beside, then renamed: a failed dump leaves no half file.
+            let tmp = p.with_extension("partial");
+            let mut f = std::io::BufWriter::new(
+                std::fs::File::create(&tmp)
+                    .with_context(|| format!("cannot write {}", tmp.display()))?,
+            );
+            write(&mut f).with_context(|| format!("cannot write {}", tmp.display()))?;
+            f.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot write {}", tmp.display()))?;
+            std::fs::rename(&tmp, p).with_context(|| format!("cannot write {}", p.display()))?;
+        }
+        None => write(&mut std::io::BufWriter::new(std::io::stdout().lock()))?,
+    }
+    eprintln!(
+        "dumped {} inodes, {} entries at commit {}",
+        d.inodes.len(),
+        d.entries.len(),
+        d.seq
+    );
+    Ok(())
+}
+
+/// `sopfs load`: recreates a dump in an empty volume.
+pub fn load(store: &str, redis: Option<&str>, file: &Path) -> anyhow::Result<()> {
+    // Read and parse before the volume is touched: a bad file changes nothing.
+    let d: Dump = if file == Path::new("-") {
+        serde_json::from_reader(std::io::BufReader::new(std::io::stdin().lock()))
+            .context("dump on standard input is not a sopfs dump")?
+    } else {
+        let f =
+            std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+        serde_json::from_reader(std::io::BufReader::new(f))
+            .with_context(|| format!("{} is not a sopfs dump", file.display()))?
+    };
+    sopfs::dump::check_dump(&d).with_context(|| format!("cannot load {}", file.display()))?;
+    let (db, root) = open_volume(store, redis, quiet())?;
+    let fs = Fs::new(db, FsOptions::default(), root)?;
+    let mut progress = Progress::new("inodes loaded");
+    let (inodes, entries) = fs
+        .load_dump(&d, &mut |n| progress.inc(n))
+        .with_context(|| format!("cannot load into {store}"))?;
+    progress.finish();
+    println!("loaded {inodes} inodes, {entries} entries into {store}");
+    Ok(())
+}
+
+/// The root of the sopfs mount holding `path` (found by its `.sopfs` files).
+fn mount_root(path: &Path) -> Option<std::path::PathBuf> {
+    let abs = std::fs::canonicalize(path).ok()?;
+    abs.ancestors()
+        .find(|a| a.join(".sopfs/config").is_file())
+        .map(Path::to_path_buf)
+}
+
+/// `sopfs warmup PATH`: reads every file under PATH once through the mount,
+/// so its metadata and content are in the daemon's caches (and the kernel's
+/// page cache) before the real work starts.
+pub fn warmup(path: &Path) -> anyhow::Result<()> {
+    if mount_root(path).is_none() {
+        anyhow::bail!("{} is not inside a sopfs mount", path.display());
+    }
+    let started = std::time::Instant::now();
+    let mut progress = Progress::new("files read");
+    let (mut files, mut bytes, mut failed) = (0u64, 0u64, 0u64);
+    let mut stack = vec![path.to_path_buf()];
+    let mut buf = vec![0u8; 1 << 20];
+    while let Some(p) = stack.pop() {
+        let meta = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) => {
+                failed += 1;
+                tracing::warn!(path = %p.display(), error = %e, "warmup skipped");
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            match std::fs::read_dir(&p) {
+                Ok(rd) => stack.extend(rd.flatten().map(|e| e.path())),
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(path = %p.display(), error = %e, "warmup skipped");
+                }
+            }
+            continue;
+        }
+        if !meta.is_file() {
+            continue;
+        }
+        let read = std::fs::File::open(&p).and_then(|mut f| {
+            let mut n = 0u64;
+            loop {
+                match std::io::Read::read(&mut f, &mut buf)? {
+                    0 => return Ok(n),
+                    k => n += k as u64,
+                }
+            }
+        });
+        match read {
+            Ok(n) => {
+                files += 1;
+                bytes += n;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("sopfs: warmup: {}: {e}", p.display());
+            }
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+    println!(
+        "warmed {files} files, {} in {:.1}s{}",
+        mib(bytes),
+        started.elapsed().as_secs_f64(),
+        if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
+        }
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} file(s) could not be read");
     }
     Ok(())
 }

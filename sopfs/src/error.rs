@@ -26,6 +26,9 @@ pub enum FsError {
     /// An argument the operation cannot take (moving a directory into itself, ...).
     #[error("invalid argument: {0}")]
     Invalid(&'static str),
+    /// A dump that cannot be loaded.
+    #[error("invalid dump: {0}")]
+    InvalidDump(String),
     /// Not allowed for this caller.
     #[error("operation not permitted")]
     NotPermitted,
@@ -68,7 +71,7 @@ impl FsError {
             FsError::NotDir => libc::ENOTDIR,
             FsError::IsDir => libc::EISDIR,
             FsError::NameTooLong => libc::ENAMETOOLONG,
-            FsError::Invalid(_) => libc::EINVAL,
+            FsError::Invalid(_) | FsError::InvalidDump(_) => libc::EINVAL,
             FsError::NotPermitted => libc::EPERM,
             FsError::NoAttr => libc::ENODATA,
             FsError::Range => libc::ERANGE,

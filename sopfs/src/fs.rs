@@ -142,7 +142,7 @@ struct Handle {
 }
 
 /// Directory tree shape: modest nodes, entries inline.
-const DIR_TREE: TreeConfig = TreeConfig {
+pub(crate) const DIR_TREE: TreeConfig = TreeConfig {
     slots: 64,
     inline_max: 512,
 };
@@ -178,7 +178,7 @@ pub struct Fs {
     invalidator: Mutex<Option<Invalidator>>,
 }
 
-fn check_name(name: &[u8]) -> FsResult<()> {
+pub(crate) fn check_name(name: &[u8]) -> FsResult<()> {
     if name.len() > NAME_MAX {
         return Err(FsError::NameTooLong);
     }

@@ -6,6 +6,7 @@
 
 pub mod daemon;
 pub mod dirty;
+pub mod dump;
 pub mod error;
 pub mod exporter;
 pub mod fs;

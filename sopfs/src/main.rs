@@ -53,6 +53,35 @@ enum Command {
         /// Where the volume's blobs live.
         store: String,
     },
+    /// Write the volume's namespace (attributes, xattrs, links, content) as JSON.
+    Dump {
+        /// Where the volume's blobs live (an embedded volume must not be mounted).
+        store: String,
+        /// Coordinator of a shared volume.
+        #[arg(long)]
+        redis: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Metadata only (for inspection; such a dump cannot be loaded).
+        #[arg(long)]
+        no_data: bool,
+    },
+    /// Recreate a dump in an empty volume, in one transaction.
+    Load {
+        /// Where the new volume's blobs live (formatted if empty).
+        store: String,
+        /// The dump (`-` for standard input).
+        dump: PathBuf,
+        /// Coordinator of a shared volume.
+        #[arg(long)]
+        redis: Option<String>,
+    },
+    /// Read every file under PATH (in a mount) once, to fill the caches.
+    Warmup {
+        /// A file or directory inside a sopfs mount.
+        path: PathBuf,
+    },
     /// Live rates of a mount: operations, latency, bytes, commits, caches.
     Stats(stats_cli::StatsArgs),
     /// Unmount a sopfs mount point; its daemon commits and exits.
@@ -168,6 +197,16 @@ fn main() {
                 })
             }
             Command::Status { store } => admin_cli::status(&store),
+            Command::Warmup { path } => admin_cli::warmup(&path),
+            Command::Dump {
+                store,
+                redis,
+                output,
+                no_data,
+            } => admin_cli::dump(&store, redis.as_deref(), output.as_deref(), !no_data),
+            Command::Load { store, dump, redis } => {
+                admin_cli::load(&store, redis.as_deref(), &dump)
+            }
             Command::Stats(a) => stats_cli::stats(a),
             Command::Umount { mountpoint } => unmount_and_wait(&mountpoint),
             Command::Info { store, redis } => open_volume(&store, redis.as_deref(), quiet())
@@ -192,13 +231,14 @@ fn main() {
                 let r = db.gc(std::time::Duration::from_secs(retention), dry_run)?;
                 let verb = if dry_run { "would delete" } else { "deleted" };
                 println!(
-                    "{verb} {} of {} blobs ({} bytes), {} log records, {} checkpoints, {} staging files",
+                    "{verb} {} of {} blobs ({} bytes), {} log records, {} checkpoints, {} staging files, {} stale daemon announcements",
                     r.blobs_deleted,
                     r.blobs_scanned,
                     r.bytes_deleted,
                     r.log_records_deleted,
                     r.checkpoints_deleted,
-                    r.staging_files_deleted
+                    r.staging_files_deleted,
+                    r.members_deleted
                 );
                 Ok(())
             }),

@@ -455,3 +455,335 @@ fn operator_commands_refuse_bad_input_in_one_line_and_change_nothing() {
         "a refused command committed"
     );
 }
+
+fn dump_json(args: &[&str]) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&stdout_ok(args)).expect("dump is JSON");
+    v.as_object_mut().expect("object").remove("seq");
+    v
+}
+
+#[test]
+fn dump_and_load_recreate_the_namespace_exactly_or_change_nothing() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let t = tempfile::tempdir().expect("tempdir");
+    let a = t.path().join("a");
+    let (sa, sb) = (
+        a.to_str().expect("utf8").to_string(),
+        t.path().join("b").to_str().expect("utf8").to_string(),
+    );
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    {
+        let m = Mount::start(&sa, t.path(), "ma", None);
+        common::sh(
+            &m.dir,
+            "mkdir -p src/deep && echo hello > src/deep/s && ln src/deep/s hard \
+             && ln -s src/deep/s sym && mkfifo pipe && truncate -s 3M sparse \
+             && printf x | dd of=sparse bs=1 seek=2000000 conv=notrunc 2>/dev/null \
+             && touch -d 2001-02-03T04:05:06 src/deep/s && chmod 640 sym src/deep/s \
+             && chown 1001:1001 src",
+        );
+        std::fs::write(m.path("src/big.bin"), &big).expect("big");
+        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9-latin1");
+        std::fs::write(m.dir.join(odd), "odd name\n").expect("odd");
+        xattr_set(&m.path("src/big.bin"), "user.tag", b"v\xff\x00");
+    }
+    let d1 = t.path().join("d1.json");
+    stdout_ok(&["dump", &sa, "-o", d1.to_str().expect("utf8")]);
+    let out = stdout_ok(&["load", &sb, d1.to_str().expect("utf8")]);
+    assert!(out.contains("loaded 9 inodes, 9 entries"), "{out}");
+    let original = dump_json(&["dump", &sa]);
+    assert_eq!(dump_json(&["dump", &sb]), original, "loaded volume differs");
+    assert!(stdout_ok(&["fsck", &sb]).starts_with("ok:"));
+
+    {
+        let m = Mount::start(&sb, t.path(), "mb", None);
+        assert_eq!(std::fs::read(m.path("src/big.bin")).expect("big"), big);
+        let s = std::fs::metadata(m.path("src/deep/s")).expect("s");
+        let h = std::fs::metadata(m.path("hard")).expect("hard");
+        assert_eq!((s.ino(), s.nlink()), (h.ino(), 2));
+        assert_eq!(s.mode() & 0o7777, 0o640);
+        assert_eq!(s.mtime(), 981173106);
+        assert_eq!(std::fs::metadata(m.path("src")).expect("src").uid(), 1001);
+        assert_eq!(
+            std::fs::read_link(m.path("sym")).expect("sym"),
+            Path::new("src/deep/s")
+        );
+        let sparse = std::fs::read(m.path("sparse")).expect("sparse");
+        assert_eq!(sparse.len(), 3 << 20);
+        assert_eq!(sparse.iter().filter(|&&b| b != 0).count(), 1);
+        assert_eq!(sparse[2_000_000], b'x');
+        assert_eq!(
+            xattr_get(&m.path("src/big.bin"), "user.tag"),
+            Some(b"v\xff\x00".to_vec())
+        );
+    }
+
+    // A second load into the same (now full) volume changes nothing.
+    let err = one_line_error(&["load", &sb, d1.to_str().expect("utf8")]);
+    assert!(err.contains("not empty"), "{err}");
+    assert_eq!(dump_json(&["dump", &sb]), original);
+    // A broken or metadata-only dump is refused before the target exists.
+    let text = std::fs::read_to_string(&d1).expect("dump");
+    let cut = t.path().join("cut.json");
+    std::fs::write(&cut, &text[..text.len() / 2]).expect("cut");
+    let sc = t.path().join("c");
+    let err = one_line_error(&[
+        "load",
+        sc.to_str().expect("utf8"),
+        cut.to_str().expect("utf8"),
+    ]);
+    assert!(err.contains("not a sopfs dump"), "{err}");
+    let meta_only = t.path().join("meta.json");
+    stdout_ok(&[
+        "dump",
+        &sa,
+        "--no-data",
+        "-o",
+        meta_only.to_str().expect("utf8"),
+    ]);
+    let err = one_line_error(&[
+        "load",
+        sc.to_str().expect("utf8"),
+        meta_only.to_str().expect("utf8"),
+    ]);
+    assert!(err.contains("--no-data"), "{err}");
+    assert!(
+        !sc.join("log").exists(),
+        "a refused load formatted its target"
+    );
+}
+
+#[allow(unsafe_code)]
+fn xattr_set(p: &Path, name: &str, value: &[u8]) {
+    let path = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
+    let name = std::ffi::CString::new(name).expect("name");
+    // SAFETY: valid C strings and a buffer with its length.
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr: {}", std::io::Error::last_os_error());
+}
+
+#[allow(unsafe_code)]
+fn xattr_get(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let path = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
+    let name = std::ffi::CString::new(name).expect("name");
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer with its length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+#[test]
+fn warmup_reads_every_file_under_a_path() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let m = Mount::start(store.to_str().expect("utf8"), t.path(), "m", None);
+    std::fs::create_dir_all(m.path("data/sub")).expect("mkdir");
+    for i in 0..20 {
+        let dir = if i % 2 == 0 { "data" } else { "data/sub" };
+        std::fs::write(m.path(&format!("{dir}/f{i}")), vec![b'x'; 10_000]).expect("write");
+    }
+    std::fs::write(m.path("outside"), "not under the path").expect("write");
+    let out = stdout_ok(&["warmup", m.path("data").to_str().expect("utf8")]);
+    assert!(out.starts_with("warmed 20 files, 0.2 MiB"), "{out}");
+    let err = one_line_error(&["warmup", t.path().to_str().expect("utf8")]);
+    assert!(err.contains("not inside a sopfs mount"), "{err}");
+}
+
+#[test]
+fn a_read_only_store_is_inspected_but_never_written() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let s = store.to_str().expect("utf8");
+    {
+        let m = Mount::start(s, t.path(), "m", None);
+        std::fs::write(m.path("kept"), "kept\n").expect("write");
+    }
+    let ro = t.path().join("ro");
+    std::fs::create_dir(&ro).expect("ro");
+    let bound = Command::new("mount")
+        .arg("--bind")
+        .arg(&store)
+        .arg(&ro)
+        .status()
+        .is_ok_and(|st| st.success())
+        && Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(&ro)
+            .status()
+            .is_ok_and(|st| st.success());
+    if !bound {
+        let _ = Command::new("umount").arg(&ro).status();
+        assert!(std::env::var("CI").is_err(), "read-only bind mount failed");
+        eprintln!("skipped: cannot make a read-only bind mount (not root?)");
+        return;
+    }
+    struct Unbind<'a>(&'a Path);
+    impl Drop for Unbind<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unbind = Unbind(&ro);
+    let r = ro.to_str().expect("utf8");
+    let before: Vec<_> = walk(&store);
+    assert!(stdout_ok(&["status", r]).contains("commit"));
+    let mp = t.path().join("mp");
+    std::fs::create_dir(&mp).expect("mp");
+    for args in [
+        vec!["mount", r, mp.to_str().expect("utf8")],
+        vec!["fsck", r],
+        vec!["gc", r],
+        vec!["dump", r],
+    ] {
+        let err = one_line_error(&args);
+        assert!(err.contains("Read-only"), "{args:?}: {err}");
+    }
+    assert!(!is_mounted(&mp));
+    assert_eq!(walk(&store), before, "a read-only store changed");
+}
+
+/// Every file under `root` with its size, sorted.
+fn walk(root: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let m = e.metadata().expect("meta");
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push((e.path(), m.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A redis-server speaking only TLS, with a self-signed certificate made by
+/// openssl; killed on drop.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_redis(password: &str) -> Option<TlsRedis> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(dir.path().join("key.pem"))
+        .arg("-out")
+        .arg(dir.path().join("cert.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        return None;
+    }
+    for _ in 0..10 {
+        let port = free_port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1", "--save", ""])
+            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(dir.path().join("cert.pem"))
+            .arg("--tls-key-file")
+            .arg(dir.path().join("key.pem"))
+            .arg("--tls-ca-cert-file")
+            .arg(dir.path().join("cert.pem"))
+            .args(["--requirepass", password])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(10) {
+            if child.try_wait().ok().flatten().is_some() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(TlsRedis {
+                    child,
+                    port,
+                    _dir: dir,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    None
+}
+
+#[test]
+fn redis_over_tls_with_a_password_from_the_url() {
+    let Some(redis) = tls_redis(PASSWORD) else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "openssl or a TLS-capable redis-server missing"
+        );
+        eprintln!("skipped: no openssl or redis-server without TLS");
+        return;
+    };
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let s = store.to_str().expect("utf8");
+    let mp = t.path().join("m");
+    std::fs::create_dir(&mp).expect("mp");
+    // A self-signed certificate is refused unless the URL says #insecure.
+    let verified = format!("rediss://:{PASSWORD}@127.0.0.1:{}/", redis.port);
+    let err = one_line_error(&["mount", s, mp.to_str().expect("utf8"), "--redis", &verified]);
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains(PASSWORD), "{err}");
+    let url = format!("{verified}#insecure");
+    let mut m = Mount::start_at(s, &mp, Some(&url), &[]);
+    std::fs::write(m.path("over-tls"), "sealed\n").expect("write");
+    let config = std::fs::read_to_string(m.path(".sopfs/config")).expect("config");
+    assert!(config.contains("rediss://:***@"), "{config}");
+    assert!(!config.contains(PASSWORD));
+    m.unmount();
+    let m = Mount::start_at(s, &mp, Some(&url), &[]);
+    assert_eq!(
+        std::fs::read_to_string(m.path("over-tls")).expect("read"),
+        "sealed\n"
+    );
+}
