@@ -213,6 +213,10 @@ fn mount_t_sopfs_through_the_helper() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Clean: the heartbeat is withdrawn, no stale announcement is left.
+    let status = sopfs_out(&["status", store.to_str().expect("utf8")]);
+    assert!(status.contains("daemons    0 live"), "{status}");
+    assert!(!status.contains("stale"), "{status}");
 }
 
 fn sopfs_out(args: &[&str]) -> String {
