@@ -204,6 +204,8 @@ pub(crate) fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
     }
     let db = tx.db.clone();
     let txid = tx.id;
+    // Every staged value must be in the store before the intent names it.
+    tx.wait_staged()?;
     let mut value_ids: Vec<BlobId> = tx.values.keys().copied().collect();
     value_ids.extend(&tx.staged);
     let result = commit_inner(tx, &value_ids);

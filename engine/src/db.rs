@@ -135,6 +135,32 @@ impl RetryableError for Error {
     }
 }
 
+/// Begins read-only transactions on an open volume; see [`Db::reader`].
+/// It does not keep the volume open: once the `Db` is dropped, `begin` fails.
+#[derive(Clone)]
+pub struct Reader {
+    inner: std::sync::Weak<DbInner>,
+}
+
+impl Reader {
+    /// Begins a read-only transaction on the newest state; None once the
+    /// volume is closed.
+    pub fn begin(&self) -> Option<Result<Transaction>> {
+        let inner = self.inner.upgrade()?;
+        let state = match inner.fresh_state() {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        let view = View::new(state, inner.loader.clone());
+        let opts = TxOptions {
+            mode: TxMode::ReadOnly,
+            timeout: inner.opts.tx_timeout,
+            sync: false,
+        };
+        Some(Ok(Transaction::new(inner, opts, view)))
+    }
+}
+
 /// An open volume.
 pub struct Db {
     inner: Arc<DbInner>,
@@ -331,6 +357,8 @@ impl Db {
                 store,
                 cache: NodeCache::new(opts.cache_bytes),
                 values: ValueCache::new(opts.value_cache_bytes),
+                loading: parking_lot::Mutex::new(std::collections::HashSet::new()),
+                loaded: parking_lot::Condvar::new(),
             }),
             registry,
             coord,
@@ -400,6 +428,14 @@ impl Db {
             timeout: self.inner.opts.tx_timeout,
             sync: self.inner.opts.sync,
         })
+    }
+
+    /// A cloneable handle that begins read-only transactions, for helper
+    /// threads (prefetchers) that must not own the volume.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            inner: Arc::downgrade(&self.inner),
+        }
     }
 
     /// Begins a transaction with explicit options.

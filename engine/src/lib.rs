@@ -19,13 +19,14 @@ pub mod node;
 mod recovery;
 pub mod redis_coord;
 pub mod registry;
+mod stager;
 pub mod store;
 mod tx;
 mod view;
 
 pub use commit::CommitInfo;
 pub use coordinator::{Coordinator, InProcessCoordinator, LockOutcome};
-pub use db::{Db, DbStats, Options, RetryableError};
+pub use db::{Db, DbStats, Options, Reader, RetryableError};
 pub use error::{Error, Result};
 pub use gc::GcReport;
 pub use node::Value;

@@ -207,6 +207,8 @@ pub struct Transaction {
     /// Value blobs already written to the store (a transaction bigger than
     /// `Options::stage_bytes` writes them as it goes, so its memory stays bounded).
     pub(crate) staged: Vec<BlobId>,
+    /// Staged writes still under way in the background.
+    pub(crate) pending: parking_lot::Mutex<crate::stager::Pending>,
     /// Time spent writing staged values: it does not count against the timeout.
     pub(crate) io_time: Duration,
     /// Set the moment its commit record exists: from then on nothing of it may
@@ -231,6 +233,7 @@ impl Transaction {
             values: HashMap::new(),
             value_bytes: 0,
             staged: Vec::new(),
+            pending: parking_lot::Mutex::new(crate::stager::Pending::default()),
             io_time: Duration::ZERO,
             landed: false,
         }
@@ -486,19 +489,13 @@ impl Transaction {
                         out.extend_from_slice(own);
                         continue;
                     }
-                    let loader = &self.db.loader;
-                    if let Some(hit) = loader.values.get(*c) {
-                        out.extend_from_slice(&hit);
-                        continue;
+                    // Its own staged value may still be on its way to the store.
+                    let mut pending = self.pending.lock();
+                    if pending.busy() && self.staged.contains(c) {
+                        pending.wait_all()?;
                     }
-                    let path = blob_path(*c);
-                    let data = loader.store.get(&path)?.ok_or_else(|| Error::Missing {
-                        what: "value",
-                        path: path.to_string(),
-                    })?;
-                    let bytes = codec::unframe(Kind::Value, path.as_ref(), &data)?;
-                    out.extend_from_slice(bytes);
-                    loader.values.insert(*c, Arc::new(bytes.to_vec()));
+                    drop(pending);
+                    out.extend_from_slice(&self.db.loader.value(*c)?);
                 }
                 if out.len() as u64 != *len {
                     return Err(Error::Corrupted {
@@ -542,12 +539,21 @@ impl Transaction {
         let path = blob_path(id);
         self.staged.push(id);
         self.db.inflight.lock().insert(id);
-        self.db
-            .loader
-            .store
-            .put_fresh(&path, codec::frame(Kind::Value, data))?;
+        let r = self.pending.get_mut().submit(
+            self.db.loader.store.clone(),
+            path,
+            codec::frame(Kind::Value, data),
+        );
         self.io_time += t.elapsed();
-        Ok(())
+        r
+    }
+
+    /// Waits for this transaction's background writes of staged values.
+    pub(crate) fn wait_staged(&mut self) -> Result<()> {
+        let t = Instant::now();
+        let r = self.pending.get_mut().wait_all();
+        self.io_time += t.elapsed();
+        r
     }
 
     fn put_op(&mut self, tree: &str, key: &[u8], value: &[u8]) -> Result<()> {
@@ -697,6 +703,8 @@ impl Transaction {
 
 impl Drop for Transaction {
     fn drop(&mut self) {
+        // Background writes first: a blob written after its delete would linger.
+        let _ = self.pending.get_mut().wait_all();
         let mut inflight = self.db.inflight.lock();
         for id in &self.staged {
             inflight.remove(id);

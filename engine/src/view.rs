@@ -15,6 +15,11 @@ pub(crate) struct Loader {
     pub store: Arc<BlobStore>,
     pub cache: NodeCache,
     pub values: ValueCache,
+    /// Value blobs being read from the store right now: a second reader of
+    /// one (a prefetcher and the reader it works for) waits instead of
+    /// reading it again.
+    pub loading: parking_lot::Mutex<HashSet<crate::ids::BlobId>>,
+    pub loaded: parking_lot::Condvar,
 }
 
 impl Loader {
@@ -31,6 +36,43 @@ impl Loader {
         let node = Arc::new(Node::decode(path.as_ref(), &data)?);
         self.cache.insert(blob, node.clone());
         Ok(node)
+    }
+}
+
+impl Loader {
+    /// The payload of value blob `blob`: from the cache, from a load already
+    /// under way, or read and checked here.
+    pub fn value(&self, blob: crate::ids::BlobId) -> Result<Arc<Vec<u8>>> {
+        loop {
+            if let Some(hit) = self.values.get(blob) {
+                return Ok(hit);
+            }
+            let mut loading = self.loading.lock();
+            if !loading.contains(&blob) {
+                loading.insert(blob);
+                break;
+            }
+            // Its loader inserts it into the cache (or fails): look again.
+            self.loaded
+                .wait_for(&mut loading, std::time::Duration::from_secs(5));
+        }
+        let result = self.read_value(blob);
+        if let Ok(v) = &result {
+            self.values.insert(blob, v.clone());
+        }
+        self.loading.lock().remove(&blob);
+        self.loaded.notify_all();
+        result
+    }
+
+    fn read_value(&self, blob: crate::ids::BlobId) -> Result<Arc<Vec<u8>>> {
+        let path = blob_path(blob);
+        let data = self.store.get(&path)?.ok_or_else(|| Error::Missing {
+            what: "value",
+            path: path.to_string(),
+        })?;
+        let bytes = crate::codec::unframe(crate::codec::Kind::Value, path.as_ref(), &data)?;
+        Ok(Arc::new(bytes.to_vec()))
     }
 }
 

@@ -395,9 +395,11 @@ fn a_transaction_bigger_than_its_memory_stages_values_and_lands_whole() {
     for i in 0..40 {
         tx.upsert("t", &key(i), &value(i)).expect("upsert");
     }
+    // 80 chunks, 3 or 4 held in memory, up to 8 still on their way to the
+    // store (staged writes run in the background, a bounded number at once).
     let staged = blob_count(dir.path()) - before;
     assert!(
-        staged >= 70,
+        staged >= 64,
         "only {staged} value blobs written before the commit"
     );
     // Its own staged values read back inside the transaction.

@@ -89,7 +89,13 @@ struct DaemonOpts {
     allow_other: bool,
     cache_dir: Option<std::path::PathBuf>,
     metrics: Option<String>,
+    read_ahead_kb: u32,
 }
+
+/// Readahead of a mount unless `-o read_ahead_kb=N` says otherwise: the
+/// kernel's default (128 KiB) makes a sequential reader ask for one small
+/// piece per round trip; 1 MiB lets each FUSE read carry four whole chunks.
+const READ_AHEAD_KB: u32 = 1024;
 
 fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> {
     use fuser::MountOption as M;
@@ -102,6 +108,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
     let mut allow_exec = false;
     let mut cache_dir = None;
     let mut metrics = None;
+    let mut read_ahead_kb = READ_AHEAD_KB;
     cfg.mount_options = vec![
         M::FSName(args.store.clone()),
         M::Subtype("sopfs".into()),
@@ -131,6 +138,14 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
                     format!("cache_dir {} is not a writable folder", dir.display())
                 })?;
                 cache_dir = Some(dir);
+            }
+            x if x.starts_with("read_ahead_kb=") => {
+                let v = &x["read_ahead_kb=".len()..];
+                read_ahead_kb = v
+                    .parse()
+                    .ok()
+                    .filter(|&kb| kb <= 1 << 20)
+                    .with_context(|| format!("read_ahead_kb={v}: expected KiB, 0 to 1048576"))?;
             }
             x if x.starts_with("metrics=") => {
                 let addr = &x["metrics=".len()..];
@@ -162,6 +177,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
             allow_other,
             cache_dir,
             metrics,
+            read_ahead_kb,
         },
     ))
 }
@@ -379,12 +395,35 @@ fn serve(
         report(pipe, "ok");
     }
     let background = session.spawn().context("FUSE session")?;
+    tune_read_ahead(&mount_path, dopts.read_ahead_kb);
     background.join().context("FUSE session")?;
     drop(heartbeat);
     fs.flush_all()?;
     fs.reap_all();
     tracing::info!("unmounted");
     Ok(())
+}
+
+/// Sets the readahead of the mount's backing device (the kernel offers FUSE
+/// only its default at init). Best effort: without write access to /sys the
+/// mount keeps the kernel's default.
+fn tune_read_ahead(mountpoint: &Path, kb: u32) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let want = mountpoint.to_string_lossy();
+    // The newest mount on the path is ours (mountinfo lists in mount order).
+    let Some(dev) = info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&&*want)).then(|| f.get(2).map(|d| d.to_string()))?
+    }) else {
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&knob, kb.to_string()) {
+        Ok(()) => tracing::debug!(%knob, kb, "readahead set"),
+        Err(e) => tracing::info!(%knob, error = %e, "readahead left at the kernel's default"),
+    }
 }
 
 /// The text of `/.sopfs/config`: what this mount runs with, without secrets.
@@ -414,6 +453,7 @@ fn config_text(args: &MountArgs, dopts: &DaemonOpts, fs: &FsOptions) -> String {
         "macro_exec": dopts.allow_exec,
         "cache_dir": fs.cache_dir.display().to_string(),
         "metrics": dopts.metrics,
+        "read_ahead_kb": dopts.read_ahead_kb,
         "attr_timeout_secs": 1,
         "host": host,
         "pid": std::process::id(),

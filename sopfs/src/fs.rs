@@ -159,6 +159,7 @@ const CONTENT_TREE: TreeConfig = TreeConfig {
 pub struct Fs {
     db: Db,
     opts: FsOptions,
+    prefetch: crate::prefetch::Prefetcher,
     files: Mutex<HashMap<u64, Arc<Mutex<FileState>>>>,
     handles: Mutex<HashMap<u64, Handle>>,
     /// Kernel references per inode (lookup counts): an unlinked inode the
@@ -230,6 +231,7 @@ impl Fs {
             Ok(())
         })?;
         Ok(Fs {
+            prefetch: crate::prefetch::Prefetcher::start(db.reader()),
             db,
             opts,
             files: Mutex::new(HashMap::new()),
@@ -1219,6 +1221,7 @@ impl Fs {
         let mut buf = vec![0u8; len];
         if offset < committed_limit {
             let n = ((committed_limit - offset) as usize).min(len);
+            self.prefetch.note(ino, offset, n as u64, committed_limit);
             if let Err(e) = self.read_committed(ino, offset, &mut buf[..n]) {
                 if e.is_damage() {
                     tracing::error!(file = %self.path_of(ino), ino, offset, error = %e, "damaged data not served");

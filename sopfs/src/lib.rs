@@ -15,6 +15,7 @@ pub mod fuse;
 pub mod inode;
 pub mod macros;
 pub mod metrics;
+pub mod prefetch;
 pub mod presence;
 pub mod virt;
 

@@ -787,3 +787,52 @@ fn redis_over_tls_with_a_password_from_the_url() {
         "sealed\n"
     );
 }
+
+fn bdi_read_ahead(mountpoint: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = mountpoint.to_string_lossy();
+    let dev = info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&&*want)).then(|| f.get(2).map(|d| d.to_string()))?
+    })?;
+    std::fs::read_to_string(format!("/sys/class/bdi/{dev}/read_ahead_kb"))
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+#[test]
+fn readahead_is_raised_for_sequential_readers_and_can_be_set() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let s = store.to_str().expect("utf8");
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i * 31 % 253) as u8).collect();
+    {
+        let m = Mount::start(s, t.path(), "m", None);
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(bdi_read_ahead(&m.dir).as_deref(), Some("1024"));
+        }
+        std::fs::write(m.path("seq"), &data).expect("write");
+    }
+    let mp = t.path().join("m2");
+    std::fs::create_dir(&mp).expect("mp");
+    let m = Mount::start_at(s, &mp, None, &["read_ahead_kb=256"]);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(bdi_read_ahead(&m.dir).as_deref(), Some("256"));
+    }
+    // A cold sequential read (prefetched chunks) and reads from the middle.
+    assert_eq!(std::fs::read(m.path("seq")).expect("read"), data);
+    let mut f = std::fs::File::open(m.path("seq")).expect("open");
+    use std::io::Seek;
+    f.seek(std::io::SeekFrom::Start(3_000_001)).expect("seek");
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).expect("read");
+    assert_eq!(tail, data[3_000_001..]);
+    let err = one_line_error(&[
+        "mount",
+        s,
+        t.path().to_str().expect("utf8"),
+        "-o",
+        "read_ahead_kb=lots",
+    ]);
+    assert!(err.contains("read_ahead_kb"), "{err}");
+}
