@@ -39,25 +39,17 @@ fn pool() -> &'static Mutex<Sender<Job>> {
     })
 }
 
-/// One transaction's outstanding staged writes.
+/// Where the writer threads report each write's outcome.
+type Done = (Sender<Result<()>>, Receiver<Result<()>>);
+
+/// One transaction's outstanding staged writes. Most transactions stage
+/// nothing: the channel is made at the first write.
+#[derive(Default)]
 pub(crate) struct Pending {
-    done_tx: Sender<Result<()>>,
-    done_rx: Receiver<Result<()>>,
+    done: Option<Done>,
     outstanding: usize,
     /// The first failure, reported by the next wait.
     failed: Option<Error>,
-}
-
-impl Default for Pending {
-    fn default() -> Self {
-        let (done_tx, done_rx) = channel();
-        Pending {
-            done_tx,
-            done_rx,
-            outstanding: 0,
-            failed: None,
-        }
-    }
 }
 
 impl Pending {
@@ -66,7 +58,7 @@ impl Pending {
         while self.outstanding >= MAX_PENDING {
             self.wait_one();
         }
-        let done = self.done_tx.clone();
+        let done = self.done.get_or_insert_with(channel).0.clone();
         let job: Job = Box::new(move || {
             let _ = done.send(store.put_fresh(&path, data));
         });
@@ -85,10 +77,14 @@ impl Pending {
     }
 
     fn wait_one(&mut self) {
+        let Some((_, rx)) = &self.done else {
+            self.outstanding = 0;
+            return;
+        };
         if self.outstanding == 0 {
             return;
         }
-        let r = self.done_rx.recv().unwrap_or_else(|_| {
+        let r = rx.recv().unwrap_or_else(|_| {
             Err(Error::Io {
                 path: "staged value".into(),
                 source: std::io::Error::other("staging writer thread gone"),
