@@ -345,6 +345,16 @@ impl BlobStore {
         let Some(root) = self.location.local_root() else {
             return Ok(());
         };
+        if paths.len() > SYNCFS_FROM {
+            // One flush of the store's filesystem instead of thousands of
+            // fsyncs (a big file's chunks): the same durability, far fewer waits.
+            let io = |source| Error::Io {
+                path: root.display().to_string(),
+                source,
+            };
+            let dir = std::fs::File::open(root).map_err(io)?;
+            return nix::unistd::syncfs(&dir).map_err(|e| io(e.into()));
+        }
         let mut dirs = std::collections::BTreeSet::new();
         for p in paths {
             let file = root.join(p.as_ref());
@@ -428,6 +438,9 @@ fn sync_path(p: &std::path::Path) -> Result<()> {
     };
     std::fs::File::open(p).map_err(io)?.sync_all().map_err(io)
 }
+
+/// Above this many files, `sync` flushes the store's whole filesystem.
+const SYNCFS_FROM: usize = 64;
 
 /// Holds the exclusive lock of an embedded-mode local store while alive.
 pub struct ExclusiveLock {
