@@ -827,6 +827,14 @@ fn readahead_is_raised_for_sequential_readers_and_can_be_set() {
     let mut tail = Vec::new();
     f.read_to_end(&mut tail).expect("read");
     assert_eq!(tail, data[3_000_001..]);
+    // A big fsync (more chunks than are worth one fsync each) lands whole.
+    let big: Vec<u8> = (0..20_000_000u32).map(|i| (i % 249) as u8).collect();
+    {
+        let mut f = std::fs::File::create(m.path("synced")).expect("create");
+        f.write_all(&big).expect("write");
+        f.sync_all().expect("fsync");
+    }
+    assert_eq!(std::fs::read(m.path("synced")).expect("read"), big);
     let err = one_line_error(&[
         "mount",
         s,
