@@ -36,8 +36,18 @@ pub struct GcReport {
 /// A member announcement this old belongs to a process that is gone.
 const MEMBER_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
-fn keep_node(db: &DbInner, blob: BlobId, keep: &mut HashSet<BlobId>) {
-    if !keep.insert(blob) {
+/// Keeps node `blob` and the value chunks its entries name. `scanned` is
+/// separate from `keep`: a node already kept because its commit was in
+/// flight must still have its values kept (they may be other commits'
+/// values merged into it, whose own protection has ended).
+fn keep_node(
+    db: &DbInner,
+    blob: BlobId,
+    keep: &mut HashSet<BlobId>,
+    scanned: &mut HashSet<BlobId>,
+) {
+    keep.insert(blob);
+    if !scanned.insert(blob) {
         return;
     }
     match db.loader.load(blob) {
@@ -86,8 +96,9 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
     // Read after the listing and before the registry, like the intents.
     keep.extend(db.inflight.lock().iter().copied());
     let state = db.registry.catch_up(true)?;
+    let mut scanned = HashSet::new();
     for loc in state.nodes.values() {
-        keep_node(db, loc.blob, &mut keep);
+        keep_node(db, loc.blob, &mut keep, &mut scanned);
     }
     // Nodes replaced within the window may still be read by older snapshots.
     let mut log_seqs = Vec::new();
@@ -107,7 +118,7 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
         if rec.time_ms >= cutoff {
             for c in &rec.nodes {
                 for b in c.old.iter().chain(c.new.iter()) {
-                    keep_node(db, *b, &mut keep);
+                    keep_node(db, *b, &mut keep, &mut scanned);
                 }
             }
         }
