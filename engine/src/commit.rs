@@ -420,9 +420,17 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             db.loader.cache.insert(*blob, (*node).clone());
         }
         if shared {
-            if let Err(e) = store.delete(&intent_path(tx.id)) {
-                tracing::warn!(error = %e, "could not delete an intent record; recovery will");
-            }
+            // Off the commit's path: the commit is done, and an intent whose
+            // record landed is harmless (recovery deletes it if this never runs).
+            let (store, path) = (db.loader.store.clone(), intent_path(tx.id));
+            crate::stager::background(
+                &db.cleanups,
+                Box::new(move || {
+                    if let Err(e) = store.delete(&path) {
+                        tracing::warn!(error = %e, "could not delete an intent record; recovery will");
+                    }
+                }),
+            );
         }
         if let Err(e) = db.registry.maybe_checkpoint(db.opts.checkpoint_every) {
             tracing::warn!(error = %e, "checkpoint failed; the log still holds everything");

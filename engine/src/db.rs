@@ -120,6 +120,8 @@ pub(crate) struct DbInner {
     /// Blobs written by this process's commits that have not landed yet: GC
     /// keeps them (in embedded mode they have no intent record to protect them).
     pub inflight: parking_lot::Mutex<std::collections::HashSet<BlobId>>,
+    /// Clean-up jobs (intent deletes) still queued: waited for at close.
+    pub cleanups: Arc<std::sync::atomic::AtomicUsize>,
     _exclusive: Option<ExclusiveLock>,
 }
 
@@ -366,6 +368,7 @@ impl Db {
             stats: Stats::default(),
             commit_serial: parking_lot::Mutex::new(()),
             inflight: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            cleanups: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             own_commits: parking_lot::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(65_536).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
@@ -581,6 +584,7 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
+        crate::stager::drain(&self.inner.cleanups, Duration::from_secs(5));
         if let Some((tx, handle)) = self.background.take() {
             drop(tx);
             let _ = handle.join();

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::store::BlobStore;
 use object_store::path::Path;
 use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 
@@ -37,6 +38,30 @@ fn pool() -> &'static Mutex<Sender<Job>> {
         }
         Mutex::new(tx)
     })
+}
+
+/// Runs `job` on a writer thread, not waiting for it (clean-up after a
+/// commit: "clean up later"); `count` tracks the caller's unfinished jobs.
+/// Without a pool thread it runs here.
+pub(crate) fn background(count: &Arc<AtomicUsize>, job: Box<dyn FnOnce() + Send>) {
+    count.fetch_add(1, Ordering::SeqCst);
+    let counter = count.clone();
+    let counted: Job = Box::new(move || {
+        job();
+        counter.fetch_sub(1, Ordering::SeqCst);
+    });
+    if let Err(std::sync::mpsc::SendError(job)) = pool().lock().send(counted) {
+        job();
+    }
+}
+
+/// Waits (up to `limit`) until the jobs `count` tracks have run: a closing
+/// volume leaves no clean-up behind for a process that is about to exit.
+pub(crate) fn drain(count: &AtomicUsize, limit: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while count.load(Ordering::SeqCst) > 0 && start.elapsed() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 /// Where the writer threads report each write's outcome.
