@@ -217,6 +217,45 @@ fn mount_t_sopfs_through_the_helper() {
     let status = sopfs_out(&["status", store.to_str().expect("utf8")]);
     assert!(status.contains("daemons    0 live"), "{status}");
     assert!(!status.contains("stale"), "{status}");
+
+    // An fstab line (in a file of its own, `mount -T`): `mount DIR` finds it.
+    let fstab = t.path().join("fstab");
+    std::fs::write(
+        &fstab,
+        format!(
+            "# sopfs volume\n{}  {}  sopfs  _netdev,nofail,noatime  0 0\n",
+            store.display(),
+            dir.display()
+        ),
+    )
+    .expect("fstab");
+    let out = Command::new("mount")
+        .arg("-T")
+        .arg(&fstab)
+        .arg(&dir)
+        .output()
+        .expect("mount -T");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(is_mounted(&dir));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("f")).expect("read"),
+        "via helper"
+    );
+    let out = Command::new(sopfs_bin())
+        .arg("umount")
+        .arg(&dir)
+        .output()
+        .expect("umount");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!is_mounted(&dir));
 }
 
 fn sopfs_out(args: &[&str]) -> String {
