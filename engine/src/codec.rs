@@ -4,7 +4,8 @@
 //! offset  size  field
 //! 0       4     magic  b"SOPF"
 //! 4       1     kind   (Kind as u8)
-//! 5       1     format version (1)
+//! 5       1     format version of the kind's payload (records and
+//!               checkpoints 2, others 1; older versions are still read)
 //! 6       4     payload length, u32 little-endian
 //! 10      n     payload (postcard, or raw bytes for values)
 //! 10+n    4     CRC-32 (IEEE) of bytes 0..10+n, u32 little-endian
@@ -14,7 +15,6 @@ use crate::error::{Error, Result};
 use serde::{de::DeserializeOwned, Serialize};
 
 const MAGIC: &[u8; 4] = b"SOPF";
-const FORMAT: u8 = 1;
 const HEADER: usize = 10;
 const TRAILER: usize = 4;
 
@@ -37,6 +37,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The payload version written for this kind. Records and checkpoints
+    /// are at 2 (nodes packed into records); every kind still reads 1.
+    pub fn version(self) -> u8 {
+        match self {
+            Kind::Record | Kind::Checkpoint => 2,
+            _ => 1,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Kind::Node => "node",
@@ -54,7 +63,7 @@ pub fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + payload.len() + TRAILER);
     out.extend_from_slice(MAGIC);
     out.push(kind as u8);
-    out.push(FORMAT);
+    out.push(kind.version());
     out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     out.extend_from_slice(payload);
     let crc = crc32fast::hash(&out);
@@ -62,8 +71,32 @@ pub fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Checks a frame and returns its payload.
+/// Frames a payload as an older format version would have (tests of reading old volumes).
+#[cfg(test)]
+pub(crate) fn frame_version(kind: Kind, version: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = frame(kind, payload);
+    out[5] = version;
+    let end = out.len() - TRAILER;
+    let crc = crc32fast::hash(&out[..end]);
+    out[end..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Checks a frame of the current version and returns its payload.
 pub fn unframe<'a>(kind: Kind, path: &str, data: &'a [u8]) -> Result<&'a [u8]> {
+    let (version, payload) = unframe_versioned(kind, path, data)?;
+    if version != kind.version() {
+        return Err(Error::Corrupted {
+            what: kind.name(),
+            path: path.to_string(),
+            detail: format!("format version {version} where {} expected", kind.version()),
+        });
+    }
+    Ok(payload)
+}
+
+/// Checks a frame of any version this build reads; returns (version, payload).
+pub fn unframe_versioned<'a>(kind: Kind, path: &str, data: &'a [u8]) -> Result<(u8, &'a [u8])> {
     let bad = |detail: String| Error::Corrupted {
         what: kind.name(),
         path: path.to_string(),
@@ -81,7 +114,8 @@ pub fn unframe<'a>(kind: Kind, path: &str, data: &'a [u8]) -> Result<&'a [u8]> {
             data[4], kind as u8
         )));
     }
-    if data[5] != FORMAT {
+    let version = data[5];
+    if version == 0 || version > kind.version() {
         return Err(bad(format!("unknown format version {}", data[5])));
     }
     let len = u32::from_le_bytes([data[6], data[7], data[8], data[9]]) as usize;
@@ -102,7 +136,7 @@ pub fn unframe<'a>(kind: Kind, path: &str, data: &'a [u8]) -> Result<&'a [u8]> {
     if crc32fast::hash(&data[..body_end]) != want {
         return Err(bad("checksum mismatch".into()));
     }
-    Ok(&data[HEADER..body_end])
+    Ok((version, &data[HEADER..body_end]))
 }
 
 /// Serializes and frames a value.
@@ -112,9 +146,13 @@ pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
     frame(kind, &payload)
 }
 
-/// Checks a frame and deserializes its payload.
+/// Checks a frame of the current version and deserializes its payload.
 pub fn decode<T: DeserializeOwned>(kind: Kind, path: &str, data: &[u8]) -> Result<T> {
-    let payload = unframe(kind, path, data)?;
+    decode_payload(kind, path, unframe(kind, path, data)?)
+}
+
+/// Deserializes an unframed payload (one already checked as part of another).
+pub fn decode_payload<T: DeserializeOwned>(kind: Kind, path: &str, payload: &[u8]) -> Result<T> {
     postcard::from_bytes(payload).map_err(|e| Error::Corrupted {
         what: kind.name(),
         path: path.to_string(),

@@ -16,13 +16,17 @@ use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, NodeId, TxId};
 use crate::recovery::Intent;
-use crate::registry::{now_ms, CommitRecord, NodeChange, TreeWrites};
+use crate::registry::{now_ms, CommitRecord, NodeChange, PackedNode, TreeWrites};
 use crate::store::{blob_path, intent_path, log_path};
 use crate::tx::{apply_op, Op, Transaction, TxMode, CATALOG};
 use crate::view::View;
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+/// Node bytes one commit record carries at most; the rest of a big commit's
+/// nodes are written as blobs of their own.
+const PACK_MAX: usize = 512 * 1024;
 
 /// What a successful commit did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,18 +286,32 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             base_seq = now.seq;
         }
 
-        // Phase 2: intent, blobs, commit point.
+        // Phase 2: intent, blobs, commit point. Changed nodes travel inside
+        // the record up to PACK_MAX bytes (one object write for a small
+        // commit); beyond that, as blobs of their own.
         let mut node_blobs = Vec::new();
+        let mut packed = Vec::new();
+        let mut packed_bytes = 0;
+        let mut fresh = Vec::new();
         let mut changes = Vec::new();
         let mut dirty: Vec<_> = tx.view.dirty.iter().collect();
         dirty.sort_by_key(|(id, _)| **id);
         for (id, node) in &dirty {
             let blob = BlobId::fresh();
-            node_blobs.push((blob, node.encode()));
+            let body = node.encode_payload();
+            let pack = packed_bytes + body.len() <= PACK_MAX;
+            if pack {
+                packed_bytes += body.len();
+                packed.push(PackedNode { blob, body });
+            } else {
+                node_blobs.push((blob, codec::frame(Kind::Node, &body)));
+            }
+            fresh.push((blob, Arc::clone(*node)));
             changes.push(NodeChange {
                 node: **id,
                 old: tx.view.base.nodes.get(*id).map(|l| l.blob),
                 new: Some(blob),
+                packed: pack,
             });
         }
         for id in &tx.view.freed {
@@ -301,6 +319,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
                 node: *id,
                 old: tx.view.base.nodes.get(id).map(|l| l.blob),
                 new: None,
+                packed: false,
             });
         }
         let node_ids: Vec<BlobId> = node_blobs.iter().map(|(b, _)| *b).collect();
@@ -374,6 +393,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             writes,
             replaced_trees,
             nodes: changes,
+            packed,
         };
         test_pause(true);
         loop {
@@ -408,6 +428,9 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         }
         test_pause(false);
         let seq = record.seq;
+        // The registry keeps records without node bodies; this process has
+        // the nodes themselves (cached below).
+        record.packed = Vec::new();
         if let Err(e) = db.registry.publish(Arc::new(record)) {
             // The record is in the log: every reader, this process's next
             // catch-up included, will fold it in. Nothing to undo.
@@ -416,8 +439,8 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         drop(serial);
         db.coord.release(&locks.keys, tx.id, seq);
         locks.keys.clear();
-        for ((blob, _), (_, node)) in node_blobs.iter().zip(dirty.iter()) {
-            db.loader.cache.insert(*blob, (*node).clone());
+        for (blob, node) in fresh {
+            db.loader.cache.insert(blob, node);
         }
         if shared {
             // Off the commit's path: the commit is done, and an intent whose

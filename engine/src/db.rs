@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::gc::GcReport;
 use crate::ids::{BlobId, NodeId, TxId};
 use crate::node::Node;
-use crate::registry::{now_ms, CommitRecord, NodeChange, Registry};
-use crate::store::{blob_path, log_path, volume_path, BlobStore, ExclusiveLock, StoreLocation};
+use crate::registry::{now_ms, CommitRecord, NodeChange, PackedNode, Registry};
+use crate::store::{log_path, volume_path, BlobStore, ExclusiveLock, StoreLocation};
 use crate::tx::{Transaction, TxMode, TxOptions};
 use crate::view::{Loader, View};
 use serde::{Deserialize, Serialize};
@@ -212,7 +212,6 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
     // The catalog root is created by log record 1; create-if-absent makes a
     // concurrent format harmless (one wins, the other adopts it).
     let blob = BlobId::fresh();
-    store.put(&blob_path(blob), Node::empty_leaf().encode())?;
     let rec = CommitRecord {
         seq: 1,
         txid: TxId::fresh(),
@@ -223,11 +222,15 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
             node: NodeId::CATALOG_ROOT,
             old: None,
             new: Some(blob),
+            packed: true,
+        }],
+        packed: vec![PackedNode {
+            blob,
+            body: Node::empty_leaf().encode_payload(),
         }],
     };
-    if !store.create(&log_path(1), codec::encode(Kind::Record, &rec))? {
-        store.delete(&blob_path(blob))?;
-    }
+    // Losing this race is fine: the winner's record 1 holds its own root.
+    store.create(&log_path(1), codec::encode(Kind::Record, &rec))?;
     let marker = VolumeMarker {
         name: "sopfs".into(),
         format: VOLUME_FORMAT,

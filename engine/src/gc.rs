@@ -7,9 +7,9 @@ use crate::error::Result;
 use crate::ids::BlobId;
 use crate::node::{Node, Value};
 use crate::recovery::Intent;
-use crate::registry::{now_ms, CommitRecord};
-use crate::store::{checkpoint_path, log_path};
-use std::collections::HashSet;
+use crate::registry::{decode_record, now_ms};
+use crate::store::{blob_path, checkpoint_path, log_path};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// What a GC pass found and did.
@@ -43,6 +43,7 @@ const MEMBER_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 fn keep_node(
     db: &DbInner,
     blob: BlobId,
+    packed_in: Option<u64>,
     keep: &mut HashSet<BlobId>,
     scanned: &mut HashSet<BlobId>,
 ) {
@@ -50,7 +51,7 @@ fn keep_node(
     if !scanned.insert(blob) {
         return;
     }
-    match db.loader.load(blob) {
+    match db.loader.load_blob(blob, packed_in) {
         Ok(node) => {
             if let Node::Leaf { entries } = &*node {
                 for (_, v) in entries {
@@ -64,6 +65,30 @@ fn keep_node(
             tracing::warn!(%blob, error = %e, "GC could not read a node; keeping what it can")
         }
     }
+}
+
+/// Before records are trimmed, the node versions they carry that anyone may
+/// still read (`keep`) are written as blobs of their own, durably: a reader
+/// that finds a record gone reads `blobs/<id>` instead.
+fn write_out_packed(db: &DbInner, seqs: &[u64], keep: &HashSet<BlobId>) -> Result<()> {
+    let store = &db.loader.store;
+    let mut written = Vec::new();
+    for &seq in seqs {
+        let path = log_path(seq);
+        let Some(data) = store.get(&path)? else {
+            continue;
+        };
+        for p in decode_record(path.as_ref(), &data)?.packed {
+            if keep.contains(&p.blob) {
+                let blob = blob_path(p.blob);
+                // Create-if-absent: a GC of another process may be doing the
+                // same; the bytes are the same either way.
+                store.create(&blob, codec::frame(Kind::Node, &p.body))?;
+                written.push(blob);
+            }
+        }
+    }
+    store.sync(&written)
 }
 
 /// In cluster mode other processes may be up to `RESYNC_AFTER` behind the log
@@ -98,10 +123,15 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
     let state = db.registry.catch_up(true)?;
     let mut scanned = HashSet::new();
     for loc in state.nodes.values() {
-        keep_node(db, loc.blob, &mut keep, &mut scanned);
+        let packed_in = loc.packed.then_some(loc.version);
+        keep_node(db, loc.blob, packed_in, &mut keep, &mut scanned);
     }
-    // Nodes replaced within the window may still be read by older snapshots.
+    // One read of the log: which record carries which node version, and
+    // the changes of records inside the window (their old versions may
+    // still be read by older snapshots).
     let mut log_seqs = Vec::new();
+    let mut packed_at: HashMap<BlobId, u64> = HashMap::new();
+    let mut recent = Vec::new();
     for m in store.list("log")? {
         let Some(seq) = m
             .location
@@ -114,12 +144,16 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
         let Some(data) = store.get(&m.location)? else {
             continue;
         };
-        let rec: CommitRecord = codec::decode(Kind::Record, m.location.as_ref(), &data)?;
+        let rec = decode_record(m.location.as_ref(), &data)?;
+        packed_at.extend(rec.packed.iter().map(|p| (p.blob, seq)));
         if rec.time_ms >= cutoff {
-            for c in &rec.nodes {
-                for b in c.old.iter().chain(c.new.iter()) {
-                    keep_node(db, *b, &mut keep, &mut scanned);
-                }
+            recent.push(rec.nodes);
+        }
+    }
+    for changes in recent {
+        for c in changes {
+            for b in c.old.iter().chain(c.new.iter()) {
+                keep_node(db, *b, packed_at.get(b).copied(), &mut keep, &mut scanned);
             }
         }
     }
@@ -172,8 +206,10 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
         .collect();
     if let Some(&horizon) = old_enough.last() {
         log_seqs.sort_unstable();
+        log_seqs.retain(|s| *s <= horizon);
+        write_out_packed(db, &log_seqs, &keep)?;
         // Ascending, so the newest surviving record always marks the log's end.
-        for seq in log_seqs.into_iter().filter(|s| *s <= horizon) {
+        for seq in log_seqs {
             store.delete(&log_path(seq))?;
             report.log_records_deleted += 1;
         }

@@ -113,6 +113,17 @@ impl Node {
         codec::encode(Kind::Node, self)
     }
 
+    /// The node's serialized form without a frame: how a commit record carries it.
+    pub fn encode_payload(&self) -> Vec<u8> {
+        // postcard only fails on writers that run out of room; a Vec never does.
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    /// Decodes a node carried inside another object (already checked as part of it).
+    pub fn decode_payload(path: &str, payload: &[u8]) -> Result<Self> {
+        codec::decode_payload(Kind::Node, path, payload)
+    }
+
     /// Checks and decodes a framed node blob.
     pub fn decode(path: &str, data: &[u8]) -> Result<Self> {
         codec::decode(Kind::Node, path, data)

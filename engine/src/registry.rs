@@ -14,10 +14,14 @@ use std::sync::Arc;
 /// Where a logical node currently lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeLoc {
-    /// Physical blob holding the node.
+    /// Physical blob id of this version of the node.
     pub blob: BlobId,
     /// Sequence number of the commit that wrote it.
     pub version: u64,
+    /// The bytes travel inside commit record `version` rather than in
+    /// `blobs/<blob>`. Once GC trims that record it has written them out to
+    /// `blobs/<blob>` first, so a reader that finds the record gone reads there.
+    pub packed: bool,
 }
 
 /// The registry as of one commit: an immutable snapshot, cheap to clone.
@@ -38,6 +42,18 @@ pub struct NodeChange {
     pub old: Option<BlobId>,
     /// Blob it points at now; `None` when the node was freed.
     pub new: Option<BlobId>,
+    /// `new` is carried in this record's `packed` list, not written as a blob.
+    pub packed: bool,
+}
+
+/// A node version carried inside the commit record that created it: a small
+/// commit is then one object write (the record) instead of one per node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedNode {
+    /// The blob id this node version is known by (as in `NodeChange::new`).
+    pub blob: BlobId,
+    /// The node, serialized without a frame (the record's frame checks it).
+    pub body: Vec<u8>,
 }
 
 /// Keys one commit wrote in one tree, sorted.
@@ -64,6 +80,9 @@ pub struct CommitRecord {
     pub replaced_trees: Vec<String>,
     /// Node-level changes, applied to the registry.
     pub nodes: Vec<NodeChange>,
+    /// Bodies of the new node versions marked `packed`. Empty in the copies
+    /// the registry keeps in memory (only readers of nodes need them).
+    pub packed: Vec<PackedNode>,
 }
 
 impl CommitRecord {
@@ -80,6 +99,92 @@ struct Checkpoint {
     seq: u64,
     time_ms: u64,
     nodes: Vec<(NodeId, NodeLoc)>,
+}
+
+/// Format 1 of records and checkpoints (before nodes were packed), still read.
+mod v1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct NodeLoc {
+        pub blob: BlobId,
+        pub version: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct NodeChange {
+        pub node: NodeId,
+        pub old: Option<BlobId>,
+        pub new: Option<BlobId>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct CommitRecord {
+        pub seq: u64,
+        pub txid: TxId,
+        pub time_ms: u64,
+        pub writes: Vec<TreeWrites>,
+        pub replaced_trees: Vec<String>,
+        pub nodes: Vec<NodeChange>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Checkpoint {
+        pub seq: u64,
+        pub time_ms: u64,
+        pub nodes: Vec<(NodeId, NodeLoc)>,
+    }
+}
+
+/// Decodes a commit record of any format this build reads.
+pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
+    let (version, payload) = codec::unframe_versioned(Kind::Record, path, data)?;
+    if version == Kind::Record.version() {
+        return codec::decode_payload(Kind::Record, path, payload);
+    }
+    let old: v1::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
+    Ok(CommitRecord {
+        seq: old.seq,
+        txid: old.txid,
+        time_ms: old.time_ms,
+        writes: old.writes,
+        replaced_trees: old.replaced_trees,
+        nodes: old
+            .nodes
+            .into_iter()
+            .map(|c| NodeChange {
+                node: c.node,
+                old: c.old,
+                new: c.new,
+                packed: false,
+            })
+            .collect(),
+        packed: Vec::new(),
+    })
+}
+
+fn decode_checkpoint(path: &str, data: &[u8]) -> Result<Checkpoint> {
+    let (version, payload) = codec::unframe_versioned(Kind::Checkpoint, path, data)?;
+    if version == Kind::Checkpoint.version() {
+        return codec::decode_payload(Kind::Checkpoint, path, payload);
+    }
+    let old: v1::Checkpoint = codec::decode_payload(Kind::Checkpoint, path, payload)?;
+    Ok(Checkpoint {
+        seq: old.seq,
+        time_ms: old.time_ms,
+        nodes: old
+            .nodes
+            .into_iter()
+            .map(|(id, l)| {
+                let loc = NodeLoc {
+                    blob: l.blob,
+                    version: l.version,
+                    packed: false,
+                };
+                (id, loc)
+            })
+            .collect(),
+    })
 }
 
 /// How many recent records stay in memory for validating transactions.
@@ -125,7 +230,7 @@ impl Registry {
             let Some(data) = store.get(&path)? else {
                 continue;
             };
-            match codec::decode::<Checkpoint>(Kind::Checkpoint, path.as_ref(), &data) {
+            match decode_checkpoint(path.as_ref(), &data) {
                 Ok(cp) => {
                     state.seq = cp.seq;
                     state.nodes = cp.nodes.into_iter().collect();
@@ -158,7 +263,9 @@ impl Registry {
         let Some(data) = self.store.get(&path)? else {
             return Ok(None);
         };
-        let rec: CommitRecord = codec::decode(Kind::Record, path.as_ref(), &data)?;
+        let mut rec = decode_record(path.as_ref(), &data)?;
+        // Node bodies are read through the loader when needed, not kept here.
+        rec.packed = Vec::new();
         if rec.seq != seq {
             return Err(Error::Corrupted {
                 what: "commit record",
@@ -202,6 +309,7 @@ impl Registry {
                             NodeLoc {
                                 blob,
                                 version: rec.seq,
+                                packed: c.packed,
                             },
                         );
                     }
@@ -244,7 +352,7 @@ impl Registry {
         let Some(data) = self.store.get(&path)? else {
             return Ok(());
         };
-        let cp: Checkpoint = codec::decode(Kind::Checkpoint, path.as_ref(), &data)?;
+        let cp = decode_checkpoint(path.as_ref(), &data)?;
         tracing::info!(
             from = self.current().seq,
             to = cp.seq,
@@ -330,5 +438,61 @@ impl Registry {
         }
         out.sort_unstable();
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_checkpoints_of_format_1_are_still_read() {
+        let (blob, node, txid) = (BlobId(7), NodeId(9), TxId(3));
+        let writes = vec![TreeWrites {
+            tree: "t".into(),
+            keys: vec![b"k".to_vec()],
+        }];
+        // Format 1 had no `packed` fields; postcard encodes a struct as its fields in order.
+        let v1_changes = vec![(node, None::<BlobId>, Some(blob))];
+        let payload =
+            postcard::to_stdvec(&(5u64, txid, 11u64, &writes, Vec::<String>::new(), v1_changes))
+                .expect("encode");
+        let data = codec::frame_version(Kind::Record, 1, &payload);
+        let rec = decode_record("log/5", &data).expect("v1 record");
+        assert_eq!((rec.seq, rec.txid, rec.time_ms), (5, txid, 11));
+        assert_eq!(rec.writes, writes);
+        assert_eq!(
+            rec.nodes,
+            vec![NodeChange {
+                node,
+                old: None,
+                new: Some(blob),
+                packed: false
+            }]
+        );
+        assert!(rec.packed.is_empty());
+
+        let payload =
+            postcard::to_stdvec(&(5u64, 11u64, vec![(node, (blob, 5u64))])).expect("encode");
+        let data = codec::frame_version(Kind::Checkpoint, 1, &payload);
+        let cp = decode_checkpoint("checkpoints/5", &data).expect("v1 checkpoint");
+        assert_eq!(cp.seq, 5);
+        assert_eq!(
+            cp.nodes,
+            vec![(
+                node,
+                NodeLoc {
+                    blob,
+                    version: 5,
+                    packed: false
+                }
+            )]
+        );
+        // A version from the future is refused, not misread.
+        let data = codec::frame_version(Kind::Record, 3, &payload);
+        assert!(matches!(
+            decode_record("log/5", &data),
+            Err(Error::Corrupted { .. })
+        ));
     }
 }

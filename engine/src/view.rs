@@ -3,10 +3,11 @@
 
 use crate::cache::{NodeCache, ValueCache};
 use crate::error::{Error, Result};
+use crate::ids::BlobId;
 use crate::ids::NodeId;
 use crate::node::Node;
-use crate::registry::RegState;
-use crate::store::{blob_path, BlobStore};
+use crate::registry::{decode_record, NodeLoc, RegState};
+use crate::store::{blob_path, log_path, BlobStore};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -23,10 +24,22 @@ pub(crate) struct Loader {
 }
 
 impl Loader {
-    /// Loads the node stored in blob `blob` (cache first).
-    pub fn load(&self, blob: crate::ids::BlobId) -> Result<Arc<Node>> {
+    /// Loads the node version `loc` names (cache first).
+    pub fn load(&self, loc: &NodeLoc) -> Result<Arc<Node>> {
+        let packed_in = loc.packed.then_some(loc.version);
+        self.load_blob(loc.blob, packed_in)
+    }
+
+    /// Loads node version `blob`, carried inside commit record `packed_in`
+    /// if given (or in its own blob, once GC trimmed that record).
+    pub fn load_blob(&self, blob: BlobId, packed_in: Option<u64>) -> Result<Arc<Node>> {
         if let Some(n) = self.cache.get(blob) {
             return Ok(n);
+        }
+        if let Some(seq) = packed_in {
+            if let Some(node) = self.load_packed(seq, blob)? {
+                return Ok(node);
+            }
         }
         let path = blob_path(blob);
         let data = self.store.get(&path)?.ok_or_else(|| Error::Missing {
@@ -40,6 +53,34 @@ impl Loader {
 }
 
 impl Loader {
+    /// Reads node `blob` out of record `seq`; `None` if the record is gone
+    /// (trimmed by GC, which wrote its live nodes out as blobs first). The
+    /// record's other nodes are cached too: they are the newest versions
+    /// of nodes the caller's neighbours are likely to want next.
+    fn load_packed(&self, seq: u64, blob: BlobId) -> Result<Option<Arc<Node>>> {
+        let path = log_path(seq);
+        let Some(data) = self.store.get(&path)? else {
+            return Ok(None);
+        };
+        let record = decode_record(path.as_ref(), &data)?;
+        let mut wanted = None;
+        for p in record.packed {
+            let node = Arc::new(Node::decode_payload(path.as_ref(), &p.body)?);
+            if p.blob == blob {
+                wanted = Some(node.clone());
+            }
+            self.cache.insert(p.blob, node);
+        }
+        match wanted {
+            Some(node) => Ok(Some(node)),
+            None => Err(Error::Corrupted {
+                what: "commit record",
+                path: path.to_string(),
+                detail: format!("does not carry node {blob}"),
+            }),
+        }
+    }
+
     /// The payload of value blob `blob`: from the cache, from a load already
     /// under way, or read and checked here.
     pub fn value(&self, blob: crate::ids::BlobId) -> Result<Arc<Vec<u8>>> {
@@ -109,7 +150,7 @@ impl View {
             return Err(missing());
         }
         let loc = self.base.nodes.get(&id).ok_or_else(missing)?;
-        self.loader.load(loc.blob)
+        self.loader.load(loc)
     }
 
     pub fn set(&mut self, id: NodeId, node: Node) {
