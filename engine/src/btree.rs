@@ -74,12 +74,21 @@ fn put_rec(
     let node = view.node(id)?;
     match &*node {
         Node::Leaf { entries } => {
-            let mut entries = entries.clone();
-            let old = match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-                Ok(i) => Some(std::mem::replace(&mut entries[i].1, value)),
+            // Copied once, at its final size: a clone then an insert would
+            // copy the entries twice (the insert outgrows the clone).
+            let (mut entries, old) = match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key))
+            {
+                Ok(i) => {
+                    let mut copy = entries.clone();
+                    let old = std::mem::replace(&mut copy[i].1, value);
+                    (copy, Some(old))
+                }
                 Err(i) => {
-                    entries.insert(i, (key.to_vec(), value));
-                    None
+                    let mut copy = Vec::with_capacity(entries.len() + 1);
+                    copy.extend_from_slice(&entries[..i]);
+                    copy.push((key.to_vec(), value));
+                    copy.extend_from_slice(&entries[i..]);
+                    (copy, None)
                 }
             };
             let split = if entries.len() > slots {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Value {
     /// Small values sit in the node itself.
-    Inline(Vec<u8>),
+    Inline(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Large values live in their own blobs, in chunks when very large.
     External {
         /// Chunk blobs, in order.
@@ -59,12 +59,14 @@ pub enum Node {
     /// Sorted entries.
     Leaf {
         /// (key, value), ascending by key bytes.
+        #[serde(with = "byte_keys")]
         entries: Vec<(Vec<u8>, Value)>,
     },
     /// `children.len() == keys.len() + 1`; child `i` holds keys in
     /// `[keys[i-1], keys[i])`.
     Internal {
         /// Separators.
+        #[serde(with = "byte_keys")]
         keys: Vec<Vec<u8>>,
         /// Logical ids of the children.
         children: Vec<NodeId>,
@@ -127,5 +129,122 @@ impl Node {
     /// Checks and decodes a framed node blob.
     pub fn decode(path: &str, data: &[u8]) -> Result<Self> {
         codec::decode(Kind::Node, path, data)
+    }
+}
+
+/// Byte strings inside nodes go through serde's bytes path (one copy)
+/// rather than as sequences of `u8` (one serializer call per byte). In
+/// postcard both are a varint length and the raw bytes, so the stored
+/// format is the same.
+mod byte_keys {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    /// A sequence whose elements hold one byte string each.
+    pub trait HasBytes: Sized {
+        type Wire<'a>: Serialize
+        where
+            Self: 'a;
+        type Owned: for<'de> Deserialize<'de>;
+        fn wire(&self) -> Self::Wire<'_>;
+        fn from_owned(o: Self::Owned) -> Self;
+    }
+
+    impl HasBytes for Vec<u8> {
+        type Wire<'a> = &'a Bytes;
+        type Owned = ByteBuf;
+        fn wire(&self) -> &Bytes {
+            Bytes::new(self)
+        }
+        fn from_owned(o: ByteBuf) -> Self {
+            o.into_vec()
+        }
+    }
+
+    impl<V: Serialize + for<'de> Deserialize<'de>> HasBytes for (Vec<u8>, V) {
+        type Wire<'a>
+            = (&'a Bytes, &'a V)
+        where
+            V: 'a;
+        type Owned = (ByteBuf, V);
+        fn wire(&self) -> (&Bytes, &V) {
+            (Bytes::new(&self.0), &self.1)
+        }
+        fn from_owned(o: (ByteBuf, V)) -> Self {
+            (o.0.into_vec(), o.1)
+        }
+    }
+
+    pub fn serialize<T: HasBytes, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(HasBytes::wire))
+    }
+
+    pub fn deserialize<'de, T: HasBytes, D: Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+        let owned = Vec::<T::Owned>::deserialize(d)?;
+        Ok(owned.into_iter().map(T::from_owned).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The node as it was serialized before byte strings took serde's bytes path.
+    #[derive(Serialize)]
+    enum PlainValue {
+        Inline(Vec<u8>),
+        External { chunks: Vec<BlobId>, len: u64 },
+    }
+    #[derive(Serialize)]
+    enum PlainNode {
+        Leaf {
+            entries: Vec<(Vec<u8>, PlainValue)>,
+        },
+        Internal {
+            keys: Vec<Vec<u8>>,
+            children: Vec<NodeId>,
+        },
+    }
+
+    #[test]
+    fn byte_strings_keep_the_stored_format() {
+        let leaf = Node::Leaf {
+            entries: vec![
+                (b"a".to_vec(), Value::Inline(vec![1, 2, 3])),
+                (
+                    vec![0xff; 300],
+                    Value::External {
+                        chunks: vec![BlobId(9)],
+                        len: 5,
+                    },
+                ),
+            ],
+        };
+        let plain = PlainNode::Leaf {
+            entries: vec![
+                (b"a".to_vec(), PlainValue::Inline(vec![1, 2, 3])),
+                (
+                    vec![0xff; 300],
+                    PlainValue::External {
+                        chunks: vec![BlobId(9)],
+                        len: 5,
+                    },
+                ),
+            ],
+        };
+        let bytes = leaf.encode_payload();
+        assert_eq!(bytes, postcard::to_stdvec(&plain).expect("encode"));
+        assert_eq!(Node::decode_payload("p", &bytes).expect("decode"), leaf);
+        let internal = Node::Internal {
+            keys: vec![b"m".to_vec()],
+            children: vec![NodeId(1), NodeId(2)],
+        };
+        let plain = PlainNode::Internal {
+            keys: vec![b"m".to_vec()],
+            children: vec![NodeId(1), NodeId(2)],
+        };
+        let bytes = internal.encode_payload();
+        assert_eq!(bytes, postcard::to_stdvec(&plain).expect("encode"));
+        assert_eq!(Node::decode_payload("p", &bytes).expect("decode"), internal);
     }
 }

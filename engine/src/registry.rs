@@ -53,6 +53,7 @@ pub struct PackedNode {
     /// The blob id this node version is known by (as in `NodeChange::new`).
     pub blob: BlobId,
     /// The node, serialized without a frame (the record's frame checks it).
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
 

@@ -278,6 +278,9 @@ impl BlobStore {
 
     /// Creates an object only if absent: `Ok(false)` when it already existed.
     pub fn create(&self, path: &Path, data: Vec<u8>) -> Result<bool> {
+        if let StoreLocation::Local(root) = &self.location {
+            return create_local(&root.join(path.as_ref()), &data);
+        }
         let payload = PutPayload::from(Bytes::from(data));
         let opts = || PutOptions {
             mode: PutMode::Create,
@@ -431,6 +434,47 @@ impl BlobStore {
     }
 }
 
+/// Create-if-absent in a local folder: written beside its final name (a
+/// staging name GC sweeps if we die here) and hard-linked into place, so
+/// the object appears whole or not at all, and a name that exists is never
+/// replaced. The same protocol as object_store's, without its path
+/// conversions and metadata reads on the commit path.
+fn create_local(full: &std::path::Path, data: &[u8]) -> Result<bool> {
+    let io = |source| Error::Io {
+        path: full.display().to_string(),
+        source,
+    };
+    let name = full
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let staging = full.with_file_name(format!("{name}#{}", rand::random::<u32>()));
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&staging)
+    };
+    let mut f = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            open().map_err(io)?
+        }
+        r => r.map_err(io)?,
+    };
+    let written = std::io::Write::write_all(&mut f, data);
+    drop(f);
+    let linked = written.and_then(|()| std::fs::hard_link(&staging, full));
+    let _ = std::fs::remove_file(&staging);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io(e)),
+    }
+}
+
 fn sync_path(p: &std::path::Path) -> Result<()> {
     let io = |source| Error::Io {
         path: p.display().to_string(),
@@ -438,6 +482,10 @@ fn sync_path(p: &std::path::Path) -> Result<()> {
     };
     std::fs::File::open(p).map_err(io)?.sync_all().map_err(io)
 }
+
+/// Staging files younger than this may belong to a write in progress
+/// (GC never sweeps them, whatever its retention).
+pub const STAGING_MIN_AGE: Duration = Duration::from_secs(60);
 
 /// Above this many files, `sync` flushes the store's whole filesystem.
 const SYNCFS_FROM: usize = 64;
