@@ -231,7 +231,7 @@ pub(crate) fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
                 db.stats.conflicts.fetch_add(1, Ordering::Relaxed);
             }
             discard(tx, &value_ids);
-            if db.coord.is_shared() {
+            if tx.intent_written {
                 let _ = db.loader.store.delete(&intent_path(tx.id));
             }
         }
@@ -248,8 +248,10 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
     let _values_inflight = InFlight::new(&db, value_ids.to_vec());
     'attempt: loop {
         tx.check_deadline()?;
-        // Phase 1: validate, merge, lock.
-        let latest = db.registry.catch_up(shared)?;
+        // Phase 1: validate, merge, lock. The snapshot was fresh at `begin`
+        // (the stamp, in cluster mode); what landed since is learned below,
+        // from the stamp that comes back with the locks.
+        let latest = db.registry.catch_up(false)?;
         if latest.seq > tx.view.base.seq {
             validate(tx, &db.registry.records(tx.view.base.seq, latest.seq)?)?;
             replay(tx, View::new(latest.clone(), db.loader.clone()))?;
@@ -274,7 +276,13 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         for owner in outcome.expired_owners {
             crate::recovery::recover_owner(&db, owner);
         }
-        let now = db.registry.catch_up(shared)?;
+        // Cluster mode: read the store only if the stamp is ahead of us (or
+        // missing). A commit that landed but has not raised the stamp yet is
+        // met at the commit point: creating its log slot fails, and we catch
+        // up and validate there.
+        let local = db.registry.current().seq;
+        let probe = shared && outcome.stamp.is_none_or(|s| s > local);
+        let now = db.registry.catch_up(probe)?;
         let mut base_seq = tx.view.base.seq;
         if now.seq > base_seq {
             let recs = db.registry.records(base_seq, now.seq)?;
@@ -340,8 +348,11 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         // peer whose locks expired) need the intent. Embedded mode has no
         // peers: a crash there leaves unreferenced blobs for GC instead.
         let _nodes_inflight = InFlight::new(&db, node_ids.clone());
-        if shared {
+        // A commit that writes no blob (its nodes all travel in the record)
+        // leaves nothing for GC to protect or for recovery to clean up.
+        if shared && !all_blobs.is_empty() {
             store.put(&intent_path(tx.id), codec::encode(Kind::Intent, &intent))?;
+            tx.intent_written = true;
         }
         // Value blobs are written once, on the first attempt that gets here.
         // Long commits (many blobs, a slow store) keep their locks alive.
@@ -442,7 +453,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         for (blob, node) in fresh {
             db.loader.cache.insert(blob, node);
         }
-        if shared {
+        if tx.intent_written {
             // Off the commit's path: the commit is done, and an intent whose
             // record landed is harmless (recovery deletes it if this never runs).
             let (store, path) = (db.loader.store.clone(), intent_path(tx.id));

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 pub struct LockOutcome {
     /// Owners whose expired locks were taken over: their commits may be unfinished.
     pub expired_owners: Vec<TxId>,
+    /// The newest commit seq the coordinator had heard of when the locks
+    /// were taken (`None`: it does not keep one, or lost it).
+    pub stamp: Option<u64>,
 }
 
 /// Coordination between the transactions of one or many processes.

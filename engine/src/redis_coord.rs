@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 
 const LOCK: &str = r#"
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
-for i = 1, #KEYS, 2 do
+local n = #KEYS - 1
+for i = 1, n, 2 do
   local cur = redis.call('GET', KEYS[i])
   if cur and cur ~= owner then return {0, cur} end
 end
-local out = {1}
-for i = 1, #KEYS, 2 do
+local out = {1, tonumber(redis.call('GET', KEYS[#KEYS]) or '-1')}
+for i = 1, n, 2 do
   local last = redis.call('GET', KEYS[i + 1])
   if last and last ~= owner then table.insert(out, last) end
   redis.call('SET', KEYS[i], owner, 'PX', ttl)
@@ -201,7 +202,10 @@ impl Coordinator for RedisCoordinator {
         if keys.is_empty() {
             return Ok(LockOutcome::default());
         }
-        let names = self.key_names(keys);
+        // The stamp rides along (last key): the caller learns how far the
+        // log has gone without probing the store.
+        let mut names = self.key_names(keys);
+        names.push(self.seq_key());
         let owner_s = owner.to_string();
         let started = Instant::now();
         let mut pause = Duration::from_micros(200);
@@ -215,7 +219,11 @@ impl Coordinator for RedisCoordinator {
             })?;
             let ok = matches!(reply.first(), Some(redis::Value::Int(1)));
             if ok {
-                let expired_owners = reply[1..]
+                let stamp = match reply.get(1) {
+                    Some(redis::Value::Int(s)) if *s >= 0 => Some(*s as u64),
+                    _ => None,
+                };
+                let expired_owners = reply[2..]
                     .iter()
                     .filter_map(|v| match v {
                         redis::Value::BulkString(b) => std::str::from_utf8(b)
@@ -225,7 +233,10 @@ impl Coordinator for RedisCoordinator {
                         _ => None,
                     })
                     .collect();
-                return Ok(LockOutcome { expired_owners });
+                return Ok(LockOutcome {
+                    expired_owners,
+                    stamp,
+                });
             }
             if Instant::now() + pause >= deadline {
                 return Err(Error::Timeout(started.elapsed()));

@@ -214,6 +214,9 @@ pub struct Transaction {
     /// Set the moment its commit record exists: from then on nothing of it may
     /// be discarded, whatever fails after.
     pub(crate) landed: bool,
+    /// This transaction's intent record is in the store (cluster mode, and
+    /// only for commits that write blobs).
+    pub(crate) intent_written: bool,
 }
 
 impl Transaction {
@@ -236,6 +239,7 @@ impl Transaction {
             pending: parking_lot::Mutex::new(crate::stager::Pending::default()),
             io_time: Duration::ZERO,
             landed: false,
+            intent_written: false,
         }
     }
 

@@ -140,6 +140,9 @@ fn worker_process_entry() {
                     for k in 0..20 {
                         tx.upsert("t", format!("held-{k:02}").as_bytes(), b"h")?;
                     }
+                    // A value blob of its own, so the commit writes an intent
+                    // (one with nothing but nodes needs none).
+                    tx.upsert("t", b"held-blob", &[7u8; 20_000])?;
                     increment(tx)
                 })
                 .expect("held commit");
@@ -319,6 +322,7 @@ fn killed_while_holding_locks(kind: &str, when: &str) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    assert_eq!(vol.intents_left(), 1, "the paused commit's intent");
     // SIGKILL while it holds its locks, then let others write the same nodes.
     holder.kill().expect("SIGKILL");
     holder.wait().expect("reap");
@@ -357,6 +361,12 @@ fn killed_while_holding_locks(kind: &str, when: &str) {
         })
         .collect();
     let counter = read_counter(&db);
+    let blob = tx.get("t", b"held-blob").expect("get");
+    assert_eq!(
+        blob.is_some(),
+        when != "before",
+        "the held value follows its commit"
+    );
     match when {
         "before" => {
             assert!(

@@ -512,9 +512,6 @@ impl Fs {
         if p.nlink == 0 {
             return Err(FsError::NotFound);
         }
-        if Self::entry(tx, parent, name)?.is_some() {
-            return Err(FsError::Exists);
-        }
         let mut perm = perm & 0o7777;
         let mut gid = caller.gid;
         if p.perm & libc::S_ISGID != 0 {
@@ -530,16 +527,26 @@ impl Fs {
             inode.size = target.len() as u64;
             inode.perm = 0o777;
         }
+        // Each insert checks its key is absent (a read validated at commit):
+        // no separate lookups first.
         let mut ino = new_ino();
-        while tx.get_value(INODES, &ino_key(ino))?.is_some() {
-            ino = new_ino();
-        }
         if kind == Kind::Dir {
             inode.parent = parent;
+        }
+        let encoded = inode.encode();
+        loop {
+            match tx.insert(INODES, &ino_key(ino), &encoded) {
+                Err(engine::Error::KeyExists) => ino = new_ino(),
+                r => break r?,
+            }
+        }
+        match tx.insert(&dir_tree(parent), name, &Entry { ino, kind }.encode()) {
+            Err(engine::Error::KeyExists) => return Err(FsError::Exists),
+            r => r?,
+        }
+        if kind == Kind::Dir {
             tx.create_tree(&dir_tree(ino), DIR_TREE)?;
         }
-        tx.insert(INODES, &ino_key(ino), &inode.encode())?;
-        tx.insert(&dir_tree(parent), name, &Entry { ino, kind }.encode())?;
         self.touch_dir(tx, parent, (kind == Kind::Dir) as i64)?;
         Ok(Attr { ino, inode })
     }
