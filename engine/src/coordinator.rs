@@ -50,6 +50,12 @@ pub trait Coordinator: Send + Sync {
     fn stamp(&self) -> Option<u64> {
         None
     }
+    /// The newest commit stamp this process has been told of without
+    /// asking (pushed by the server); `None` when it cannot vouch for one.
+    fn stamp_hint(&self) -> Option<u64> {
+        None
+    }
+
     /// Announces that commit `seq` landed (best effort).
     fn publish_stamp(&self, _seq: u64) {}
     /// After a commit: releases its locks and announces its seq, in one round

@@ -49,6 +49,12 @@ pub struct Options {
     /// A transaction holds at most this many bytes of out-of-line values in
     /// memory; beyond, it writes them to the store as it goes.
     pub stage_bytes: usize,
+    /// Cluster mode: transactions begin from the commit stamp the
+    /// coordinator pushed to this process (no round trip) instead of asking
+    /// for it. A read may then miss what landed elsewhere a moment ago (the
+    /// push is in flight); commits are still validated against the store,
+    /// and `Db::foreign_commits_since` always asks.
+    pub pushed_stamps: bool,
 }
 
 impl Default for Options {
@@ -67,6 +73,7 @@ impl Default for Options {
             gc_interval: Some(Duration::from_secs(600)),
             gc_retention: Duration::from_secs(600),
             stage_bytes: 16 << 20,
+            pushed_stamps: false,
         }
     }
 }
@@ -149,7 +156,7 @@ impl Reader {
     /// volume is closed.
     pub fn begin(&self) -> Option<Result<Transaction>> {
         let inner = self.inner.upgrade()?;
-        let state = match inner.fresh_state() {
+        let state = match inner.fresh_state(false) {
             Ok(s) => s,
             Err(e) => return Some(Err(e)),
         };
@@ -256,7 +263,7 @@ impl DbInner {
     /// The newest state, as cheaply as the mode allows: embedded mode knows it
     /// already; shared mode asks the coordinator's stamp and probes the store
     /// only when the stamp is missing, behind, or ahead of what it has.
-    pub(crate) fn fresh_state(&self) -> Result<Arc<crate::registry::RegState>> {
+    pub(crate) fn fresh_state(&self, strict: bool) -> Result<Arc<crate::registry::RegState>> {
         if !self.coord.is_shared() {
             return self.registry.catch_up(false);
         }
@@ -264,6 +271,19 @@ impl DbInner {
             self.registry.resync()?;
         }
         let local = self.registry.current();
+        let pushed = if strict || !self.opts.pushed_stamps {
+            None
+        } else {
+            self.coord.stamp_hint()
+        };
+        if let Some(h) = pushed {
+            // Behind us is normal here: our own commits' pushes are in flight.
+            return if h <= local.seq {
+                Ok(local)
+            } else {
+                self.registry.catch_up(true)
+            };
+        }
         match self.coord.stamp() {
             Some(s) if s == local.seq => Ok(local),
             Some(s) if s > local.seq => self.registry.catch_up(true),
@@ -446,7 +466,7 @@ impl Db {
 
     /// Begins a transaction with explicit options.
     pub fn begin_with(&self, opts: TxOptions) -> Result<Transaction> {
-        let state = self.inner.fresh_state()?;
+        let state = self.inner.fresh_state(false)?;
         let view = View::new(state, self.inner.loader.clone());
         Ok(Transaction::new(self.inner.clone(), opts, view))
     }
@@ -522,7 +542,7 @@ impl Db {
     /// cache of this process must drop). Fails when those records were
     /// trimmed already; the caller should then drop everything.
     pub fn foreign_commits_since(&self, after: u64) -> Result<(u64, Vec<Arc<CommitRecord>>)> {
-        let state = self.inner.fresh_state()?;
+        let state = self.inner.fresh_state(true)?;
         if state.seq <= after {
             return Ok((state.seq, Vec::new()));
         }

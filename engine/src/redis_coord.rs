@@ -13,7 +13,8 @@ use crate::coordinator::{Coordinator, LockOutcome};
 use crate::error::{Error, Result};
 use crate::ids::TxId;
 use parking_lot::Mutex;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 const LOCK: &str = r#"
@@ -49,7 +50,10 @@ for i = 1, n, 2 do
   if redis.call('GET', KEYS[i + 1]) == ARGV[1] then redis.call('DEL', KEYS[i + 1]) end
 end
 local cur = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
-if tonumber(ARGV[2]) > cur then redis.call('SET', KEYS[#KEYS], ARGV[2]) end
+if tonumber(ARGV[2]) > cur then
+  redis.call('SET', KEYS[#KEYS], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
+end
 return 1
 "#;
 
@@ -63,7 +67,10 @@ return 1
 
 const STAMP: &str = r#"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
+if tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
+end
 return 1
 "#;
 
@@ -82,6 +89,68 @@ pub struct RedisCoordinator {
     stamp: redis::Script,
     /// How long one operation keeps retrying an unreachable server.
     patience: Duration,
+    /// Stamps the server pushes to this process (see `Watch`).
+    watch: Arc<Watch>,
+}
+
+/// The newest commit stamp as pushed by the server: every raise of the
+/// stamp is also PUBLISHed, and a thread of this process listens, so
+/// `stamp_hint` knows how far the log has gone without a round trip.
+#[derive(Default)]
+struct Watch {
+    /// Highest stamp heard of; meaningful only while `live`.
+    seen: AtomicU64,
+    /// Subscribed, and `seen` caught up by a read after subscribing.
+    live: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl Watch {
+    /// Listens on `channel` until stopped, resubscribing after any error.
+    fn run(&self, client: redis::Client, channel: String, seq_key: String) {
+        while !self.stop.load(Ordering::Relaxed) {
+            if let Err(e) = self.listen(&client, &channel, &seq_key) {
+                tracing::debug!(error = %e, "stamp subscription lost; resubscribing");
+            }
+            self.live.store(false, Ordering::SeqCst);
+            if !self.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    fn listen(
+        &self,
+        client: &redis::Client,
+        channel: &str,
+        seq_key: &str,
+    ) -> redis::RedisResult<()> {
+        let timeout = Some(Duration::from_secs(2));
+        let mut sub = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        let mut ps = sub.as_pubsub();
+        ps.set_read_timeout(Some(Duration::from_millis(500)))?;
+        ps.subscribe(channel)?;
+        // Whatever was raised before the subscription took effect.
+        let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
+        con.set_read_timeout(timeout)?;
+        let now: Option<u64> = redis::cmd("GET").arg(seq_key).query(&mut con)?;
+        self.seen.fetch_max(now.unwrap_or(0), Ordering::SeqCst);
+        self.live.store(true, Ordering::SeqCst);
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            match ps.get_message() {
+                Ok(msg) => {
+                    if let Ok(seq) = msg.get_payload::<u64>() {
+                        self.seen.fetch_max(seq, Ordering::SeqCst);
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
 /// `url` with any password replaced, fit for logs and messages.
@@ -113,6 +182,7 @@ impl RedisCoordinator {
             renew: redis::Script::new(RENEW),
             stamp: redis::Script::new(STAMP),
             patience: Duration::from_secs(30),
+            watch: Arc::new(Watch::default()),
         };
         let mut con = c.connection()?;
         redis::cmd("PING").query::<String>(&mut con).map_err(|e| {
@@ -178,6 +248,16 @@ impl RedisCoordinator {
             .iter()
             .flat_map(|k| [format!("{p}lock:{k:016x}"), format!("{p}last:{k:016x}")])
             .collect()
+    }
+
+    fn channel(&self) -> String {
+        format!(
+            "{}commits",
+            self.prefix
+                .get()
+                .map(String::as_str)
+                .unwrap_or("sopfs:unattached:")
+        )
     }
 
     fn seq_key(&self) -> String {
@@ -287,11 +367,23 @@ impl Coordinator for RedisCoordinator {
 
     fn attach(&self, volume_id: &str) -> Result<()> {
         let want = format!("sopfs:{volume_id}:");
-        let got = self.prefix.get_or_init(|| want.clone());
+        let mut first = false;
+        let got = self.prefix.get_or_init(|| {
+            first = true;
+            want.clone()
+        });
         if *got != want {
             return Err(Error::InvalidArgument(
                 "one coordinator cannot serve two volumes".into(),
             ));
+        }
+        if first {
+            let (watch, client) = (self.watch.clone(), self.client.clone());
+            let (channel, seq_key) = (self.channel(), self.seq_key());
+            std::thread::Builder::new()
+                .name("sopfs-stamps".into())
+                .spawn(move || watch.run(client, channel, seq_key))
+                .map_err(|e| Error::Coordinator(format!("cannot start the stamp listener: {e}")))?;
         }
         Ok(())
     }
@@ -305,11 +397,21 @@ impl Coordinator for RedisCoordinator {
             for n in &names {
                 inv.key(n);
             }
-            inv.arg(&owner_s).arg(committed).invoke(con)
+            inv.arg(&owner_s)
+                .arg(committed)
+                .arg(self.channel())
+                .invoke(con)
         });
         if let Err(e) = r {
             tracing::warn!(error = %e, "release failed; the locks will expire and the stamp heal");
         }
+    }
+
+    fn stamp_hint(&self) -> Option<u64> {
+        self.watch
+            .live
+            .load(Ordering::SeqCst)
+            .then(|| self.watch.seen.load(Ordering::SeqCst))
     }
 
     fn stamp(&self) -> Option<u64> {
@@ -324,11 +426,22 @@ impl Coordinator for RedisCoordinator {
     fn publish_stamp(&self, seq: u64) {
         let key = self.seq_key();
         let r: Result<i64> = self.with(Instant::now() + Duration::from_secs(1), |con| {
-            self.stamp.key(&key).arg(seq).invoke(con)
+            self.stamp
+                .key(&key)
+                .arg(seq)
+                .arg(self.channel())
+                .invoke(con)
         });
         if let Err(e) = r {
             tracing::debug!(error = %e, "could not publish the commit stamp");
         }
+    }
+}
+
+impl Drop for RedisCoordinator {
+    fn drop(&mut self) {
+        // The listener notices within its read timeout and ends.
+        self.watch.stop.store(true, Ordering::Relaxed);
     }
 }
 

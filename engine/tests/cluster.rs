@@ -592,3 +592,52 @@ fn renewed_locks_outlive_their_ttl_and_lost_ones_refuse_renewal() {
     c.unlock(&[7, 8], a);
     c.unlock(&[8], b);
 }
+
+/// With pushed stamps, a reader learns of another process's commit from the
+/// stamp Redis pushes (no round trip per transaction); when the push channel
+/// breaks (Redis restarted) it falls back to asking, and still sees commits.
+#[test]
+fn pushed_stamps_carry_commits_to_other_readers() {
+    let mut redis = RedisServer::start();
+    let vol = Vol::new("local");
+    let writer = seed(&vol.location, &redis.url());
+    let pushed = Options {
+        pushed_stamps: true,
+        ..opts()
+    };
+    let open_reader = |url: &str| {
+        let coord = Arc::new(RedisCoordinator::connect(url).expect("redis"));
+        let location = StoreLocation::parse(&vol.location).expect("location");
+        Db::open_shared(location, pushed.clone(), coord).expect("open shared")
+    };
+    let reader = open_reader(&redis.url());
+    let sees = |db: &Db, key: &str| {
+        let t = Instant::now();
+        loop {
+            let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+            if tx.get("t", key.as_bytes()).expect("get").is_some() {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{key} never became visible"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    };
+    for i in 0..20 {
+        let key = format!("pushed-{i}");
+        writer
+            .run(|tx| tx.upsert("t", key.as_bytes(), b"v"))
+            .expect("commit");
+        let lag = sees(&reader, &key);
+        assert!(lag < Duration::from_secs(1), "{key} took {lag:?}");
+    }
+    // The server goes away and comes back empty: the push channel is gone
+    // until it resubscribes, and readers ask instead of trusting old news.
+    redis.restart();
+    writer
+        .run(|tx| tx.upsert("t", b"after-restart", b"v"))
+        .expect("commit after restart");
+    sees(&reader, "after-restart");
+}

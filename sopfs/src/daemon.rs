@@ -315,7 +315,14 @@ fn serve(
     // this very daemon.
     let mount_path =
         std::fs::canonicalize(&args.mountpoint).unwrap_or_else(|_| args.mountpoint.clone());
-    let (db, sync_root) = open_volume(&args.store, args.redis.as_deref(), Options::default())?;
+    // Lookups and stats start from the stamp Redis pushes to us (no round
+    // trip each); opens still ask (close-to-open), and commits validate
+    // against the store whatever a read saw.
+    let opts = Options {
+        pushed_stamps: true,
+        ..Options::default()
+    };
+    let (db, sync_root) = open_volume(&args.store, args.redis.as_deref(), opts)?;
     let fs = Arc::new(Fs::new(
         db,
         FsOptions {
