@@ -322,7 +322,9 @@ impl Coordinator for RedisCoordinator {
                 return Err(Error::Timeout(started.elapsed()));
             }
             std::thread::sleep(pause + Duration::from_micros(rand::random_range(0..200)));
-            pause = (pause * 2).min(Duration::from_millis(20));
+            // A held lock is held for about one store write and one round trip:
+            // poll at that scale rather than backing off to tens of ms.
+            pause = (pause * 2).min(Duration::from_millis(2));
         }
     }
 

@@ -124,6 +124,9 @@ impl FuseFs {
     }
 }
 
+/// The xattr SELinux-aware tools ask of every file.
+const SELINUX_LABEL: &[u8] = b"security.selinux";
+
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
@@ -646,7 +649,14 @@ impl Filesystem for FuseFs {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _t = self.metrics.op(Op::Xattr);
-        self.xattr(self.fs.getxattr(ino.0, name.as_bytes()), size, reply);
+        let r = self.fs.getxattr(ino.0, name.as_bytes());
+        if matches!(r, Err(FsError::NoAttr)) && name.as_bytes() == SELINUX_LABEL {
+            // No file here carries a label unless a user set one: "not
+            // supported" rather than "absent" lets `ls -l` (coreutils caches
+            // that answer per device) stop asking for every file listed.
+            return reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+        }
+        self.xattr(r, size, reply);
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {

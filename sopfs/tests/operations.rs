@@ -844,3 +844,59 @@ fn readahead_is_raised_for_sequential_readers_and_can_be_set() {
     ]);
     assert!(err.contains("read_ahead_kb"), "{err}");
 }
+
+#[allow(unsafe_code)]
+fn xattr_errno(p: &Path, name: &str) -> i32 {
+    let path = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
+    let name = std::ffi::CString::new(name).expect("name");
+    let mut buf = [0u8; 64];
+    // SAFETY: valid C strings and a buffer with its length.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(n < 0, "{name:?} unexpectedly present");
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+#[test]
+fn an_absent_selinux_label_is_not_supported_so_ls_asks_once() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let m = Mount::start(store.to_str().expect("utf8"), t.path(), "m", None);
+    std::fs::create_dir(m.path("d")).expect("mkdir");
+    for i in 0..200 {
+        std::fs::write(m.path(&format!("d/f{i:03}")), b"x").expect("write");
+    }
+    let f = m.path("d/f000");
+    assert_eq!(xattr_errno(&f, "security.selinux"), libc::EOPNOTSUPP);
+    // Other absent names are plain "no such attribute".
+    assert_eq!(xattr_errno(&f, "user.nothing"), libc::ENODATA);
+    assert_eq!(xattr_errno(&f, "security.other"), libc::ENODATA);
+    // A label a user sets is kept and served like any attribute.
+    let labelled = m.path("d/f001");
+    xattr_set(&labelled, "security.selinux", b"system_u:object_r:tmp_t:s0");
+    assert_eq!(
+        xattr_get(&labelled, "security.selinux").as_deref(),
+        Some(&b"system_u:object_r:tmp_t:s0"[..])
+    );
+    // `ls -l` of 200 files asks the daemon for a handful of xattrs, not 200.
+    let xattr_ops = || {
+        let stats = parse(&std::fs::read_to_string(m.path(".sopfs/stats")).expect("stats"));
+        value(&stats, "sopfs_fuse_op_seconds_count", Some("xattr"))
+    };
+    let before = xattr_ops();
+    let out = std::process::Command::new("ls")
+        .arg("-l")
+        .arg(m.path("d"))
+        .output()
+        .expect("ls");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 201);
+    let asked = xattr_ops() - before;
+    assert!(asked < 20.0, "ls -l asked {asked} xattrs for 200 files");
+}
