@@ -397,6 +397,11 @@ impl Db {
             )),
             _exclusive: exclusive,
         });
+        // Other processes' records arrive with their nodes: cache them then.
+        let loader = inner.loader.clone();
+        inner
+            .registry
+            .set_packed_sink(Box::new(move |packed| loader.cache_packed(packed)));
         // Embedded mode: nobody else can be mid-commit, so every intent is dead,
         // and so is every half-written file.
         if !shared {

@@ -103,9 +103,28 @@ struct Watch {
     /// Subscribed, and `seen` caught up by a read after subscribing.
     live: AtomicBool,
     stop: AtomicBool,
+    /// Woken at every stamp heard: a commit that lands also releases its
+    /// locks, so a lock waiter retries at once instead of at its next poll.
+    heard: parking_lot::Condvar,
+    heard_lock: Mutex<()>,
 }
 
 impl Watch {
+    /// Sleeps up to `pause`, or until a stamp above `seen` is heard.
+    fn wait_past(&self, seen: u64, pause: Duration) {
+        if !self.live.load(Ordering::SeqCst) {
+            std::thread::sleep(pause);
+            return;
+        }
+        let until = Instant::now() + pause;
+        let mut g = self.heard_lock.lock();
+        while self.seen.load(Ordering::SeqCst) == seen {
+            if self.heard.wait_until(&mut g, until).timed_out() {
+                return;
+            }
+        }
+    }
+
     /// Listens on `channel` until stopped, resubscribing after any error.
     fn run(&self, client: redis::Client, channel: String, seq_key: String) {
         while !self.stop.load(Ordering::Relaxed) {
@@ -144,6 +163,8 @@ impl Watch {
                 Ok(msg) => {
                     if let Ok(seq) = msg.get_payload::<u64>() {
                         self.seen.fetch_max(seq, Ordering::SeqCst);
+                        let _g = self.heard_lock.lock();
+                        self.heard.notify_all();
                     }
                 }
                 Err(e) if e.is_timeout() => {}
@@ -290,6 +311,7 @@ impl Coordinator for RedisCoordinator {
         let started = Instant::now();
         let mut pause = Duration::from_micros(200);
         loop {
+            let seen = self.watch.seen.load(Ordering::SeqCst);
             let reply: Vec<redis::Value> = self.with(deadline, |con| {
                 let mut inv = self.lock.prepare_invoke();
                 for n in &names {
@@ -321,7 +343,10 @@ impl Coordinator for RedisCoordinator {
             if Instant::now() + pause >= deadline {
                 return Err(Error::Timeout(started.elapsed()));
             }
-            std::thread::sleep(pause + Duration::from_micros(rand::random_range(0..200)));
+            self.watch.wait_past(
+                seen,
+                pause + Duration::from_micros(rand::random_range(0..200)),
+            );
             // A held lock is held for about one store write and one round trip:
             // poll at that scale rather than backing off to tens of ms.
             pause = (pause * 2).min(Duration::from_millis(2));

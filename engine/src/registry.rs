@@ -203,7 +203,13 @@ pub struct Registry {
     checkpointing: Mutex<u64>,
     /// When the store was last probed to the end of the log.
     probed_at: Mutex<std::time::Instant>,
+    /// Takes the node bodies of records read from the store (other
+    /// processes' commits), so their nodes need not be read a second time.
+    packed_sink: std::sync::OnceLock<PackedSink>,
 }
+
+/// Where a registry hands the node bodies of records it reads.
+pub type PackedSink = Box<dyn Fn(&[PackedNode]) + Send + Sync>;
 
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -249,9 +255,15 @@ impl Registry {
             recent: Mutex::new(BTreeMap::new()),
             checkpointing: Mutex::new(cp_seq),
             probed_at: Mutex::new(std::time::Instant::now()),
+            packed_sink: std::sync::OnceLock::new(),
         };
         reg.catch_up(true)?;
         Ok(reg)
+    }
+
+    /// Sets where the node bodies of records read from now on go (once).
+    pub fn set_packed_sink(&self, sink: PackedSink) {
+        let _ = self.packed_sink.set(sink);
     }
 
     /// The newest state folded in so far.
@@ -265,6 +277,9 @@ impl Registry {
             return Ok(None);
         };
         let mut rec = decode_record(path.as_ref(), &data)?;
+        if let Some(sink) = self.packed_sink.get() {
+            sink(&rec.packed);
+        }
         // Node bodies are read through the loader when needed, not kept here.
         rec.packed = Vec::new();
         if rec.seq != seq {

@@ -81,6 +81,15 @@ impl Loader {
         }
     }
 
+    /// Caches the nodes a record carries (read for another reason).
+    pub fn cache_packed(&self, packed: &[crate::registry::PackedNode]) {
+        for p in packed {
+            if let Ok(node) = Node::decode_payload("commit record", &p.body) {
+                self.cache.insert(p.blob, Arc::new(node));
+            }
+        }
+    }
+
     /// The payload of value blob `blob`: from the cache, from a load already
     /// under way, or read and checked here.
     pub fn value(&self, blob: crate::ids::BlobId) -> Result<Arc<Vec<u8>>> {
