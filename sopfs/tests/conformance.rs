@@ -71,10 +71,12 @@ fn fsx(m: &Mount, name: &str, config: &str, ops: u32) {
         .expect("fsx");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let log = std::fs::read_to_string(&m.log).unwrap_or_default();
     assert!(
         out.status.success() && text.contains("All operations completed A-OK"),
-        "fsx {name} failed:\n{}",
-        text.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        "fsx {name} failed:\n{}\ndaemon log (last lines):\n{}",
+        text.lines().rev().take(40).collect::<Vec<_>>().join("\n"),
+        log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
     );
 }
 
