@@ -587,7 +587,7 @@ impl Fs {
         let mut inode = Self::load(tx, ino)?;
         inode.nlink = inode.nlink.saturating_sub(1);
         inode.ctime = Time::now();
-        if inode.nlink > 0 || self.held_open(ino) {
+        if inode.nlink > 0 || self.in_use(ino) {
             Self::store(tx, ino, &inode)
         } else {
             Self::delete_inode(tx, ino)
@@ -661,20 +661,8 @@ impl Fs {
                 .is_some_and(|s| s.lock().opens > 0)
     }
 
-    /// True while an open handle on this host refers to `ino`. Without one,
-    /// the last link's removal deletes the inode at once: the kernel may
-    /// still count a reference (its cached dentry), but with the name gone
-    /// and no file open nothing can reach the inode through it, and waiting
-    /// for its FORGET would cost every unlink a second commit.
-    fn held_open(&self, ino: u64) -> bool {
-        self.files
-            .lock()
-            .get(&ino)
-            .is_some_and(|s| s.lock().opens > 0)
-    }
-
     fn mark_orphan_if_open(&self, ino: u64) {
-        if self.held_open(ino) {
+        if self.in_use(ino) {
             // Whether the last link went is decided when it is no longer in use.
             self.orphans.lock().insert(ino);
         }
