@@ -401,6 +401,19 @@ fn serve(
         // Closing the pipe lets the waiting parent exit.
         report(pipe, "ok");
     }
+    let _reaper = {
+        let weak = Arc::downgrade(&fs);
+        std::thread::Builder::new()
+            .name("sopfs-reaper".into())
+            .spawn(move || {
+                while let Some(fs) = weak.upgrade() {
+                    fs.reap_forgotten();
+                    drop(fs);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .context("reaper thread")?
+    };
     let background = session.spawn().context("FUSE session")?;
     tune_read_ahead(&mount_path, dopts.read_ahead_kb);
     background.join().context("FUSE session")?;

@@ -167,6 +167,9 @@ pub struct Fs {
     lookups: Mutex<HashMap<u64, u64>>,
     /// Unlinked inodes kept alive for the kernel or open handles.
     orphans: Mutex<std::collections::HashSet<u64>>,
+    /// Orphans the kernel has just forgotten, for the reaper to delete
+    /// together (one commit for many, not one per FORGET).
+    reap_queue: Mutex<Vec<u64>>,
     dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
     next_fh: AtomicU64,
     /// A commit since the last full store sync (fsync of a clean file needs one).
@@ -238,6 +241,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             lookups: Mutex::new(HashMap::new()),
             orphans: Mutex::new(std::collections::HashSet::new()),
+            reap_queue: Mutex::new(Vec::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             unsynced: AtomicBool::new(false),
@@ -706,8 +710,49 @@ impl Fs {
                 None => return,
             }
         }
-        if let Err(e) = self.reap(ino) {
-            tracing::warn!(ino, error = %e, "could not delete an unlinked file");
+        if self.orphans.lock().contains(&ino) {
+            // Collected by the reaper's next round, with its neighbours.
+            self.reap_queue.lock().push(ino);
+        }
+    }
+
+    /// Deletes the orphans forgotten since the last call, in one commit.
+    /// The reaper thread calls it every few milliseconds.
+    pub fn reap_forgotten(&self) {
+        let queued = std::mem::take(&mut *self.reap_queue.lock());
+        let idle: Vec<u64> = queued.into_iter().filter(|&i| !self.in_use(i)).collect();
+        let due: Vec<u64> = {
+            let mut orphans = self.orphans.lock();
+            idle.into_iter().filter(|i| orphans.remove(i)).collect()
+        };
+        if due.is_empty() {
+            return;
+        }
+        for ino in &due {
+            if let Some(s) = self.files.lock().get(ino) {
+                s.lock().dirty = None;
+            }
+        }
+        let done = self.write_tx(|tx| {
+            for &ino in &due {
+                match Self::load(tx, ino) {
+                    Ok(i) if i.nlink == 0 => Self::delete_inode(tx, ino)?,
+                    Ok(_) | Err(FsError::NotFound) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        });
+        match done {
+            Ok(()) => {
+                for ino in due {
+                    self.release_state_if_idle(ino);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, count = due.len(), "could not delete unlinked files; retrying at unmount");
+                self.orphans.lock().extend(due);
+            }
         }
     }
 

@@ -900,3 +900,42 @@ fn an_absent_selinux_label_is_not_supported_so_ls_asks_once() {
     let asked = xattr_ops() - before;
     assert!(asked < 20.0, "ls -l asked {asked} xattrs for 200 files");
 }
+
+#[test]
+fn unlinked_files_are_deleted_together_and_none_is_left_behind() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let mut m = Mount::start(store.to_str().expect("utf8"), t.path(), "m", None);
+    std::fs::create_dir(m.path("d")).expect("mkdir");
+    for i in 0..300 {
+        std::fs::write(m.path(&format!("d/f{i:03}")), vec![b'x'; 5000]).expect("write");
+    }
+    // One still open: it must outlive its name.
+    let mut held = std::fs::File::open(m.path("d/f000")).expect("open");
+    let commits = || {
+        let stats = parse(&std::fs::read_to_string(m.path(".sopfs/stats")).expect("stats"));
+        value(&stats, "sopfs_commits_total", None)
+    };
+    let before = commits();
+    for i in 0..300 {
+        std::fs::remove_file(m.path(&format!("d/f{i:03}"))).expect("unlink");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // One commit per unlink; the inodes the kernel then forgets are deleted
+    // a batch at a time, not one commit each.
+    let made = commits() - before;
+    assert!(
+        (300.0..360.0).contains(&made),
+        "{made} commits for 300 unlinks"
+    );
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut held, &mut data).expect("read unlinked");
+    assert_eq!(data.len(), 5000);
+    drop(held);
+    m.unmount();
+    // Nothing unreachable is left: fsck finds no orphan inode.
+    let out = sopfs(&["fsck", store.to_str().expect("utf8")]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "fsck: {text}");
+}
