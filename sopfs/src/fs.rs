@@ -470,6 +470,28 @@ impl Fs {
         self.view(&mut tx, ino)
     }
 
+    /// `getattr` for the kernel: a file whose last name is gone is only
+    /// there for what holds it on this host (an open handle, or an unlink
+    /// made here while it was in use). A name another host removed, or one
+    /// whose deletion is still queued, answers `ENOENT` as the deleted file
+    /// it is.
+    pub fn getattr_live(&self, ino: u64) -> FsResult<Attr> {
+        let a = self.getattr(ino)?;
+        if a.inode.nlink == 0 && a.inode.kind != Kind::Dir && !self.held_here(ino) {
+            return Err(FsError::NotFound);
+        }
+        Ok(a)
+    }
+
+    fn held_here(&self, ino: u64) -> bool {
+        self.orphans.lock().contains(&ino)
+            || self
+                .files
+                .lock()
+                .get(&ino)
+                .is_some_and(|s| s.lock().opens > 0)
+    }
+
     /// A symlink's target.
     pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
         let mut tx = self.read_tx()?;

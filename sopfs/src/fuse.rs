@@ -168,7 +168,7 @@ impl Filesystem for FuseFs {
                 Err(e) => reply.error(self.errno(&e)),
             };
         }
-        match self.fs.getattr(ino.0) {
+        match self.fs.getattr_live(ino.0) {
             Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
             Err(e) => reply.error(self.errno(&e)),
         }
