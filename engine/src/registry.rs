@@ -24,13 +24,17 @@ pub struct NodeLoc {
     pub packed: bool,
 }
 
+/// Node locations by logical id: a persistent map, so a snapshot is an O(1) clone.
+pub type NodeMap =
+    imbl::GenericHashMap<NodeId, NodeLoc, crate::ids::IdHash, imbl::shared_ptr::DefaultSharedPtr>;
+
 /// The registry as of one commit: an immutable snapshot, cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct RegState {
     /// Last commit folded in.
     pub seq: u64,
     /// Every live node.
-    pub nodes: imbl::HashMap<NodeId, NodeLoc>,
+    pub nodes: NodeMap,
 }
 
 /// One node changed by a commit.
@@ -427,17 +431,24 @@ impl Registry {
         Ok(())
     }
 
-    /// Writes a checkpoint of `state`.
+    /// Writes a checkpoint of `state`, unless one of its seq exists.
+    ///
+    /// A checkpoint is a function of the log up to its seq, so an existing
+    /// one already says the same. Keeping it also keeps its age, which GC
+    /// reads from the object's time: rewriting it made every pass see a
+    /// brand-new checkpoint on an idle volume, and the log was never trimmed.
     pub fn write_checkpoint(&self, state: &RegState) -> Result<()> {
         let cp = Checkpoint {
             seq: state.seq,
             time_ms: now_ms(),
             nodes: state.nodes.iter().map(|(k, v)| (*k, *v)).collect(),
         };
-        self.store.put(
-            &checkpoint_path(state.seq),
-            codec::encode(Kind::Checkpoint, &cp),
-        )
+        self.store
+            .create(
+                &checkpoint_path(state.seq),
+                codec::encode(Kind::Checkpoint, &cp),
+            )
+            .map(|_| ())
     }
 
     /// (seq, time) of every checkpoint in the store, ascending.
