@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::ids::NodeId;
-use crate::node::{Node, Value};
+use crate::node::{Leaf, Node, Value};
 use crate::view::View;
 use std::ops::Bound;
 
@@ -25,12 +25,7 @@ pub(crate) fn get(view: &View, root: NodeId, key: &[u8]) -> Result<Option<Value>
     loop {
         let node = view.node(id)?;
         match &*node {
-            Node::Leaf { entries } => {
-                return Ok(entries
-                    .binary_search_by(|(k, _)| k.as_slice().cmp(key))
-                    .ok()
-                    .map(|i| entries[i].1.clone()))
-            }
+            Node::Leaf(leaf) => return Ok(leaf.search(key).ok().map(|i| leaf.value(i))),
             Node::Internal { keys, children } => {
                 id = children[keys.partition_point(|k| k.as_slice() <= key)];
             }
@@ -38,18 +33,46 @@ pub(crate) fn get(view: &View, root: NodeId, key: &[u8]) -> Result<Option<Value>
     }
 }
 
-/// Inserts or replaces; returns the previous value.
+/// The child of internal node `id` that covers `key`, with its index;
+/// `None` when `id` is a leaf.
+fn child_for(view: &View, id: NodeId, key: &[u8]) -> Result<Option<(usize, NodeId)>> {
+    Ok(match &*view.node(id)? {
+        Node::Leaf(_) => None,
+        Node::Internal { keys, children } => {
+            let i = keys.partition_point(|k| k.as_slice() <= key);
+            Some((i, children[i]))
+        }
+    })
+}
+
+fn leaf_mut(view: &mut View, id: NodeId) -> Result<&mut Leaf> {
+    match view.node_mut(id)? {
+        Node::Leaf(leaf) => Ok(leaf),
+        Node::Internal { .. } => Err(corrupt("leaf expected")),
+    }
+}
+
+type InternalParts<'a> = (&'a mut Vec<Vec<u8>>, &'a mut Vec<NodeId>);
+
+fn internal_mut(view: &mut View, id: NodeId) -> Result<InternalParts<'_>> {
+    match view.node_mut(id)? {
+        Node::Internal { keys, children } => Ok((keys, children)),
+        Node::Leaf(_) => Err(corrupt("internal node expected")),
+    }
+}
+
+/// Inserts or replaces; returns true when the key was present.
 pub(crate) fn put(
     view: &mut View,
     root: NodeId,
     key: &[u8],
-    value: Value,
+    value: &Value,
     slots: usize,
-) -> Result<Option<Value>> {
-    let (old, split) = put_rec(view, root, key, value, slots)?;
+) -> Result<bool> {
+    let (replaced, split) = put_rec(view, root, key, value, slots)?;
     if let Some((sep, right)) = split {
         // Keep the root's id: move its (left) content to a fresh node.
-        let left_node = (*view.node(root)?).clone();
+        let left_node = std::mem::replace(view.node_mut(root)?, Node::empty_leaf());
         let left = view.alloc(left_node);
         view.set(
             root,
@@ -59,7 +82,7 @@ pub(crate) fn put(
             },
         );
     }
-    Ok(old)
+    Ok(replaced)
 }
 
 type Split = Option<(Vec<u8>, NodeId)>;
@@ -68,80 +91,54 @@ fn put_rec(
     view: &mut View,
     id: NodeId,
     key: &[u8],
-    value: Value,
+    value: &Value,
     slots: usize,
-) -> Result<(Option<Value>, Split)> {
-    let node = view.node(id)?;
-    match &*node {
-        Node::Leaf { entries } => {
-            // Copied once, at its final size: a clone then an insert would
-            // copy the entries twice (the insert outgrows the clone).
-            let (mut entries, old) = match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key))
-            {
-                Ok(i) => {
-                    let mut copy = entries.clone();
-                    let old = std::mem::replace(&mut copy[i].1, value);
-                    (copy, Some(old))
-                }
-                Err(i) => {
-                    let mut copy = Vec::with_capacity(entries.len() + 1);
-                    copy.extend_from_slice(&entries[..i]);
-                    copy.push((key.to_vec(), value));
-                    copy.extend_from_slice(&entries[i..]);
-                    (copy, None)
-                }
-            };
-            let split = if entries.len() > slots {
-                let right = entries.split_off(entries.len() / 2);
-                let sep = right[0].0.clone();
-                Some((sep, view.alloc(Node::Leaf { entries: right })))
-            } else {
-                None
-            };
-            view.set(id, Node::Leaf { entries });
-            Ok((old, split))
+) -> Result<(bool, Split)> {
+    let Some((i, child)) = child_for(view, id, key)? else {
+        let leaf = leaf_mut(view, id)?;
+        let replaced = match leaf.search(key) {
+            Ok(i) => {
+                leaf.replace(i, value);
+                true
+            }
+            Err(i) => {
+                leaf.insert(i, key, value);
+                false
+            }
+        };
+        if leaf.len() <= slots {
+            return Ok((replaced, None));
         }
-        Node::Internal { keys, children } => {
-            let i = keys.partition_point(|k| k.as_slice() <= key);
-            let (old, child_split) = put_rec(view, children[i], key, value, slots)?;
-            let Some((sep, new_child)) = child_split else {
-                return Ok((old, None));
-            };
-            let mut keys = keys.clone();
-            let mut children = children.clone();
-            keys.insert(i, sep);
-            children.insert(i + 1, new_child);
-            let split = if children.len() > slots {
-                let mid = children.len() / 2;
-                let right_children = children.split_off(mid);
-                let right_keys = keys.split_off(mid);
-                let sep = keys
-                    .pop()
-                    .ok_or_else(|| corrupt("internal split underflow"))?;
-                Some((
-                    sep,
-                    view.alloc(Node::Internal {
-                        keys: right_keys,
-                        children: right_children,
-                    }),
-                ))
-            } else {
-                None
-            };
-            view.set(id, Node::Internal { keys, children });
-            Ok((old, split))
-        }
+        let right = leaf.split_off(leaf.len() / 2);
+        let sep = right.key(0).to_vec();
+        return Ok((replaced, Some((sep, view.alloc(Node::Leaf(right))))));
+    };
+    let (replaced, child_split) = put_rec(view, child, key, value, slots)?;
+    let Some((sep, new_child)) = child_split else {
+        return Ok((replaced, None));
+    };
+    let (keys, children) = internal_mut(view, id)?;
+    keys.insert(i, sep);
+    children.insert(i + 1, new_child);
+    if children.len() <= slots {
+        return Ok((replaced, None));
     }
+    let mid = children.len() / 2;
+    let right_children = children.split_off(mid);
+    let right_keys = keys.split_off(mid);
+    let sep = keys
+        .pop()
+        .ok_or_else(|| corrupt("internal split underflow"))?;
+    let right = view.alloc(Node::Internal {
+        keys: right_keys,
+        children: right_children,
+    });
+    Ok((replaced, Some((sep, right))))
 }
 
-/// Removes `key`; returns its value if it was present.
-pub(crate) fn remove(
-    view: &mut View,
-    root: NodeId,
-    key: &[u8],
-    slots: usize,
-) -> Result<Option<Value>> {
-    let old = remove_rec(view, root, key, slots)?;
+/// Removes `key`; returns true if it was present.
+pub(crate) fn remove(view: &mut View, root: NodeId, key: &[u8], slots: usize) -> Result<bool> {
+    let removed = remove_rec(view, root, key, slots)?;
     // Collapse a root left with one child, keeping the root's id.
     loop {
         let node = view.node(root)?;
@@ -155,31 +152,28 @@ pub(crate) fn remove(
             _ => break,
         }
     }
-    Ok(old)
+    Ok(removed)
 }
 
-fn remove_rec(view: &mut View, id: NodeId, key: &[u8], slots: usize) -> Result<Option<Value>> {
-    let node = view.node(id)?;
-    match &*node {
-        Node::Leaf { entries } => match entries.binary_search_by(|(k, _)| k.as_slice().cmp(key)) {
-            Ok(i) => {
-                let mut entries = entries.clone();
-                let (_, old) = entries.remove(i);
-                view.set(id, Node::Leaf { entries });
-                Ok(Some(old))
-            }
-            Err(_) => Ok(None),
-        },
-        Node::Internal { keys, children } => {
-            let i = keys.partition_point(|k| k.as_slice() <= key);
-            let child = children[i];
-            let old = remove_rec(view, child, key, slots)?;
-            if old.is_some() && view.node(child)?.width() < min_width(slots) {
-                rebalance(view, id, i, slots)?;
-            }
-            Ok(old)
-        }
+fn remove_rec(view: &mut View, id: NodeId, key: &[u8], slots: usize) -> Result<bool> {
+    let Some((i, child)) = child_for(view, id, key)? else {
+        let node = view.node(id)?;
+        let Node::Leaf(leaf) = &*node else {
+            return Err(corrupt("leaf expected"));
+        };
+        // Absent: nothing to change, so nothing copied.
+        let Ok(at) = leaf.search(key) else {
+            return Ok(false);
+        };
+        drop(node);
+        leaf_mut(view, id)?.remove(at);
+        return Ok(true);
+    };
+    let removed = remove_rec(view, child, key, slots)?;
+    if removed && view.node(child)?.width() < min_width(slots) {
+        rebalance(view, id, i, slots)?;
     }
+    Ok(removed)
 }
 
 /// Merges or evens out child `i` of `parent` with a sibling.
@@ -197,19 +191,18 @@ fn rebalance(view: &mut View, parent: NodeId, i: usize, slots: usize) -> Result<
     let (a, b) = (children[a_idx], children[a_idx + 1]);
     let (an, bn) = (view.node(a)?, view.node(b)?);
     match (&*an, &*bn) {
-        (Node::Leaf { entries: ea }, Node::Leaf { entries: eb }) => {
-            let mut all = ea.clone();
-            all.extend(eb.iter().cloned());
+        (Node::Leaf(la), Node::Leaf(lb)) => {
+            let mut all = Leaf::joined(la, lb);
             if all.len() <= slots {
-                view.set(a, Node::Leaf { entries: all });
+                view.set(a, Node::Leaf(all));
                 view.free(b);
                 keys.remove(a_idx);
                 children.remove(a_idx + 1);
             } else {
                 let right = all.split_off(all.len() / 2);
-                keys[a_idx] = right[0].0.clone();
-                view.set(a, Node::Leaf { entries: all });
-                view.set(b, Node::Leaf { entries: right });
+                keys[a_idx] = right.key(0).to_vec();
+                view.set(a, Node::Leaf(all));
+                view.set(b, Node::Leaf(right));
             }
         }
         (
@@ -289,29 +282,29 @@ pub(crate) fn scan(
 ) -> Result<bool> {
     let node = view.node(id)?;
     match &*node {
-        Node::Leaf { entries } => {
+        Node::Leaf(leaf) => {
             let lo_i = match lo {
                 Bound::Unbounded => 0,
-                Bound::Included(l) => entries.partition_point(|(k, _)| k < l),
-                Bound::Excluded(l) => entries.partition_point(|(k, _)| k <= l),
+                Bound::Included(l) => leaf.lower_bound(l),
+                Bound::Excluded(l) => leaf.upper_bound(l),
             };
             let hi_i = match hi {
-                Bound::Unbounded => entries.len(),
-                Bound::Included(h) => entries.partition_point(|(k, _)| k <= h),
-                Bound::Excluded(h) => entries.partition_point(|(k, _)| k < h),
+                Bound::Unbounded => leaf.len(),
+                Bound::Included(h) => leaf.upper_bound(h),
+                Bound::Excluded(h) => leaf.lower_bound(h),
             };
             if lo_i < hi_i {
-                let slice = &entries[lo_i..hi_i];
-                let iter: Box<dyn Iterator<Item = &(Vec<u8>, Value)>> = if reverse {
-                    Box::new(slice.iter().rev())
+                let range = lo_i..hi_i;
+                let order: Box<dyn Iterator<Item = usize>> = if reverse {
+                    Box::new(range.rev())
                 } else {
-                    Box::new(slice.iter())
+                    Box::new(range)
                 };
-                for e in iter {
+                for i in order {
                     if out.len() >= limit {
                         return Ok(true);
                     }
-                    out.push(e.clone());
+                    out.push((leaf.key(i).to_vec(), leaf.value(i)));
                 }
             }
             Ok(out.len() >= limit)
@@ -403,17 +396,18 @@ impl Checker<'_> {
         }
         let in_bounds = |k: &[u8]| lo.is_none_or(|l| k >= l) && hi.is_none_or(|h| k < h);
         match &*node {
-            Node::Leaf { entries } => {
+            Node::Leaf(leaf) => {
                 if *self.leaf_depth.get_or_insert(depth) != depth {
                     return Err(corrupt("leaves at different depths"));
                 }
-                if entries.windows(2).any(|w| w[0].0 >= w[1].0) {
+                let n = leaf.len();
+                if (1..n).any(|i| leaf.key(i - 1) >= leaf.key(i)) {
                     return Err(corrupt(&format!("leaf {id} out of order")));
                 }
-                if entries.iter().any(|(k, _)| !in_bounds(k)) {
+                if (0..n).any(|i| !in_bounds(leaf.key(i))) {
                     return Err(corrupt(&format!("leaf {id} key outside separators")));
                 }
-                Ok(entries.len() as u64)
+                Ok(n as u64)
             }
             Node::Internal { keys, children } => {
                 if children.len() != keys.len() + 1 || (is_root && children.len() < 2) {

@@ -41,7 +41,7 @@ pub type NodeCache = BlobCache<Node>;
 pub type ValueCache = BlobCache<Vec<u8>>;
 
 struct Inner<T> {
-    lru: LruCache<BlobId, (Arc<T>, usize)>,
+    lru: LruCache<BlobId, (Arc<T>, usize), crate::ids::IdHash>,
     bytes: usize,
 }
 
@@ -50,7 +50,7 @@ impl<T: Footprint> BlobCache<T> {
     pub fn new(budget: usize) -> Self {
         BlobCache {
             inner: Mutex::new(Inner {
-                lru: LruCache::unbounded(),
+                lru: LruCache::unbounded_with_hasher(crate::ids::IdHash),
                 bytes: 0,
             }),
             budget,
@@ -109,9 +109,10 @@ mod tests {
     fn stays_within_its_byte_budget() {
         let cache = NodeCache::new(10_000);
         for i in 0..1000u128 {
-            let node = Node::Leaf {
-                entries: vec![(vec![0; 100], Value::Inline(vec![1; 100]))],
-            };
+            let node = Node::Leaf(crate::node::Leaf::from_entries([(
+                &[0u8; 100][..],
+                &Value::Inline(vec![1; 100]),
+            )]));
             cache.insert(BlobId(i), Arc::new(node));
             assert!(cache.stats().2 <= 10_000);
         }

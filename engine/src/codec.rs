@@ -141,9 +141,26 @@ pub fn unframe_versioned<'a>(kind: Kind, path: &str, data: &'a [u8]) -> Result<(
 
 /// Serializes and frames a value.
 pub fn encode<T: Serialize>(kind: Kind, value: &T) -> Vec<u8> {
+    encode_sized(kind, value, 256)
+}
+
+/// Serializes and frames a value of about `hint` payload bytes, in place:
+/// one allocation, no copy of the payload into a frame afterwards.
+pub fn encode_sized<T: Serialize>(kind: Kind, value: &T, hint: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + hint + TRAILER);
+    out.extend_from_slice(MAGIC);
+    out.push(kind as u8);
+    out.push(kind.version());
+    out.extend_from_slice(&[0; 4]);
     // postcard only fails on writers that run out of room; a Vec never does.
-    let payload = postcard::to_stdvec(value).unwrap_or_default();
-    frame(kind, &payload)
+    let Ok(mut out) = postcard::to_extend(value, out) else {
+        return frame(kind, &[]);
+    };
+    let len = (out.len() - HEADER) as u32;
+    out[6..10].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// Checks a frame of the current version and deserializes its payload.

@@ -414,7 +414,8 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
                 return Err(e);
             }
             let path = log_path(record.seq);
-            if store.create(&path, codec::encode(Kind::Record, &record))? {
+            let hint = packed_bytes + 64 * record.nodes.len() + 1024;
+            if store.create(&path, codec::encode_sized(Kind::Record, &record, hint))? {
                 tx.landed = true;
                 if tx.opts.sync {
                     store.sync(&[path])?;

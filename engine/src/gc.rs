@@ -53,10 +53,10 @@ fn keep_node(
     }
     match db.loader.load_blob(blob, packed_in) {
         Ok(node) => {
-            if let Node::Leaf { entries } = &*node {
-                for (_, v) in entries {
-                    if let Value::External { chunks, .. } = v {
-                        keep.extend(chunks.iter().copied());
+            if let Node::Leaf(leaf) = &*node {
+                for i in 0..leaf.len() {
+                    if let Value::External { chunks, .. } = leaf.value(i) {
+                        keep.extend(chunks);
                     }
                 }
             }

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 
 /// Physical blob id: names an immutable object in the store.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -72,5 +73,76 @@ impl fmt::Display for TxId {
 impl fmt::Debug for TxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "tx:{self}")
+    }
+}
+
+/// Builds hashers for maps keyed by ids. Ids are uniform random numbers
+/// already, so mixing their bits once is enough; SipHash (the std default)
+/// cost more than the lookups it served on the commit path.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHash;
+
+/// The hasher [`IdHash`] builds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHasher(u64);
+
+const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not an id: fold the bytes in (FNV-1a), still well mixed by `finish`.
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(MIX);
+    }
+
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64 ^ (v >> 64) as u64);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0 ^ (self.0 >> 29)
+    }
+}
+
+impl BuildHasher for IdHash {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+/// A hash map keyed by ids.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, IdHash>;
+
+/// A hash set of ids.
+pub type IdSet<K> = std::collections::HashSet<K, IdHash>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_hashes_spread_over_the_low_and_high_bits() {
+        // HAMTs and swiss tables read different ends of the hash.
+        let hashes: Vec<u64> = (0..4096u64).map(|i| IdHash.hash_one(NodeId(i))).collect();
+        for (shift, mask) in [(0, 0xff), (56, 0xff)] {
+            let buckets: std::collections::HashSet<u64> =
+                hashes.iter().map(|h| (h >> shift) & mask).collect();
+            assert!(
+                buckets.len() > 200,
+                "{} of 256 buckets at >>{shift}",
+                buckets.len()
+            );
+        }
     }
 }

@@ -15,6 +15,7 @@ mod error;
 mod gc;
 pub mod ids;
 pub mod inspect;
+mod leaf;
 pub mod node;
 mod recovery;
 pub mod redis_coord;

@@ -2,8 +2,10 @@
 //! and the logical ids of their children.
 
 use crate::codec::{self, Kind};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{BlobId, NodeId};
+pub use crate::leaf::Leaf;
+use crate::leaf::{get_varint, put_varint};
 use serde::{Deserialize, Serialize};
 
 /// A key's value as a leaf holds it.
@@ -33,19 +35,10 @@ impl Value {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    /// Heap bytes beyond the enum itself, with the allocator's per-block
-    /// overhead (16 bytes, rounded up to 16).
-    fn footprint(&self) -> usize {
-        match self {
-            Value::Inline(v) => heap_block(v.len()),
-            Value::External { chunks, .. } => heap_block(chunks.len() * 16),
-        }
-    }
 }
 
 /// What a heap block of `n` bytes costs with glibc's header and rounding.
-fn heap_block(n: usize) -> usize {
+pub(crate) fn heap_block(n: usize) -> usize {
     if n == 0 {
         0
     } else {
@@ -54,19 +47,14 @@ fn heap_block(n: usize) -> usize {
 }
 
 /// One B-tree node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Node {
-    /// Sorted entries.
-    Leaf {
-        /// (key, value), ascending by key bytes.
-        #[serde(with = "byte_keys")]
-        entries: Vec<(Vec<u8>, Value)>,
-    },
+    /// Sorted entries, in their stored encoding (see `leaf.rs`).
+    Leaf(Leaf),
     /// `children.len() == keys.len() + 1`; child `i` holds keys in
     /// `[keys[i-1], keys[i])`.
     Internal {
         /// Separators.
-        #[serde(with = "byte_keys")]
         keys: Vec<Vec<u8>>,
         /// Logical ids of the children.
         children: Vec<NodeId>,
@@ -76,15 +64,13 @@ pub enum Node {
 impl Node {
     /// An empty leaf: the root of a new tree.
     pub fn empty_leaf() -> Self {
-        Node::Leaf {
-            entries: Vec::new(),
-        }
+        Node::Leaf(Leaf::new())
     }
 
     /// Entries of a leaf, or children of an internal node.
     pub fn width(&self) -> usize {
         match self {
-            Node::Leaf { entries } => entries.len(),
+            Node::Leaf(leaf) => leaf.len(),
             Node::Internal { children, .. } => children.len(),
         }
     }
@@ -93,15 +79,8 @@ impl Node {
     /// RSS, not payload (counting payload alone let a 128 MiB cache hold
     /// 230 MiB).
     pub fn footprint(&self) -> usize {
-        let entry = std::mem::size_of::<(Vec<u8>, Value)>();
         64 + match self {
-            Node::Leaf { entries } => {
-                heap_block(entries.capacity() * entry)
-                    + entries
-                        .iter()
-                        .map(|(k, v)| heap_block(k.len()) + v.footprint())
-                        .sum::<usize>()
-            }
+            Node::Leaf(leaf) => leaf.heap_bytes(),
             Node::Internal { keys, children } => {
                 heap_block(keys.capacity() * 24)
                     + keys.iter().map(|k| heap_block(k.len())).sum::<usize>()
@@ -112,84 +91,82 @@ impl Node {
 
     /// Serializes into a framed blob.
     pub fn encode(&self) -> Vec<u8> {
-        codec::encode(Kind::Node, self)
+        codec::frame(Kind::Node, &self.encode_payload())
     }
 
-    /// The node's serialized form without a frame: how a commit record carries it.
+    /// The node's serialized form without a frame: how a commit record
+    /// carries it. The same bytes postcard writes for the node (format 1).
     pub fn encode_payload(&self) -> Vec<u8> {
-        // postcard only fails on writers that run out of room; a Vec never does.
-        postcard::to_stdvec(self).unwrap_or_default()
+        match self {
+            Node::Leaf(leaf) => leaf.payload().to_vec(),
+            Node::Internal { keys, children } => {
+                let size = keys.iter().map(|k| k.len() + 3).sum::<usize>() + children.len() * 9;
+                let mut out = Vec::with_capacity(size + 8);
+                out.push(1);
+                put_varint(&mut out, keys.len() as u128);
+                for k in keys {
+                    put_varint(&mut out, k.len() as u128);
+                    out.extend_from_slice(k);
+                }
+                put_varint(&mut out, children.len() as u128);
+                for c in children {
+                    put_varint(&mut out, c.0 as u128);
+                }
+                out
+            }
+        }
     }
 
     /// Decodes a node carried inside another object (already checked as part of it).
     pub fn decode_payload(path: &str, payload: &[u8]) -> Result<Self> {
-        codec::decode_payload(Kind::Node, path, payload)
+        let bad = || Error::Corrupted {
+            what: "node",
+            path: path.to_string(),
+            detail: "does not decode".into(),
+        };
+        let mut pos = 0;
+        match get_varint(payload, &mut pos, 32) {
+            Some(0) => Leaf::parse(payload).map(Node::Leaf).ok_or_else(bad),
+            Some(1) => Self::decode_internal(payload, pos).ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+
+    fn decode_internal(payload: &[u8], mut pos: usize) -> Option<Self> {
+        let len = |pos: &mut usize| {
+            get_varint(payload, pos, 64)
+                .and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n <= payload.len())
+        };
+        let nkeys = len(&mut pos)?;
+        let mut keys = Vec::with_capacity(nkeys);
+        for _ in 0..nkeys {
+            let n = len(&mut pos)?;
+            let end = pos.checked_add(n).filter(|&e| e <= payload.len())?;
+            keys.push(payload[pos..end].to_vec());
+            pos = end;
+        }
+        let nchildren = len(&mut pos)?;
+        let mut children = Vec::with_capacity(nchildren);
+        for _ in 0..nchildren {
+            children.push(NodeId(get_varint(payload, &mut pos, 64)? as u64));
+        }
+        (pos == payload.len()).then_some(Node::Internal { keys, children })
     }
 
     /// Checks and decodes a framed node blob.
     pub fn decode(path: &str, data: &[u8]) -> Result<Self> {
-        codec::decode(Kind::Node, path, data)
-    }
-}
-
-/// Byte strings inside nodes go through serde's bytes path (one copy)
-/// rather than as sequences of `u8` (one serializer call per byte). In
-/// postcard both are a varint length and the raw bytes, so the stored
-/// format is the same.
-mod byte_keys {
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-    use serde_bytes::{ByteBuf, Bytes};
-
-    /// A sequence whose elements hold one byte string each.
-    pub trait HasBytes: Sized {
-        type Wire<'a>: Serialize
-        where
-            Self: 'a;
-        type Owned: for<'de> Deserialize<'de>;
-        fn wire(&self) -> Self::Wire<'_>;
-        fn from_owned(o: Self::Owned) -> Self;
-    }
-
-    impl HasBytes for Vec<u8> {
-        type Wire<'a> = &'a Bytes;
-        type Owned = ByteBuf;
-        fn wire(&self) -> &Bytes {
-            Bytes::new(self)
-        }
-        fn from_owned(o: ByteBuf) -> Self {
-            o.into_vec()
-        }
-    }
-
-    impl<V: Serialize + for<'de> Deserialize<'de>> HasBytes for (Vec<u8>, V) {
-        type Wire<'a>
-            = (&'a Bytes, &'a V)
-        where
-            V: 'a;
-        type Owned = (ByteBuf, V);
-        fn wire(&self) -> (&Bytes, &V) {
-            (Bytes::new(&self.0), &self.1)
-        }
-        fn from_owned(o: (ByteBuf, V)) -> Self {
-            (o.0.into_vec(), o.1)
-        }
-    }
-
-    pub fn serialize<T: HasBytes, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(HasBytes::wire))
-    }
-
-    pub fn deserialize<'de, T: HasBytes, D: Deserializer<'de>>(d: D) -> Result<Vec<T>, D::Error> {
-        let owned = Vec::<T::Owned>::deserialize(d)?;
-        Ok(owned.into_iter().map(T::from_owned).collect())
+        Self::decode_payload(path, codec::unframe(Kind::Node, path, data)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
-    /// The node as it was serialized before byte strings took serde's bytes path.
+    /// The node as postcard serializes it: the stored format of every
+    /// volume so far.
     #[derive(Serialize)]
     enum PlainValue {
         Inline(Vec<u8>),
@@ -207,26 +184,25 @@ mod tests {
     }
 
     #[test]
-    fn byte_strings_keep_the_stored_format() {
-        let leaf = Node::Leaf {
-            entries: vec![
-                (b"a".to_vec(), Value::Inline(vec![1, 2, 3])),
-                (
-                    vec![0xff; 300],
-                    Value::External {
-                        chunks: vec![BlobId(9)],
-                        len: 5,
-                    },
-                ),
-            ],
-        };
+    fn nodes_keep_the_stored_format() {
+        let values = [
+            Value::Inline(vec![1, 2, 3]),
+            Value::External {
+                chunks: vec![BlobId(9), BlobId(u128::MAX)],
+                len: 5,
+            },
+        ];
+        let keys = [b"a".to_vec(), vec![0xff; 300]];
+        let leaf = Node::Leaf(Leaf::from_entries(
+            keys.iter().map(|k| k.as_slice()).zip(values.iter()),
+        ));
         let plain = PlainNode::Leaf {
             entries: vec![
-                (b"a".to_vec(), PlainValue::Inline(vec![1, 2, 3])),
+                (keys[0].clone(), PlainValue::Inline(vec![1, 2, 3])),
                 (
-                    vec![0xff; 300],
+                    keys[1].clone(),
                     PlainValue::External {
-                        chunks: vec![BlobId(9)],
+                        chunks: vec![BlobId(9), BlobId(u128::MAX)],
                         len: 5,
                     },
                 ),
@@ -235,16 +211,28 @@ mod tests {
         let bytes = leaf.encode_payload();
         assert_eq!(bytes, postcard::to_stdvec(&plain).expect("encode"));
         assert_eq!(Node::decode_payload("p", &bytes).expect("decode"), leaf);
-        let internal = Node::Internal {
-            keys: vec![b"m".to_vec()],
-            children: vec![NodeId(1), NodeId(2)],
-        };
-        let plain = PlainNode::Internal {
-            keys: vec![b"m".to_vec()],
-            children: vec![NodeId(1), NodeId(2)],
-        };
-        let bytes = internal.encode_payload();
-        assert_eq!(bytes, postcard::to_stdvec(&plain).expect("encode"));
-        assert_eq!(Node::decode_payload("p", &bytes).expect("decode"), internal);
+        assert_eq!(
+            Node::decode("p", &leaf.encode()).expect("framed"),
+            leaf,
+            "framed round trip"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn internal_nodes_keep_the_stored_format(
+            keys in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 0..40),
+            children in proptest::collection::vec(any::<u64>(), 0..41),
+        ) {
+            let children: Vec<NodeId> = children.into_iter().map(NodeId).collect();
+            let node = Node::Internal { keys: keys.clone(), children: children.clone() };
+            let bytes = node.encode_payload();
+            let plain = PlainNode::Internal { keys, children };
+            prop_assert_eq!(&bytes, &postcard::to_stdvec(&plain).expect("encode"));
+            prop_assert_eq!(Node::decode_payload("p", &bytes).expect("decode"), node);
+            for cut in 0..bytes.len() {
+                prop_assert!(Node::decode_payload("p", &bytes[..cut]).is_err());
+            }
+        }
     }
 }

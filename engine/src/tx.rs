@@ -477,6 +477,7 @@ impl Transaction {
     /// The bytes stored under `key`.
     pub fn get(&mut self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.get_value(tree, key)? {
+            Some(Value::Inline(bytes)) => Ok(Some(bytes)),
             Some(v) => Ok(Some(self.load(&v)?)),
             None => Ok(None),
         }
@@ -662,7 +663,10 @@ impl Transaction {
         let batch = self.scan_values(tree, cursor, limit)?;
         batch
             .into_iter()
-            .map(|(k, v)| Ok((k, self.load(&v)?)))
+            .map(|(k, v)| match v {
+                Value::Inline(bytes) => Ok((k, bytes)),
+                v => Ok((k, self.load(&v)?)),
+            })
             .collect()
     }
 
@@ -735,7 +739,7 @@ pub(crate) fn apply_op(view: &mut View, op: &Op) -> Result<bool> {
             view,
             NodeId::CATALOG_ROOT,
             name.as_bytes(),
-            Value::Inline(bytes),
+            &Value::Inline(bytes),
             TreeMeta::CATALOG.config.slots as usize,
         )?;
         Ok(())
@@ -777,13 +781,7 @@ pub(crate) fn apply_op(view: &mut View, op: &Op) -> Result<bool> {
         }
         Op::Put { tree, key, value } => {
             let meta = existing(view, tree)?;
-            btree::put(
-                view,
-                meta.root,
-                key,
-                value.clone(),
-                meta.config.slots as usize,
-            )?;
+            btree::put(view, meta.root, key, value, meta.config.slots as usize)?;
             Ok(false)
         }
         Op::Remove { tree, key } => {

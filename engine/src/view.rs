@@ -4,11 +4,11 @@
 use crate::cache::{NodeCache, ValueCache};
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
-use crate::ids::NodeId;
+use crate::ids::{IdMap, IdSet, NodeId};
 use crate::node::Node;
 use crate::registry::{decode_record, NodeLoc, RegState};
 use crate::store::{blob_path, log_path, BlobStore};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// What a view needs to load nodes it did not change.
@@ -130,9 +130,9 @@ impl Loader {
 pub(crate) struct View {
     pub base: Arc<RegState>,
     loader: Arc<Loader>,
-    pub dirty: HashMap<NodeId, Arc<Node>>,
-    pub freed: HashSet<NodeId>,
-    pub created: HashSet<NodeId>,
+    pub dirty: IdMap<NodeId, Arc<Node>>,
+    pub freed: IdSet<NodeId>,
+    pub created: IdSet<NodeId>,
 }
 
 impl View {
@@ -140,9 +140,9 @@ impl View {
         View {
             base,
             loader,
-            dirty: HashMap::new(),
-            freed: HashSet::new(),
-            created: HashSet::new(),
+            dirty: IdMap::default(),
+            freed: IdSet::default(),
+            created: IdSet::default(),
         }
     }
 
@@ -160,6 +160,20 @@ impl View {
         }
         let loc = self.base.nodes.get(&id).ok_or_else(missing)?;
         self.loader.load(loc)
+    }
+
+    /// The node, private to this view, to change in place: the first change
+    /// in a transaction copies it, later ones do not.
+    pub fn node_mut(&mut self, id: NodeId) -> Result<&mut Node> {
+        if !self.dirty.contains_key(&id) {
+            let node = self.node(id)?;
+            self.dirty.insert(id, node);
+        }
+        let node = self.dirty.get_mut(&id).ok_or_else(|| Error::Missing {
+            what: "registry entry",
+            path: format!("node {id}"),
+        })?;
+        Ok(Arc::make_mut(node))
     }
 
     pub fn set(&mut self, id: NodeId, node: Node) {
