@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, NodeId, TxId};
 use crate::recovery::Intent;
 use crate::registry::{now_ms, CommitRecord, NodeChange, PackedNode, TreeWrites};
-use crate::store::{blob_path, intent_path, log_path};
+use crate::store::{blob_path, intent_path};
 use crate::tx::{apply_op, Op, Transaction, TxMode, CATALOG};
 use crate::view::View;
 use std::collections::BTreeSet;
@@ -365,7 +365,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         };
         let values: Vec<(BlobId, Vec<u8>)> = tx.values.drain().collect();
         for (id, data) in values {
-            store.put_fresh(&blob_path(id), codec::frame(Kind::Value, &data))?;
+            store.put_fresh(&blob_path(id), codec::frame_value(&data))?;
             keep_locks()?;
         }
         let mut paths = Vec::new();
@@ -407,18 +407,19 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             packed,
         };
         test_pause(true);
+        let log = db.registry.log();
         loop {
             // A commit past its deadline may have been rolled back by a peer.
             if let Err(e) = tx.check_deadline() {
                 discard(tx, &node_ids);
                 return Err(e);
             }
-            let path = log_path(record.seq);
             let hint = packed_bytes + 64 * record.nodes.len() + 1024;
-            if store.create(&path, codec::encode_sized(Kind::Record, &record, hint))? {
+            let frame = codec::encode_sized(Kind::Record, &record, hint);
+            if log.append(record.seq, &frame)? {
                 tx.landed = true;
                 if tx.opts.sync {
-                    store.sync(&[path])?;
+                    log.sync(record.seq)?;
                 }
                 break;
             }

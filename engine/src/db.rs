@@ -55,6 +55,9 @@ pub struct Options {
     /// push is in flight); commits are still validated against the store,
     /// and `Db::foreign_commits_since` always asks.
     pub pushed_stamps: bool,
+    /// Embedded mode in a local folder: the commit log's segment files are
+    /// sealed, and a new one begun, past this size. GC deletes whole segments.
+    pub segment_bytes: u64,
 }
 
 impl Default for Options {
@@ -74,6 +77,7 @@ impl Default for Options {
             gc_retention: Duration::from_secs(600),
             stage_bytes: 16 << 20,
             pushed_stamps: false,
+            segment_bytes: 64 << 20,
         }
     }
 }
@@ -186,12 +190,20 @@ pub(crate) struct VolumeMarker {
 }
 
 /// On-store format. 2: blobs in one level of 256 folders (1 had two levels,
-/// which cost a mkdir for most of a young volume's blobs).
-const VOLUME_FORMAT: u32 = 2;
+/// which cost a mkdir for most of a young volume's blobs). 3: the log may
+/// also live in segment files (`log.rs`), which a format-2 reader would not
+/// see; this version opens format 2 and marks it 3 when it opens it to write.
+pub(crate) const VOLUME_FORMAT: u32 = 3;
+
+/// Formats this version reads.
+pub(crate) fn format_supported(format: u32) -> bool {
+    format == 2 || format == VOLUME_FORMAT
+}
 
 const OUR_TOP_LEVEL: &[&str] = &[
     "blobs",
     "log",
+    "segments",
     "checkpoints",
     "intents",
     "volume",
@@ -204,12 +216,27 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
         let m: VolumeMarker = codec::decode(Kind::Volume, "volume", &data).map_err(|e| {
             Error::NotAVolume(format!("{}: not a sopfs volume ({e})", store.location()))
         })?;
-        if m.format != VOLUME_FORMAT {
+        if !format_supported(m.format) {
             return Err(Error::NotAVolume(format!(
                 "{}: volume format {} is not supported by this version",
                 store.location(),
                 m.format
             )));
+        }
+        if m.format != VOLUME_FORMAT {
+            // From now on it may hold what older versions cannot read: they
+            // must refuse it rather than miss part of its log.
+            let upgraded = VolumeMarker {
+                format: VOLUME_FORMAT,
+                ..m
+            };
+            store.put(&volume_path(), codec::encode(Kind::Volume, &upgraded))?;
+            tracing::info!(
+                from = m.format,
+                to = VOLUME_FORMAT,
+                "volume format upgraded"
+            );
+            return Ok(upgraded.id);
         }
         return Ok(m.id);
     }
@@ -375,11 +402,22 @@ impl Db {
         let store = Arc::new(BlobStore::open(&location)?.with_retries(opts.store_retries));
         let volume_id = format_or_check(&store)?;
         coord.attach(&format!("{volume_id:032x}"))?;
-        let registry = Registry::open(store.clone())?;
         let shared = coord.is_shared();
+        let mode = if shared {
+            crate::log::LogMode::Shared
+        } else {
+            crate::log::LogMode::Owner
+        };
+        let log = Arc::new(crate::log::Log::open(
+            store.clone(),
+            mode,
+            opts.segment_bytes,
+        )?);
+        let registry = Registry::open(store.clone(), log.clone())?;
         let inner = Arc::new(DbInner {
             loader: Arc::new(Loader {
                 store,
+                log,
                 cache: NodeCache::new(opts.cache_bytes),
                 values: ValueCache::new(opts.value_cache_bytes),
                 loading: parking_lot::Mutex::new(std::collections::HashSet::new()),
@@ -407,7 +445,8 @@ impl Db {
         if !shared {
             let store = &inner.loader.store;
             let swept = store.sweep_staging("intents", Duration::ZERO)
-                + store.sweep_staging("checkpoints", Duration::ZERO);
+                + store.sweep_staging("checkpoints", Duration::ZERO)
+                + store.sweep_staging("segments", Duration::ZERO);
             if swept > 0 {
                 tracing::info!(swept, "removed files of interrupted writes");
             }

@@ -72,10 +72,11 @@ fn keep_node(
 /// that finds a record gone reads `blobs/<id>` instead.
 fn write_out_packed(db: &DbInner, seqs: &[u64], keep: &HashSet<BlobId>) -> Result<()> {
     let store = &db.loader.store;
+    let log = db.registry.log();
     let mut written = Vec::new();
     for &seq in seqs {
         let path = log_path(seq);
-        let Some(data) = store.get(&path)? else {
+        let Some(data) = log.read(seq)? else {
             continue;
         };
         for p in decode_record(path.as_ref(), &data)?.packed {
@@ -129,22 +130,14 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
     // One read of the log: which record carries which node version, and
     // the changes of records inside the window (their old versions may
     // still be read by older snapshots).
-    let mut log_seqs = Vec::new();
     let mut packed_at: HashMap<BlobId, u64> = HashMap::new();
     let mut recent = Vec::new();
-    for m in store.list("log")? {
-        let Some(seq) = m
-            .location
-            .filename()
-            .and_then(|f| u64::from_str_radix(f, 16).ok())
-        else {
+    let log = db.registry.log();
+    for seq in log.seqs()? {
+        let Some(data) = log.read(seq)? else {
             continue;
         };
-        log_seqs.push(seq);
-        let Some(data) = store.get(&m.location)? else {
-            continue;
-        };
-        let rec = decode_record(m.location.as_ref(), &data)?;
+        let rec = decode_record(log_path(seq).as_ref(), &data)?;
         packed_at.extend(rec.packed.iter().map(|p| (p.blob, seq)));
         if rec.time_ms >= cutoff {
             recent.push(rec.nodes);
@@ -206,14 +199,9 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
         .map(|(s, _)| *s)
         .collect();
     if let Some(&horizon) = old_enough.last() {
-        log_seqs.sort_unstable();
-        log_seqs.retain(|s| *s <= horizon);
-        write_out_packed(db, &log_seqs, &keep)?;
-        // Ascending, so the newest surviving record always marks the log's end.
-        for seq in log_seqs {
-            store.delete(&log_path(seq))?;
-            report.log_records_deleted += 1;
-        }
+        let plan = log.trim_plan(horizon)?;
+        write_out_packed(db, &plan.seqs(), &keep)?;
+        report.log_records_deleted += log.trim(&plan)?;
         for (seq, _) in checkpoints.iter().filter(|(s, _)| *s < horizon) {
             store.delete(&checkpoint_path(*seq))?;
             report.checkpoints_deleted += 1;

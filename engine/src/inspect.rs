@@ -79,7 +79,12 @@ pub fn inspect(location: &StoreLocation) -> Result<VolumeFacts> {
         .ok_or_else(|| Error::NotAVolume(format!("{location}: no sopfs volume here")))?;
     let marker: VolumeMarker = codec::decode(Kind::Volume, "volume", &data)
         .map_err(|e| Error::NotAVolume(format!("{location}: not a sopfs volume ({e})")))?;
-    let registry = Registry::open(store.clone())?;
+    let log = Arc::new(crate::log::Log::open(
+        store.clone(),
+        crate::log::LogMode::ReadOnly,
+        u64::MAX,
+    )?);
+    let registry = Registry::open(store.clone(), log)?;
     let state = registry.catch_up(true)?;
     let (mut blobs, mut blob_bytes) = (0, 0);
     for m in store.list("blobs")? {

@@ -16,6 +16,8 @@
 //! value = varint 0, varint len, bytes                     (Inline)
 //!       | varint 1, varint count, count x varint u128,   (External: chunk ids
 //!         varint u64                                       and total length)
+//!       | varint 2, the same as 1                          (External, chunks
+//!                                                           in value format 2)
 //! ```
 //!
 //! Varints are LEB128, least significant group first, as postcard writes them.
@@ -107,8 +109,12 @@ pub(crate) fn encode_value(value: &Value, out: &mut Vec<u8>) {
             put_varint(out, bytes.len() as u128);
             out.extend_from_slice(bytes);
         }
-        Value::External { chunks, len } => {
-            out.push(1);
+        Value::External {
+            chunks,
+            len,
+            blocks,
+        } => {
+            out.push(if *blocks { 2 } else { 1 });
             put_varint(out, chunks.len() as u128);
             for c in chunks {
                 put_varint(out, c.0);
@@ -128,7 +134,7 @@ fn read_value(data: &[u8], pos: &mut usize, decode: bool) -> Option<Option<Value
             *pos = end;
             Some(v)
         }
-        1 => {
+        tag @ (1 | 2) => {
             let n = get_len(data, pos)?;
             // Each id takes at least a byte: a count beyond that is damage.
             if n > data.len() - *pos {
@@ -142,7 +148,11 @@ fn read_value(data: &[u8], pos: &mut usize, decode: bool) -> Option<Option<Value
                 }
             }
             let len = get_varint(data, pos, 64)? as u64;
-            Some(decode.then_some(Value::External { chunks, len }))
+            Some(decode.then_some(Value::External {
+                chunks,
+                len,
+                blocks: tag == 2,
+            }))
         }
         _ => None,
     }
@@ -413,6 +423,7 @@ mod tests {
         Value::External {
             chunks: ids.iter().map(|&i| BlobId(i)).collect(),
             len,
+            blocks: len.is_multiple_of(2),
         }
     }
 
@@ -422,6 +433,7 @@ mod tests {
         enum PlainValue {
             Inline(Vec<u8>),
             External { chunks: Vec<u128>, len: u64 },
+            Blocks { chunks: Vec<u128>, len: u64 },
         }
         #[derive(serde::Serialize)]
         enum PlainNode {
@@ -433,7 +445,19 @@ mod tests {
                 .map(|(k, v)| {
                     let v = match v {
                         Value::Inline(b) => PlainValue::Inline(b.clone()),
-                        Value::External { chunks, len } => PlainValue::External {
+                        Value::External {
+                            chunks,
+                            len,
+                            blocks: false,
+                        } => PlainValue::External {
+                            chunks: chunks.iter().map(|c| c.0).collect(),
+                            len: *len,
+                        },
+                        Value::External {
+                            chunks,
+                            len,
+                            blocks: true,
+                        } => PlainValue::Blocks {
                             chunks: chunks.iter().map(|c| c.0).collect(),
                             len: *len,
                         },

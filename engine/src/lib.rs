@@ -16,6 +16,7 @@ mod gc;
 pub mod ids;
 pub mod inspect;
 mod leaf;
+pub mod log;
 pub mod node;
 mod recovery;
 pub mod redis_coord;

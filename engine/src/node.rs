@@ -19,6 +19,10 @@ pub enum Value {
         chunks: Vec<BlobId>,
         /// Total length in bytes.
         len: u64,
+        /// The chunk blobs are in value format 2 (a CRC per block, see
+        /// `codec::frame_value`): any range of them can be read and checked
+        /// alone. Format 1 chunks are read whole.
+        blocks: bool,
     },
 }
 
@@ -171,6 +175,7 @@ mod tests {
     enum PlainValue {
         Inline(Vec<u8>),
         External { chunks: Vec<BlobId>, len: u64 },
+        Blocks { chunks: Vec<BlobId>, len: u64 },
     }
     #[derive(Serialize)]
     enum PlainNode {
@@ -190,9 +195,15 @@ mod tests {
             Value::External {
                 chunks: vec![BlobId(9), BlobId(u128::MAX)],
                 len: 5,
+                blocks: false,
+            },
+            Value::External {
+                chunks: vec![BlobId(7)],
+                len: 6,
+                blocks: true,
             },
         ];
-        let keys = [b"a".to_vec(), vec![0xff; 300]];
+        let keys = [b"a".to_vec(), vec![0xff; 300], vec![0xff; 301]];
         let leaf = Node::Leaf(Leaf::from_entries(
             keys.iter().map(|k| k.as_slice()).zip(values.iter()),
         ));
@@ -204,6 +215,13 @@ mod tests {
                     PlainValue::External {
                         chunks: vec![BlobId(9), BlobId(u128::MAX)],
                         len: 5,
+                    },
+                ),
+                (
+                    keys[2].clone(),
+                    PlainValue::Blocks {
+                        chunks: vec![BlobId(7)],
+                        len: 6,
                     },
                 ),
             ],

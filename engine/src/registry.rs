@@ -5,6 +5,7 @@
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, NodeId, TxId};
+use crate::log::Log;
 use crate::store::{checkpoint_path, log_path, BlobStore};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
@@ -198,6 +199,7 @@ const RECENT_WINDOW: usize = 16_384;
 /// The registry of one open volume.
 pub struct Registry {
     store: Arc<BlobStore>,
+    log: Arc<Log>,
     state: RwLock<Arc<RegState>>,
     /// Serializes folding records into `state`.
     apply: Mutex<()>,
@@ -224,7 +226,7 @@ pub(crate) fn now_ms() -> u64 {
 
 impl Registry {
     /// Loads the newest readable checkpoint and replays the log after it.
-    pub fn open(store: Arc<BlobStore>) -> Result<Self> {
+    pub fn open(store: Arc<BlobStore>, log: Arc<Log>) -> Result<Self> {
         let mut seqs: Vec<u64> = store
             .list("checkpoints")?
             .iter()
@@ -253,6 +255,7 @@ impl Registry {
         let cp_seq = state.seq;
         let reg = Registry {
             store,
+            log,
             state: RwLock::new(Arc::new(state)),
             apply: Mutex::new(()),
             pending: Mutex::new(BTreeMap::new()),
@@ -277,7 +280,7 @@ impl Registry {
 
     fn read_record(&self, seq: u64) -> Result<Option<Arc<CommitRecord>>> {
         let path = log_path(seq);
-        let Some(data) = self.store.get(&path)? else {
+        let Some(data) = self.log.read(seq)? else {
             return Ok(None);
         };
         let mut rec = decode_record(path.as_ref(), &data)?;
@@ -407,6 +410,11 @@ impl Registry {
             }
         }
         Ok(out)
+    }
+
+    /// The commit log.
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
     }
 
     /// Folds in a record this process just created; returns once it is visible.

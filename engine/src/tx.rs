@@ -2,7 +2,7 @@
 //! what was read (points, absent keys and scanned ranges) for validation.
 
 use crate::btree;
-use crate::codec::{self, Kind};
+use crate::codec;
 use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, NodeId, TxId};
@@ -483,11 +483,55 @@ impl Transaction {
         }
     }
 
+    /// Bytes `range` of the value stored under `key`, clipped to its length.
+    /// A small range of a large value is read from the store alone (the
+    /// blocks that hold it), not the whole value.
+    pub fn get_range(
+        &mut self,
+        tree: &str,
+        key: &[u8],
+        range: std::ops::Range<u64>,
+    ) -> Result<Option<Vec<u8>>> {
+        let Some(value) = self.get_value(tree, key)? else {
+            return Ok(None);
+        };
+        let len = value.len();
+        let clip = |r: &std::ops::Range<u64>| {
+            let start = r.start.min(len) as usize;
+            start..(r.end.min(len) as usize).max(start)
+        };
+        let want = clip(&range);
+        match &value {
+            Value::Inline(bytes) => Ok(Some(bytes[want].to_vec())),
+            Value::External {
+                chunks,
+                blocks: true,
+                ..
+            } if chunks.len() == 1
+                && !self.values.contains_key(&chunks[0])
+                && !self.staged.contains(&chunks[0]) =>
+            {
+                let n = len as usize;
+                // Most of the chunk wanted: read it whole, into the cache,
+                // where a sequential reader's next request finds it.
+                if want.len() * 4 > n {
+                    let whole = self.db.loader.value(chunks[0])?;
+                    return Ok(Some(whole.get(want).unwrap_or_default().to_vec()));
+                }
+                self.db.loader.value_range(chunks[0], n, want).map(Some)
+            }
+            _ => {
+                let whole = self.load(&value)?;
+                Ok(Some(whole[want].to_vec()))
+            }
+        }
+    }
+
     /// The bytes of a value returned by `get_value` or `scan_values`.
     pub fn load(&self, value: &Value) -> Result<Vec<u8>> {
         match value {
             Value::Inline(v) => Ok(v.clone()),
-            Value::External { chunks, len } => {
+            Value::External { chunks, len, .. } => {
                 let mut out = Vec::with_capacity(*len as usize);
                 for c in chunks {
                     if let Some(own) = self.values.get(c) {
@@ -533,6 +577,7 @@ impl Transaction {
         Ok(Value::External {
             chunks,
             len: value.len() as u64,
+            blocks: true,
         })
     }
 
@@ -547,7 +592,7 @@ impl Transaction {
         let r = self.pending.get_mut().submit(
             self.db.loader.store.clone(),
             path,
-            codec::frame(Kind::Value, data),
+            codec::frame_value(data),
         );
         self.io_time += t.elapsed();
         r

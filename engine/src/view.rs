@@ -14,6 +14,7 @@ use std::sync::Arc;
 /// What a view needs to load nodes it did not change.
 pub(crate) struct Loader {
     pub store: Arc<BlobStore>,
+    pub log: Arc<crate::log::Log>,
     pub cache: NodeCache,
     pub values: ValueCache,
     /// Value blobs being read from the store right now: a second reader of
@@ -59,7 +60,7 @@ impl Loader {
     /// of nodes the caller's neighbours are likely to want next.
     fn load_packed(&self, seq: u64, blob: BlobId) -> Result<Option<Arc<Node>>> {
         let path = log_path(seq);
-        let Some(data) = self.store.get(&path)? else {
+        let Some(data) = self.log.read(seq)? else {
             return Ok(None);
         };
         let record = decode_record(path.as_ref(), &data)?;
@@ -115,14 +116,51 @@ impl Loader {
         result
     }
 
+    /// Bytes `range` of value chunk `blob`, a format-2 chunk of `n` data
+    /// bytes: sliced from the cache when the chunk is there, else read from
+    /// the blocks that hold them alone (checked, not cached: the kernel's
+    /// page cache keeps what a reader reads again).
+    pub fn value_range(
+        &self,
+        blob: crate::ids::BlobId,
+        n: usize,
+        range: std::ops::Range<usize>,
+    ) -> Result<Vec<u8>> {
+        let range = range.start.min(n)..range.end.min(n);
+        if let Some(hit) = self.values.get(blob) {
+            return Ok(hit.get(range).unwrap_or_default().to_vec());
+        }
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let path = blob_path(blob);
+        let (at, first) = crate::codec::value_blocks_for(n, range.clone());
+        let stored = self
+            .store
+            .get_range(&path, at)?
+            .ok_or_else(|| Error::Missing {
+                what: "value",
+                path: path.to_string(),
+            })?;
+        let data = crate::codec::check_blocks(path.as_ref(), first, &stored, n)?;
+        let off = range.start - first * crate::codec::VALUE_BLOCK;
+        let Some(part) = data.get(off..off + range.len()) else {
+            return Err(Error::Corrupted {
+                what: "value",
+                path: path.to_string(),
+                detail: format!("blocks end before byte {}", range.end),
+            });
+        };
+        Ok(part.to_vec())
+    }
+
     fn read_value(&self, blob: crate::ids::BlobId) -> Result<Arc<Vec<u8>>> {
         let path = blob_path(blob);
         let data = self.store.get(&path)?.ok_or_else(|| Error::Missing {
             what: "value",
             path: path.to_string(),
         })?;
-        let bytes = crate::codec::unframe(crate::codec::Kind::Value, path.as_ref(), &data)?;
-        Ok(Arc::new(bytes.to_vec()))
+        Ok(Arc::new(crate::codec::unframe_value(path.as_ref(), &data)?))
     }
 }
 

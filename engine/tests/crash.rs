@@ -20,6 +20,8 @@ fn opts() -> Options {
         background_interval: None,
         chunk_size: 700,
         checkpoint_every: 37,
+        // Kills land while segments are sealed and begun, too.
+        segment_bytes: 8 << 10,
         ..Options::default()
     }
 }

@@ -1262,13 +1262,15 @@ impl Fs {
         let mut idx = offset / CHUNK;
         while idx * CHUNK < end {
             let cstart = idx * CHUNK;
-            if let Some(data) = tx.get(CONTENT, &chunk_key(ino, idx))? {
-                let from = offset.max(cstart);
-                let to = end.min(cstart + data.len() as u64);
-                if to > from {
-                    buf[(from - offset) as usize..(to - offset) as usize]
-                        .copy_from_slice(&data[(from - cstart) as usize..(to - cstart) as usize]);
-                }
+            let from = offset.max(cstart);
+            let to = end.min(cstart + CHUNK);
+            // Only the wanted part of the chunk: a 4 KiB read of a cold
+            // chunk reads one block of it from the store, not 256 KiB.
+            if let Some(data) =
+                tx.get_range(CONTENT, &chunk_key(ino, idx), from - cstart..to - cstart)?
+            {
+                let at = (from - offset) as usize;
+                buf[at..at + data.len()].copy_from_slice(&data);
             }
             idx += 1;
         }

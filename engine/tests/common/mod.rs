@@ -6,10 +6,12 @@ pub mod faulty;
 use engine::{Db, Options, StoreLocation, TreeConfig};
 use std::path::Path;
 
-/// Options for tests: tiny nodes so splits and merges happen constantly.
+/// Options for tests: no background pass, and log segments of a few
+/// records so sealing and starting segments happen constantly.
 pub fn small_opts() -> Options {
     Options {
         background_interval: None,
+        segment_bytes: 16 << 10,
         ..Options::default()
     }
 }
