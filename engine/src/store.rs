@@ -485,12 +485,31 @@ fn create_local(full: &std::path::Path, data: &[u8]) -> Result<bool> {
     };
     let written = std::io::Write::write_all(&mut f, data);
     drop(f);
-    let linked = written.and_then(|()| std::fs::hard_link(&staging, full));
-    let _ = std::fs::remove_file(&staging);
-    match linked {
+    let placed = written.and_then(|()| move_if_absent(&staging, full));
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&staging);
+    }
+    match placed {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(io(e)),
+    }
+}
+
+/// Gives `from` the name `to` only if `to` does not exist, atomically: one
+/// `renameat2(RENAME_NOREPLACE)` where the filesystem has it (a rename
+/// instead of a link and an unlink), else a hard link and an unlink.
+fn move_if_absent(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use nix::errno::Errno;
+    use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+    match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+            std::fs::hard_link(from, to)?;
+            let _ = std::fs::remove_file(from);
+            Ok(())
+        }
+        Err(e) => Err(std::io::Error::from(e)),
     }
 }
 
@@ -602,5 +621,34 @@ mod tests {
         assert!(StoreLocation::parse("file://v").is_err());
         assert!(StoreLocation::parse("ftp://x").is_err());
         assert!(StoreLocation::parse("").is_err());
+    }
+
+    #[test]
+    fn create_if_absent_has_one_winner_and_leaves_no_staging_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(&StoreLocation::Local(dir.path().to_path_buf())).expect("open");
+        let path = Path::from("log/000000000000/0000000000000007");
+        let racers: Vec<_> = (0..8u8)
+            .map(|i| {
+                let store = &store;
+                let path = &path;
+                move || store.create(path, vec![i; 100]).expect("create")
+            })
+            .collect();
+        let won: Vec<bool> = std::thread::scope(|s| {
+            let hs: Vec<_> = racers.into_iter().map(|r| s.spawn(r)).collect();
+            hs.into_iter().map(|h| h.join().expect("join")).collect()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+        let winner = won.iter().position(|w| *w).expect("a winner") as u8;
+        let data = store.get(&path).expect("get").expect("present");
+        assert_eq!(&data[..], &[winner; 100][..], "the winner's bytes, whole");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("log/000000000000"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "staging files left: {left:?}");
+        assert!(!store.create(&path, vec![9]).expect("again"));
     }
 }
