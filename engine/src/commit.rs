@@ -377,6 +377,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         }
         if tx.opts.sync {
             paths.extend(value_ids.iter().map(|b| blob_path(*b)));
+            paths.extend(tx.stashed.iter().map(|(_, b)| blob_path(*b)));
             store.sync(&paths)?;
         }
         let (writes, replaced_trees) = record_writes(tx);
@@ -418,6 +419,9 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             let frame = codec::encode_sized(Kind::Record, &record, hint);
             if log.append(record.seq, &frame)? {
                 tx.landed = true;
+                for (stash, id) in &tx.stashed {
+                    stash.landed(*id);
+                }
                 if tx.opts.sync {
                     log.sync(record.seq)?;
                 }

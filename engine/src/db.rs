@@ -89,6 +89,7 @@ pub(crate) struct Stats {
     pub conflicts: AtomicU64,
     pub collisions: AtomicU64,
     pub retries: AtomicU64,
+    pub stashed: AtomicU64,
 }
 
 /// Counters since the volume was opened.
@@ -104,6 +105,8 @@ pub struct DbStats {
     pub collisions: u64,
     /// Transactions `run` retried.
     pub retries: u64,
+    /// Values written ahead of their commit through a [`crate::Stash`].
+    pub stashed: u64,
     /// Node cache hits.
     pub cache_hits: u64,
     /// Node cache misses.
@@ -131,6 +134,9 @@ pub(crate) struct DbInner {
     /// Blobs written by this process's commits that have not landed yet: GC
     /// keeps them (in embedded mode they have no intent record to protect them).
     pub inflight: parking_lot::Mutex<std::collections::HashSet<BlobId>>,
+    /// Stashes of this process (their intent records are kept fresh by the
+    /// background pass).
+    pub stashes: parking_lot::Mutex<Vec<std::sync::Weak<crate::stash::StashInner>>>,
     /// Clean-up jobs (intent deletes) still queued: waited for at close.
     pub cleanups: Arc<std::sync::atomic::AtomicUsize>,
     _exclusive: Option<ExclusiveLock>,
@@ -429,6 +435,7 @@ impl Db {
             stats: Stats::default(),
             commit_serial: parking_lot::Mutex::new(()),
             inflight: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            stashes: parking_lot::Mutex::new(Vec::new()),
             cleanups: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             own_commits: parking_lot::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(65_536).unwrap_or(std::num::NonZeroUsize::MIN),
@@ -466,6 +473,7 @@ impl Db {
                 let mut last_gc = Instant::now();
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                     let Some(db) = weak.upgrade() else { return };
+                    crate::stash::refresh_all(&db);
                     if let Err(e) = crate::recovery::recover_all(&db, false) {
                         tracing::warn!(error = %e, "background recovery pass failed");
                     }
@@ -489,6 +497,11 @@ impl Db {
             (tx, handle)
         });
         Ok(Db { inner, background })
+    }
+
+    /// A new [`Stash`]: value blobs written now for a later transaction.
+    pub fn stash(&self) -> crate::Stash {
+        crate::Stash::new(self.inner.clone())
     }
 
     /// Begins a transaction with the default time limit.
@@ -639,6 +652,7 @@ impl Db {
             conflicts: s.conflicts.load(Ordering::Relaxed),
             collisions: s.collisions.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
+            stashed: s.stashed.load(Ordering::Relaxed),
             cache_hits: hits,
             cache_misses: misses,
             cache_bytes: bytes as u64,

@@ -207,6 +207,8 @@ pub struct Transaction {
     /// Value blobs already written to the store (a transaction bigger than
     /// `Options::stage_bytes` writes them as it goes, so its memory stays bounded).
     pub(crate) staged: Vec<BlobId>,
+    /// Values put from stashes: told when the commit lands.
+    pub(crate) stashed: Vec<(Arc<crate::stash::StashInner>, BlobId)>,
     /// Staged writes still under way in the background.
     pub(crate) pending: parking_lot::Mutex<crate::stager::Pending>,
     /// Time spent writing staged values: it does not count against the timeout.
@@ -236,6 +238,7 @@ impl Transaction {
             values: HashMap::new(),
             value_bytes: 0,
             staged: Vec::new(),
+            stashed: Vec::new(),
             pending: parking_lot::Mutex::new(crate::stager::Pending::default()),
             io_time: Duration::ZERO,
             landed: false,
@@ -645,6 +648,33 @@ impl Transaction {
         Self::user_tree(tree)?;
         Self::check_key(key)?;
         self.put_op(tree, key, value)
+    }
+
+    /// Inserts or replaces `key` with a value a [`crate::Stash`] already
+    /// wrote (a blind write, like `upsert`). Waits for that write; the
+    /// stash is told when this transaction's commit lands.
+    pub fn put_stashed(
+        &mut self,
+        tree: &str,
+        key: &[u8],
+        stash: &crate::Stash,
+        value: &crate::StashedValue,
+    ) -> Result<()> {
+        self.writable()?;
+        Self::user_tree(tree)?;
+        Self::check_key(key)?;
+        self.meta(tree)?;
+        stash.wait(value)?;
+        self.stashed.push((stash.inner.clone(), value.id));
+        self.apply(Op::Put {
+            tree: tree.to_string(),
+            key: key.to_vec(),
+            value: Value::External {
+                chunks: vec![value.id],
+                len: value.len,
+                blocks: true,
+            },
+        })
     }
 
     /// Removes a key; returns whether it was present.

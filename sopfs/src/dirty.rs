@@ -2,7 +2,15 @@
 //! non-overlapping byte extents over the committed content, plus truncation.
 //! Small buffers live in memory; a big one moves to a spill file in the
 //! local cache folder, so a file of many GiB still commits as one transaction.
+//!
+//! A big file written in order does not stay here: each chunk it fills
+//! completely is handed to an engine [`Stash`] ("parked"), which writes it
+//! to the store while the program goes on writing; the commit then only
+//! names it. A later write, truncation or rebase that touches a parked
+//! chunk first brings it back into the buffer.
 
+use crate::error::{FsError, FsResult};
+use engine::{Stash, StashedValue};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
@@ -50,6 +58,45 @@ impl Spill {
     fn buffered(&self) -> usize {
         self.ranges.iter().map(|(s, e)| (e - s) as usize).sum()
     }
+
+    /// Removes `[start, end)` from the ranges, if one range holds all of it.
+    fn take(&mut self, start: u64, end: u64) -> io::Result<Option<Vec<u8>>> {
+        let Some((&s, &e)) = self.ranges.range(..=start).next_back() else {
+            return Ok(None);
+        };
+        if e < end {
+            return Ok(None);
+        }
+        let at = self
+            .file_offset(start)
+            .ok_or_else(|| io::Error::other("spill offset out of range"))?;
+        let mut buf = vec![0u8; (end - start) as usize];
+        self.file.read_exact_at(&mut buf, at)?;
+        self.ranges.remove(&s);
+        if s < start {
+            self.ranges.insert(s, start);
+        }
+        if end < e {
+            self.ranges.insert(end, e);
+        }
+        Ok(Some(buf))
+    }
+}
+
+/// Full chunks of the file already handed to the store.
+#[derive(Default)]
+struct Parked {
+    stash: Option<Stash>,
+    /// chunk start -> its stashed bytes.
+    chunks: BTreeMap<u64, StashedValue>,
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.chunks.iter().map(|(s, v)| (s, v.len())))
+            .finish()
+    }
 }
 
 /// The buffered changes of one file.
@@ -70,6 +117,7 @@ pub struct Dirty {
     pub bytes: usize,
     /// Times or attributes to write with the content.
     pub touched: bool,
+    parked: Parked,
 }
 
 impl Dirty {
@@ -85,7 +133,8 @@ impl Dirty {
 
     /// True when there is nothing to commit.
     pub fn is_clean(&self) -> bool {
-        self.extents.is_empty()
+        self.parked.chunks.is_empty()
+            && self.extents.is_empty()
             && self.spill.as_ref().is_none_or(|s| s.ranges.is_empty())
             && self.trunc.is_none()
             && !self.touched
@@ -118,11 +167,21 @@ impl Dirty {
     }
 
     /// Buffers `data` at `offset`; `append` says it came through O_APPEND.
-    pub fn write(&mut self, offset: u64, data: &[u8], append: bool) -> io::Result<()> {
+    pub fn write(&mut self, offset: u64, data: &[u8], append: bool) -> FsResult<()> {
         self.touched = true;
         if data.is_empty() {
             return Ok(());
         }
+        let end = offset + data.len() as u64;
+        self.unpark(offset, end)?;
+        self.write_buffer(offset, data)?;
+        self.append_only &= append && offset == self.size;
+        self.size = self.size.max(end);
+        Ok(())
+    }
+
+    /// Puts bytes into the buffer, in memory or in the spill file.
+    fn write_buffer(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let end = offset + data.len() as u64;
         if let Some(spill) = self.spill.as_mut() {
             let at = match spill.file_offset(offset) {
@@ -141,9 +200,115 @@ impl Dirty {
         } else {
             self.write_mem(offset, data);
         }
-        self.append_only &= append && offset == self.size;
-        self.size = self.size.max(end);
         Ok(())
+    }
+
+    /// Hands every full chunk of `chunk` bytes within `[from, to)` (the range
+    /// a write just filled) to a stash of `db`, out of the buffer. Small
+    /// files are written at their commit: nothing is parked until
+    /// `min_buffered` bytes are buffered, and then every full chunk before
+    /// `to` is.
+    pub fn park_full_chunks(
+        &mut self,
+        db: &engine::Db,
+        chunk: u64,
+        from: u64,
+        to: u64,
+        min_buffered: usize,
+    ) -> FsResult<()> {
+        if chunk == 0 || to <= from {
+            return Ok(());
+        }
+        let from = match self.parked.stash {
+            Some(_) => from,
+            None if self.bytes >= min_buffered => 0,
+            None => return Ok(()),
+        };
+        for idx in from / chunk..to.div_ceil(chunk) {
+            let start = idx * chunk;
+            let end = start + chunk;
+            if self.parked.chunks.contains_key(&start) || end > self.size {
+                continue;
+            }
+            let Some(bytes) = self.take(start, end)? else {
+                continue;
+            };
+            let stash = self.parked.stash.get_or_insert_with(|| db.stash());
+            match stash.put(bytes) {
+                Ok(v) => {
+                    self.parked.chunks.insert(start, v);
+                }
+                Err(e) => {
+                    // The bytes are gone from the buffer: losing them is
+                    // not an option, so the store's error is the write's.
+                    return Err(FsError::Engine(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `[start, end)` from the buffer if it holds all of it.
+    fn take(&mut self, start: u64, end: u64) -> io::Result<Option<Vec<u8>>> {
+        if let Some(spill) = self.spill.as_mut() {
+            let got = spill.take(start, end)?;
+            self.bytes = spill.buffered();
+            return Ok(got);
+        }
+        let Some((&s, e)) = self.extents.range(..=start).next_back() else {
+            return Ok(None);
+        };
+        if s + (e.len() as u64) < end {
+            return Ok(None);
+        }
+        let Some(mut ext) = self.extents.remove(&s) else {
+            return Ok(None);
+        };
+        let tail = ext.split_off((end - s) as usize);
+        let mine = ext.split_off((start - s) as usize);
+        if !ext.is_empty() {
+            self.extents.insert(s, ext);
+        }
+        if !tail.is_empty() {
+            self.extents.insert(end, tail);
+        }
+        self.bytes -= mine.len();
+        Ok(Some(mine))
+    }
+
+    /// Brings parked chunks that overlap `[start, end)` back into the buffer.
+    fn unpark(&mut self, start: u64, end: u64) -> FsResult<()> {
+        let first = self
+            .parked
+            .chunks
+            .range(..=start)
+            .next_back()
+            .map_or(start, |(&s, _)| s);
+        let hit: Vec<(u64, StashedValue)> = self
+            .parked
+            .chunks
+            .range(first..end)
+            .filter(|(&s, v)| s + v.len() > start)
+            .map(|(&s, v)| (s, v.clone()))
+            .collect();
+        for (s, v) in hit {
+            let Some(stash) = self.parked.stash.as_ref() else {
+                break;
+            };
+            let bytes = stash.read(&v).map_err(FsError::Engine)?;
+            stash.discard(&v);
+            self.parked.chunks.remove(&s);
+            self.write_buffer(s, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The parked chunks, by start offset, and the stash that holds them.
+    pub fn parked(&self) -> (Option<&Stash>, impl Iterator<Item = (u64, &StashedValue)>) {
+        (
+            self.parked.stash.as_ref(),
+            self.parked.chunks.iter().map(|(&s, v)| (s, v)),
+        )
     }
 
     /// Rewrites the spill file so that file offsets equal file positions again.
@@ -224,7 +389,16 @@ impl Dirty {
     }
 
     /// Truncates (or extends) the file to `size`.
-    pub fn truncate(&mut self, size: u64) {
+    pub fn truncate(&mut self, size: u64) -> FsResult<()> {
+        // A chunk cut in the middle comes back to be cut; whole ones past
+        // the end are dropped.
+        self.unpark(size, size + 1)?;
+        let gone: Vec<u64> = self.parked.chunks.range(size..).map(|(&s, _)| s).collect();
+        for s in gone {
+            if let (Some(v), Some(stash)) = (self.parked.chunks.remove(&s), &self.parked.stash) {
+                stash.discard(&v);
+            }
+        }
         self.touched = true;
         self.append_only = false;
         if let Some(spill) = self.spill.as_mut() {
@@ -254,11 +428,30 @@ impl Dirty {
             self.trunc = Some(self.trunc.map_or(size, |t| t.min(size)));
         }
         self.size = size;
+        Ok(())
     }
 
     /// Copies the buffered bytes that fall in `[offset, offset + buf.len())` over `buf`.
-    pub fn overlay(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    pub fn overlay(&self, offset: u64, buf: &mut [u8]) -> FsResult<()> {
         let end = offset + buf.len() as u64;
+        if let Some(stash) = &self.parked.stash {
+            let first = self
+                .parked
+                .chunks
+                .range(..=offset)
+                .next_back()
+                .map_or(offset, |(&s, _)| s);
+            for (&s, v) in self.parked.chunks.range(first..end) {
+                let e = s + v.len();
+                if e <= offset {
+                    continue;
+                }
+                let bytes = stash.read(v).map_err(FsError::Engine)?;
+                let (from, to) = (s.max(offset), e.min(end));
+                buf[(from - offset) as usize..(to - offset) as usize]
+                    .copy_from_slice(&bytes[(from - s) as usize..(to - s) as usize]);
+            }
+        }
         if let Some(spill) = &self.spill {
             let first = spill
                 .ranges
@@ -300,7 +493,9 @@ impl Dirty {
     }
 
     /// Moves every extent by `shift` bytes (appends landing after another host's).
-    pub fn rebase(&mut self, new_base: u64) {
+    pub fn rebase(&mut self, new_base: u64) -> FsResult<()> {
+        // Parked chunks sit at chunk boundaries, which a shift does not keep.
+        self.unpark(0, u64::MAX)?;
         let shift = new_base as i128 - self.base_size as i128;
         let moved = |s: u64| (s as i128 + shift) as u64;
         let old = std::mem::take(&mut self.extents);
@@ -312,6 +507,7 @@ impl Dirty {
         }
         self.size = moved(self.size);
         self.base_size = new_base;
+        Ok(())
     }
 
     /// Calls `f` with the buffered bytes in order, in pieces of at most
@@ -354,14 +550,29 @@ mod tests {
     enum Op {
         Write(u64, Vec<u8>),
         Truncate(u64),
+        /// Parks the full 16-byte chunks within a range (as after a write).
+        Park(u64, u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (0u64..300, proptest::collection::vec(any::<u8>(), 0..80))
+            3 => (0u64..300, proptest::collection::vec(any::<u8>(), 0..80))
                 .prop_map(|(o, d)| Op::Write(o, d)),
-            (0u64..300).prop_map(Op::Truncate),
+            1 => (0u64..300).prop_map(Op::Truncate),
+            2 => (0u64..300, 0u64..120).prop_map(|(o, n)| Op::Park(o, o + n)),
         ]
+    }
+
+    /// A volume for the stash parked chunks go to.
+    fn db() -> (tempfile::TempDir, engine::Db) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = engine::Options {
+            background_interval: None,
+            ..engine::Options::default()
+        };
+        let db = engine::Db::open(engine::StoreLocation::Local(dir.path().to_path_buf()), opts)
+            .expect("open");
+        (dir, db)
     }
 
     /// Replays `ops` over a committed file of `base_len` bytes, moving the
@@ -372,6 +583,7 @@ mod tests {
         let mut model = base.clone();
         let mut d = Dirty::new(base_len);
         let dir = std::env::temp_dir();
+        let (_vol, db) = db();
         for (n, op) in ops.iter().enumerate() {
             if spill_after == Some(n) {
                 d.spill_to(&dir).expect("spill");
@@ -390,7 +602,10 @@ mod tests {
                 }
                 Op::Truncate(t) => {
                     model.resize(*t as usize, 0);
-                    d.truncate(*t);
+                    d.truncate(*t).expect("truncate");
+                }
+                Op::Park(from, to) => {
+                    d.park_full_chunks(&db, 16, *from, *to, 0).expect("park");
                 }
             }
         }
@@ -408,6 +623,13 @@ mod tests {
             Ok(())
         })
         .expect("extents");
+        if let (Some(stash), parked) = d.parked() {
+            for (s, v) in parked {
+                let bytes = stash.read(v).expect("parked bytes");
+                let s = s as usize;
+                through_commit[s..s + bytes.len()].copy_from_slice(&bytes);
+            }
+        }
         assert_eq!(got, through_commit, "overlay and commit pieces disagree");
         (got, model, d)
     }
@@ -442,7 +664,7 @@ mod tests {
         d.spill_to(&std::env::temp_dir()).expect("spill");
         d.write(15, b"!", true).expect("append");
         // Another host appended 5 bytes meanwhile.
-        d.rebase(15);
+        d.rebase(15).expect("rebase");
         let mut buf = vec![0u8; 6];
         d.overlay(15, &mut buf).expect("overlay");
         assert_eq!(&buf, b"hello!");
@@ -451,5 +673,26 @@ mod tests {
         let mut all = vec![b'.'; 21];
         d.overlay(0, &mut all).expect("overlay");
         assert_eq!(&all, b"..ab...........hello!");
+    }
+
+    #[test]
+    fn parked_appends_come_back_when_they_are_rebased() {
+        let (_vol, db) = db();
+        let mut d = Dirty::new(0);
+        let data: Vec<u8> = (0..100u8).collect();
+        d.write(0, &data, true).expect("append");
+        d.park_full_chunks(&db, 16, 0, 100, 0).expect("park");
+        assert_eq!(d.bytes, 4, "six chunks parked, the tail buffered");
+        assert!(d.append_only);
+        // Another host appended 7 bytes: everything moves, parked or not.
+        d.rebase(7).expect("rebase");
+        let mut buf = vec![0u8; 100];
+        d.overlay(7, &mut buf).expect("overlay");
+        assert_eq!(buf, data);
+        assert_eq!(
+            d.parked().1.count(),
+            0,
+            "nothing stays parked across a shift"
+        );
     }
 }

@@ -141,6 +141,11 @@ struct Handle {
     wrote: bool,
 }
 
+/// Buffered bytes past which a file's completely written chunks go to the
+/// store at once (parked) instead of at its commit: a file written in big
+/// sequential pieces is in the store by the time it is closed.
+const PARK_FROM: usize = 1 << 20;
+
 /// Directory tree shape: modest nodes, entries inline.
 pub(crate) const DIR_TREE: TreeConfig = TreeConfig {
     slots: 64,
@@ -984,7 +989,7 @@ impl Fs {
             let mut st = state.lock();
             self.ensure_dirty(ino, &mut st)?;
             if let Some(d) = st.dirty.as_mut() {
-                d.truncate(size);
+                d.truncate(size)?;
             }
             st.write_time = Time::now();
             self.commit_locked(ino, &mut st, false)?;
@@ -1332,6 +1337,8 @@ impl Fs {
                 return Err(FsError::TooBig);
             }
             d.write(at, data, append)?;
+            let end = at + data.len() as u64;
+            d.park_full_chunks(&self.db, CHUNK, at, end, PARK_FROM)?;
             if d.bytes > self.opts.spill_bytes && !d.is_spilled() {
                 d.spill_to(&self.opts.cache_dir)?;
                 tracing::debug!(
@@ -1450,7 +1457,7 @@ impl Fs {
         let body = |tx: &mut Transaction| -> FsResult<u64> {
             let mut inode = Self::load(tx, ino)?;
             if dirty.append_only && inode.size != dirty.base_size {
-                dirty.rebase(inode.size);
+                dirty.rebase(inode.size)?;
             }
             if let Some(t) = dirty.trunc {
                 if t < inode.size {
@@ -1487,6 +1494,11 @@ impl Fs {
             })?;
             if let Some((i, data)) = chunk.take() {
                 tx.upsert(CONTENT, &chunk_key(ino, i), &data)?;
+            }
+            if let (Some(stash), parked) = dirty.parked() {
+                for (start, value) in parked {
+                    tx.put_stashed(CONTENT, &chunk_key(ino, start / CHUNK), stash, value)?;
+                }
             }
             let size = if dirty.trunc.is_some() {
                 dirty.size
@@ -1541,7 +1553,7 @@ impl Fs {
         match mode {
             0 => {
                 if end > d.size {
-                    d.truncate(end);
+                    d.truncate(end)?;
                 }
             }
             libc::FALLOC_FL_KEEP_SIZE => {}

@@ -287,6 +287,12 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "sopfs_stashed_chunks_total",
+            "Chunks of big files written to the store ahead of their commit.",
+            db.stashed,
+        );
+        counter(
+            &mut out,
             "sopfs_node_cache_hits_total",
             "B-tree node loads served from memory.",
             db.cache_hits,

@@ -156,7 +156,7 @@ fn late_release_of_one_handle_does_not_publish_the_next_handles_half_line() {
 }
 
 #[test]
-fn a_big_write_spills_to_the_cache_folder_and_lands_as_one_commit() {
+fn a_big_write_goes_ahead_to_the_store_or_spills_and_lands_as_one_commit() {
     let redis = RedisServer::start();
     let store = StoreLocation::parse("memory://").expect("memory");
     let cache = tempfile::tempdir().expect("cache");
@@ -182,22 +182,27 @@ fn a_big_write_spills_to_the_cache_folder_and_lands_as_one_commit() {
         .make_node(ROOT, ROOT_INO, b"big", NodeSpec::new(Kind::File, 0o644))
         .expect("create")
         .ino;
-    let block = |i: u64| -> Vec<u8> { (0..1 << 20).map(|j| ((i * 7 + j) % 253) as u8).collect() };
+    // 24 MiB in 128 KiB pieces: first every other piece, so no chunk is
+    // whole and the buffer must spill; then the rest, which completes the
+    // chunks one by one, and they go to the store ahead of the commit.
+    const PIECE: u64 = 128 << 10;
+    let piece = |i: u64| -> Vec<u8> { (0..PIECE).map(|j| ((i * 7 + j) % 253) as u8).collect() };
     let h = a.open(f, libc::O_WRONLY).expect("open");
-    for i in 0..24u64 {
-        a.write(h, i << 20, &block(i)).expect("write");
+    for i in (0..192u64).step_by(2).chain((1..192u64).step_by(2)) {
+        a.write(h, i * PIECE, &piece(i)).expect("write");
     }
-    // Rewrite part of an already spilled block: the buffer takes it in place.
+    // Rewrite part of a chunk already in the store: it comes back to the buffer.
     a.write(h, (3 << 20) + 10, b"patched").expect("patch");
     // The writer reads its own buffer; the other host sees nothing yet.
     assert_eq!(a.read(f, (3 << 20) + 10, 7).expect("read a"), b"patched");
+    assert_eq!(a.read(f, 5 << 20, 3).expect("read a"), &piece(40)[..3]);
     assert_eq!(b.getattr(f).expect("stat b").inode.size, 0);
     let before = a.db().stats().commits;
     a.flush_handle(h).expect("flush");
     a.release(h).expect("close");
     let mut want = Vec::new();
-    for i in 0..24u64 {
-        want.extend(block(i));
+    for i in 0..192u64 {
+        want.extend(piece(i));
     }
     want[(3 << 20) + 10..(3 << 20) + 17].copy_from_slice(b"patched");
     let got = b.read(f, 0, 24 << 20).expect("read b");
@@ -207,14 +212,19 @@ fn a_big_write_spills_to_the_cache_folder_and_lands_as_one_commit() {
         1,
         "one commit for the whole file"
     );
+    assert!(
+        a.db().stats().stashed >= 90,
+        "whole chunks went ahead to the store: {}",
+        a.db().stats().stashed
+    );
 
     // A cache folder that cannot take the spill fails the write, clearly, and
     // the committed content stays as it was.
     let c = open(cache.path().join("missing"));
     let h = c.open(f, libc::O_WRONLY).expect("open");
     let mut failed = None;
-    for i in 0..4u64 {
-        if let Err(e) = c.write(h, i << 20, &[1u8; 1 << 20]) {
+    for i in (0..40u64).step_by(2) {
+        if let Err(e) = c.write(h, i * PIECE, &[1u8; PIECE as usize]) {
             failed = Some(e);
             break;
         }

@@ -1,6 +1,7 @@
 //! SIGKILL of the daemon in the middle of a write storm: the next mount
-//! recovers the stale mount point, everything fsync'd is there byte for byte,
-//! and the volume's trees check out.
+//! recovers the stale mount point, everything fsync'd is there byte for byte
+//! (big files too, whose chunks went to the store ahead of the fsync), and
+//! the volume's trees check out.
 
 mod common;
 use common::*;
@@ -15,7 +16,11 @@ use std::time::Duration;
 type Journal = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 fn content(round: u32, i: u32) -> Vec<u8> {
-    let len = 100 + ((i * 7919 + round * 104_729) % 300_000) as usize;
+    let mut len = 100 + ((i * 7919 + round * 104_729) % 300_000) as usize;
+    if i % 8 == 7 {
+        // Big enough that whole chunks go to the store before the fsync.
+        len += 3 << 20;
+    }
     (0..len).map(|j| (j as u32 ^ i ^ round) as u8).collect()
 }
 
