@@ -5,8 +5,9 @@
 //! 0       4     magic  b"SOPF"
 //! 4       1     kind   (Kind as u8: 1 node, 2 value, 3 record, 4 checkpoint,
 //!                      5 intent, 6 volume, 7 segment index)
-//! 5       1     format version of the kind's payload (records and
-//!               checkpoints 2, others 1; older versions are still read)
+//! 5       1     format version of the kind's payload (records 3,
+//!               checkpoints and values 2, others 1; older versions are
+//!               still read)
 //! 6       4     payload length, u32 little-endian
 //! 10      n     payload (postcard, or raw bytes for values)
 //! 10+n    4     CRC-32 (IEEE) of bytes 0..10+n, u32 little-endian
@@ -54,11 +55,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The payload version written for this kind. Records and checkpoints
-    /// are at 2 (nodes packed into records); every kind still reads 1.
+    /// The payload version written for this kind: records 3 (small values
+    /// packed into them), checkpoints 2 (nodes packed into records), values
+    /// 2 (checked per block); every kind still reads its older versions.
     pub fn version(self) -> u8 {
         match self {
-            Kind::Record | Kind::Checkpoint | Kind::Value => 2,
+            Kind::Record => 3,
+            Kind::Checkpoint | Kind::Value => 2,
             _ => 1,
         }
     }

@@ -16,17 +16,21 @@ use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, NodeId, TxId};
 use crate::recovery::Intent;
-use crate::registry::{now_ms, CommitRecord, NodeChange, PackedNode, TreeWrites};
+use crate::registry::{now_ms, CommitRecord, NodeChange, PackedNode, PackedValue, TreeWrites};
 use crate::store::{blob_path, intent_path};
 use crate::tx::{apply_op, Op, Transaction, TxMode, CATALOG};
 use crate::view::View;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Node bytes one commit record carries at most; the rest of a big commit's
 /// nodes are written as blobs of their own.
 const PACK_MAX: usize = 512 * 1024;
+/// Values up to this size travel inside the record (embedded owner only).
+const PACK_VALUE_MAX: usize = 64 * 1024;
+/// At most this many bytes of values in one record.
+const PACK_VALUES_MAX: usize = 1024 * 1024;
 
 /// What a successful commit did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,6 +298,38 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             base_seq = now.seq;
         }
 
+        // Embedded owner of log segments: the record's seq is ours the
+        // moment we hold the serial lock (no other process appends), so
+        // small values can travel inside the record, named by that seq,
+        // instead of each becoming a file.
+        let log = db.registry.log();
+        let mut early_serial = None;
+        let mut packed_ids: HashSet<BlobId> = HashSet::new();
+        if log.appends_segments() && !tx.values.is_empty() {
+            let mut budget = PACK_VALUES_MAX;
+            for (id, data) in &tx.values {
+                if data.len() <= PACK_VALUE_MAX && data.len() <= budget {
+                    budget -= data.len();
+                    packed_ids.insert(*id);
+                }
+            }
+        }
+        if !packed_ids.is_empty() {
+            let serial = db.commit_serial.lock();
+            let now = db.registry.catch_up(false)?;
+            if now.seq > base_seq {
+                let recs = db.registry.records(base_seq, now.seq)?;
+                validate(tx, &recs)?;
+                if recs.iter().any(|r| r.touches(&touched)) {
+                    drop(serial);
+                    continue 'attempt;
+                }
+                base_seq = now.seq;
+            }
+            packed_ids = tx.view.pack_values_in(&packed_ids, base_seq + 1);
+            early_serial = Some((serial, base_seq + 1));
+        }
+
         // Phase 2: intent, blobs, commit point. Changed nodes travel inside
         // the record up to PACK_MAX bytes (one object write for a small
         // commit); beyond that, as blobs of their own.
@@ -363,10 +399,19 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             }
             Ok(())
         };
-        let values: Vec<(BlobId, Vec<u8>)> = tx.values.drain().collect();
-        for (id, data) in values {
-            store.put_fresh(&blob_path(id), codec::frame_value(&data))?;
+        // Packed values stay in `tx.values` until the record is built: an
+        // attempt that starts over packs them again under its new seq.
+        let mut values = Vec::new();
+        for (id, data) in tx.values.iter() {
+            if packed_ids.contains(id) {
+                continue;
+            }
+            store.put_fresh(&blob_path(*id), codec::frame_value(data))?;
+            values.push(*id);
             keep_locks()?;
+        }
+        for id in values {
+            tx.values.remove(&id);
         }
         let mut paths = Vec::new();
         for (blob, data) in node_blobs.iter() {
@@ -376,15 +421,30 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             keep_locks()?;
         }
         if tx.opts.sync {
-            paths.extend(value_ids.iter().map(|b| blob_path(*b)));
+            paths.extend(
+                value_ids
+                    .iter()
+                    .filter(|b| !packed_ids.contains(b))
+                    .map(|b| blob_path(*b)),
+            );
             paths.extend(tx.stashed.iter().map(|(_, b)| blob_path(*b)));
             store.sync(&paths)?;
         }
         let (writes, replaced_trees) = record_writes(tx);
         // Threads of this process take turns for the log slot; only other
         // processes can collide with us below.
-        let serial = db.commit_serial.lock();
+        let (serial, packed_seq) = match early_serial {
+            Some((s, seq)) => (s, Some(seq)),
+            None => (db.commit_serial.lock(), None),
+        };
         let now = db.registry.catch_up(false)?;
+        if packed_seq.is_some() && now.seq > base_seq {
+            // Cannot happen while we hold the serial lock in embedded mode;
+            // if it did, the packed values' seq would be wrong: start over.
+            drop(serial);
+            discard(tx, &node_ids);
+            continue 'attempt;
+        }
         if now.seq > base_seq {
             let recs = db.registry.records(base_seq, now.seq)?;
             if let Err(e) = validate(tx, &recs) {
@@ -398,6 +458,16 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             }
             base_seq = now.seq;
         }
+        let packed_values: Vec<PackedValue> = packed_ids
+            .iter()
+            .filter_map(|id| {
+                tx.values.get(id).map(|body| PackedValue {
+                    blob: *id,
+                    body: body.clone(),
+                })
+            })
+            .collect();
+        let packed_value_bytes: usize = packed_values.iter().map(|v| v.body.len()).sum();
         let mut record = CommitRecord {
             seq: base_seq + 1,
             txid: tx.id,
@@ -406,16 +476,16 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             replaced_trees,
             nodes: changes,
             packed,
+            values: packed_values,
         };
         test_pause(true);
-        let log = db.registry.log();
         loop {
             // A commit past its deadline may have been rolled back by a peer.
             if let Err(e) = tx.check_deadline() {
                 discard(tx, &node_ids);
                 return Err(e);
             }
-            let hint = packed_bytes + 64 * record.nodes.len() + 1024;
+            let hint = packed_bytes + packed_value_bytes + 64 * record.nodes.len() + 1024;
             let frame = codec::encode_sized(Kind::Record, &record, hint);
             if log.append(record.seq, &frame)? {
                 tx.landed = true;
@@ -426,6 +496,17 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
                     log.sync(record.seq)?;
                 }
                 break;
+            }
+            if !record.values.is_empty() {
+                // Its leaves name this seq: it cannot move to another one.
+                // (Only the embedded owner packs values, and nothing else
+                // appends to its log.)
+                discard(tx, &node_ids);
+                return Err(Error::Corrupted {
+                    what: "commit log",
+                    path: format!("record {}", record.seq),
+                    detail: "taken by another writer in embedded mode".into(),
+                });
             }
             db.stats.collisions.fetch_add(1, Ordering::Relaxed);
             let now = db.registry.catch_up(true)?;
@@ -446,8 +527,12 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         test_pause(false);
         let seq = record.seq;
         // The registry keeps records without node bodies; this process has
-        // the nodes themselves (cached below).
+        // the nodes themselves (cached below), and its packed values.
         record.packed = Vec::new();
+        for v in std::mem::take(&mut record.values) {
+            tx.values.remove(&v.blob);
+            db.loader.values.insert(v.blob, Arc::new(v.body));
+        }
         if let Err(e) = db.registry.publish(Arc::new(record)) {
             // The record is in the log: every reader, this process's next
             // catch-up included, will fold it in. Nothing to undo.

@@ -268,6 +268,7 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
             blob,
             body: Node::empty_leaf().encode_payload(),
         }],
+        values: Vec::new(),
     };
     // Losing this race is fine: the winner's record 1 holds its own root.
     store.create(&log_path(1), codec::encode(Kind::Record, &rec))?;

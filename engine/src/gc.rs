@@ -67,9 +67,9 @@ fn keep_node(
     }
 }
 
-/// Before records are trimmed, the node versions they carry that anyone may
-/// still read (`keep`) are written as blobs of their own, durably: a reader
-/// that finds a record gone reads `blobs/<id>` instead.
+/// Before records are trimmed, the node versions and values they carry that
+/// anyone may still read (`keep`) are written as blobs of their own,
+/// durably: a reader that finds a record gone reads `blobs/<id>` instead.
 fn write_out_packed(db: &DbInner, seqs: &[u64], keep: &HashSet<BlobId>) -> Result<()> {
     let store = &db.loader.store;
     let log = db.registry.log();
@@ -79,12 +79,20 @@ fn write_out_packed(db: &DbInner, seqs: &[u64], keep: &HashSet<BlobId>) -> Resul
         let Some(data) = log.read(seq)? else {
             continue;
         };
-        for p in decode_record(path.as_ref(), &data)?.packed {
+        let record = decode_record(path.as_ref(), &data)?;
+        for p in record.packed {
             if keep.contains(&p.blob) {
                 let blob = blob_path(p.blob);
                 // Create-if-absent: a GC of another process may be doing the
                 // same; the bytes are the same either way.
                 store.create(&blob, codec::frame(Kind::Node, &p.body))?;
+                written.push(blob);
+            }
+        }
+        for v in record.values {
+            if keep.contains(&v.blob) {
+                let blob = blob_path(v.blob);
+                store.create(&blob, codec::frame_value(&v.body))?;
                 written.push(blob);
             }
         }

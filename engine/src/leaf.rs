@@ -18,6 +18,9 @@
 //!         varint u64                                       and total length)
 //!       | varint 2, the same as 1                          (External, chunks
 //!                                                           in value format 2)
+//!       | varint 3, the same as 2, then varint u64          (External, its one
+//!                                                           chunk carried in
+//!                                                           that commit record)
 //! ```
 //!
 //! Varints are LEB128, least significant group first, as postcard writes them.
@@ -113,13 +116,21 @@ pub(crate) fn encode_value(value: &Value, out: &mut Vec<u8>) {
             chunks,
             len,
             blocks,
+            packed,
         } => {
-            out.push(if *blocks { 2 } else { 1 });
+            out.push(match (packed, blocks) {
+                (Some(_), _) => 3,
+                (None, true) => 2,
+                (None, false) => 1,
+            });
             put_varint(out, chunks.len() as u128);
             for c in chunks {
                 put_varint(out, c.0);
             }
             put_varint(out, *len as u128);
+            if let Some(seq) = packed {
+                put_varint(out, *seq as u128);
+            }
         }
     }
 }
@@ -134,7 +145,7 @@ fn read_value(data: &[u8], pos: &mut usize, decode: bool) -> Option<Option<Value
             *pos = end;
             Some(v)
         }
-        tag @ (1 | 2) => {
+        tag @ (1..=3) => {
             let n = get_len(data, pos)?;
             // Each id takes at least a byte: a count beyond that is damage.
             if n > data.len() - *pos {
@@ -148,10 +159,15 @@ fn read_value(data: &[u8], pos: &mut usize, decode: bool) -> Option<Option<Value
                 }
             }
             let len = get_varint(data, pos, 64)? as u64;
+            let packed = match tag {
+                3 => Some(get_varint(data, pos, 64)? as u64),
+                _ => None,
+            };
             Some(decode.then_some(Value::External {
                 chunks,
                 len,
-                blocks: tag == 2,
+                blocks: tag != 1,
+                packed,
             }))
         }
         _ => None,
@@ -423,7 +439,8 @@ mod tests {
         Value::External {
             chunks: ids.iter().map(|&i| BlobId(i)).collect(),
             len,
-            blocks: len.is_multiple_of(2),
+            blocks: !len.is_multiple_of(3),
+            packed: (len % 3 == 2).then_some(len / 7),
         }
     }
 
@@ -432,8 +449,19 @@ mod tests {
         #[derive(serde::Serialize)]
         enum PlainValue {
             Inline(Vec<u8>),
-            External { chunks: Vec<u128>, len: u64 },
-            Blocks { chunks: Vec<u128>, len: u64 },
+            External {
+                chunks: Vec<u128>,
+                len: u64,
+            },
+            Blocks {
+                chunks: Vec<u128>,
+                len: u64,
+            },
+            Packed {
+                chunks: Vec<u128>,
+                len: u64,
+                seq: u64,
+            },
         }
         #[derive(serde::Serialize)]
         enum PlainNode {
@@ -448,7 +476,18 @@ mod tests {
                         Value::External {
                             chunks,
                             len,
+                            packed: Some(seq),
+                            ..
+                        } => PlainValue::Packed {
+                            chunks: chunks.iter().map(|c| c.0).collect(),
+                            len: *len,
+                            seq: *seq,
+                        },
+                        Value::External {
+                            chunks,
+                            len,
                             blocks: false,
+                            ..
                         } => PlainValue::External {
                             chunks: chunks.iter().map(|c| c.0).collect(),
                             len: *len,
@@ -457,6 +496,7 @@ mod tests {
                             chunks,
                             len,
                             blocks: true,
+                            ..
                         } => PlainValue::Blocks {
                             chunks: chunks.iter().map(|c| c.0).collect(),
                             len: *len,

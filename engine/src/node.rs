@@ -23,6 +23,10 @@ pub enum Value {
         /// `codec::frame_value`): any range of them can be read and checked
         /// alone. Format 1 chunks are read whole.
         blocks: bool,
+        /// The one chunk travels inside commit record `seq` (embedded mode,
+        /// small values) rather than in `blobs/<id>`; once GC trims that
+        /// record it has written the chunk out there (format 2) first.
+        packed: Option<u64>,
     },
 }
 
@@ -174,8 +178,19 @@ mod tests {
     #[derive(Serialize)]
     enum PlainValue {
         Inline(Vec<u8>),
-        External { chunks: Vec<BlobId>, len: u64 },
-        Blocks { chunks: Vec<BlobId>, len: u64 },
+        External {
+            chunks: Vec<BlobId>,
+            len: u64,
+        },
+        Blocks {
+            chunks: Vec<BlobId>,
+            len: u64,
+        },
+        Packed {
+            chunks: Vec<BlobId>,
+            len: u64,
+            seq: u64,
+        },
     }
     #[derive(Serialize)]
     enum PlainNode {
@@ -196,14 +211,27 @@ mod tests {
                 chunks: vec![BlobId(9), BlobId(u128::MAX)],
                 len: 5,
                 blocks: false,
+                packed: None,
             },
             Value::External {
                 chunks: vec![BlobId(7)],
                 len: 6,
                 blocks: true,
+                packed: None,
+            },
+            Value::External {
+                chunks: vec![BlobId(8)],
+                len: 7,
+                blocks: true,
+                packed: Some(300),
             },
         ];
-        let keys = [b"a".to_vec(), vec![0xff; 300], vec![0xff; 301]];
+        let keys = [
+            b"a".to_vec(),
+            vec![0xff; 300],
+            vec![0xff; 301],
+            vec![0xff; 302],
+        ];
         let leaf = Node::Leaf(Leaf::from_entries(
             keys.iter().map(|k| k.as_slice()).zip(values.iter()),
         ));
@@ -222,6 +250,14 @@ mod tests {
                     PlainValue::Blocks {
                         chunks: vec![BlobId(7)],
                         len: 6,
+                    },
+                ),
+                (
+                    keys[3].clone(),
+                    PlainValue::Packed {
+                        chunks: vec![BlobId(8)],
+                        len: 7,
+                        seq: 300,
                     },
                 ),
             ],

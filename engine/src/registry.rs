@@ -62,6 +62,18 @@ pub struct PackedNode {
     pub body: Vec<u8>,
 }
 
+/// A small value carried inside the commit record that wrote it (embedded
+/// mode): no blob file per small file. GC writes it out to `blobs/<id>`
+/// (value format 2) before it trims the record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedValue {
+    /// The value chunk's blob id (as its leaf entry names it).
+    pub blob: BlobId,
+    /// The bytes, unframed (the record's frame checks them).
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
 /// Keys one commit wrote in one tree, sorted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TreeWrites {
@@ -89,6 +101,8 @@ pub struct CommitRecord {
     /// Bodies of the new node versions marked `packed`. Empty in the copies
     /// the registry keeps in memory (only readers of nodes need them).
     pub packed: Vec<PackedNode>,
+    /// Small values of this commit (format 3; empty in memory too).
+    pub values: Vec<PackedValue>,
 }
 
 impl CommitRecord {
@@ -142,11 +156,40 @@ mod v1 {
     }
 }
 
+/// Format 2 of records (nodes packed, values not yet), still read.
+mod v2 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct CommitRecord {
+        pub seq: u64,
+        pub txid: TxId,
+        pub time_ms: u64,
+        pub writes: Vec<TreeWrites>,
+        pub replaced_trees: Vec<String>,
+        pub nodes: Vec<NodeChange>,
+        pub packed: Vec<PackedNode>,
+    }
+}
+
 /// Decodes a commit record of any format this build reads.
 pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
     let (version, payload) = codec::unframe_versioned(Kind::Record, path, data)?;
     if version == Kind::Record.version() {
         return codec::decode_payload(Kind::Record, path, payload);
+    }
+    if version == 2 {
+        let old: v2::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
+        return Ok(CommitRecord {
+            seq: old.seq,
+            txid: old.txid,
+            time_ms: old.time_ms,
+            writes: old.writes,
+            replaced_trees: old.replaced_trees,
+            nodes: old.nodes,
+            packed: old.packed,
+            values: Vec::new(),
+        });
     }
     let old: v1::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
     Ok(CommitRecord {
@@ -166,6 +209,7 @@ pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
             })
             .collect(),
         packed: Vec::new(),
+        values: Vec::new(),
     })
 }
 
@@ -287,8 +331,10 @@ impl Registry {
         if let Some(sink) = self.packed_sink.get() {
             sink(&rec.packed);
         }
-        // Node bodies are read through the loader when needed, not kept here.
+        // Node bodies and values are read through the loader when needed,
+        // not kept here.
         rec.packed = Vec::new();
+        rec.values = Vec::new();
         if rec.seq != seq {
             return Err(Error::Corrupted {
                 what: "commit record",
@@ -479,6 +525,37 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_of_format_2_are_still_read() {
+        let node = PackedNode {
+            blob: BlobId(4),
+            body: vec![1, 2, 3],
+        };
+        let change = NodeChange {
+            node: NodeId(2),
+            old: None,
+            new: Some(BlobId(4)),
+            packed: true,
+        };
+        let payload = postcard::to_stdvec(&(
+            6u64,
+            TxId(1),
+            12u64,
+            Vec::<TreeWrites>::new(),
+            Vec::<String>::new(),
+            vec![change.clone()],
+            vec![node.clone()],
+        ))
+        .expect("encode");
+        let data = codec::frame_version(Kind::Record, 2, &payload);
+        let rec = decode_record("log/6", &data).expect("v2 record");
+        assert_eq!(
+            (rec.seq, rec.nodes, rec.packed),
+            (6, vec![change], vec![node])
+        );
+        assert!(rec.values.is_empty());
+    }
 
     #[test]
     fn records_and_checkpoints_of_format_1_are_still_read() {

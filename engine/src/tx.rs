@@ -509,6 +509,7 @@ impl Transaction {
             Value::External {
                 chunks,
                 blocks: true,
+                packed: None,
                 ..
             } if chunks.len() == 1
                 && !self.values.contains_key(&chunks[0])
@@ -534,7 +535,12 @@ impl Transaction {
     pub fn load(&self, value: &Value) -> Result<Vec<u8>> {
         match value {
             Value::Inline(v) => Ok(v.clone()),
-            Value::External { chunks, len, .. } => {
+            Value::External {
+                chunks,
+                len,
+                packed,
+                ..
+            } => {
                 let mut out = Vec::with_capacity(*len as usize);
                 for c in chunks {
                     if let Some(own) = self.values.get(c) {
@@ -547,7 +553,7 @@ impl Transaction {
                         pending.wait_all()?;
                     }
                     drop(pending);
-                    out.extend_from_slice(&self.db.loader.value(*c)?);
+                    out.extend_from_slice(&self.db.loader.value_in(*c, *packed)?);
                 }
                 if out.len() as u64 != *len {
                     return Err(Error::Corrupted {
@@ -581,6 +587,7 @@ impl Transaction {
             chunks,
             len: value.len() as u64,
             blocks: true,
+            packed: None,
         })
     }
 
@@ -673,6 +680,7 @@ impl Transaction {
                 chunks: vec![value.id],
                 len: value.len,
                 blocks: true,
+                packed: None,
             },
         })
     }

@@ -5,7 +5,7 @@ use crate::cache::{NodeCache, ValueCache};
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
 use crate::ids::{IdMap, IdSet, NodeId};
-use crate::node::Node;
+use crate::node::{Node, Value};
 use crate::registry::{decode_record, NodeLoc, RegState};
 use crate::store::{blob_path, log_path, BlobStore};
 use std::collections::HashSet;
@@ -80,6 +80,37 @@ impl Loader {
                 detail: format!("does not carry node {blob}"),
             }),
         }
+    }
+
+    /// The bytes of value chunk `blob`, carried in commit record `packed_in`
+    /// if given (or in its own blob once GC trimmed that record). Reading
+    /// a record caches every value it carries: files written together are
+    /// read together.
+    pub fn value_in(&self, blob: BlobId, packed_in: Option<u64>) -> Result<Arc<Vec<u8>>> {
+        let Some(seq) = packed_in else {
+            return self.value(blob);
+        };
+        if let Some(hit) = self.values.get(blob) {
+            return Ok(hit);
+        }
+        let path = log_path(seq);
+        let Some(data) = self.log.read(seq)? else {
+            return self.value(blob);
+        };
+        let record = decode_record(path.as_ref(), &data)?;
+        let mut wanted = None;
+        for v in record.values {
+            let body = Arc::new(v.body);
+            if v.blob == blob {
+                wanted = Some(body.clone());
+            }
+            self.values.insert(v.blob, body);
+        }
+        wanted.ok_or_else(|| Error::Corrupted {
+            what: "commit record",
+            path: path.to_string(),
+            detail: format!("does not carry value {blob}"),
+        })
     }
 
     /// Caches the nodes a record carries (read for another reason).
@@ -230,6 +261,50 @@ impl View {
         if !self.created.remove(&id) {
             self.freed.insert(id);
         }
+    }
+
+    /// Marks the single-chunk values whose chunk is one of `values` as
+    /// carried in commit record `seq` (the commit is about to pack them
+    /// there); returns the chunks it marked. A value of several chunks
+    /// keeps them as blobs.
+    pub fn pack_values_in(&mut self, values: &HashSet<BlobId>, seq: u64) -> HashSet<BlobId> {
+        let mut marked = HashSet::new();
+        for node in self.dirty.values_mut() {
+            let Node::Leaf(leaf) = &**node else {
+                continue;
+            };
+            let hits: Vec<(usize, Value)> = (0..leaf.len())
+                .filter_map(|i| match leaf.value(i) {
+                    Value::External {
+                        chunks,
+                        len,
+                        blocks,
+                        packed: None,
+                    } if chunks.len() == 1 && values.contains(&chunks[0]) => Some((
+                        i,
+                        Value::External {
+                            chunks,
+                            len,
+                            blocks,
+                            packed: Some(seq),
+                        },
+                    )),
+                    _ => None,
+                })
+                .collect();
+            if hits.is_empty() {
+                continue;
+            }
+            if let Node::Leaf(leaf) = Arc::make_mut(node) {
+                for (i, v) in hits {
+                    if let Value::External { chunks, .. } = &v {
+                        marked.extend(chunks.iter().copied());
+                    }
+                    leaf.replace(i, &v);
+                }
+            }
+        }
+        marked
     }
 
     /// Nodes whose registry entries this view changes, sorted: what must be locked.

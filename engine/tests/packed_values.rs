@@ -1,0 +1,193 @@
+//! Embedded mode carries small values inside the commit record that wrote
+//! them (no file per value); GC writes the live ones out before it trims
+//! the record; cluster mode writes every value as a blob.
+
+mod common;
+
+use common::{small_tree, RedisServer};
+use engine::{Db, Options, RedisCoordinator, StoreLocation, TxMode};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn value_blobs(dir: &Path) -> usize {
+    let Ok(rd) = std::fs::read_dir(dir.join("blobs")) else {
+        return 0;
+    };
+    rd.flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|f| std::fs::read(f.path()).is_ok_and(|b| b.get(4) == Some(&2)))
+        .count()
+}
+
+fn value(i: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|j| (i as usize * 13 + j % 241) as u8)
+        .collect()
+}
+
+fn opts() -> Options {
+    Options {
+        background_interval: None,
+        checkpoint_every: 10,
+        ..Options::default()
+    }
+}
+
+fn open(dir: &Path) -> Db {
+    Db::open(StoreLocation::Local(dir.to_path_buf()), opts()).expect("open")
+}
+
+/// (key, length): small values, one at the packing limit, one past it.
+fn sizes() -> Vec<(u32, usize)> {
+    let mut v: Vec<(u32, usize)> = (0..40).map(|i| (i, 100 + 997 * i as usize)).collect();
+    v.push((40, 64 << 10));
+    v.push((41, (64 << 10) + 1));
+    v
+}
+
+fn check_all(db: &Db, overwritten: bool) {
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    for (i, len) in sizes() {
+        let want = if overwritten && i % 2 == 0 {
+            value(i + 1000, len / 2 + 1)
+        } else {
+            value(i, len)
+        };
+        let key = format!("k{i:02}");
+        assert_eq!(
+            tx.get("t", key.as_bytes()).expect("get").as_ref(),
+            Some(&want),
+            "{key}"
+        );
+        let end = (want.len() as u64).min(700);
+        let part = tx.get_range("t", key.as_bytes(), 50..end).expect("range");
+        assert_eq!(
+            part.as_deref(),
+            Some(&want[50.min(want.len())..end as usize]),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn small_values_travel_in_the_record_and_survive_gc_trimming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path());
+    db.run(|tx| tx.ensure_tree("t", small_tree(8)))
+        .expect("tree");
+    // One value per commit, like small files, plus a commit of several.
+    for (i, len) in sizes() {
+        db.run(|tx| tx.upsert("t", format!("k{i:02}").as_bytes(), &value(i, len)))
+            .expect("commit");
+    }
+    assert_eq!(
+        value_blobs(dir.path()),
+        1,
+        "only the value past 64 KiB is a file"
+    );
+    check_all(&db, false);
+    drop(db);
+    // Read back cold, from the log segments.
+    let db = open(dir.path());
+    check_all(&db, false);
+    // Overwrite half: the old values become garbage, the rest stay live.
+    db.run(|tx| {
+        for (i, len) in sizes().into_iter().filter(|(i, _)| i % 2 == 0) {
+            tx.upsert(
+                "t",
+                format!("k{i:02}").as_bytes(),
+                &value(i + 1000, len / 2 + 1),
+            )?;
+        }
+        Ok(())
+    })
+    .expect("overwrite");
+    // GC with no retention trims the whole log: live packed values are
+    // written out as blobs first, garbage ones are not.
+    let mut trimmed = 0;
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(30));
+        trimmed += db
+            .gc(Duration::ZERO, false)
+            .expect("gc")
+            .log_records_deleted;
+    }
+    assert!(trimmed > 40, "{trimmed} records trimmed");
+    let segs = std::fs::read_dir(dir.path().join("segments"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert!(segs <= 2, "segments left: {segs}");
+    drop(db);
+    let db = open(dir.path());
+    check_all(&db, true);
+    let live_packed = sizes().iter().filter(|(_, len)| *len <= 64 << 10).count();
+    // Live values written out, plus the big one(s) that never were packed.
+    let files = value_blobs(dir.path());
+    assert!(
+        files >= live_packed && files <= live_packed + 3,
+        "{files} value files for {live_packed} live packed values"
+    );
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(tx.check_tree("t").expect("structure"), sizes().len() as u64);
+}
+
+#[test]
+fn a_crash_before_the_record_loses_the_commit_whole() {
+    // The value and its leaf are one record: there is no state in which a
+    // leaf names a value that is not there. Reopening after records were
+    // cut off at the tail (what a kill mid-append leaves) shows the older
+    // commits whole and nothing of the cut one.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path());
+    db.run(|tx| tx.ensure_tree("t", small_tree(8)))
+        .expect("tree");
+    for i in 0..5u32 {
+        db.run(|tx| tx.upsert("t", format!("k{i}").as_bytes(), &value(i, 5000)))
+            .expect("commit");
+    }
+    drop(db);
+    let seg = std::fs::read_dir(dir.path().join("segments"))
+        .expect("segments")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_none())
+        .max()
+        .expect("a segment");
+    let data = std::fs::read(&seg).expect("read");
+    // Tear the last record: its frame loses its last 100 bytes.
+    std::fs::write(&seg, &data[..data.len() - 100]).expect("tear");
+    let db = open(dir.path());
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    for i in 0..4u32 {
+        assert_eq!(
+            tx.get("t", format!("k{i}").as_bytes()).expect("get"),
+            Some(value(i, 5000))
+        );
+    }
+    assert_eq!(
+        tx.get("t", b"k4").expect("get"),
+        None,
+        "the torn commit is gone whole"
+    );
+}
+
+#[test]
+fn cluster_mode_writes_every_value_as_a_blob() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let coord = Arc::new(RedisCoordinator::connect(&redis.url()).expect("redis"));
+    let db = Db::open_shared(
+        StoreLocation::Local(dir.path().to_path_buf()),
+        opts(),
+        coord,
+    )
+    .expect("open");
+    db.run(|tx| tx.ensure_tree("t", small_tree(8)))
+        .expect("tree");
+    for i in 0..5u32 {
+        db.run(|tx| tx.upsert("t", format!("k{i}").as_bytes(), &value(i, 3000)))
+            .expect("commit");
+    }
+    assert_eq!(value_blobs(dir.path()), 5);
+}
