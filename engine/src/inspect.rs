@@ -41,6 +41,9 @@ pub struct VolumeFacts {
     pub blobs: u64,
     /// Their total size in bytes.
     pub blob_bytes: u64,
+    /// Bytes of the commit log (records, and the nodes and small values
+    /// they carry until GC writes them out).
+    pub log_bytes: u64,
     /// Processes that announced themselves, freshest first.
     pub members: Vec<Member>,
 }
@@ -91,6 +94,10 @@ pub fn inspect(location: &StoreLocation) -> Result<VolumeFacts> {
         blobs += 1;
         blob_bytes += m.size;
     }
+    let mut log_bytes = 0;
+    for prefix in ["log", "segments"] {
+        log_bytes += store.list(prefix)?.iter().map(|m| m.size).sum::<u64>();
+    }
     Ok(VolumeFacts {
         id: marker.id,
         format: marker.format,
@@ -99,6 +106,7 @@ pub fn inspect(location: &StoreLocation) -> Result<VolumeFacts> {
         nodes: state.nodes.len(),
         blobs,
         blob_bytes,
+        log_bytes,
         members: members(&store)?,
     })
 }

@@ -84,7 +84,12 @@ pub fn status(store: &str) -> anyhow::Result<()> {
     println!("created    {created}");
     println!("commit     {}", f.seq);
     println!("nodes      {}", f.nodes);
-    println!("usage      {} blobs, {}", f.blobs, mib(f.blob_bytes));
+    println!(
+        "usage      {} blobs, {}; log {}",
+        f.blobs,
+        mib(f.blob_bytes),
+        mib(f.log_bytes)
+    );
     let (live, stale): (Vec<_>, Vec<_>) = f.members.iter().partition(|m| m.age <= LIVE_WITHIN);
     println!("daemons    {} live", live.len());
     for m in &live {

@@ -1226,6 +1226,10 @@ impl Fs {
         // Close-to-open: whatever another host committed before this open is
         // dropped from the kernel's caches before the open returns.
         self.refresh(true);
+        self.open_handle(ino, flags)
+    }
+
+    fn open_handle(&self, ino: u64, flags: i32) -> FsResult<u64> {
         let acc = flags & libc::O_ACCMODE;
         if acc != libc::O_RDONLY {
             self.writable()?;
@@ -1257,7 +1261,9 @@ impl Fs {
         flags: i32,
     ) -> FsResult<(Attr, u64)> {
         let attr = self.make_node(caller, parent, name, NodeSpec::new(Kind::File, perm))?;
-        let fh = self.open(attr.ino, flags)?;
+        // No close-to-open refresh: the file did not exist before this
+        // commit, so no host can have changed it, and no kernel cache holds it.
+        let fh = self.open_handle(attr.ino, flags)?;
         Ok((attr, fh))
     }
 

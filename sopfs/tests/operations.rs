@@ -115,6 +115,10 @@ fn control_files_metrics_and_status_show_the_mount_and_never_the_password() {
         assert!(status.contains(&d.display().to_string()), "{status}");
     }
     assert!(status.contains("cluster"), "{status}");
+    assert!(
+        status.contains("; log "),
+        "the log's size is part of the usage: {status}"
+    );
     b.unmount();
     let status = stdout_ok(&["status", store]);
     assert_eq!(live_daemons(&status), 1, "{status}");
