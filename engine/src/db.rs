@@ -210,6 +210,7 @@ const OUR_TOP_LEVEL: &[&str] = &[
     "blobs",
     "log",
     "segments",
+    "staging",
     "checkpoints",
     "intents",
     "volume",
@@ -454,7 +455,9 @@ impl Db {
             let store = &inner.loader.store;
             let swept = store.sweep_staging("intents", Duration::ZERO)
                 + store.sweep_staging("checkpoints", Duration::ZERO)
-                + store.sweep_staging("segments", Duration::ZERO);
+                + store.sweep_staging("segments", Duration::ZERO)
+                // Spares of a dead run; not the ones this open just made.
+                + store.sweep_staging("staging", Duration::from_secs(2));
             if swept > 0 {
                 tracing::info!(swept, "removed files of interrupted writes");
             }

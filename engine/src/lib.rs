@@ -21,6 +21,7 @@ pub mod node;
 mod recovery;
 pub mod redis_coord;
 pub mod registry;
+mod spares;
 mod stager;
 mod stash;
 pub mod store;

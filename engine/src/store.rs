@@ -127,6 +127,8 @@ pub struct BlobStore {
     runtime: Option<tokio::runtime::Runtime>,
     location: StoreLocation,
     retries: u32,
+    /// Empty files made ahead for creates (local folders).
+    spares: Option<Arc<crate::spares::Spares>>,
 }
 
 impl BlobStore {
@@ -169,11 +171,15 @@ impl BlobStore {
                 }
             }
         };
+        let spares = location
+            .local_root()
+            .map(|root| crate::spares::Spares::new(root.join("staging")));
         Ok(BlobStore {
             inner,
             runtime,
             location: location.clone(),
             retries: 3,
+            spares,
         })
     }
 
@@ -237,6 +243,26 @@ impl BlobStore {
 
     /// Writes (or overwrites) an object.
     pub fn put(&self, path: &Path, data: Vec<u8>) -> Result<()> {
+        if let StoreLocation::Local(root) = &self.location {
+            // A spare written and renamed over the name: whole or not at all.
+            if let Some((spare, mut file)) = self.spares.as_ref().and_then(|s| s.take()) {
+                let full = root.join(path.as_ref());
+                let written = std::io::Write::write_all(&mut file, &data);
+                drop(file);
+                let mut moved = written.and_then(|()| std::fs::rename(&spare, &full));
+                if matches!(&moved, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                    if let Some(parent) = full.parent() {
+                        let _ = std::fs::create_dir_all(parent);
+                    }
+                    moved = std::fs::rename(&spare, &full);
+                }
+                if moved.is_ok() {
+                    return Ok(());
+                }
+                // Swept, or a fault: the ordinary path below decides.
+                let _ = std::fs::remove_file(&spare);
+            }
+        }
         let payload = PutPayload::from(Bytes::from(data));
         self.retry("put", path, || {
             self.run(self.inner.put(path, payload.clone())).map(|_| ())
@@ -279,7 +305,11 @@ impl BlobStore {
     /// Creates an object only if absent: `Ok(false)` when it already existed.
     pub fn create(&self, path: &Path, data: Vec<u8>) -> Result<bool> {
         if let StoreLocation::Local(root) = &self.location {
-            return create_local(&root.join(path.as_ref()), &data);
+            let full = root.join(path.as_ref());
+            if let Some(done) = self.create_from_spare(&full, &data)? {
+                return Ok(done);
+            }
+            return create_local(&full, &data);
         }
         let payload = PutPayload::from(Bytes::from(data));
         let opts = || PutOptions {
@@ -295,6 +325,45 @@ impl BlobStore {
                 ..
             }) => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Create-if-absent through a spare file: write it, move it into
+    /// place. `None` when no spare was ready or it was swept meanwhile (the
+    /// caller creates the file itself).
+    fn create_from_spare(&self, full: &std::path::Path, data: &[u8]) -> Result<Option<bool>> {
+        let Some((spare, mut file)) = self.spares.as_ref().and_then(|s| s.take()) else {
+            return Ok(None);
+        };
+        let io = |source| Error::Io {
+            path: full.display().to_string(),
+            source,
+        };
+        let written = std::io::Write::write_all(&mut file, data);
+        drop(file);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&spare);
+            return Err(io(e));
+        }
+        let mut placed = move_if_absent(&spare, full);
+        if matches!(&placed, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+            // Either the target's folder is new, or the spare was swept.
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            placed = move_if_absent(&spare, full);
+        }
+        match placed {
+            Ok(()) => Ok(Some(true)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&spare);
+                Ok(Some(false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => {
+                let _ = std::fs::remove_file(&spare);
+                Err(io(e))
+            }
         }
     }
 
@@ -426,6 +495,17 @@ fn sweep_dir(dir: &std::path::Path, older_than: std::time::SystemTime, removed: 
         if ft.is_dir() {
             sweep_dir(&path, older_than, removed);
         } else if is_staging_file(&e.file_name().to_string_lossy()) {
+            // A live process's spares are younger than this (it replaces
+            // them before), whatever age the caller sweeps at.
+            let older_than = if crate::spares::is_spare(&e.file_name().to_string_lossy()) {
+                older_than.min(
+                    std::time::SystemTime::now()
+                        .checked_sub(crate::spares::SWEEP_AFTER)
+                        .unwrap_or(std::time::UNIX_EPOCH),
+                )
+            } else {
+                older_than
+            };
             let old = e
                 .metadata()
                 .and_then(|m| m.modified())
@@ -650,5 +730,68 @@ mod tests {
             .collect();
         assert_eq!(left.len(), 1, "staging files left: {left:?}");
         assert!(!store.create(&path, vec![9]).expect("again"));
+    }
+
+    #[test]
+    fn creates_and_puts_through_spares_leave_nothing_behind_and_survive_a_sweep() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(&StoreLocation::Local(dir.path().to_path_buf())).expect("open");
+        for i in 0..200u64 {
+            let path = Path::from(format!("log/{:03x}/{i:016x}", i / 50));
+            assert!(store.create(&path, vec![i as u8; 10]).expect("create"));
+            assert!(
+                !store.create(&path, vec![0; 3]).expect("again"),
+                "one winner"
+            );
+            store
+                .put(&Path::from(format!("intents/{i}")), vec![i as u8; 5])
+                .expect("put");
+            store
+                .put(&Path::from(format!("intents/{i}")), vec![7; 6])
+                .expect("overwrite");
+            if i == 50 {
+                // Sweeps leave young spares alone...
+                std::thread::sleep(Duration::from_millis(20));
+                let spares = std::fs::read_dir(dir.path().join("staging"))
+                    .expect("dir")
+                    .count();
+                assert!(spares > 0, "the pool keeps spares ready");
+                assert_eq!(store.sweep_staging("", Duration::ZERO), 0);
+            }
+            if i == 100 {
+                // ... but if they went anyway, creates still work.
+                for e in std::fs::read_dir(dir.path().join("staging"))
+                    .expect("dir")
+                    .flatten()
+                {
+                    std::fs::remove_file(e.path()).expect("remove spare");
+                }
+            }
+        }
+        for i in 0..200u64 {
+            let path = Path::from(format!("log/{:03x}/{i:016x}", i / 50));
+            assert_eq!(
+                &store.get(&path).expect("get").expect("there")[..],
+                &[i as u8; 10][..]
+            );
+            let intent = store.get(&Path::from(format!("intents/{i}"))).expect("get");
+            assert_eq!(intent.as_deref(), Some(&[7u8; 6][..]));
+        }
+        // Only ready spares (empty) are left in staging; nothing beside the objects.
+        for e in std::fs::read_dir(dir.path().join("staging"))
+            .expect("staging")
+            .flatten()
+        {
+            assert_eq!(e.metadata().expect("meta").len(), 0, "{:?}", e.path());
+        }
+        for d in ["log/000", "log/003", "intents"] {
+            for e in std::fs::read_dir(dir.path().join(d))
+                .expect("dir")
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                assert!(!name.contains('#'), "left behind: {d}/{name}");
+            }
+        }
     }
 }
