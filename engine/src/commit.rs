@@ -298,36 +298,32 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             base_seq = now.seq;
         }
 
-        // Embedded owner of log segments: the record's seq is ours the
-        // moment we hold the serial lock (no other process appends), so
-        // small values can travel inside the record, named by that seq,
-        // instead of each becoming a file.
-        let log = db.registry.log();
-        let mut early_serial = None;
+        // Small values travel inside the record, beside the leaves that name
+        // them ("here": the leaf's own record, whatever seq it lands at),
+        // instead of each becoming an object. Only leaves the record carries
+        // can say "here": a leaf written as a blob of its own cannot know
+        // the seq yet. Sizes are the same either way (a tag byte changes).
+        let mut ids: Vec<NodeId> = tx.view.dirty.keys().copied().collect();
+        ids.sort_unstable();
+        let mut carried = HashSet::new();
+        let mut carried_bytes = 0;
+        for id in ids {
+            let len = tx.view.dirty.get(&id).map_or(0, |n| n.encoded_len());
+            if carried_bytes + len <= PACK_MAX {
+                carried_bytes += len;
+                carried.insert(id);
+            }
+        }
         let mut packed_ids: HashSet<BlobId> = HashSet::new();
-        if log.appends_segments() && !tx.values.is_empty() {
-            let mut budget = PACK_VALUES_MAX;
-            for (id, data) in &tx.values {
-                if data.len() <= PACK_VALUE_MAX && data.len() <= budget {
-                    budget -= data.len();
-                    packed_ids.insert(*id);
-                }
+        let mut budget = PACK_VALUES_MAX;
+        for (id, data) in &tx.values {
+            if data.len() <= PACK_VALUE_MAX && data.len() <= budget {
+                budget -= data.len();
+                packed_ids.insert(*id);
             }
         }
         if !packed_ids.is_empty() {
-            let serial = db.commit_serial.lock();
-            let now = db.registry.catch_up(false)?;
-            if now.seq > base_seq {
-                let recs = db.registry.records(base_seq, now.seq)?;
-                validate(tx, &recs)?;
-                if recs.iter().any(|r| r.touches(&touched)) {
-                    drop(serial);
-                    continue 'attempt;
-                }
-                base_seq = now.seq;
-            }
-            packed_ids = tx.view.pack_values_in(&packed_ids, base_seq + 1);
-            early_serial = Some((serial, base_seq + 1));
+            packed_ids = tx.view.pack_values_here(&packed_ids, &carried);
         }
 
         // Phase 2: intent, blobs, commit point. Changed nodes travel inside
@@ -343,7 +339,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         for (id, node) in &dirty {
             let blob = BlobId::fresh();
             let body = node.encode_payload();
-            let pack = packed_bytes + body.len() <= PACK_MAX;
+            let pack = carried.contains(*id);
             if pack {
                 packed_bytes += body.len();
                 packed.push(PackedNode { blob, body });
@@ -433,18 +429,8 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         let (writes, replaced_trees) = record_writes(tx);
         // Threads of this process take turns for the log slot; only other
         // processes can collide with us below.
-        let (serial, packed_seq) = match early_serial {
-            Some((s, seq)) => (s, Some(seq)),
-            None => (db.commit_serial.lock(), None),
-        };
+        let serial = db.commit_serial.lock();
         let now = db.registry.catch_up(false)?;
-        if packed_seq.is_some() && now.seq > base_seq {
-            // Cannot happen while we hold the serial lock in embedded mode;
-            // if it did, the packed values' seq would be wrong: start over.
-            drop(serial);
-            discard(tx, &node_ids);
-            continue 'attempt;
-        }
         if now.seq > base_seq {
             let recs = db.registry.records(base_seq, now.seq)?;
             if let Err(e) = validate(tx, &recs) {
@@ -479,6 +465,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             values: packed_values,
         };
         test_pause(true);
+        let log = db.registry.log();
         loop {
             // A commit past its deadline may have been rolled back by a peer.
             if let Err(e) = tx.check_deadline() {
@@ -496,17 +483,6 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
                     log.sync(record.seq)?;
                 }
                 break;
-            }
-            if !record.values.is_empty() {
-                // Its leaves name this seq: it cannot move to another one.
-                // (Only the embedded owner packs values, and nothing else
-                // appends to its log.)
-                discard(tx, &node_ids);
-                return Err(Error::Corrupted {
-                    what: "commit log",
-                    path: format!("record {}", record.seq),
-                    detail: "taken by another writer in embedded mode".into(),
-                });
             }
             db.stats.collisions.fetch_add(1, Ordering::Relaxed);
             let now = db.registry.catch_up(true)?;
@@ -542,7 +518,8 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         db.coord.release(&locks.keys, tx.id, seq);
         locks.keys.clear();
         for (blob, node) in fresh {
-            db.loader.cache.insert(blob, node);
+            // As a reader of the record will see it: "here" names `seq`.
+            db.loader.cache.insert(blob, node.resolved(seq));
         }
         if tx.intent_written {
             // Off the commit's path: the commit is done, and an intent whose

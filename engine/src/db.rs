@@ -446,9 +446,9 @@ impl Db {
         });
         // Other processes' records arrive with their nodes: cache them then.
         let loader = inner.loader.clone();
-        inner
-            .registry
-            .set_packed_sink(Box::new(move |packed| loader.cache_packed(packed)));
+        inner.registry.set_packed_sink(Box::new(move |seq, packed| {
+            loader.cache_packed(seq, packed)
+        }));
         // Embedded mode: nobody else can be mid-commit, so every intent is dead,
         // and so is every half-written file.
         if !shared {
@@ -523,6 +523,20 @@ impl Db {
         Reader {
             inner: Arc::downgrade(&self.inner),
         }
+    }
+
+    /// Begins a read-only transaction on the newest state the coordinator
+    /// knows of, asked now (cluster mode): what another process committed
+    /// before this call is in it, even if its pushed stamp has not arrived.
+    pub fn begin_fresh(&self) -> Result<Transaction> {
+        let state = self.inner.fresh_state(true)?;
+        let view = View::new(state, self.inner.loader.clone());
+        let opts = TxOptions {
+            mode: TxMode::ReadOnly,
+            timeout: self.inner.opts.tx_timeout,
+            sync: false,
+        };
+        Ok(Transaction::new(self.inner.clone(), opts, view))
     }
 
     /// Begins a transaction with explicit options.

@@ -83,9 +83,12 @@ fn write_out_packed(db: &DbInner, seqs: &[u64], keep: &HashSet<BlobId>) -> Resul
         for p in record.packed {
             if keep.contains(&p.blob) {
                 let blob = blob_path(p.blob);
+                // Out of its record, a leaf names the record of the values
+                // it carried "here" itself.
+                let node = Node::decode_in_record(path.as_ref(), &p.body, seq)?;
                 // Create-if-absent: a GC of another process may be doing the
                 // same; the bytes are the same either way.
-                store.create(&blob, codec::frame(Kind::Node, &p.body))?;
+                store.create(&blob, node.encode())?;
                 written.push(blob);
             }
         }

@@ -21,12 +21,20 @@
 //!       | varint 3, the same as 2, then varint u64          (External, its one
 //!                                                           chunk carried in
 //!                                                           that commit record)
+//!       | varint 4, the same as 2                          (External, its one
+//!                                                           chunk carried in
+//!                                                           the record that
+//!                                                           carries this leaf)
+//!
+//! Tag 4 exists only in leaves inside commit records: decoding one there
+//! turns it into tag 3 with the record's seq, and GC writes a leaf out to
+//! a blob of its own only in that resolved form.
 //! ```
 //!
 //! Varints are LEB128, least significant group first, as postcard writes them.
 
 use crate::ids::BlobId;
-use crate::node::Value;
+use crate::node::{Value, PACKED_HERE};
 use std::ops::Range;
 
 /// Where one entry's parts sit in the buffer.
@@ -119,6 +127,7 @@ pub(crate) fn encode_value(value: &Value, out: &mut Vec<u8>) {
             packed,
         } => {
             out.push(match (packed, blocks) {
+                (Some(PACKED_HERE), _) => 4,
                 (Some(_), _) => 3,
                 (None, true) => 2,
                 (None, false) => 1,
@@ -128,8 +137,8 @@ pub(crate) fn encode_value(value: &Value, out: &mut Vec<u8>) {
                 put_varint(out, c.0);
             }
             put_varint(out, *len as u128);
-            if let Some(seq) = packed {
-                put_varint(out, *seq as u128);
+            if let Some(seq) = packed.filter(|s| *s != PACKED_HERE) {
+                put_varint(out, seq as u128);
             }
         }
     }
@@ -145,7 +154,7 @@ fn read_value(data: &[u8], pos: &mut usize, decode: bool) -> Option<Option<Value
             *pos = end;
             Some(v)
         }
-        tag @ (1..=3) => {
+        tag @ (1..=4) => {
             let n = get_len(data, pos)?;
             // Each id takes at least a byte: a count beyond that is damage.
             if n > data.len() - *pos {
@@ -160,9 +169,13 @@ fn read_value(data: &[u8], pos: &mut usize, decode: bool) -> Option<Option<Value
             }
             let len = get_varint(data, pos, 64)? as u64;
             let packed = match tag {
-                3 => Some(get_varint(data, pos, 64)? as u64),
+                3 => Some(get_varint(data, pos, 64)? as u64).filter(|s| *s != PACKED_HERE),
+                4 => Some(PACKED_HERE),
                 _ => None,
             };
+            if tag == 3 && packed.is_none() {
+                return None;
+            }
             Some(decode.then_some(Value::External {
                 chunks,
                 len,
@@ -197,6 +210,48 @@ impl Leaf {
             leaf.insert(at, k, v);
         }
         leaf
+    }
+
+    /// Checks a stored leaf (the whole node payload) and indexes it. A
+    /// leaf with values packed "here" (tag 4) needs the seq of the record
+    /// it came in (`home`): they are resolved to it; without one it is not
+    /// a valid leaf.
+    pub fn parse_in(payload: &[u8], home: Option<u64>) -> Option<Leaf> {
+        let leaf = Self::parse(payload)?;
+        if !leaf.has_here() {
+            return Some(leaf);
+        }
+        Some(leaf.resolve_here(home?))
+    }
+
+    /// True if some value is packed "here" (tag 4).
+    pub fn has_here(&self) -> bool {
+        self.ents
+            .iter()
+            .any(|e| self.data.get(e.value as usize) == Some(&4))
+    }
+
+    /// This leaf with its values packed "here" naming record `seq`.
+    pub fn resolve_here(&self, seq: u64) -> Leaf {
+        let mut out = Leaf::new();
+        for i in 0..self.len() {
+            let v = match self.value(i) {
+                Value::External {
+                    chunks,
+                    len,
+                    blocks,
+                    packed: Some(PACKED_HERE),
+                } => Value::External {
+                    chunks,
+                    len,
+                    blocks,
+                    packed: Some(seq),
+                },
+                v => v,
+            };
+            out.insert(i, self.key(i), &v);
+        }
+        out
     }
 
     /// Checks a stored leaf (the whole node payload) and indexes it.
@@ -440,7 +495,11 @@ mod tests {
             chunks: ids.iter().map(|&i| BlobId(i)).collect(),
             len,
             blocks: !len.is_multiple_of(3),
-            packed: (len % 3 == 2).then_some(len / 7),
+            packed: match len % 3 {
+                2 if len % 5 == 4 => Some(PACKED_HERE),
+                2 => Some(len / 7),
+                _ => None,
+            },
         }
     }
 
@@ -462,6 +521,10 @@ mod tests {
                 len: u64,
                 seq: u64,
             },
+            Here {
+                chunks: Vec<u128>,
+                len: u64,
+            },
         }
         #[derive(serde::Serialize)]
         enum PlainNode {
@@ -473,6 +536,15 @@ mod tests {
                 .map(|(k, v)| {
                     let v = match v {
                         Value::Inline(b) => PlainValue::Inline(b.clone()),
+                        Value::External {
+                            chunks,
+                            len,
+                            packed: Some(PACKED_HERE),
+                            ..
+                        } => PlainValue::Here {
+                            chunks: chunks.iter().map(|c| c.0).collect(),
+                            len: *len,
+                        },
                         Value::External {
                             chunks,
                             len,
@@ -531,6 +603,38 @@ mod tests {
             2 => any::<usize>().prop_map(Step::Remove),
             1 => any::<usize>().prop_map(Step::Split),
         ]
+    }
+
+    #[test]
+    fn values_packed_here_take_the_seq_of_the_record_they_come_in() {
+        let here = Value::External {
+            chunks: vec![BlobId(5)],
+            len: 9,
+            blocks: true,
+            packed: Some(PACKED_HERE),
+        };
+        let leaf = Leaf::from_entries([(&b"a"[..], &ext(&[1], 3)), (&b"b"[..], &here)]);
+        assert!(leaf.has_here());
+        let bytes = leaf.payload().to_vec();
+        assert!(
+            Leaf::parse_in(&bytes, None).is_none(),
+            "outside a record it means nothing"
+        );
+        let read = Leaf::parse_in(&bytes, Some(77)).expect("in record 77");
+        assert!(!read.has_here());
+        assert_eq!(read.value(0), ext(&[1], 3));
+        assert_eq!(
+            read.value(1),
+            Value::External {
+                chunks: vec![BlobId(5)],
+                len: 9,
+                blocks: true,
+                packed: Some(77),
+            }
+        );
+        // Its stored form now names record 77 itself (what GC writes out).
+        let again = Leaf::parse_in(read.payload(), None).expect("resolved form");
+        assert_eq!(again, read);
     }
 
     proptest! {

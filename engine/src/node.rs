@@ -23,12 +23,19 @@ pub enum Value {
         /// `codec::frame_value`): any range of them can be read and checked
         /// alone. Format 1 chunks are read whole.
         blocks: bool,
-        /// The one chunk travels inside commit record `seq` (embedded mode,
-        /// small values) rather than in `blobs/<id>`; once GC trims that
-        /// record it has written the chunk out there (format 2) first.
+        /// The one chunk travels inside commit record `seq` (small values)
+        /// rather than in `blobs/<id>`; once GC trims that record it has
+        /// written the chunk out there (format 2) first. [`PACKED_HERE`]
+        /// while its own commit is being built: "the record that carries
+        /// this leaf".
         packed: Option<u64>,
     },
 }
+
+/// `Value::External::packed` of a value that travels in the same commit
+/// record as the leaf naming it (stored as leaf tag 4: the seq is not known
+/// until the commit point, and is the leaf version's own).
+pub const PACKED_HERE: u64 = u64::MAX;
 
 impl Value {
     /// Length of the value in bytes.
@@ -125,8 +132,19 @@ impl Node {
         }
     }
 
-    /// Decodes a node carried inside another object (already checked as part of it).
+    /// Decodes a node carried inside commit record `seq` (already checked
+    /// as part of it): its values packed in "this record" name `seq`.
+    pub fn decode_in_record(path: &str, payload: &[u8], seq: u64) -> Result<Self> {
+        Self::decode_with_home(path, payload, Some(seq))
+    }
+
+    /// Decodes a node carried inside another object (already checked as
+    /// part of it) that is not a commit record.
     pub fn decode_payload(path: &str, payload: &[u8]) -> Result<Self> {
+        Self::decode_with_home(path, payload, None)
+    }
+
+    fn decode_with_home(path: &str, payload: &[u8], home: Option<u64>) -> Result<Self> {
         let bad = || Error::Corrupted {
             what: "node",
             path: path.to_string(),
@@ -134,7 +152,9 @@ impl Node {
         };
         let mut pos = 0;
         match get_varint(payload, &mut pos, 32) {
-            Some(0) => Leaf::parse(payload).map(Node::Leaf).ok_or_else(bad),
+            Some(0) => Leaf::parse_in(payload, home)
+                .map(Node::Leaf)
+                .ok_or_else(bad),
             Some(1) => Self::decode_internal(payload, pos).ok_or_else(bad),
             _ => Err(bad()),
         }
@@ -165,6 +185,26 @@ impl Node {
     /// Checks and decodes a framed node blob.
     pub fn decode(path: &str, data: &[u8]) -> Result<Self> {
         Self::decode_payload(path, codec::unframe(Kind::Node, path, data)?)
+    }
+
+    /// Payload bytes `encode_payload` would produce (without producing them
+    /// for a leaf).
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Node::Leaf(leaf) => leaf.payload().len(),
+            Node::Internal { .. } => self.encode_payload().len(),
+        }
+    }
+
+    /// This node with its values packed "here" naming record `seq`: what a
+    /// reader decoding it from that record gets.
+    pub fn resolved(self: &std::sync::Arc<Self>, seq: u64) -> std::sync::Arc<Self> {
+        match &**self {
+            Node::Leaf(leaf) if leaf.has_here() => {
+                std::sync::Arc::new(Node::Leaf(leaf.resolve_here(seq)))
+            }
+            _ => self.clone(),
+        }
     }
 }
 

@@ -259,7 +259,7 @@ pub struct Registry {
 }
 
 /// Where a registry hands the node bodies of records it reads.
-pub type PackedSink = Box<dyn Fn(&[PackedNode]) + Send + Sync>;
+pub type PackedSink = Box<dyn Fn(u64, &[PackedNode]) + Send + Sync>;
 
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -329,7 +329,7 @@ impl Registry {
         };
         let mut rec = decode_record(path.as_ref(), &data)?;
         if let Some(sink) = self.packed_sink.get() {
-            sink(&rec.packed);
+            sink(rec.seq, &rec.packed);
         }
         // Node bodies and values are read through the loader when needed,
         // not kept here.

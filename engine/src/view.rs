@@ -66,7 +66,7 @@ impl Loader {
         let record = decode_record(path.as_ref(), &data)?;
         let mut wanted = None;
         for p in record.packed {
-            let node = Arc::new(Node::decode_payload(path.as_ref(), &p.body)?);
+            let node = Arc::new(Node::decode_in_record(path.as_ref(), &p.body, seq)?);
             if p.blob == blob {
                 wanted = Some(node.clone());
             }
@@ -113,10 +113,10 @@ impl Loader {
         })
     }
 
-    /// Caches the nodes a record carries (read for another reason).
-    pub fn cache_packed(&self, packed: &[crate::registry::PackedNode]) {
+    /// Caches the nodes record `seq` carries (read for another reason).
+    pub fn cache_packed(&self, seq: u64, packed: &[crate::registry::PackedNode]) {
         for p in packed {
-            if let Ok(node) = Node::decode_payload("commit record", &p.body) {
+            if let Ok(node) = Node::decode_in_record("commit record", &p.body, seq) {
                 self.cache.insert(p.blob, Arc::new(node));
             }
         }
@@ -263,13 +263,20 @@ impl View {
         }
     }
 
-    /// Marks the single-chunk values whose chunk is one of `values` as
-    /// carried in commit record `seq` (the commit is about to pack them
-    /// there); returns the chunks it marked. A value of several chunks
-    /// keeps them as blobs.
-    pub fn pack_values_in(&mut self, values: &HashSet<BlobId>, seq: u64) -> HashSet<BlobId> {
+    /// Marks the single-chunk values whose chunk is one of `values`, in the
+    /// leaves `nodes`, as carried in the commit record that carries those
+    /// leaves (the commit is about to pack them there); returns the chunks
+    /// it marked. A value of several chunks keeps them as blobs.
+    pub fn pack_values_here(
+        &mut self,
+        values: &HashSet<BlobId>,
+        nodes: &HashSet<NodeId>,
+    ) -> HashSet<BlobId> {
         let mut marked = HashSet::new();
-        for node in self.dirty.values_mut() {
+        for (id, node) in self.dirty.iter_mut() {
+            if !nodes.contains(id) {
+                continue;
+            }
             let Node::Leaf(leaf) = &**node else {
                 continue;
             };
@@ -286,7 +293,7 @@ impl View {
                             chunks,
                             len,
                             blocks,
-                            packed: Some(seq),
+                            packed: Some(crate::node::PACKED_HERE),
                         },
                     )),
                     _ => None,

@@ -173,21 +173,49 @@ fn a_crash_before_the_record_loses_the_commit_whole() {
 }
 
 #[test]
-fn cluster_mode_writes_every_value_as_a_blob() {
+fn cluster_mode_packs_small_values_too_and_other_processes_read_them() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let coord = Arc::new(RedisCoordinator::connect(&redis.url()).expect("redis"));
-    let db = Db::open_shared(
-        StoreLocation::Local(dir.path().to_path_buf()),
-        opts(),
-        coord,
-    )
-    .expect("open");
-    db.run(|tx| tx.ensure_tree("t", small_tree(8)))
+    let open = || {
+        let coord = Arc::new(RedisCoordinator::connect(&redis.url()).expect("redis"));
+        Db::open_shared(
+            StoreLocation::Local(dir.path().to_path_buf()),
+            opts(),
+            coord,
+        )
+        .expect("open")
+    };
+    let (a, b) = (open(), open());
+    a.run(|tx| tx.ensure_tree("t", small_tree(8)))
         .expect("tree");
-    for i in 0..5u32 {
-        db.run(|tx| tx.upsert("t", format!("k{i}").as_bytes(), &value(i, 3000)))
-            .expect("commit");
+    // Both write into the same leaves at once: records collide on their
+    // slots and move on to the next seq, which "here" follows.
+    std::thread::scope(|s| {
+        for (w, db) in [(0u32, &a), (1, &b)] {
+            s.spawn(move || {
+                for i in 0..30u32 {
+                    let k = w * 100 + i;
+                    db.run(|tx| tx.upsert("t", format!("k{k:03}").as_bytes(), &value(k, 3000)))
+                        .expect("commit");
+                }
+            });
+        }
+    });
+    assert_eq!(value_blobs(dir.path()), 0, "no value became a file");
+    for db in [&a, &b] {
+        let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+        for w in 0..2u32 {
+            for i in 0..30u32 {
+                let k = w * 100 + i;
+                let got = tx.get("t", format!("k{k:03}").as_bytes()).expect("get");
+                assert_eq!(got, Some(value(k, 3000)), "k{k:03}");
+            }
+        }
+        assert_eq!(tx.check_tree("t").expect("structure"), 60);
     }
-    assert_eq!(value_blobs(dir.path()), 5);
+    // A third process, cold, reads them from the records.
+    drop((a, b));
+    let c = open();
+    let mut tx = c.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(tx.get("t", b"k105").expect("get"), Some(value(105, 3000)));
 }

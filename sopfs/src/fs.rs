@@ -465,7 +465,17 @@ impl Fs {
         }
         let mut tx = self.read_tx()?;
         Self::load_dir(&mut tx, parent)?;
-        let e = Self::entry(&mut tx, parent, name)?.ok_or(FsError::NotFound)?;
+        let e = match Self::entry(&mut tx, parent, name)? {
+            Some(e) => e,
+            // "No such name" must not be older than another host's create
+            // that returned before this lookup (close-to-open for new
+            // names): the pushed stamp may still be on its way, so ask.
+            None if self.db.is_shared() => {
+                tx = self.db.begin_fresh()?;
+                Self::entry(&mut tx, parent, name)?.ok_or(FsError::NotFound)?
+            }
+            None => return Err(FsError::NotFound),
+        };
         self.view(&mut tx, e.ino)
     }
 
