@@ -12,6 +12,7 @@
 //! 3. Fold the record into the registry, unlock, delete the intent.
 
 use crate::codec::{self, Kind};
+use crate::coordinator::LockOutcome;
 use crate::db::DbInner;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, NodeId, TxId};
@@ -254,7 +255,8 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         tx.check_deadline()?;
         // Phase 1: validate, merge, lock. The snapshot was fresh at `begin`
         // (the stamp, in cluster mode); what landed since is learned below,
-        // from the stamp that comes back with the locks.
+        // from the stamp that comes back with the locks, or at the commit
+        // point for a commit that takes none.
         let latest = db.registry.catch_up(false)?;
         if latest.seq > tx.view.base.seq {
             validate(tx, &db.registry.records(tx.view.base.seq, latest.seq)?)?;
@@ -262,42 +264,6 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             merged = true;
         }
         let touched: Vec<NodeId> = tx.view.touched();
-        let mut locks = Locks {
-            db: db.clone(),
-            owner: tx.id,
-            keys: touched.iter().map(|n| n.0).collect(),
-        };
-        let ttl = db.opts.lock_ttl;
-        let mut locked_at = std::time::Instant::now();
-        let outcome = db.coord.lock(&locks.keys, tx.id, ttl, tx.deadline());
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                locks.keys.clear();
-                return Err(e);
-            }
-        };
-        for owner in outcome.expired_owners {
-            crate::recovery::recover_owner(&db, owner);
-        }
-        // Cluster mode: read the store only if the stamp is ahead of us (or
-        // missing). A commit that landed but has not raised the stamp yet is
-        // met at the commit point: creating its log slot fails, and we catch
-        // up and validate there.
-        let local = db.registry.current().seq;
-        let probe = shared && outcome.stamp.is_none_or(|s| s > local);
-        let now = db.registry.catch_up(probe)?;
-        let mut base_seq = tx.view.base.seq;
-        if now.seq > base_seq {
-            let recs = db.registry.records(base_seq, now.seq)?;
-            validate(tx, &recs)?;
-            if recs.iter().any(|r| r.touches(&touched)) {
-                // Someone changed our nodes before we locked them: merge again.
-                continue 'attempt;
-            }
-            base_seq = now.seq;
-        }
-
         // Small values travel inside the record, beside the leaves that name
         // them ("here": the leaf's own record, whatever seq it lands at),
         // instead of each becoming an object. Only leaves the record carries
@@ -324,6 +290,59 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         }
         if !packed_ids.is_empty() {
             packed_ids = tx.view.pack_values_here(&packed_ids, &carried);
+        }
+
+        // A commit that writes no blob (its nodes and values all travel in
+        // its record) takes no locks: the commit point alone decides races,
+        // and losing one costs re-encoding one record, less than the round
+        // trips locks take. Locks are for commits with blobs to write first,
+        // and with an intent a peer must be able to recover.
+        let writes_blobs = carried.len() < tx.view.dirty.len()
+            || value_ids.iter().any(|b| !packed_ids.contains(b));
+        let mut locks = Locks {
+            db: db.clone(),
+            owner: tx.id,
+            keys: if writes_blobs {
+                touched.iter().map(|n| n.0).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let ttl = db.opts.lock_ttl;
+        let mut locked_at = std::time::Instant::now();
+        let outcome = if locks.keys.is_empty() {
+            Ok(LockOutcome::default())
+        } else {
+            db.coord.lock(&locks.keys, tx.id, ttl, tx.deadline())
+        };
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                locks.keys.clear();
+                return Err(e);
+            }
+        };
+        for owner in outcome.expired_owners {
+            crate::recovery::recover_owner(&db, owner);
+        }
+        // Cluster mode: read the store only if the stamp is ahead of us (or
+        // missing). A commit that landed but has not raised the stamp yet is
+        // met at the commit point: creating its log slot fails, and we catch
+        // up and validate there.
+        let local = db.registry.current().seq;
+        // A lock-free commit has no stamp and asks nothing: its commit point
+        // is the check.
+        let probe = shared && writes_blobs && outcome.stamp.is_none_or(|s| s > local);
+        let now = db.registry.catch_up(probe)?;
+        let mut base_seq = tx.view.base.seq;
+        if now.seq > base_seq {
+            let recs = db.registry.records(base_seq, now.seq)?;
+            validate(tx, &recs)?;
+            if recs.iter().any(|r| r.touches(&touched)) {
+                // Someone changed our nodes before we locked them: merge again.
+                continue 'attempt;
+            }
+            base_seq = now.seq;
         }
 
         // Phase 2: intent, blobs, commit point. Changed nodes travel inside
@@ -363,7 +382,13 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             });
         }
         let node_ids: Vec<BlobId> = node_blobs.iter().map(|(b, _)| *b).collect();
-        let mut all_blobs: Vec<BlobId> = value_ids.to_vec();
+        // Packed values are written with the record, not before it: nothing
+        // to protect or clean up.
+        let mut all_blobs: Vec<BlobId> = value_ids
+            .iter()
+            .filter(|b| !packed_ids.contains(b))
+            .copied()
+            .collect();
         all_blobs.extend(&node_ids);
         let store = &db.loader.store;
         let intent = Intent {
@@ -515,8 +540,19 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             tracing::warn!(tx = %tx.id, error = %e, "could not fold a landed commit in yet");
         }
         drop(serial);
-        db.coord.release(&locks.keys, tx.id, seq);
-        locks.keys.clear();
+        if locks.keys.is_empty() {
+            // Where the store is cheap to probe, readers that must be exact
+            // probe it; the stamp only spares the others a probe, so it can
+            // go out after the commit returns.
+            if store.probe_is_cheap() {
+                db.coord.publish_stamp_soon(seq);
+            } else {
+                db.coord.publish_stamp(seq);
+            }
+        } else {
+            db.coord.release(&locks.keys, tx.id, seq);
+            locks.keys.clear();
+        }
         for (blob, node) in fresh {
             // As a reader of the record will see it: "here" names `seq`.
             db.loader.cache.insert(blob, node.resolved(seq));

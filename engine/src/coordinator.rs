@@ -58,6 +58,12 @@ pub trait Coordinator: Send + Sync {
 
     /// Announces that commit `seq` landed (best effort).
     fn publish_stamp(&self, _seq: u64) {}
+    /// Announces that commit `seq` landed, without waiting for the server:
+    /// for callers whose readers do not rely on the stamp to be exact.
+    /// Several calls close together may go out as one (the highest).
+    fn publish_stamp_soon(&self, seq: u64) {
+        self.publish_stamp(seq);
+    }
     /// After a commit: releases its locks and announces its seq, in one round
     /// trip where the backend allows.
     fn release(&self, keys: &[u64], owner: TxId, committed: u64) {

@@ -198,12 +198,15 @@ pub(crate) struct VolumeMarker {
 /// On-store format. 2: blobs in one level of 256 folders (1 had two levels,
 /// which cost a mkdir for most of a young volume's blobs). 3: the log may
 /// also live in segment files (`log.rs`), which a format-2 reader would not
-/// see; this version opens format 2 and marks it 3 when it opens it to write.
-pub(crate) const VOLUME_FORMAT: u32 = 3;
+/// see. 4: cluster-mode processes on a local folder append to those
+/// segments too (taking turns), where a format-3 process would keep
+/// creating record objects for seqs already taken. This version opens
+/// formats 2 and 3 and marks them 4 when it opens them to write.
+pub(crate) const VOLUME_FORMAT: u32 = 4;
 
 /// Formats this version reads.
 pub(crate) fn format_supported(format: u32) -> bool {
-    format == 2 || format == VOLUME_FORMAT
+    (2..=VOLUME_FORMAT).contains(&format)
 }
 
 const OUR_TOP_LEVEL: &[&str] = &[
@@ -296,14 +299,23 @@ pub(crate) const RESYNC_AFTER: Duration = Duration::from_secs(60);
 
 impl DbInner {
     /// The newest state, as cheaply as the mode allows: embedded mode knows it
-    /// already; shared mode asks the coordinator's stamp and probes the store
-    /// only when the stamp is missing, behind, or ahead of what it has.
+    /// already; shared mode on a local store probes the log's next slot;
+    /// on a network store it reads the pushed stamp (not `strict`) or asks
+    /// the coordinator's, and probes the store only when the stamp is
+    /// missing, behind, or ahead of what it has.
     pub(crate) fn fresh_state(&self, strict: bool) -> Result<Arc<crate::registry::RegState>> {
         if !self.coord.is_shared() {
             return self.registry.catch_up(false);
         }
         if self.registry.idle_for() > RESYNC_AFTER {
             self.registry.resync()?;
+        }
+        if self.loader.store.probe_is_cheap() {
+            // Asking the log for the next slot is about as cheap as reading
+            // a pushed stamp, and exact: every commit point is a slot in it
+            // (a pushed stamp may still be on its way, behind a commit that
+            // returned).
+            return self.registry.catch_up(true);
         }
         let local = self.registry.current();
         let pushed = if strict || !self.opts.pushed_stamps {

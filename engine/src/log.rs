@@ -1,23 +1,29 @@
 //! The commit log, in one of two shapes that a volume may mix:
 //!
 //! - **objects**: record `seq` is the object `log/<seq>>12>/<seq>`; creating it
-//!   (create-if-absent) is the commit point. Every store, and the only shape
-//!   cluster mode writes: processes race for a seq and the store decides.
+//!   (create-if-absent) is the commit point. The shape on S3, where
+//!   processes race for a seq and the store decides.
 //! - **segments**: records are frames appended back to back to files
-//!   `segments/<first seq as %016x>` of a local folder. Only the embedded
-//!   owner of the folder (who holds its exclusive lock) appends, so there is
-//!   no race to decide, and a commit costs one `pwrite` instead of creating,
-//!   linking and unlinking a file. A frame is self-delimiting and checksummed
-//!   (`codec.rs`); the owner drops a torn frame at the tail when it opens
-//!   the log (a commit whose write never finished never returned).
+//!   `segments/<first seq as %016x>` of a local folder, so a commit costs
+//!   one `pwrite` instead of creating a file (on ext4 without a journal,
+//!   allocating an inode scans past every recently deleted one). The
+//!   embedded owner of the folder (who holds its exclusive lock) appends
+//!   with no one to race. Cluster-mode processes sharing a folder take
+//!   turns through an exclusive `flock` on `segments/lock`: in its turn a
+//!   process reads what the others appended since it last looked, and
+//!   appends record `seq` only if it is the next one, so the turn is the
+//!   commit point. A frame is self-delimiting and checksummed (`codec.rs`);
+//!   a frame torn by a writer that died (its commit never returned) is cut
+//!   off by the next appender, who holds the turn, so no writer can be
+//!   writing it still.
 //!
 //! A sealed segment (one a newer segment follows) has a sidecar
 //! `segments/<first>.idx`: each frame's offset and length, so opening the log
 //! reads a few bytes per record instead of every segment whole. A missing
 //! or unreadable sidecar costs a scan of its segment, nothing else.
 //!
-//! Readers in cluster mode and `sopfs status` read segments but never change
-//! them; they stop at the first frame that does not check out.
+//! Readers follow the tail without a turn: they stop at the first frame
+//! that does not check out (one being written), and look for it again later.
 
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
@@ -104,6 +110,19 @@ pub struct Log {
     /// The local folder's `segments/`, when the store is a local folder.
     dir: Option<PathBuf>,
     segs: Mutex<Segments>,
+    /// Shared mode on a local folder: `segments/lock`, whose exclusive
+    /// `flock` is the turn to append.
+    turn: Option<File>,
+}
+
+/// Holds the turn to append; gives it back when dropped.
+struct Turn<'a>(&'a File);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        // Closing the file would release it as well; this runs first.
+        let _ = self.0.unlock();
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -141,12 +160,27 @@ impl Log {
     /// folder. New segments are sealed past `segment_bytes`.
     pub fn open(store: Arc<BlobStore>, mode: LogMode, segment_bytes: u64) -> Result<Log> {
         let dir = store.location().local_root().map(|r| r.join("segments"));
+        let turn = match (&dir, mode) {
+            (Some(dir), LogMode::Shared) => {
+                std::fs::create_dir_all(dir).map_err(io(dir))?;
+                let path = dir.join("lock");
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io(&path))?;
+                Some(file)
+            }
+            _ => None,
+        };
         let log = Log {
             store,
             mode,
             segment_bytes,
             dir,
             segs: Mutex::new(Segments::default()),
+            turn,
         };
         log.index()?;
         Ok(log)
@@ -174,7 +208,7 @@ impl Log {
         for (i, &first) in firsts.iter().enumerate() {
             let last = i + 1 == firsts.len();
             let path = dir.join(segment_name(first));
-            let writable = self.mode == LogMode::Owner && last;
+            let writable = self.mode != LogMode::ReadOnly && last;
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(writable)
@@ -250,7 +284,12 @@ impl Log {
 
     /// The framed bytes of record `seq`, if the log still has it.
     pub fn read(&self, seq: u64) -> Result<Option<Bytes>> {
-        let found = self.segs.lock().find(seq);
+        let mut found = self.segs.lock().find(seq);
+        if found.is_none() && self.follows_others() {
+            let mut segs = self.segs.lock();
+            self.refresh(&mut segs, seq, false)?;
+            found = segs.find(seq);
+        }
         if let Some((file, off, len)) = found {
             let mut buf = vec![0u8; len as usize];
             file.read_exact_at(&mut buf, off)
@@ -263,23 +302,162 @@ impl Log {
         self.store.get(&log_path(seq))
     }
 
+    /// True when other processes may append segments this one has not seen.
+    fn follows_others(&self) -> bool {
+        self.mode != LogMode::Owner && self.dir.is_some()
+    }
+
+    /// Learns what other processes appended since this one last looked: the
+    /// new frames of the last segment, then any segment that begins at
+    /// `want` (the record the caller is after). With `repair` (the turn
+    /// held: nobody is writing) a torn frame at the end is cut off.
+    fn refresh(&self, segs: &mut Segments, want: u64, repair: bool) -> Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        // Walking the log record by record, the next segment always begins
+        // right after the last record read; a caller that knows no segment,
+        // or jumps ahead (from a checkpoint), lists them instead.
+        if segs.last_seq().is_none_or(|l| want > l + 1) {
+            self.discover(segs, dir)?;
+        }
+        loop {
+            if let Some((&first, seg)) = segs.by_first.iter_mut().next_back() {
+                let path = dir.join(segment_name(first));
+                read_tail(seg, &path, repair)?;
+            }
+            let last = segs.last_seq();
+            if last.is_some_and(|l| l >= want) {
+                return Ok(());
+            }
+            // A segment begins at `want` only after a full one, after a
+            // stretch of objects, or as the first one.
+            let could_begin = match (last, segs.by_first.values().next_back()) {
+                (Some(l), Some(seg)) if l + 1 == want => seg.end >= self.segment_bytes,
+                _ => true,
+            };
+            if !could_begin {
+                return Ok(());
+            }
+            let path = dir.join(segment_name(want));
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(self.mode != LogMode::ReadOnly)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(io(&path)(e)),
+            };
+            if let Some(prev) = segs.by_first.values_mut().next_back() {
+                // Whoever began the new one sealed it.
+                prev.sealed = true;
+            }
+            segs.by_first.insert(
+                want,
+                Segment {
+                    file: Arc::new(file),
+                    frames: Vec::new(),
+                    end: 0,
+                    sealed: false,
+                },
+            );
+        }
+    }
+
+    /// Adds the segments newer than the newest one known, found by listing
+    /// `segments/`. Sealed ones are read by their index where they have one.
+    fn discover(&self, segs: &mut Segments, dir: &Path) -> Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(dir)(e)),
+        };
+        let newest = segs.by_first.keys().next_back().copied();
+        let mut firsts: Vec<u64> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                (name.len() == 16).then(|| u64::from_str_radix(name, 16).ok())?
+            })
+            .filter(|f| newest.is_none_or(|n| *f > n))
+            .collect();
+        firsts.sort_unstable();
+        for first in firsts {
+            let path = dir.join(segment_name(first));
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(self.mode != LogMode::ReadOnly)
+                .open(&path)
+            {
+                Ok(f) => f,
+                // Trimmed since the listing: older than anything wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io(&path)(e)),
+            };
+            if let Some(prev) = segs.by_first.values_mut().next_back() {
+                prev.sealed = true;
+            }
+            let mut seg = Segment {
+                file: Arc::new(file),
+                frames: Vec::new(),
+                end: 0,
+                sealed: false,
+            };
+            match read_sidecar(&path) {
+                Some(frames) => {
+                    seg.end = frames.last().map_or(0, |&(off, len)| off + u64::from(len));
+                    seg.frames = frames;
+                    seg.sealed = true;
+                }
+                None => read_tail(&mut seg, &path, false)?,
+            }
+            segs.by_first.insert(first, seg);
+        }
+        Ok(())
+    }
+
+    /// Waits for the turn to append (shared mode on a local folder).
+    fn take_turn(&self) -> Result<Option<Turn<'_>>> {
+        let Some(file) = &self.turn else {
+            return Ok(None);
+        };
+        file.lock().map_err(|source| Error::Io {
+            path: "segments/lock".into(),
+            source,
+        })?;
+        Ok(Some(Turn(file)))
+    }
+
     /// Appends framed record `seq`: the commit point. `Ok(false)` when
-    /// another process holds that seq already (objects only).
+    /// another process holds that seq already.
     pub fn append(&self, seq: u64, frame: &[u8]) -> Result<bool> {
-        if self.mode != LogMode::Owner || self.dir.is_none() {
+        if self.mode == LogMode::ReadOnly || self.dir.is_none() {
             return self.store.create(&log_path(seq), frame.to_vec());
         }
         let mut segs = self.segs.lock();
+        let _turn = self.take_turn()?;
+        if self.follows_others() {
+            self.refresh(&mut segs, seq, true)?;
+        }
         let last = segs.last_seq();
         if last.is_some_and(|l| seq <= l) {
             // Taken already (the caller catches up and moves on).
             return Ok(false);
         }
-        // Records between segments may be objects (a stretch in cluster
-        // mode): a seq that does not follow the last segment starts a new one.
+        let follows = last.is_some_and(|l| seq == l + 1);
+        // A seq that does not follow the last segment follows objects (the
+        // first records, or a stretch written by an older version): one of
+        // them may hold this seq already.
+        if !follows && self.follows_others() && self.store.get(&log_path(seq))?.is_some() {
+            return Ok(false);
+        }
+        // Records between segments may be objects: a seq that does not
+        // follow the last segment starts a new one.
         let roll = match segs.by_first.values().next_back() {
             None => true,
-            Some(s) => s.end >= self.segment_bytes || last.is_some_and(|l| seq != l + 1),
+            Some(s) => s.end >= self.segment_bytes || !follows,
         };
         if roll {
             self.begin_segment(&mut segs, seq)?;
@@ -374,14 +552,19 @@ impl Log {
             .into_iter()
             .filter(|&s| s <= horizon)
             .collect();
-        // The segment being appended to qualifies too: once it is gone, the
-        // next commit starts a new one (`append` runs under the same lock).
+        // The owner's segment being appended to qualifies too: once it is
+        // gone, its next commit starts a new one (`append` runs under the
+        // same lock). Where other processes append, the last segment stays:
+        // they would go on appending to the file after its name is gone.
         let segs = self.segs.lock();
+        let newest = segs.by_first.keys().next_back().copied();
         let segments = segs
             .by_first
             .iter()
             .filter(|(first, seg)| {
-                !seg.frames.is_empty() && *first + seg.frames.len() as u64 - 1 <= horizon
+                !seg.frames.is_empty()
+                    && *first + seg.frames.len() as u64 - 1 <= horizon
+                    && !(self.follows_others() && Some(**first) == newest)
             })
             .map(|(first, seg)| (*first, seg.frames.len() as u64))
             .collect();
@@ -400,12 +583,19 @@ impl Log {
             return Ok(deleted);
         };
         let mut segs = self.segs.lock();
+        let _turn = self.take_turn()?;
+        if self.follows_others() {
+            let want = segs.last_seq().map_or(1, |l| l + 1);
+            self.refresh(&mut segs, want, true)?;
+        }
+        let newest = segs.by_first.keys().next_back().copied();
         for &(first, n) in &plan.segments {
             // Appends since the plan was made keep their segment.
             if segs
                 .by_first
                 .get(&first)
                 .is_none_or(|s| s.frames.len() as u64 != n)
+                || (self.follows_others() && Some(first) == newest)
             {
                 continue;
             }
@@ -434,10 +624,53 @@ impl Log {
         Ok(out)
     }
 
-    /// Appends to segments (embedded owner of a local folder).
+    /// Appends to segments (a local folder, embedded or cluster mode).
     pub fn appends_segments(&self) -> bool {
-        self.mode == LogMode::Owner && self.dir.is_some()
+        self.mode != LogMode::ReadOnly && self.dir.is_some()
     }
+}
+
+/// Adds the whole frames written past `seg.end` since it was last read.
+/// With `repair`, a torn frame at the end (its writer died) is cut off; a
+/// damaged frame with a whole one after it is damage, never cut.
+fn read_tail(seg: &mut Segment, path: &Path, repair: bool) -> Result<()> {
+    let len = seg.file.metadata().map_err(io(path))?.len();
+    if len <= seg.end {
+        return Ok(());
+    }
+    let mut buf = vec![0u8; usize::try_from(len - seg.end).unwrap_or(usize::MAX)];
+    let mut got = 0;
+    while got < buf.len() {
+        match seg.file.read_at(&mut buf[got..], seg.end + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(path)(e)),
+        }
+    }
+    buf.truncate(got);
+    let mut off = 0;
+    while let Some(n) = frame_at(&buf, off) {
+        seg.frames.push((seg.end + off as u64, n as u32));
+        off += n;
+    }
+    seg.end += off as u64;
+    if repair && off < buf.len() {
+        if valid_frame_after(&buf, off) {
+            return Err(Error::Corrupted {
+                what: "commit log",
+                path: path.display().to_string(),
+                detail: format!("damaged record at byte {}", seg.end),
+            });
+        }
+        tracing::warn!(
+            segment = %path.display(),
+            bytes = buf.len() - off,
+            "cutting off a commit record torn by a process that died writing it"
+        );
+        seg.file.set_len(seg.end).map_err(io(path))?;
+    }
+    Ok(())
 }
 
 fn sidecar_path(segment: &Path) -> PathBuf {
@@ -479,4 +712,170 @@ fn read_sidecar(segment: &Path) -> Option<Vec<(u64, u32)>> {
 
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreLocation;
+
+    fn shared(dir: &Path, mode: LogMode, segment_bytes: u64) -> Log {
+        let store = BlobStore::open(&StoreLocation::Local(dir.to_path_buf())).expect("store");
+        Log::open(Arc::new(store), mode, segment_bytes).expect("log")
+    }
+
+    fn rec(seq: u64, by: &str) -> Vec<u8> {
+        codec::frame(Kind::Record, format!("record {seq} by {by}").as_bytes())
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(dir.join("segments"))
+            .expect("segments")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.len() == 16))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn shared_appenders_take_turns_and_follow_each_other_across_segments() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            shared(dir.path(), LogMode::Shared, 300),
+            shared(dir.path(), LogMode::Shared, 300),
+        );
+        assert!(a.append(2, &rec(2, "a")).expect("a appends"));
+        assert!(
+            !b.append(2, &rec(2, "b")).expect("b tries"),
+            "the seq is a's: b must learn it in its turn"
+        );
+        assert_eq!(b.read(2).expect("read").as_deref(), Some(&rec(2, "a")[..]));
+        // Alternate, each appender behind by one: every append first has to
+        // find the other's record (across segment rolls, too).
+        for seq in 3..60 {
+            let (w, l, by) = if seq % 2 == 0 {
+                (&a, &b, "a")
+            } else {
+                (&b, &a, "b")
+            };
+            assert!(!l.append(seq - 1, &rec(seq - 1, "late")).expect("late"));
+            assert!(w.append(seq, &rec(seq, by)).expect("append"), "seq {seq}");
+            assert_eq!(
+                l.read(seq).expect("read").as_deref(),
+                Some(&rec(seq, by)[..])
+            );
+        }
+        // ~30-byte frames, 300-byte segments: each one full before the next
+        // begins, whoever appended last.
+        let n = segment_files(dir.path()).len();
+        assert!((4..=8).contains(&n), "segments rolled when full: {n}");
+        // A process opened now finds them all, sealed ones by their index.
+        let c = shared(dir.path(), LogMode::ReadOnly, 300);
+        for seq in 3..60 {
+            let by = if seq % 2 == 0 { "a" } else { "b" };
+            assert_eq!(
+                c.read(seq).expect("read").as_deref(),
+                Some(&rec(seq, by)[..])
+            );
+        }
+        assert_eq!(c.read(60).expect("read"), None);
+        assert!(b.append(60, &rec(60, "b")).expect("append"));
+        assert_eq!(
+            c.read(60).expect("read").as_deref(),
+            Some(&rec(60, "b")[..])
+        );
+    }
+
+    #[test]
+    fn a_frame_torn_by_a_dead_writer_is_cut_by_the_next_appender() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = shared(dir.path(), LogMode::Shared, 1 << 20);
+        assert!(a.append(2, &rec(2, "a")).expect("append"));
+        // A writer that died halfway through record 3.
+        let seg = segment_files(dir.path()).pop().expect("a segment");
+        let torn = rec(3, "dead");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .expect("open");
+        std::io::Write::write_all(&mut f, &torn[..torn.len() / 2]).expect("write");
+        let reader = shared(dir.path(), LogMode::ReadOnly, 1 << 20);
+        assert_eq!(
+            reader.read(3).expect("read"),
+            None,
+            "a torn frame is no record"
+        );
+        let b = shared(dir.path(), LogMode::Shared, 1 << 20);
+        assert!(b
+            .append(3, &rec(3, "b"))
+            .expect("b appends in the dead one's place"));
+        assert_eq!(
+            reader.read(3).expect("read").as_deref(),
+            Some(&rec(3, "b")[..])
+        );
+        assert!(a.append(4, &rec(4, "a")).expect("append"));
+        let fresh = shared(dir.path(), LogMode::ReadOnly, 1 << 20);
+        for (seq, by) in [(2, "a"), (3, "b"), (4, "a")] {
+            assert_eq!(
+                fresh.read(seq).expect("read").as_deref(),
+                Some(&rec(seq, by)[..])
+            );
+        }
+    }
+
+    #[test]
+    fn a_damaged_frame_before_a_whole_one_is_never_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = shared(dir.path(), LogMode::Shared, 1 << 20);
+        assert!(a.append(2, &rec(2, "a")).expect("append"));
+        let b = shared(dir.path(), LogMode::Shared, 1 << 20);
+        let seg = segment_files(dir.path()).pop().expect("a segment");
+        // Garbage, then a whole frame: not a torn tail but damage.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&seg)
+            .expect("open");
+        std::io::Write::write_all(&mut f, b"garbage!").expect("write");
+        std::io::Write::write_all(&mut f, &rec(3, "x")).expect("write");
+        let len = std::fs::metadata(&seg).expect("meta").len();
+        assert!(matches!(
+            b.append(3, &rec(3, "b")),
+            Err(Error::Corrupted { .. })
+        ));
+        assert_eq!(
+            std::fs::metadata(&seg).expect("meta").len(),
+            len,
+            "nothing cut"
+        );
+    }
+
+    #[test]
+    fn trimming_keeps_the_segment_others_append_to() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            shared(dir.path(), LogMode::Shared, 200),
+            shared(dir.path(), LogMode::Shared, 200),
+        );
+        for seq in 2..30 {
+            let w = if seq % 3 == 0 { &b } else { &a };
+            assert!(w.append(seq, &rec(seq, "w")).expect("append"));
+        }
+        let before = segment_files(dir.path());
+        let plan = b.trim_plan(29).expect("plan");
+        assert!(b.trim(&plan).expect("trim") > 0, "sealed segments go");
+        let after = segment_files(dir.path());
+        assert!(after.len() < before.len());
+        assert_eq!(after.last(), before.last(), "the newest segment stays");
+        assert!(a.append(30, &rec(30, "a")).expect("append after the trim"));
+        assert_eq!(
+            b.read(30).expect("read").as_deref(),
+            Some(&rec(30, "a")[..])
+        );
+        assert_eq!(
+            b.read(29).expect("read").as_deref(),
+            Some(&rec(29, "w")[..])
+        );
+    }
 }

@@ -91,6 +91,71 @@ pub struct RedisCoordinator {
     patience: Duration,
     /// Stamps the server pushes to this process (see `Watch`).
     watch: Arc<Watch>,
+    /// Stamps this process announces off its commits' path.
+    outbox: Arc<Outbox>,
+}
+
+/// Shortest time between two announcements from one process.
+const ANNOUNCE_PAUSE: Duration = Duration::from_millis(2);
+
+/// The highest stamp waiting to be announced, and the thread's wake-up.
+#[derive(Default)]
+struct Outbox {
+    /// Highest seq handed to `publish_stamp_soon`; 0: none yet.
+    want: Mutex<u64>,
+    posted: parking_lot::Condvar,
+    stop: AtomicBool,
+}
+
+impl Outbox {
+    /// Announces what the outbox holds until stopped, on a connection of
+    /// its own: one round trip per wake-up, however many commits landed
+    /// meanwhile. A failed announcement is retried with the next one, or
+    /// within a second; a stamp is a hint, so a late one costs a probe.
+    fn run(&self, client: redis::Client, seq_key: String, channel: String) {
+        let script = redis::Script::new(STAMP);
+        let mut con: Option<redis::Connection> = None;
+        let mut sent = 0;
+        loop {
+            let want = {
+                let mut want = self.want.lock();
+                while *want <= sent && !self.stop.load(Ordering::Relaxed) {
+                    self.posted.wait_for(&mut want, Duration::from_secs(1));
+                }
+                *want
+            };
+            if self.stop.load(Ordering::Relaxed) {
+                return;
+            }
+            if con.is_none() {
+                con = client
+                    .get_connection_with_timeout(Duration::from_secs(1))
+                    .ok();
+                if let Some(c) = &con {
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+                }
+            }
+            let Some(c) = con.as_mut() else {
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            };
+            let r: redis::RedisResult<i64> = script.key(&seq_key).arg(want).arg(&channel).invoke(c);
+            match r {
+                Ok(_) => {
+                    sent = want;
+                    // At most one announcement per pause: under a stream of
+                    // commits each one covers many, and the server and
+                    // every listener wake far less often than once a commit.
+                    std::thread::sleep(ANNOUNCE_PAUSE);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not announce a commit stamp; retrying");
+                    con = None;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
 }
 
 /// The newest commit stamp as pushed by the server: every raise of the
@@ -204,6 +269,7 @@ impl RedisCoordinator {
             stamp: redis::Script::new(STAMP),
             patience: Duration::from_secs(30),
             watch: Arc::new(Watch::default()),
+            outbox: Arc::new(Outbox::default()),
         };
         let mut con = c.connection()?;
         redis::cmd("PING").query::<String>(&mut con).map_err(|e| {
@@ -411,6 +477,14 @@ impl Coordinator for RedisCoordinator {
                 .name("sopfs-stamps".into())
                 .spawn(move || watch.run(client, channel, seq_key))
                 .map_err(|e| Error::Coordinator(format!("cannot start the stamp listener: {e}")))?;
+            let (outbox, client) = (self.outbox.clone(), self.client.clone());
+            let (channel, seq_key) = (self.channel(), self.seq_key());
+            std::thread::Builder::new()
+                .name("sopfs-announce".into())
+                .spawn(move || outbox.run(client, seq_key, channel))
+                .map_err(|e| {
+                    Error::Coordinator(format!("cannot start the stamp announcer: {e}"))
+                })?;
         }
         Ok(())
     }
@@ -450,6 +524,14 @@ impl Coordinator for RedisCoordinator {
         .flatten()
     }
 
+    fn publish_stamp_soon(&self, seq: u64) {
+        let mut want = self.outbox.want.lock();
+        if seq > *want {
+            *want = seq;
+            self.outbox.posted.notify_one();
+        }
+    }
+
     fn publish_stamp(&self, seq: u64) {
         let key = self.seq_key();
         let r: Result<i64> = self.with(Instant::now() + Duration::from_secs(1), |con| {
@@ -469,6 +551,14 @@ impl Drop for RedisCoordinator {
     fn drop(&mut self) {
         // The listener notices within its read timeout and ends.
         self.watch.stop.store(true, Ordering::Relaxed);
+        self.outbox.stop.store(true, Ordering::Relaxed);
+        self.outbox.posted.notify_one();
+        // The newest stamp goes out before the process may end (the
+        // announcer thread may not get to it; raising twice is harmless).
+        let want = *self.outbox.want.lock();
+        if want > 0 && self.prefix.get().is_some() {
+            self.publish_stamp(want);
+        }
     }
 }
 

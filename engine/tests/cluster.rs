@@ -134,15 +134,29 @@ fn worker_process_entry() {
                 .expect("insert+increment");
                 i + 1
             }
+            "both-big" => {
+                // As "both", plus a value too big to travel in the record:
+                // the commit writes a blob, so it takes scent locks (and
+                // meets any expired ones).
+                let key = format!("{i:06}-{id}");
+                db.run(|tx| {
+                    tx.insert("t", key.as_bytes(), id.as_bytes())?;
+                    tx.upsert("t", format!("big-{id}").as_bytes(), &[5u8; 70_000])?;
+                    increment(tx)
+                })
+                .expect("insert+big+increment");
+                i + 1
+            }
             "hold" => {
                 // One multi-key commit, paused at its commit point by the hook.
                 db.run(|tx| {
                     for k in 0..20 {
                         tx.upsert("t", format!("held-{k:02}").as_bytes(), b"h")?;
                     }
-                    // A value blob of its own, so the commit writes an intent
-                    // (one with nothing but nodes needs none).
-                    tx.upsert("t", b"held-blob", &[7u8; 20_000])?;
+                    // A value blob of its own (too big to travel in the
+                    // record), so the commit takes locks and writes an
+                    // intent (one with nothing but nodes needs neither).
+                    tx.upsert("t", b"held-blob", &[7u8; 70_000])?;
                     increment(tx)
                 })
                 .expect("held commit");
@@ -323,12 +337,18 @@ fn killed_while_holding_locks(kind: &str, when: &str) {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(vol.intents_left(), 1, "the paused commit's intent");
-    // SIGKILL while it holds its locks, then let others write the same nodes.
+    // SIGKILL while it holds its locks, then let others write the same
+    // nodes: one whose small commits take no locks (the dead locks must not
+    // stop it), one whose commits write blobs and so take locks (it waits
+    // out the TTL and recovers the dead commit).
     holder.kill().expect("SIGKILL");
     holder.wait().expect("reap");
     let started = Instant::now();
     let others: Vec<_> = (0..2)
-        .map(|w| spawn("both", &vol.location, &redis.url(), w, 50, &[]))
+        .map(|w| {
+            let mode = if w == 0 { "both" } else { "both-big" };
+            spawn(mode, &vol.location, &redis.url(), w, 50, &[])
+        })
         .collect();
     for (id, w) in others.into_iter().enumerate() {
         assert_eq!(
