@@ -331,8 +331,11 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
         // up and validate there.
         let local = db.registry.current().seq;
         // A lock-free commit has no stamp and asks nothing: its commit point
-        // is the check.
-        let probe = shared && writes_blobs && outcome.stamp.is_none_or(|s| s > local);
+        // is the check. On a local folder the stamp may lag (lock-free
+        // commits announce theirs late) and the log is cheap to ask.
+        let probe = shared
+            && writes_blobs
+            && (db.loader.store.probe_is_cheap() || outcome.stamp.is_none_or(|s| s > local));
         let now = db.registry.catch_up(probe)?;
         let mut base_seq = tx.view.base.seq;
         if now.seq > base_seq {

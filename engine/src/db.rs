@@ -624,6 +624,13 @@ impl Db {
         self.inner.coord.is_shared()
     }
 
+    /// True when every `begin` already sees each commit that returned
+    /// before it (embedded mode, or cluster mode on a local folder, where
+    /// `begin` probes the log): `begin_fresh` would add nothing.
+    pub fn begin_is_fresh(&self) -> bool {
+        !self.is_shared() || self.inner.loader.store.probe_is_cheap()
+    }
+
     /// Catches up with the newest commit and returns its sequence number with
     /// the records in `(after, newest]` that other processes made (what a
     /// cache of this process must drop). Fails when those records were

@@ -113,6 +113,11 @@ pub struct Log {
     /// Shared mode on a local folder: `segments/lock`, whose exclusive
     /// `flock` is the turn to append.
     turn: Option<File>,
+    /// Shared mode on a local folder: the highest record found as an
+    /// object when the log was opened. Every writer of a format-4 volume
+    /// appends segments, so a record past it that no segment holds does not
+    /// exist yet, and a probe for it needs no failed `open` of its object.
+    objects_upto: u64,
 }
 
 /// Holds the turn to append; gives it back when dropped.
@@ -174,6 +179,10 @@ impl Log {
             }
             _ => None,
         };
+        let objects_upto = match (&dir, mode) {
+            (Some(dir), LogMode::Shared) => highest_object_record(dir.with_file_name("log")),
+            _ => u64::MAX,
+        };
         let log = Log {
             store,
             mode,
@@ -181,6 +190,7 @@ impl Log {
             dir,
             segs: Mutex::new(Segments::default()),
             turn,
+            objects_upto,
         };
         log.index()?;
         Ok(log)
@@ -298,6 +308,9 @@ impl Log {
                     source,
                 })?;
             return Ok(Some(Bytes::from(buf)));
+        }
+        if seq > self.objects_upto {
+            return Ok(None);
         }
         self.store.get(&log_path(seq))
     }
@@ -673,6 +686,34 @@ fn read_tail(seg: &mut Segment, path: &Path, repair: bool) -> Result<()> {
     Ok(())
 }
 
+/// The highest seq among the record objects under `log/` (0: none), read
+/// from the folder names (`<seq >> 12>/<seq>`): the newest folder is listed.
+fn highest_object_record(log: PathBuf) -> u64 {
+    let hex_names = |dir: &Path| -> Vec<u64> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| u64::from_str_radix(e.file_name().to_str()?, 16).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut folders = hex_names(&log);
+    folders.sort_unstable();
+    // The newest folder may hold only a record being created (a staging
+    // name): fall back to the one before it.
+    for folder in folders.iter().rev() {
+        if let Some(max) = hex_names(&log.join(format!("{folder:012x}")))
+            .into_iter()
+            .max()
+        {
+            return max;
+        }
+    }
+    0
+}
+
 fn sidecar_path(segment: &Path) -> PathBuf {
     segment.with_extension("idx")
 }
@@ -848,6 +889,40 @@ mod tests {
             std::fs::metadata(&seg).expect("meta").len(),
             len,
             "nothing cut"
+        );
+    }
+
+    #[test]
+    fn records_left_as_objects_are_read_and_the_segments_go_on_after_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store =
+            BlobStore::open(&StoreLocation::Local(dir.path().to_path_buf())).expect("store");
+        // A format-3 cluster run: records 2..=4 as objects, the last one in
+        // a folder of its own (seq 4096 starts the next folder).
+        for seq in [2, 3, 4096] {
+            assert!(store
+                .create(&log_path(seq), rec(seq, "old"))
+                .expect("create"));
+        }
+        let a = shared(dir.path(), LogMode::Shared, 1 << 20);
+        assert_eq!(a.objects_upto, 4096);
+        for seq in [2, 3, 4096] {
+            assert_eq!(
+                a.read(seq).expect("read").as_deref(),
+                Some(&rec(seq, "old")[..])
+            );
+        }
+        assert_eq!(a.read(4097).expect("read"), None);
+        assert!(!a.append(4096, &rec(4096, "a")).expect("taken by an object"));
+        assert!(a.append(4097, &rec(4097, "a")).expect("append"));
+        let b = shared(dir.path(), LogMode::Shared, 1 << 20);
+        assert_eq!(
+            b.read(4097).expect("read").as_deref(),
+            Some(&rec(4097, "a")[..])
+        );
+        assert_eq!(
+            b.read(4096).expect("read").as_deref(),
+            Some(&rec(4096, "old")[..])
         );
     }
 

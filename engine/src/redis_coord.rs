@@ -95,8 +95,10 @@ pub struct RedisCoordinator {
     outbox: Arc<Outbox>,
 }
 
-/// Shortest time between two announcements from one process.
-const ANNOUNCE_PAUSE: Duration = Duration::from_millis(2);
+/// Shortest time between two announcements from one process. Late
+/// announcements cost nothing where they are used (a local folder, whose
+/// readers ask the log itself); each one wakes every process's listener.
+const ANNOUNCE_PAUSE: Duration = Duration::from_millis(50);
 
 /// The highest stamp waiting to be announced, and the thread's wake-up.
 #[derive(Default)]

@@ -470,7 +470,7 @@ impl Fs {
             // "No such name" must not be older than another host's create
             // that returned before this lookup (close-to-open for new
             // names): the pushed stamp may still be on its way, so ask.
-            None if self.db.is_shared() => {
+            None if !self.db.begin_is_fresh() => {
                 tx = self.db.begin_fresh()?;
                 Self::entry(&mut tx, parent, name)?.ok_or(FsError::NotFound)?
             }
