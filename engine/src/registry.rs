@@ -323,10 +323,11 @@ impl Registry {
     }
 
     fn read_record(&self, seq: u64) -> Result<Option<Arc<CommitRecord>>> {
-        let path = log_path(seq);
+        // Most reads are probes past the end: the path is built for a hit.
         let Some(data) = self.log.read(seq)? else {
             return Ok(None);
         };
+        let path = log_path(seq);
         let mut rec = decode_record(path.as_ref(), &data)?;
         if let Some(sink) = self.packed_sink.get() {
             sink(rec.seq, &rec.packed);

@@ -74,6 +74,9 @@ pub struct SetAttr {
     pub mtime: Option<Time>,
     /// New change time.
     pub ctime: Option<Time>,
+    /// The process asking (the FUSE request's pid), when known: a process's
+    /// changes to a file whose writes it has buffered ride with them.
+    pub by: Option<u32>,
 }
 
 /// How a volume is served.
@@ -132,6 +135,65 @@ struct FileState {
     dirty: Option<Dirty>,
     /// Last write time of the buffered changes.
     write_time: Time,
+    /// The process whose write was buffered last, when known.
+    writer: Option<u32>,
+    /// Attribute changes that process made after its writes, committed
+    /// with them (tar, cp -p and rsync set times, owner and mode between
+    /// the last write and the close: one commit instead of four).
+    attrs: PendingAttrs,
+}
+
+/// Attribute changes waiting for the commit of a file's buffered writes.
+#[derive(Clone, Copy, Default)]
+struct PendingAttrs {
+    perm: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    atime: Option<Time>,
+    mtime: Option<Time>,
+    ctime: Option<Time>,
+}
+
+impl PendingAttrs {
+    fn is_empty(&self) -> bool {
+        self.perm.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
+            && self.ctime.is_none()
+    }
+
+    /// Adds a later change (its values win).
+    fn absorb(&mut self, set: &SetAttr) {
+        self.perm = set.mode.map(|m| m & 0o7777).or(self.perm);
+        self.uid = set.uid.or(self.uid);
+        self.gid = set.gid.or(self.gid);
+        self.atime = set.atime.or(self.atime);
+        self.mtime = set.mtime.or(self.mtime);
+        self.ctime = Some(set.ctime.unwrap_or_else(Time::now));
+    }
+
+    fn apply(&self, i: &mut Inode) {
+        if let Some(p) = self.perm {
+            i.perm = p;
+        }
+        if let Some(u) = self.uid {
+            i.uid = u;
+        }
+        if let Some(g) = self.gid {
+            i.gid = g;
+        }
+        if let Some(t) = self.atime {
+            i.atime = t;
+        }
+        if let Some(t) = self.mtime {
+            i.mtime = t;
+        }
+        if let Some(t) = self.ctime {
+            i.ctime = t;
+        }
+    }
 }
 
 struct Handle {
@@ -452,6 +514,7 @@ impl Fs {
                 inode.mtime = st.write_time;
                 inode.ctime = st.write_time;
             }
+            st.attrs.apply(&mut inode);
         }
         Ok(Attr { ino, inode })
     }
@@ -982,6 +1045,9 @@ impl Fs {
     /// Changes attributes; a size change goes through the file's buffer.
     pub fn setattr(&self, ino: u64, set: &SetAttr) -> FsResult<Attr> {
         self.writable()?;
+        if set.size.is_none() && self.defer_attrs(ino, set) {
+            return self.getattr(ino);
+        }
         // Buffered writes land first: times set now (tar, cp -p) must not be
         // overwritten by a later commit of older writes.
         self.flush(ino)?;
@@ -1038,6 +1104,28 @@ impl Fs {
             })?;
         }
         self.getattr(ino)
+    }
+
+    /// Keeps `set` for the commit of the file's buffered writes when the
+    /// process asking is the one that wrote them and the file is still open:
+    /// this host sees the change at once, other hosts see it with the
+    /// content, at the close (close-to-open). Another process's change, or
+    /// one to a file with nothing buffered, commits at once.
+    fn defer_attrs(&self, ino: u64, set: &SetAttr) -> bool {
+        let Some(by) = set.by else {
+            return false;
+        };
+        let Some(state) = self.files.lock().get(&ino).cloned() else {
+            return false;
+        };
+        let mut st = state.lock();
+        let writing = st.opens > 0
+            && st.writer == Some(by)
+            && st.dirty.as_ref().is_some_and(|d| !d.is_clean());
+        if writing {
+            st.attrs.absorb(set);
+        }
+        writing
     }
 
     /// Value of an extended attribute.
@@ -1215,7 +1303,10 @@ impl Fs {
         let mut files = self.files.lock();
         if let Some(s) = files.get(&ino) {
             let st = s.lock();
-            if st.opens == 0 && st.dirty.as_ref().is_none_or(|d| d.is_clean()) {
+            if st.opens == 0
+                && st.dirty.as_ref().is_none_or(|d| d.is_clean())
+                && st.attrs.is_empty()
+            {
                 drop(st);
                 files.remove(&ino);
             }
@@ -1334,6 +1425,11 @@ impl Fs {
 
     /// Buffers a write; returns the bytes taken.
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.write_from(fh, offset, data, None)
+    }
+
+    /// `write` on behalf of process `pid` (see [`SetAttr::by`]).
+    pub fn write_from(&self, fh: u64, offset: u64, data: &[u8], pid: Option<u32>) -> FsResult<u32> {
         self.writable()?;
         let (ino, append) = {
             let mut h = self.handles.lock();
@@ -1365,6 +1461,10 @@ impl Fs {
             }
         };
         st.write_time = Time::now();
+        st.writer = pid;
+        // A write after a utimens moves the times on again.
+        st.attrs.mtime = None;
+        st.attrs.ctime = None;
         Ok(data.len() as u32)
     }
 
@@ -1462,10 +1562,11 @@ impl Fs {
     /// another host's land after its bytes; other writes land over the
     /// content as committed, whole.
     fn commit_locked(&self, ino: u64, st: &mut FileState, sync: bool) -> FsResult<()> {
+        let pending = st.attrs;
         let Some(dirty) = st.dirty.as_mut() else {
             return Ok(());
         };
-        if dirty.is_clean() {
+        if dirty.is_clean() && pending.is_empty() {
             return Ok(());
         }
         self.writable()?;
@@ -1524,6 +1625,7 @@ impl Fs {
             inode.size = size;
             inode.mtime = when;
             inode.ctime = when;
+            pending.apply(&mut inode);
             Self::store(tx, ino, &inode)?;
             Ok(size)
         };
@@ -1537,6 +1639,7 @@ impl Fs {
             Ok(size) => {
                 self.unsynced.store(!sync, Ordering::Relaxed);
                 st.dirty = Some(Dirty::new(size));
+                st.attrs = PendingAttrs::default();
                 Ok(())
             }
             Err(FsError::NotFound) => {
@@ -1546,6 +1649,7 @@ impl Fs {
                     "buffered writes dropped: the file was deleted elsewhere"
                 );
                 st.dirty = None;
+                st.attrs = PendingAttrs::default();
                 Ok(())
             }
             Err(e) => Err(e),

@@ -176,7 +176,7 @@ impl Filesystem for FuseFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -208,6 +208,8 @@ impl Filesystem for FuseFs {
             atime: atime.map(time),
             mtime: mtime.map(time),
             ctime: ctime.map(Time::from_system),
+            // Kernel-made requests (pid 0) are nobody's.
+            by: Some(req.pid()).filter(|p| *p != 0),
         };
         match self.fs.setattr(ino.0, &set) {
             Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
@@ -390,7 +392,7 @@ impl Filesystem for FuseFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -404,7 +406,8 @@ impl Filesystem for FuseFs {
         let r = if Virtual::owns_fh(fh.0) {
             self.virt.write(fh.0, offset, data)
         } else {
-            self.fs.write(fh.0, offset, data)
+            self.fs
+                .write_from(fh.0, offset, data, Some(req.pid()).filter(|p| *p != 0))
         };
         match r {
             Ok(n) => {

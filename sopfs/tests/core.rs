@@ -234,3 +234,108 @@ fn a_big_write_goes_ahead_to_the_store_or_spills_and_lands_as_one_commit() {
     drop(c);
     assert!(b.read(f, 0, 24 << 20).expect("read b") == want);
 }
+
+/// tar, `cp -p` and rsync write a file, then set its times, owner and mode,
+/// then close it. Those changes ride with the writes' commit: this host sees
+/// each at once, another host sees all of them with the content at the
+/// close, and another process's change to the file is not held back.
+#[test]
+fn attribute_changes_of_the_writing_process_land_with_its_writes() {
+    use sopfs::fs::SetAttr;
+    use sopfs::inode::Time;
+    let (_redis, a, b) = two_hosts();
+    let f = a
+        .make_node(ROOT, ROOT_INO, b"f", NodeSpec::new(Kind::File, 0o600))
+        .expect("create")
+        .ino;
+    let tar = Some(4242);
+    let h = a.open(f, libc::O_WRONLY).expect("open");
+    a.write_from(h, 0, b"content", tar).expect("write");
+    let old = Time {
+        secs: 1_000_000,
+        nanos: 7,
+    };
+    let before = a.db().stats().commits;
+    for set in [
+        SetAttr {
+            mtime: Some(old),
+            by: tar,
+            ..SetAttr::default()
+        },
+        SetAttr {
+            uid: Some(12),
+            gid: Some(34),
+            by: tar,
+            ..SetAttr::default()
+        },
+        SetAttr {
+            mode: Some(0o644),
+            by: tar,
+            ..SetAttr::default()
+        },
+    ] {
+        a.setattr(f, &set).expect("setattr");
+    }
+    assert_eq!(
+        a.db().stats().commits,
+        before,
+        "nothing committed before the close"
+    );
+    let here = a.getattr(f).expect("stat on a").inode;
+    assert_eq!(
+        (here.perm, here.uid, here.gid, here.mtime),
+        (0o644, 12, 34, old)
+    );
+    assert_eq!(here.size, 7);
+    let there = b.getattr(f).expect("stat on b").inode;
+    assert_eq!(
+        (there.perm, there.size),
+        (0o600, 0),
+        "b sees the file as it was"
+    );
+    a.flush_handle(h).expect("close");
+    a.release(h).expect("release");
+    assert_eq!(
+        a.db().stats().commits,
+        before + 1,
+        "content and attributes in one commit"
+    );
+    let there = b.getattr(f).expect("stat on b").inode;
+    assert_eq!(
+        (there.perm, there.uid, there.gid, there.mtime, there.size),
+        (0o644, 12, 34, old, 7)
+    );
+    assert_eq!(b.read(f, 0, 100).expect("read"), b"content");
+
+    // A write after the times were set moves mtime on again.
+    let h = a.open(f, libc::O_WRONLY).expect("open");
+    a.write_from(h, 0, b"x", tar).expect("write");
+    a.setattr(
+        f,
+        &SetAttr {
+            mtime: Some(old),
+            by: tar,
+            ..SetAttr::default()
+        },
+    )
+    .expect("utimens");
+    a.write_from(h, 1, b"y", tar).expect("write after");
+    assert!(a.getattr(f).expect("stat").inode.mtime > old);
+
+    // Another process's chmod commits at once, buffered writes with it.
+    a.setattr(
+        f,
+        &SetAttr {
+            mode: Some(0o640),
+            by: Some(1),
+            ..SetAttr::default()
+        },
+    )
+    .expect("chmod by another process");
+    let there = b.getattr(f).expect("stat on b").inode;
+    assert_eq!(there.perm, 0o640);
+    assert_eq!(b.read(f, 0, 100).expect("read"), b"xyntent");
+    a.flush_handle(h).expect("close");
+    a.release(h).expect("release");
+    assert_eq!(a.check().expect("check"), (1, 1));
+}

@@ -137,3 +137,29 @@ fn second_embedded_daemon_on_one_store_is_refused() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!is_mounted(&t.path().join("b")));
 }
+
+#[test]
+fn tar_extracted_on_one_host_shows_its_times_and_modes_on_the_other() {
+    let _one = serial();
+    let (t, _redis, a, b) = two_mounts();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).expect("src");
+    sh(
+        &src,
+        r#"
+        for i in $(seq 1 30); do head -c $((i * 1500)) /dev/urandom > f$i; done
+        chmod 0751 f1 && chmod 0600 f2 && chmod 4755 f3
+        touch -d '2001-02-03 04:05:06' f4
+        "#,
+    );
+    // tar writes each file, then sets its times, owner and mode, then
+    // closes it: all of that must reach the other host with the content.
+    let listing = "stat -c '%n %a %u %g %s %Y' f* | sort; md5sum f* | sort";
+    sh(
+        &a.dir,
+        &format!("tar -C {} -cf - . | tar -xpf - --same-owner", src.display()),
+    );
+    let want = sh(&src, listing);
+    assert_eq!(sh(&a.dir, listing), want, "on the extracting host");
+    assert_eq!(sh(&b.dir, listing), want, "on the other host");
+}
