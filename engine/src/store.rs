@@ -299,7 +299,11 @@ impl BlobStore {
             }
             r => r.map_err(io)?,
         };
-        std::io::Write::write_all(&mut f, &data).map_err(io)
+        std::io::Write::write_all(&mut f, &data).map_err(io)?;
+        if data.len() >= START_WRITEBACK_FROM {
+            start_writeback(f);
+        }
+        Ok(())
     }
 
     /// Creates an object only if absent: `Ok(false)` when it already existed.
@@ -481,6 +485,52 @@ impl BlobStore {
             sync_path(&d)?;
         }
         Ok(())
+    }
+}
+
+/// Blobs this big (a big file's chunks) are sent towards the disk soon
+/// after they are written: a later fsync (one `syncfs` of the store) then
+/// waits for what is left instead of for the whole file, and a writer that
+/// never syncs only starts the writeback the kernel would do later anyway.
+const START_WRITEBACK_FROM: usize = 128 * 1024;
+
+/// Files waiting for their writeback to be started; past this many, new
+/// ones are left to the kernel (the disk is busy anyway).
+const WRITEBACK_QUEUE: usize = 64;
+
+/// Hands `f` to the writeback thread, which starts writing its dirty pages
+/// back without waiting for them: `sync_file_range` can block while the
+/// disk's queue is full, and the writer of the blob must not.
+fn start_writeback(f: std::fs::File) {
+    static QUEUE: std::sync::OnceLock<Option<std::sync::mpsc::SyncSender<std::fs::File>>> =
+        std::sync::OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::fs::File>(WRITEBACK_QUEUE);
+        std::thread::Builder::new()
+            .name("sopfs-writeback".into())
+            .spawn(move || {
+                for f in rx {
+                    writeback_now(&f);
+                }
+            })
+            .map_err(|e| tracing::debug!(error = %e, "no writeback thread"))
+            .ok()
+            .map(|_| tx)
+    });
+    if let Some(q) = queue {
+        let _ = q.try_send(f);
+    }
+}
+
+#[allow(unsafe_code)]
+fn writeback_now(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads its integer arguments; the
+    // descriptor stays open for the whole call (borrowed from `f`).
+    let r = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if r != 0 {
+        // Only an early start is lost: the data is written either way.
+        tracing::debug!(error = %std::io::Error::last_os_error(), "sync_file_range");
     }
 }
 
