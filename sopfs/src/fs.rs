@@ -1081,25 +1081,12 @@ impl Fs {
         if !only_size {
             self.write_tx(|tx| {
                 let mut i = Self::load(tx, ino)?;
-                if let Some(m) = set.mode {
-                    i.perm = m & 0o7777;
+                if set.mtime.is_some() && i.kind == Kind::Dir {
+                    Self::fold_into_inode(tx, ino, &mut i)?;
                 }
-                if let Some(u) = set.uid {
-                    i.uid = u;
-                }
-                if let Some(g) = set.gid {
-                    i.gid = g;
-                }
-                if let Some(t) = set.atime {
-                    i.atime = t;
-                }
-                if let Some(t) = set.mtime {
-                    if i.kind == Kind::Dir {
-                        Self::fold_into_inode(tx, ino, &mut i)?;
-                    }
-                    i.mtime = t;
-                }
-                i.ctime = set.ctime.unwrap_or_else(Time::now);
+                let mut change = PendingAttrs::default();
+                change.absorb(set);
+                change.apply(&mut i);
                 Self::store(tx, ino, &i)
             })?;
         }
