@@ -315,6 +315,9 @@ impl DbInner {
             // a pushed stamp, and exact: every commit point is a slot in it
             // (a pushed stamp may still be on its way, behind a commit that
             // returned).
+            if let Some(state) = self.registry.current_if_newest() {
+                return Ok(state);
+            }
             return self.registry.catch_up(true);
         }
         let local = self.registry.current();

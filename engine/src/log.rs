@@ -315,6 +315,25 @@ impl Log {
         self.store.get(&log_path(seq))
     }
 
+    /// True when `seq` is certainly the newest record: it is the last one
+    /// indexed, its segment has room for more (no newer segment can have
+    /// begun), and the segment file has not grown since. One `fstat`, no
+    /// read: the common answer of a probe in cluster mode on a local folder.
+    /// `false` means "look properly" (`read(seq + 1)`), not "there is more".
+    pub fn ends_at(&self, seq: u64) -> bool {
+        if !self.follows_others() || seq <= self.objects_upto {
+            return false;
+        }
+        let segs = self.segs.lock();
+        if segs.last_seq() != Some(seq) {
+            return false;
+        }
+        let Some(seg) = segs.by_first.values().next_back() else {
+            return false;
+        };
+        seg.end < self.segment_bytes && seg.file.metadata().is_ok_and(|m| m.len() == seg.end)
+    }
+
     /// True when other processes may append segments this one has not seen.
     fn follows_others(&self) -> bool {
         self.mode != LogMode::Owner && self.dir.is_some()
@@ -924,6 +943,37 @@ mod tests {
             b.read(4096).expect("read").as_deref(),
             Some(&rec(4096, "old")[..])
         );
+    }
+
+    #[test]
+    fn ends_at_says_yes_only_when_nothing_can_follow() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (
+            shared(dir.path(), LogMode::Shared, 100),
+            shared(dir.path(), LogMode::Shared, 100),
+        );
+        assert!(!b.ends_at(1), "nothing indexed yet: look properly");
+        assert!(a.append(2, &rec(2, "a")).expect("append"));
+        assert!(a.ends_at(2));
+        assert!(!b.ends_at(2), "b has not indexed record 2");
+        assert!(b.read(2).expect("read").is_some());
+        assert!(b.ends_at(2));
+        assert!(a.append(3, &rec(3, "a")).expect("append"));
+        assert!(!b.ends_at(2), "the segment grew");
+        assert!(!a.ends_at(2), "a newer record is indexed");
+        assert!(b.read(3).expect("read").is_some());
+        // Past `segment_bytes` a new segment may begin at any time: no.
+        let mut last = 3;
+        while std::fs::metadata(&segment_files(dir.path())[0])
+            .expect("meta")
+            .len()
+            < 100
+        {
+            last += 1;
+            assert!(a.append(last, &rec(last, "a")).expect("append"));
+        }
+        assert_eq!(segment_files(dir.path()).len(), 1);
+        assert!(!a.ends_at(last), "a full segment may be followed");
     }
 
     #[test]

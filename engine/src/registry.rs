@@ -402,6 +402,18 @@ impl Registry {
         Ok(state)
     }
 
+    /// The current state when the log shows at a glance that nothing
+    /// landed after it (see `Log::ends_at`), without the fold's lock:
+    /// concurrent readers need not queue behind one another to learn that.
+    pub fn current_if_newest(&self) -> Option<Arc<RegState>> {
+        let state = self.current();
+        if !self.log.ends_at(state.seq) {
+            return None;
+        }
+        *self.probed_at.lock() = std::time::Instant::now();
+        Some(state)
+    }
+
     /// Time since the store was last probed to the end of the log.
     pub fn idle_for(&self) -> std::time::Duration {
         self.probed_at.lock().elapsed()
