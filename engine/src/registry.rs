@@ -172,6 +172,44 @@ mod v2 {
     }
 }
 
+/// The leading fields of a record of format 2 or later (what the registry
+/// and validation need), without the node and value bodies that follow.
+#[derive(Deserialize)]
+struct RecordHead {
+    seq: u64,
+    txid: TxId,
+    time_ms: u64,
+    writes: Vec<TreeWrites>,
+    replaced_trees: Vec<String>,
+    nodes: Vec<NodeChange>,
+}
+
+/// Decodes a commit record without its node and value bodies (left empty):
+/// they are the bulk of a record, and a reader that will not read those
+/// nodes (another process's directories) need not copy them.
+pub(crate) fn decode_record_head(path: &str, data: &[u8]) -> Result<CommitRecord> {
+    let (version, payload) = codec::unframe_versioned(Kind::Record, path, data)?;
+    if version < 2 {
+        return decode_record(path, data);
+    }
+    let (head, _bodies) =
+        postcard::take_from_bytes::<RecordHead>(payload).map_err(|e| Error::Corrupted {
+            what: "commit record",
+            path: path.to_string(),
+            detail: format!("does not decode: {e}"),
+        })?;
+    Ok(CommitRecord {
+        seq: head.seq,
+        txid: head.txid,
+        time_ms: head.time_ms,
+        writes: head.writes,
+        replaced_trees: head.replaced_trees,
+        nodes: head.nodes,
+        packed: Vec::new(),
+        values: Vec::new(),
+    })
+}
+
 /// Decodes a commit record of any format this build reads.
 pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
     let (version, payload) = codec::unframe_versioned(Kind::Record, path, data)?;
@@ -328,10 +366,16 @@ impl Registry {
             return Ok(None);
         };
         let path = log_path(seq);
-        let mut rec = decode_record(path.as_ref(), &data)?;
-        if let Some(sink) = self.packed_sink.get() {
-            sink(rec.seq, &rec.packed);
-        }
+        // Without a sink (a store where reading a record again is cheap)
+        // the node bodies stay in the log until someone reads those nodes.
+        let mut rec = match self.packed_sink.get() {
+            Some(sink) => {
+                let rec = decode_record(path.as_ref(), &data)?;
+                sink(rec.seq, &rec.packed);
+                rec
+            }
+            None => decode_record_head(path.as_ref(), &data)?,
+        };
         // Node bodies and values are read through the loader when needed,
         // not kept here.
         rec.packed = Vec::new();
@@ -538,6 +582,50 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_head_is_the_record_without_its_bodies() {
+        let rec = CommitRecord {
+            seq: 9,
+            txid: TxId(5),
+            time_ms: 77,
+            writes: vec![TreeWrites {
+                tree: "d1".into(),
+                keys: vec![b"name".to_vec()],
+            }],
+            replaced_trees: vec!["gone".into()],
+            nodes: vec![NodeChange {
+                node: NodeId(3),
+                old: Some(BlobId(1)),
+                new: Some(BlobId(2)),
+                packed: true,
+            }],
+            packed: vec![PackedNode {
+                blob: BlobId(2),
+                body: vec![9; 300],
+            }],
+            values: vec![PackedValue {
+                blob: BlobId(8),
+                body: vec![4; 4096],
+            }],
+        };
+        let data = codec::encode(Kind::Record, &rec);
+        let head = decode_record_head("log/9", &data).expect("head");
+        assert_eq!(
+            head,
+            CommitRecord {
+                packed: Vec::new(),
+                values: Vec::new(),
+                ..rec.clone()
+            }
+        );
+        assert_eq!(decode_record("log/9", &data).expect("whole"), rec);
+        // The frame still guards the bodies: damage there is refused too.
+        let mut bad = data.to_vec();
+        let at = bad.len() - 100;
+        bad[at] ^= 1;
+        assert!(decode_record_head("log/9", &bad).is_err());
+    }
 
     #[test]
     fn records_of_format_2_are_still_read() {
