@@ -113,12 +113,17 @@ pub struct Log {
     /// Shared mode on a local folder: `segments/lock`, whose exclusive
     /// `flock` is the turn to append.
     turn: Option<File>,
+    /// Longest wait for the turn (`TURN_PATIENCE`; shorter in tests).
+    turn_patience: std::time::Duration,
     /// Shared mode on a local folder: the highest record found as an
     /// object when the log was opened. Every writer of a format-4 volume
     /// appends segments, so a record past it that no segment holds does not
     /// exist yet, and a probe for it needs no failed `open` of its object.
     objects_upto: u64,
 }
+
+/// Longest wait for the turn to append before a commit fails.
+const TURN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Holds the turn to append; gives it back when dropped.
 struct Turn<'a>(&'a File);
@@ -190,6 +195,7 @@ impl Log {
             dir,
             segs: Mutex::new(Segments::default()),
             turn,
+            turn_patience: TURN_PATIENCE,
             objects_upto,
         };
         log.index()?;
@@ -450,16 +456,38 @@ impl Log {
         Ok(())
     }
 
-    /// Waits for the turn to append (shared mode on a local folder).
+    /// Waits for the turn to append (shared mode on a local folder). A turn
+    /// lasts one `pwrite`; one held for `TURN_PATIENCE` belongs to a process
+    /// that is stopped or stuck, and waiting on is an error, not a hang.
     fn take_turn(&self) -> Result<Option<Turn<'_>>> {
         let Some(file) = &self.turn else {
             return Ok(None);
         };
-        file.lock().map_err(|source| Error::Io {
-            path: "segments/lock".into(),
-            source,
-        })?;
-        Ok(Some(Turn(file)))
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_micros(20);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Some(Turn(file))),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(source)) => {
+                    return Err(Error::Io {
+                        path: "segments/lock".into(),
+                        source,
+                    })
+                }
+            }
+            let waited = started.elapsed();
+            if waited > self.turn_patience {
+                tracing::error!(
+                    ?waited,
+                    "another process has held the commit log's turn (segments/lock) too long; \
+                     is a sopfs process of this volume stopped?"
+                );
+                return Err(Error::Timeout(waited));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Appends framed record `seq`: the commit point. `Ok(false)` when
@@ -943,6 +971,21 @@ mod tests {
             b.read(4096).expect("read").as_deref(),
             Some(&rec(4096, "old")[..])
         );
+    }
+
+    #[test]
+    fn a_turn_held_too_long_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut a = shared(dir.path(), LogMode::Shared, 1 << 20);
+        a.turn_patience = std::time::Duration::from_millis(200);
+        // A stopped process holding the turn (flock is per open file).
+        let stuck = File::open(dir.path().join("segments/lock")).expect("open");
+        stuck.lock().expect("flock");
+        let t = std::time::Instant::now();
+        assert!(matches!(a.append(2, &rec(2, "a")), Err(Error::Timeout(_))));
+        assert!(t.elapsed() >= std::time::Duration::from_millis(200));
+        stuck.unlock().expect("unlock");
+        assert!(a.append(2, &rec(2, "a")).expect("append once it is free"));
     }
 
     #[test]
