@@ -76,9 +76,13 @@ impl Segments {
         Some((seg.file.clone(), off, len))
     }
 
+    /// The newest record the segments account for. An empty last segment
+    /// (begun by a process that died before its first frame landed) says
+    /// the one before its first: a segment is only begun at the record
+    /// after the newest one, and the next appender fills it.
     fn last_seq(&self) -> Option<u64> {
         let (first, seg) = self.by_first.iter().next_back()?;
-        (!seg.frames.is_empty()).then(|| first + seg.frames.len() as u64 - 1)
+        (first + seg.frames.len() as u64).checked_sub(1)
     }
 }
 
@@ -911,6 +915,35 @@ mod tests {
                 Some(&rec(seq, by)[..])
             );
         }
+    }
+
+    #[test]
+    fn a_segment_begun_by_a_writer_that_died_before_its_first_frame_is_filled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // ~30-byte frames: two fill a 50-byte segment.
+        let a = shared(dir.path(), LogMode::Shared, 50);
+        assert!(a.append(2, &rec(2, "a")).expect("append"));
+        assert!(a.append(3, &rec(3, "a")).expect("append"));
+        // A writer began the segment for record 4 and was killed there.
+        std::fs::write(dir.path().join("segments").join(segment_name(4)), b"").expect("empty");
+        let b = shared(dir.path(), LogMode::Shared, 50);
+        assert_eq!(
+            b.read(4).expect("read"),
+            None,
+            "an empty segment holds nothing"
+        );
+        assert!(b
+            .append(4, &rec(4, "b"))
+            .expect("append into the empty segment"));
+        assert!(a.append(5, &rec(5, "a")).expect("a follows and goes on"));
+        let c = shared(dir.path(), LogMode::ReadOnly, 50);
+        for (seq, by) in [(2, "a"), (3, "a"), (4, "b"), (5, "a")] {
+            assert_eq!(
+                c.read(seq).expect("read").as_deref(),
+                Some(&rec(seq, by)[..])
+            );
+        }
+        assert!(segment_files(dir.path()).len() >= 2);
     }
 
     #[test]
