@@ -14,7 +14,7 @@ Usage (as root, from the repository):
         --workload creates4k --runs 3 [--redis]
 
 Workloads: creates, creates4k (one process), creates4p (4 processes, own
-folders), stat (cold kernel caches), tar (/usr/share/doc), seqwrite (1 GiB
+folders), stat and stat4p (cold kernel caches; one or 4 processes), tar (/usr/share/doc), seqwrite (1 GiB
 write+close and write+fsync), seqread (1 GiB cold). With --redis each build
 runs as a two-mount cluster on a private redis-server (the second mount
 idles, as another host would), and the second daemon's CPU is shown too.
@@ -87,6 +87,20 @@ def workload(name, mnt, tarball, start):
             for i in range(N):
                 os.stat(f"{d}/f0-{i}")
             out = [("stat", N, time.perf_counter() - t)]
+    elif name == "stat4p":
+        dirs = [f"{mnt}/w{k}" for k in range(4)]
+        for k, d in enumerate(dirs):
+            os.makedirs(d)
+            creates(d, N // 4, 0, k)
+        fb.drop_caches()
+        start()
+
+        def stats(d, n, k):
+            for i in range(n):
+                os.stat(f"{d}/f{k}-{i}")
+
+        t = fb._phase(stats, [(d, N // 4, k) for k, d in enumerate(dirs)])
+        out.append(("stat, 4 procs", N, t))
     elif name == "creates4p":
         dirs = [f"{mnt}/w{k}" for k in range(4)]
         for d in dirs:
