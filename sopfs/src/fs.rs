@@ -1286,9 +1286,17 @@ impl Fs {
         self.files.lock().entry(ino).or_default().clone()
     }
 
+    /// Drops the file's state once nothing is open, buffered or pending.
+    /// Every clone of a state is taken under the map's lock, so a count of
+    /// one there means no thread is between `state()` and locking it: a
+    /// state some thread was about to write into would otherwise leave the
+    /// map, and its writes with it, unseen by the closes that commit.
     fn release_state_if_idle(&self, ino: u64) {
         let mut files = self.files.lock();
         if let Some(s) = files.get(&ino) {
+            if Arc::strong_count(s) > 1 {
+                return;
+            }
             let st = s.lock();
             if st.opens == 0
                 && st.dirty.as_ref().is_none_or(|d| d.is_clean())
