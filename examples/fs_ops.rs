@@ -39,7 +39,7 @@ fn main() -> anyhow::Result<()> {
     let n: usize = arg(&args, "--files", "20000").parse()?;
     let size: usize = arg(&args, "--size", "4096").parse()?;
     let db = Db::open(StoreLocation::parse(&store)?, Options::default())?;
-    let fs = Fs::new(db, FsOptions::default(), None)?;
+    let fs = Fs::new(db, FsOptions::default())?;
     let dir = fs
         .make_node(ROOT, ROOT_INO, b"bench", NodeSpec::new(Kind::Dir, 0o755))?
         .ino;

@@ -444,14 +444,19 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             paths.push(path);
             keep_locks()?;
         }
-        if tx.opts.sync {
-            paths.extend(
-                value_ids
-                    .iter()
-                    .filter(|b| !packed_ids.contains(b))
-                    .map(|b| blob_path(*b)),
-            );
-            paths.extend(tx.stashed.iter().map(|(_, b)| blob_path(*b)));
+        // Every blob the record names is durable before the record is
+        // written, sync or not: a power cut may drop commits that were never
+        // synced (the log keeps a prefix), but it never leaves a record
+        // whose blobs are gone. Commits whose values and nodes all travel in
+        // the record (small files) have nothing to wait for here.
+        paths.extend(
+            value_ids
+                .iter()
+                .filter(|b| !packed_ids.contains(b))
+                .map(|b| blob_path(*b)),
+        );
+        paths.extend(tx.stashed.iter().map(|(_, b)| blob_path(*b)));
+        if !paths.is_empty() {
             store.sync(&paths)?;
         }
         let (writes, replaced_trees) = record_writes(tx);

@@ -11,6 +11,7 @@ pub mod codec;
 mod commit;
 pub mod coordinator;
 mod db;
+pub mod durable;
 mod error;
 mod gc;
 pub mod ids;

@@ -176,7 +176,7 @@ impl Log {
         let dir = store.location().local_root().map(|r| r.join("segments"));
         let turn = match (&dir, mode) {
             (Some(dir), LogMode::Shared) => {
-                std::fs::create_dir_all(dir).map_err(io(dir))?;
+                crate::durable::create_dirs(dir).map_err(io(dir))?;
                 let path = dir.join("lock");
                 let file = std::fs::OpenOptions::new()
                     .create(true)
@@ -260,14 +260,41 @@ impl Log {
                 }
             }
         }
+        self.check_no_gap(&segs, dir)?;
         *self.segs.lock() = segs;
         Ok(())
     }
 
+    /// Each segment begins where the one before ends, or record objects
+    /// fill the stretch between them (records of older versions). A hole
+    /// would make every later record unreachable and every append find its
+    /// seq "taken": say so at open instead of timing out every commit.
+    fn check_no_gap(&self, segs: &Segments, dir: &Path) -> Result<()> {
+        let mut next: Option<u64> = None;
+        for (&first, seg) in &segs.by_first {
+            if let Some(want) = next.filter(|&w| first > w) {
+                if self.store.get(&log_path(want))?.is_none() {
+                    return Err(Error::Corrupted {
+                        what: "commit log",
+                        path: dir.join(segment_name(first)).display().to_string(),
+                        detail: format!(
+                            "records {want}..{} are missing before this segment",
+                            first - 1
+                        ),
+                    });
+                }
+            }
+            next = Some(first + seg.frames.len() as u64);
+        }
+        Ok(())
+    }
+
     /// Reads a segment whole and finds its frames. The last segment may end
-    /// in a torn frame: the owner cuts it off, readers stop before it. A bad
-    /// frame with a good one after it, or in any other segment, is damage:
-    /// cutting there would drop commits that returned.
+    /// in frames a power cut or a dying writer tore: the owner cuts them
+    /// off (`cut_torn_tail`), readers stop before them. A bad frame with
+    /// whole ones after it is a write a power cut dropped only if it shows
+    /// the zeros of one (`lost_write`); otherwise, and anywhere in another
+    /// segment (made durable before the next one began), it is damage.
     fn scan(&self, file: &File, path: &Path, last: bool) -> Result<Vec<(u64, u32)>> {
         let data = std::fs::read(path).map_err(io(path))?;
         let mut frames = Vec::new();
@@ -278,15 +305,9 @@ impl Log {
                     frames.push((off as u64, len as u32));
                     off += len;
                 }
-                None if last && !valid_frame_after(&data, off) => {
-                    let dropped = data.len() - off;
+                None if last && (!valid_frame_after(&data, off) || lost_write(&data, off)) => {
                     if self.mode == LogMode::Owner {
-                        tracing::warn!(
-                            segment = %path.display(),
-                            bytes = dropped,
-                            "cutting off a torn commit record at the end of the log"
-                        );
-                        file.set_len(off as u64).map_err(io(path))?;
+                        cut_torn_tail(file, path, off as u64, &data[off..])?;
                     }
                     break;
                 }
@@ -549,12 +570,18 @@ impl Log {
             return Ok(());
         };
         if let Some((&prev, seg)) = segs.by_first.iter_mut().next_back() {
+            // A newer segment may exist only behind a durable one: a sync
+            // covers the segment it lands in, so a tail of this one that a
+            // power cut dropped would cut the log before records that were
+            // synced later (and wedge it, the next seq "taken" by a gap).
+            let path = dir.join(segment_name(prev));
+            crate::durable::file_data(&seg.file, &path).map_err(io(&path))?;
             if !seg.sealed {
-                write_sidecar(&dir.join(segment_name(prev)), &seg.frames)?;
+                write_sidecar(&path, &seg.frames)?;
                 seg.sealed = true;
             }
         }
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        crate::durable::create_dirs(dir).map_err(io(dir))?;
         let path = dir.join(segment_name(first));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -563,7 +590,7 @@ impl Log {
             .open(&path)
             .map_err(io(&path))?;
         // The new name must survive a power cut as surely as what goes in it.
-        sync_dir(dir)?;
+        crate::durable::dir(dir).map_err(io(dir))?;
         segs.by_first.insert(
             first,
             Segment {
@@ -576,16 +603,48 @@ impl Log {
         Ok(())
     }
 
-    /// Makes record `seq` durable.
+    /// Makes record `seq`, and every record before it, durable. Sealed
+    /// segments were made durable before the next one began, so only the
+    /// segment holding `seq` can have a tail in the page cache.
     pub fn sync(&self, seq: u64) -> Result<()> {
         let found = self.segs.lock().find(seq);
         match found {
-            Some((file, ..)) => file.sync_data().map_err(|source| Error::Io {
-                path: format!("segment record {seq}"),
-                source,
-            }),
-            None => self.store.sync(&[log_path(seq)]),
+            Some((file, ..)) => crate::durable::file_data(&file, &self.segment_path_of(seq))
+                .map_err(|source| Error::Io {
+                    path: format!("segment record {seq}"),
+                    source,
+                }),
+            None => match self.store.sync(&[log_path(seq)]) {
+                // Trimmed: behind a checkpoint, which was made durable first.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    Ok(())
+                }
+                r => r,
+            },
         }
+    }
+
+    /// Makes every record this process has seen durable.
+    pub fn sync_all(&self) -> Result<()> {
+        let last = self.segs.lock().last_seq();
+        match last {
+            Some(seq) => self.sync(seq),
+            None => Ok(()),
+        }
+    }
+
+    /// The path of the segment that holds `seq` (for logs and barriers).
+    fn segment_path_of(&self, seq: u64) -> PathBuf {
+        let first = self
+            .segs
+            .lock()
+            .by_first
+            .range(..=seq)
+            .next_back()
+            .map_or(seq, |(f, _)| *f);
+        self.dir
+            .as_ref()
+            .map_or_else(PathBuf::new, |d| d.join(segment_name(first)))
     }
 
     /// Every record seq the log holds, ascending.
@@ -720,21 +779,79 @@ fn read_tail(seg: &mut Segment, path: &Path, repair: bool) -> Result<()> {
     }
     seg.end += off as u64;
     if repair && off < buf.len() {
-        if valid_frame_after(&buf, off) {
+        if valid_frame_after(&buf, off) && !lost_write_at(&buf, off, seg.end) {
             return Err(Error::Corrupted {
                 what: "commit log",
                 path: path.display().to_string(),
                 detail: format!("damaged record at byte {}", seg.end),
             });
         }
-        tracing::warn!(
-            segment = %path.display(),
-            bytes = buf.len() - off,
-            "cutting off a commit record torn by a process that died writing it"
-        );
-        seg.file.set_len(seg.end).map_err(io(path))?;
+        cut_torn_tail(&seg.file, path, seg.end, &buf[off..])?;
     }
     Ok(())
+}
+
+/// Sector size for telling a lost write from damage.
+const SECTOR: usize = 512;
+
+/// True when the bad frame at `off` of a whole segment `data` looks like a
+/// write that never reached the disk rather than bytes that went bad: it
+/// begins with zeros, or holds a whole zeroed sector. A write a power cut
+/// dropped reads back as a hole (zeros) or as its page's older state, which
+/// ended where the file ended then (zeros again); a flipped bit leaves the
+/// rest of its frame intact.
+fn lost_write(data: &[u8], off: usize) -> bool {
+    lost_write_at(data, off, off as u64)
+}
+
+/// `lost_write` for a buffer whose byte `off` sits at `file_off` in its file
+/// (sectors are aligned to the file).
+fn lost_write_at(data: &[u8], off: usize, file_off: u64) -> bool {
+    let rest = &data[off..];
+    if rest.iter().take(4).all(|&b| b == 0) {
+        return true;
+    }
+    // The bad frame's extent: its stated length when the header is there,
+    // else up to the next frame's magic.
+    let stated = rest.get(6..10).map(|h| {
+        FRAME_HEADER + u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize + FRAME_TRAILER
+    });
+    let len = match stated {
+        Some(n) if rest.starts_with(b"SOPF") => n.min(rest.len()),
+        _ => rest.len(),
+    };
+    let frame = &rest[..len];
+    let skip = (SECTOR - (file_off as usize % SECTOR)) % SECTOR;
+    frame
+        .get(skip..)
+        .is_some_and(|f| f.chunks_exact(SECTOR).any(|s| s.iter().all(|&b| b == 0)))
+}
+
+/// Cuts the log's last segment at `at`, its first frame that does not
+/// check out. Every record after it is cut too, whole frames included: a
+/// power cut keeps an arbitrary part of what was never synced, so a frame
+/// can survive behind a lost one, but no commit after a lost one was ever
+/// made durable (a sync covers every byte before it), and folding it in
+/// without its predecessor would show half of a history. A log is a
+/// prefix, as a write-ahead log is replayed up to its first bad record.
+/// The bytes cut are kept beside the segment (`<first>.torn-<offset>`)
+/// for whoever wants to look.
+fn cut_torn_tail(file: &File, path: &Path, at: u64, tail: &[u8]) -> Result<()> {
+    let whole_after = valid_frame_after(tail, 0);
+    let keep = path.with_extension(format!("torn-{at}"));
+    if let Err(e) = std::fs::write(&keep, tail) {
+        tracing::warn!(path = %keep.display(), error = %e, "could not keep the torn tail aside");
+    }
+    tracing::warn!(
+        segment = %path.display(),
+        offset = at,
+        bytes = tail.len(),
+        whole_frames_after = whole_after,
+        kept = %keep.display(),
+        "cutting the log at a record that never became durable (power cut or a writer that died)"
+    );
+    file.set_len(at).map_err(io(path))?;
+    file.sync_data().map_err(io(path))
 }
 
 /// The highest seq among the record objects under `log/` (0: none), read
@@ -780,6 +897,7 @@ fn write_sidecar(segment: &Path, frames: &[(u64, u32)]) -> Result<()> {
     let path = sidecar_path(segment);
     let tmp = path.with_extension("idx#0");
     std::fs::write(&tmp, codec::frame(Kind::Index, &payload)).map_err(io(&tmp))?;
+    crate::durable::file_at(&tmp).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 
@@ -800,10 +918,6 @@ fn read_sidecar(segment: &Path) -> Option<Vec<(u64, u32)>> {
         })
         .collect();
     Some(frames)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 #[cfg(test)]

@@ -554,12 +554,15 @@ impl Registry {
             time_ms: now_ms(),
             nodes: state.nodes.iter().map(|(k, v)| (*k, *v)).collect(),
         };
+        // A checkpoint stands for the log up to its seq, and GC trims the
+        // log behind it: both must outlive a power cut before it counts. A
+        // checkpoint ahead of a log whose tail a cut dropped would point at
+        // nodes of records that are gone.
+        self.log.sync(state.seq)?;
+        let path = checkpoint_path(state.seq);
         self.store
-            .create(
-                &checkpoint_path(state.seq),
-                codec::encode(Kind::Checkpoint, &cp),
-            )
-            .map(|_| ())
+            .create(&path, codec::encode(Kind::Checkpoint, &cp))?;
+        self.store.sync(&[path])
     }
 
     /// (seq, time) of every checkpoint in the store, ascending.

@@ -252,7 +252,7 @@ impl BlobStore {
                 let mut moved = written.and_then(|()| std::fs::rename(&spare, &full));
                 if matches!(&moved, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
                     if let Some(parent) = full.parent() {
-                        let _ = std::fs::create_dir_all(parent);
+                        let _ = crate::durable::create_dirs(parent);
                     }
                     moved = std::fs::rename(&spare, &full);
                 }
@@ -293,7 +293,7 @@ impl BlobStore {
         let mut f = match open() {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if let Some(parent) = full.parent() {
-                    std::fs::create_dir_all(parent).map_err(io)?;
+                    crate::durable::create_dirs(parent).map_err(io)?;
                 }
                 open().map_err(io)?
             }
@@ -353,7 +353,7 @@ impl BlobStore {
         if matches!(&placed, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
             // Either the target's folder is new, or the spare was swept.
             if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent).map_err(io)?;
+                crate::durable::create_dirs(parent).map_err(io)?;
             }
             placed = move_if_absent(&spare, full);
         }
@@ -463,28 +463,39 @@ impl BlobStore {
         let Some(root) = self.location.local_root() else {
             return Ok(());
         };
+        let at = |p: &std::path::Path| {
+            let p = p.display().to_string();
+            move |source| Error::Io { path: p, source }
+        };
         if paths.len() > SYNCFS_FROM {
             // One flush of the store's filesystem instead of thousands of
             // fsyncs (a big file's chunks): the same durability, far fewer waits.
-            let io = |source| Error::Io {
-                path: root.display().to_string(),
-                source,
-            };
-            let dir = std::fs::File::open(root).map_err(io)?;
-            return nix::unistd::syncfs(&dir).map_err(|e| io(e.into()));
+            return crate::durable::everything(root).map_err(at(root));
         }
         let mut dirs = std::collections::BTreeSet::new();
         for p in paths {
             let file = root.join(p.as_ref());
-            sync_path(&file)?;
+            crate::durable::file_at(&file).map_err(at(&file))?;
             if let Some(d) = file.parent() {
                 dirs.insert(d.to_path_buf());
             }
         }
         for d in dirs {
-            sync_path(&d)?;
+            crate::durable::dir(&d).map_err(at(&d))?;
         }
         Ok(())
+    }
+
+    /// Makes everything written to the store so far durable (one syncfs of
+    /// a local folder; a no-op elsewhere, where a finished write is durable).
+    pub fn sync_everything(&self) -> Result<()> {
+        let Some(root) = self.location.local_root() else {
+            return Ok(());
+        };
+        crate::durable::everything(root).map_err(|source| Error::Io {
+            path: root.display().to_string(),
+            source,
+        })
     }
 }
 
@@ -630,7 +641,7 @@ fn create_local(full: &std::path::Path, data: &[u8]) -> Result<bool> {
     let mut f = match open() {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = full.parent() {
-                std::fs::create_dir_all(parent).map_err(io)?;
+                crate::durable::create_dirs(parent).map_err(io)?;
             }
             open().map_err(io)?
         }
@@ -691,14 +702,6 @@ fn read_local_range(full: &std::path::Path, range: std::ops::Range<u64>) -> Resu
     }
     buf.truncate(got);
     Ok(Some(Bytes::from(buf)))
-}
-
-fn sync_path(p: &std::path::Path) -> Result<()> {
-    let io = |source| Error::Io {
-        path: p.display().to_string(),
-        source,
-    };
-    std::fs::File::open(p).map_err(io)?.sync_all().map_err(io)
 }
 
 /// Staging files younger than this may belong to a write in progress

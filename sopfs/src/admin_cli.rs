@@ -136,8 +136,8 @@ pub fn dump(
     output: Option<&Path>,
     with_data: bool,
 ) -> anyhow::Result<()> {
-    let (db, root) = open_volume(store, redis, quiet())?;
-    let fs = Fs::new(db, FsOptions::default(), root)?;
+    let db = open_volume(store, redis, quiet())?;
+    let fs = Fs::new(db, FsOptions::default())?;
     let mut progress = Progress::new("inodes dumped");
     let d = fs.dump(with_data, &mut |n| progress.inc(n))?;
     progress.finish();
@@ -186,8 +186,8 @@ pub fn load(store: &str, redis: Option<&str>, file: &Path) -> anyhow::Result<()>
             .with_context(|| format!("{} is not a sopfs dump", file.display()))?
     };
     sopfs::dump::check_dump(&d).with_context(|| format!("cannot load {}", file.display()))?;
-    let (db, root) = open_volume(store, redis, quiet())?;
-    let fs = Fs::new(db, FsOptions::default(), root)?;
+    let db = open_volume(store, redis, quiet())?;
+    let fs = Fs::new(db, FsOptions::default())?;
     let mut progress = Progress::new("inodes loaded");
     let (inodes, entries) = fs
         .load_dump(&d, &mut |n| progress.inc(n))

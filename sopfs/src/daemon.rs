@@ -38,14 +38,8 @@ pub struct MountArgs {
 }
 
 /// Opens the volume at `store`: embedded without `redis`, shared with it.
-/// Also returns the local folder to sync for fsync of clean files.
-pub fn open_volume(
-    store: &str,
-    redis: Option<&str>,
-    opts: Options,
-) -> anyhow::Result<(Db, Option<PathBuf>)> {
+pub fn open_volume(store: &str, redis: Option<&str>, opts: Options) -> anyhow::Result<Db> {
     let location = StoreLocation::parse(store)?;
-    let root = location.local_root().map(Path::to_path_buf);
     let db = match redis {
         None => Db::open(location, opts),
         Some(url) => {
@@ -54,7 +48,7 @@ pub fn open_volume(
         }
     }
     .with_context(|| format!("cannot open volume {store}"))?;
-    Ok((db, root))
+    Ok(db)
 }
 
 /// True when `p` is a mount point whose daemon is gone.
@@ -322,7 +316,7 @@ fn serve(
         pushed_stamps: true,
         ..Options::default()
     };
-    let (db, sync_root) = open_volume(&args.store, args.redis.as_deref(), opts)?;
+    let db = open_volume(&args.store, args.redis.as_deref(), opts)?;
     let fs = Arc::new(Fs::new(
         db,
         FsOptions {
@@ -330,7 +324,6 @@ fn serve(
             cache_dir: dopts.cache_dir.clone().unwrap_or_else(std::env::temp_dir),
             ..FsOptions::default()
         },
-        sync_root,
     )?);
     let run_cfg = RunConfig {
         allow_exec: dopts.allow_exec,

@@ -10,7 +10,7 @@ use crate::inode::*;
 use engine::{Cursor, Db, Direction, Transaction, TreeConfig, TxMode};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Who is asking (from the FUSE request).
@@ -239,9 +239,6 @@ pub struct Fs {
     reap_queue: Mutex<Vec<u64>>,
     dirs: Mutex<HashMap<u64, Vec<DirEntry>>>,
     next_fh: AtomicU64,
-    /// A commit since the last full store sync (fsync of a clean file needs one).
-    unsynced: AtomicBool,
-    sync_root: Option<std::path::PathBuf>,
     /// Newest commit whose changes were pushed to the kernel's caches.
     seen: Mutex<u64>,
     /// Stale names found from inside a handler, for the periodic caller.
@@ -286,7 +283,7 @@ fn new_ino() -> u64 {
 
 impl Fs {
     /// Serves `db`, creating the root directory on first use.
-    pub fn new(db: Db, opts: FsOptions, sync_root: Option<std::path::PathBuf>) -> FsResult<Fs> {
+    pub fn new(db: Db, opts: FsOptions) -> FsResult<Fs> {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
         db.run_with(|tx| -> FsResult<()> {
@@ -311,8 +308,6 @@ impl Fs {
             reap_queue: Mutex::new(Vec::new()),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            unsynced: AtomicBool::new(false),
-            sync_root,
             seen: Mutex::new(0),
             deferred: Mutex::new(Vec::new()),
             invalidator: Mutex::new(None),
@@ -404,11 +399,7 @@ impl Fs {
     /// Runs a read-write transaction, retrying conflicts (the `*_in` methods run inside one).
     pub fn write_tx<T>(&self, f: impl FnMut(&mut Transaction) -> FsResult<T>) -> FsResult<T> {
         self.writable()?;
-        let r = self.db.run_with(f);
-        if r.is_ok() {
-            self.unsynced.store(true, Ordering::Relaxed);
-        }
-        r
+        self.db.run_with(f)
     }
 
     fn read_tx(&self) -> FsResult<Transaction> {
@@ -1510,26 +1501,11 @@ impl Fs {
         self.sync_store()
     }
 
-    /// Makes every commit so far durable.
+    /// Makes every commit so far durable: a rename or an unlink before a
+    /// directory's fsync, a file's commits before `fsync` of a clean file,
+    /// everything before `syncfs`.
     pub fn sync_store(&self) -> FsResult<()> {
-        if !self.unsynced.swap(false, Ordering::Relaxed) {
-            return Ok(());
-        }
-        if let Some(root) = &self.sync_root {
-            let f = std::fs::File::open(root).map_err(|e| {
-                FsError::Engine(engine::Error::Io {
-                    path: root.display().to_string(),
-                    source: e,
-                })
-            })?;
-            nix::unistd::syncfs(&f).map_err(|e| {
-                FsError::Engine(engine::Error::Io {
-                    path: root.display().to_string(),
-                    source: e.into(),
-                })
-            })?;
-        }
-        Ok(())
+        self.db.sync().map_err(FsError::Engine)
     }
 
     /// Closes a handle; the last close of an unlinked file deletes it.
@@ -1632,7 +1608,6 @@ impl Fs {
         };
         match r {
             Ok(size) => {
-                self.unsynced.store(!sync, Ordering::Relaxed);
                 st.dirty = Some(Dirty::new(size));
                 st.attrs = PendingAttrs::default();
                 Ok(())

@@ -173,9 +173,9 @@ fn main() {
     let result =
         match cli.command {
             Command::Format { store, redis } => open_volume(&store, redis.as_deref(), quiet())
-                .and_then(|(db, root)| {
+                .and_then(|db| {
                     let seq = db.seq();
-                    Fs::new(db, FsOptions::default(), root)?;
+                    Fs::new(db, FsOptions::default())?;
                     println!("volume ready at {store} (commit {seq})");
                     Ok(())
                 }),
@@ -210,7 +210,7 @@ fn main() {
             Command::Stats(a) => stats_cli::stats(a),
             Command::Umount { mountpoint } => unmount_and_wait(&mountpoint),
             Command::Info { store, redis } => open_volume(&store, redis.as_deref(), quiet())
-                .and_then(|(db, _)| {
+                .and_then(|db| {
                     let mut tx = db.begin(TxMode::ReadOnly)?;
                     let trees = tx.list_trees()?;
                     println!("store      {store}");
@@ -227,7 +227,7 @@ fn main() {
                 redis,
                 dry_run,
                 retention,
-            } => open_volume(&store, redis.as_deref(), quiet()).and_then(|(db, _)| {
+            } => open_volume(&store, redis.as_deref(), quiet()).and_then(|db| {
                 let r = db.gc(std::time::Duration::from_secs(retention), dry_run)?;
                 let verb = if dry_run { "would delete" } else { "deleted" };
                 println!(
@@ -246,8 +246,8 @@ fn main() {
                 store,
                 redis,
                 repair,
-            } => open_volume(&store, redis.as_deref(), quiet()).and_then(|(db, root)| {
-                let fs = Fs::new(db, FsOptions::default(), root)?;
+            } => open_volume(&store, redis.as_deref(), quiet()).and_then(|db| {
+                let fs = Fs::new(db, FsOptions::default())?;
                 let mut progress = admin_cli::Progress::new("files and directories checked");
                 let r = fs
                     .fsck(repair, &mut |n| progress.inc(n))

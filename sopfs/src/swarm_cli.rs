@@ -30,8 +30,8 @@ impl Volume {
             background_interval: None,
             ..Options::default()
         };
-        let (db, root) = open_volume(&self.store, self.redis.as_deref(), opts)?;
-        Ok(Arc::new(Fs::new(db, FsOptions::default(), root)?))
+        let db = open_volume(&self.store, self.redis.as_deref(), opts)?;
+        Ok(Arc::new(Fs::new(db, FsOptions::default())?))
     }
 }
 

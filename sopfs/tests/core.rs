@@ -13,7 +13,7 @@ const ROOT: Caller = Caller { uid: 0, gid: 0 };
 fn host(store: &StoreLocation, redis: &str) -> Arc<Fs> {
     let coord = RedisCoordinator::connect(redis).expect("redis");
     let db = Db::open_shared(store.clone(), Options::default(), Arc::new(coord)).expect("open");
-    Arc::new(Fs::new(db, FsOptions::default(), None).expect("fs"))
+    Arc::new(Fs::new(db, FsOptions::default()).expect("fs"))
 }
 
 fn two_hosts() -> (RedisServer, Arc<Fs>, Arc<Fs>) {
@@ -174,7 +174,7 @@ fn a_big_write_goes_ahead_to_the_store_or_spills_and_lands_as_one_commit() {
             cache_dir,
             ..FsOptions::default()
         };
-        Arc::new(Fs::new(db, fs_opts, None).expect("fs"))
+        Arc::new(Fs::new(db, fs_opts).expect("fs"))
     };
     let a = open(cache.path().to_path_buf());
     let b = open(cache.path().to_path_buf());

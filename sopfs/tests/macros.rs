@@ -18,7 +18,7 @@ fn memory_fs() -> Fs {
         Options::default(),
     )
     .expect("open");
-    Fs::new(db, FsOptions::default(), None).expect("fs")
+    Fs::new(db, FsOptions::default()).expect("fs")
 }
 
 fn install(fs: &Fs, text: &str) -> format::Macro {
@@ -277,7 +277,7 @@ fn cli_check_install_run_and_refusals() {
 fn shared_fs(store: &StoreLocation, redis: &str) -> Arc<Fs> {
     let coord = RedisCoordinator::connect(redis).expect("redis");
     let db = Db::open_shared(store.clone(), Options::default(), Arc::new(coord)).expect("open");
-    Arc::new(Fs::new(db, FsOptions::default(), None).expect("fs"))
+    Arc::new(Fs::new(db, FsOptions::default()).expect("fs"))
 }
 
 #[test]

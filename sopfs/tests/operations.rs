@@ -341,7 +341,7 @@ fn fsck_repair_fixes_link_counts_dangling_names_and_orphans() {
             Options::default(),
         )
         .expect("open");
-        Fs::new(db, FsOptions::default(), None).expect("fs")
+        Fs::new(db, FsOptions::default()).expect("fs")
     };
     let fs = open();
     let me = Caller { uid: 0, gid: 0 };
