@@ -8,7 +8,8 @@ use crate::ids::BlobId;
 use crate::node::{Node, Value};
 use crate::recovery::Intent;
 use crate::registry::{decode_record, now_ms};
-use crate::store::{blob_path, checkpoint_path, log_path};
+use crate::store::{blob_path, checkpoint_path, log_path, BlobStore};
+use object_store::path::Path;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -86,21 +87,36 @@ fn write_out_packed(db: &DbInner, seqs: &[u64], keep: &HashSet<BlobId>) -> Resul
                 // Out of its record, a leaf names the record of the values
                 // it carried "here" itself.
                 let node = Node::decode_in_record(path.as_ref(), &p.body, seq)?;
-                // Create-if-absent: a GC of another process may be doing the
-                // same; the bytes are the same either way.
-                store.create(&blob, node.encode())?;
+                write_out(store, &blob, node.encode())?;
                 written.push(blob);
             }
         }
         for v in record.values {
             if keep.contains(&v.blob) {
                 let blob = blob_path(v.blob);
-                store.create(&blob, codec::frame_value(&v.body))?;
+                write_out(store, &blob, codec::frame_value(&v.body))?;
                 written.push(blob);
             }
         }
     }
     store.sync(&written)
+}
+
+/// Writes `bytes` as `path` unless it holds them already. Create-if-absent
+/// first: a GC of another process may be writing the same bytes. A copy
+/// that is there but differs was torn by a crash of an earlier write-out
+/// (before its sync: a power cut can leave it empty) and is replaced: the
+/// record about to be trimmed would otherwise leave that torn copy as the
+/// only one.
+fn write_out(store: &BlobStore, path: &Path, bytes: Vec<u8>) -> Result<()> {
+    if store.create(path, bytes.clone())? {
+        return Ok(());
+    }
+    if store.get(path)?.as_deref() == Some(&bytes[..]) {
+        return Ok(());
+    }
+    tracing::warn!(%path, "replacing a blob an interrupted GC left torn");
+    store.put(path, bytes)
 }
 
 /// In cluster mode other processes may be up to `RESYNC_AFTER` behind the log
@@ -177,6 +193,12 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
                 store.delete(&crate::inspect::member_path(&m.id))?;
             }
         }
+    }
+    // What is unreachable from `state` may be reachable again from the
+    // state a power cut rolls back to, if `state` is not durable: make it
+    // durable before deleting anything it no longer needs.
+    if !dry_run {
+        log.sync(state.seq)?;
     }
     for m in blobs {
         report.blobs_scanned += 1;

@@ -725,6 +725,10 @@ impl Log {
             let path = dir.join(segment_name(first));
             let _ = std::fs::remove_file(sidecar_path(&path));
             std::fs::remove_file(&path).map_err(io(&path))?;
+            // Oldest first, each gone durably before the next: a power cut
+            // must not keep an older segment and drop a newer one, leaving a
+            // hole in the log (one fsync per 64 MiB segment trimmed).
+            crate::durable::dir(dir).map_err(io(dir))?;
             if let Some(seg) = segs.by_first.remove(&first) {
                 deleted += seg.frames.len() as u64;
             }
@@ -851,7 +855,7 @@ fn cut_torn_tail(file: &File, path: &Path, at: u64, tail: &[u8]) -> Result<()> {
         "cutting the log at a record that never became durable (power cut or a writer that died)"
     );
     file.set_len(at).map_err(io(path))?;
-    file.sync_data().map_err(io(path))
+    crate::durable::file_data(file, path).map_err(io(path))
 }
 
 /// The highest seq among the record objects under `log/` (0: none), read

@@ -2,6 +2,8 @@
 //! redis-server on a free port.
 #![allow(dead_code)]
 
+pub mod power_cut;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
