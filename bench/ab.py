@@ -13,8 +13,8 @@ Usage (as root, from the repository):
     python3 bench/ab.py --bin before=/tmp/sopfs-before --bin after=target/release/sopfs \\
         --workload creates4k --runs 3 [--redis]
 
-Workloads: creates, creates4k (one process), creates4p (4 processes, own
-folders), stat and stat4p (cold kernel caches; one or 4 processes), tar (/usr/share/doc), seqwrite (1 GiB
+Workloads: creates, creates4k (one process), creates128k (1,000 files of
+128 KiB: a blob each), creates4p (4 processes, own folders), stat and stat4p (cold kernel caches; one or 4 processes), tar (/usr/share/doc), seqwrite (1 GiB
 write+close and write+fsync), seqread (1 GiB cold). With --redis each build
 runs as a two-mount cluster on a private redis-server (the second mount
 idles, as another host would), and the second daemon's CPU is shown too.
@@ -101,6 +101,15 @@ def workload(name, mnt, tarball, start):
 
         t = fb._phase(stats, [(d, N // 4, k) for k, d in enumerate(dirs)])
         out.append(("stat, 4 procs", N, t))
+    elif name == "creates128k":
+        # Past the 64 KiB a commit record carries per value: each file's
+        # chunk is a blob of its own, made durable before its record.
+        d = f"{mnt}/w"
+        os.makedirs(d)
+        start()
+        t = time.perf_counter()
+        creates(d, N // 4, 128 << 10)
+        out.append(("create 128 KiB", N // 4, time.perf_counter() - t))
     elif name == "creates4p":
         dirs = [f"{mnt}/w{k}" for k in range(4)]
         for d in dirs:

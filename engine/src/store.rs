@@ -315,21 +315,47 @@ impl BlobStore {
             }
             return create_local(&full, &data);
         }
-        let payload = PutPayload::from(Bytes::from(data));
+        let bytes = Bytes::from(data);
+        let payload = PutPayload::from(bytes.clone());
         let opts = || PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.retry("create", path, || {
+        let mut sent = 0u32;
+        let r = self.retry("create", path, || {
+            sent += 1;
             self.run(self.inner.put_opts(path, payload.clone(), opts()))
-        }) {
+        });
+        match r {
             Ok(_) => Ok(true),
             Err(Error::Backend {
                 source: object_store::Error::AlreadyExists { .. },
                 ..
+            }) if sent > 1 => self.own_create_landed(path, &bytes).inspect(|&ours| {
+                if ours {
+                    tracing::info!(%path, "a create whose reply was lost had landed");
+                }
+            }),
+            Err(Error::Backend {
+                source: object_store::Error::AlreadyExists { .. },
+                ..
             }) => Ok(false),
-            Err(e) => Err(e),
+            // Out of retries: a request may still have been carried out.
+            Err(e) => match self.own_create_landed(path, &bytes) {
+                Ok(true) => Ok(true),
+                _ => Err(e),
+            },
         }
+    }
+
+    /// After an ambiguous create (a request sent, its reply lost): true when
+    /// `path` holds exactly `bytes`, i.e. that request was carried out. What
+    /// this engine creates is unique to its writer (a commit record carries a
+    /// random transaction id, a blob a random name), so equal bytes are this
+    /// writer's; without the check a retry that meets its own record takes
+    /// it for a rival's, and the commit lands twice or reports a conflict.
+    fn own_create_landed(&self, path: &Path, bytes: &[u8]) -> Result<bool> {
+        Ok(self.get(path)?.is_some_and(|there| there == bytes))
     }
 
     /// Create-if-absent through a spare file: write it, move it into

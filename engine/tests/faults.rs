@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::faulty::FaultyStore;
+use common::faulty::{FaultyStore, LostReplyStore};
 use common::small_tree;
 use engine::{Cursor, Db, Direction, Error, Options, StoreLocation, TxMode};
 use object_store::memory::InMemory;
@@ -167,4 +167,58 @@ fn sweep(probing: bool) {
         outcomes.0 > 0 && outcomes.1 > 0,
         "both outcomes must have occurred"
     );
+}
+
+/// The ambiguous create-if-absent: the server stored the commit record, the
+/// reply was lost, and the retry finds the record there. It is this
+/// commit's own, so the commit succeeded: it must neither land twice (a
+/// retried increment) nor report a conflict (EEXIST for a create that
+/// succeeded).
+#[test]
+fn a_commit_whose_reply_was_lost_lands_once() {
+    for probing in [false, true] {
+        let mem = Arc::new(InMemory::new());
+        let store = Arc::new(LostReplyStore::new(mem.clone(), 3));
+        let o = Options {
+            store_retries: 3,
+            ..opts()
+        };
+        let location = StoreLocation::Custom(store.clone());
+        let db = if probing {
+            let coord = Arc::new(ProbingCoordinator(engine::InProcessCoordinator::new()));
+            Db::open_shared(location, o, coord)
+        } else {
+            Db::open(location, o)
+        }
+        .expect("open");
+        db.run(|tx| tx.ensure_tree("t", small_tree(4)))
+            .expect("tree");
+        const N: u64 = 60;
+        for i in 0..N {
+            // Read, increment, write: a commit applied twice shows.
+            db.run(|tx| {
+                let n = tx
+                    .get("t", b"counter")?
+                    .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8])));
+                tx.upsert("t", b"counter", &(n + 1).to_le_bytes())?;
+                // A create-only key: a second landing of this commit, or a
+                // false conflict retried, would find it there.
+                if tx.get("t", &key(i as u32))?.is_some() {
+                    return Err(Error::InvalidArgument(format!("key {i} written twice")));
+                }
+                tx.upsert("t", &key(i as u32), b"x")
+            })
+            .unwrap_or_else(|e| panic!("commit {i}: {e}"));
+        }
+        drop(db);
+        assert!(store.lost.load(std::sync::atomic::Ordering::SeqCst) >= N / 3);
+        let db = Db::open(StoreLocation::Memory(mem), opts()).expect("reopen");
+        let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+        let n = tx.get("t", b"counter").expect("get").expect("counter");
+        assert_eq!(
+            n,
+            (N).to_le_bytes(),
+            "probing={probing}: every increment once"
+        );
+    }
 }

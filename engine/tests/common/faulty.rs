@@ -117,3 +117,91 @@ impl ObjectStore for FaultyStore {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// Wraps an in-memory store; every `every`-th create-if-absent is stored and
+/// then answered with an error, as when the reply to a request that the
+/// server carried out is lost: the client's retry then finds its own object.
+#[derive(Debug)]
+pub struct LostReplyStore {
+    inner: Arc<InMemory>,
+    creates: AtomicU64,
+    every: u64,
+    /// Replies lost so far.
+    pub lost: AtomicU64,
+}
+
+impl std::fmt::Display for LostReplyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lost-reply://")
+    }
+}
+
+impl LostReplyStore {
+    /// Loses the reply of every `every`-th create.
+    pub fn new(inner: Arc<InMemory>, every: u64) -> Self {
+        LostReplyStore {
+            inner,
+            creates: AtomicU64::new(0),
+            every,
+            lost: AtomicU64::new(0),
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LostReplyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        let create = matches!(opts.mode, object_store::PutMode::Create);
+        let r = self.inner.put_opts(location, payload, opts).await;
+        if create
+            && r.is_ok()
+            && self
+                .creates
+                .fetch_add(1, Ordering::SeqCst)
+                .is_multiple_of(self.every)
+        {
+            self.lost.fetch_add(1, Ordering::SeqCst);
+            return Err(object_store::Error::Generic {
+                store: "lost-reply",
+                source: "connection reset after the request was sent".into(),
+            });
+        }
+        r
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
