@@ -205,3 +205,168 @@ impl ObjectStore for LostReplyStore {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// The faults an S3 endpoint shows, injected by [`ChaosStore`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Chaos {
+    /// Every request served.
+    Healthy,
+    /// 503 SlowDown: refused before it is carried out.
+    SlowDown,
+    /// 500 Internal Error: refused before it is carried out.
+    ServerError,
+    /// Connection reset, before or after the request was carried out.
+    Reset,
+    /// No answer for a while, then an error (carried out or not).
+    Timeout,
+    /// Served, slowly.
+    SlowBody,
+    /// Nothing is served.
+    Outage,
+}
+
+/// Wraps an in-memory store; a share of requests meets the current fault.
+#[derive(Debug)]
+pub struct ChaosStore {
+    inner: Arc<InMemory>,
+    mode: parking_lot::Mutex<Chaos>,
+    served: AtomicU64,
+    /// Requests that met a fault.
+    pub faults: AtomicU64,
+}
+
+impl std::fmt::Display for ChaosStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "chaos://")
+    }
+}
+
+/// One request in this many meets the fault (all of them in an outage).
+const CHAOS_EVERY: u64 = 7;
+
+impl ChaosStore {
+    /// A healthy store over `inner`.
+    pub fn new(inner: Arc<InMemory>) -> Self {
+        ChaosStore {
+            inner,
+            mode: parking_lot::Mutex::new(Chaos::Healthy),
+            served: AtomicU64::new(0),
+            faults: AtomicU64::new(0),
+        }
+    }
+
+    /// From now on requests meet `mode`.
+    pub fn set(&self, mode: Chaos) {
+        *self.mode.lock() = mode;
+    }
+
+    fn error(what: &'static str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "chaos",
+            source: what.into(),
+        }
+    }
+
+    /// The fault this request meets: Some(before, after) where `before`
+    /// fails it unserved and `after` fails it once served.
+    fn draw(&self) -> (Option<object_store::Error>, Option<object_store::Error>) {
+        let mode = *self.mode.lock();
+        let n = self.served.fetch_add(1, Ordering::SeqCst);
+        if mode == Chaos::Healthy || (mode != Chaos::Outage && !n.is_multiple_of(CHAOS_EVERY)) {
+            return (None, None);
+        }
+        self.faults.fetch_add(1, Ordering::SeqCst);
+        let half = (n / CHAOS_EVERY).is_multiple_of(2);
+        match mode {
+            Chaos::Healthy => (None, None),
+            Chaos::SlowDown => (Some(Self::error("503 SlowDown")), None),
+            Chaos::ServerError => (Some(Self::error("500 Internal Error")), None),
+            Chaos::Reset if half => (Some(Self::error("connection reset")), None),
+            Chaos::Reset => (None, Some(Self::error("connection reset"))),
+            Chaos::Timeout => {
+                std::thread::sleep(std::time::Duration::from_millis(60));
+                if half {
+                    (Some(Self::error("timed out")), None)
+                } else {
+                    (None, Some(Self::error("timed out")))
+                }
+            }
+            Chaos::SlowBody => {
+                std::thread::sleep(std::time::Duration::from_millis(15));
+                (None, None)
+            }
+            Chaos::Outage => (Some(Self::error("connection refused")), None),
+        }
+    }
+}
+
+macro_rules! chaotic {
+    ($self:ident, $call:expr) => {{
+        let (before, after) = $self.draw();
+        if let Some(e) = before {
+            return Err(e);
+        }
+        let r = $call;
+        match after {
+            Some(e) => Err(e),
+            None => r,
+        }
+    }};
+}
+
+#[async_trait]
+impl ObjectStore for ChaosStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
+        chaotic!(self, self.inner.put_opts(location, payload, opts).await)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        chaotic!(self, self.inner.put_multipart_opts(location, opts).await)
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let (before, _) = self.draw();
+        if let Some(e) = before {
+            return Err(e);
+        }
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        match self.draw() {
+            (None, _) => self.inner.delete_stream(locations),
+            (Some(e), _) => futures::stream::once(async move { Err(e) }).boxed(),
+        }
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        match self.draw() {
+            (None, _) => self.inner.list(prefix),
+            (Some(e), _) => futures::stream::once(async move { Err(e) }).boxed(),
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let (before, _) = self.draw();
+        if let Some(e) = before {
+            return Err(e);
+        }
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        chaotic!(self, self.inner.copy_opts(from, to, options).await)
+    }
+}
