@@ -571,8 +571,23 @@ fn writeback_now(f: &std::fs::File) {
     }
 }
 
+/// How long the S3 client retries one request before this store's own
+/// retry loop (which backs off and tries again) sees the failure.
+const S3_RETRY_FOR: Duration = Duration::from_secs(10);
+
 fn s3_store(bucket: &str) -> Result<object_store::aws::AmazonS3> {
-    let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+    // The client's own retries (503 SlowDown, 5xx, resets) end after
+    // `S3_RETRY_FOR` instead of its default 3 minutes: with this store's
+    // outer retries (`Options::store_retries`, 3) an outage reaches callers
+    // as an error (EIO at the mount, one log line) after about 40 s, not
+    // after a quarter of an hour of a hung process.
+    let retry = object_store::RetryConfig {
+        retry_timeout: S3_RETRY_FOR,
+        ..Default::default()
+    };
+    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry);
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .or_else(|_| std::env::var("AWS_ENDPOINT"))
         .ok();
