@@ -1494,7 +1494,10 @@ impl Fs {
         let state = self.files.lock().get(&ino).cloned();
         if let Some(state) = state {
             let mut st = state.lock();
-            if st.dirty.as_ref().is_some_and(|d| !d.is_clean()) {
+            // Times or mode waiting for the file's writes are part of what
+            // fsync makes durable, buffered data or not.
+            let pending = !st.attrs.is_empty();
+            if st.dirty.as_ref().is_some_and(|d| pending || !d.is_clean()) {
                 return self.commit_locked(ino, &mut st, true);
             }
         }
