@@ -56,6 +56,19 @@ pub trait Coordinator: Send + Sync {
         None
     }
 
+    /// Counts the times the coordinator's server changed under it (a
+    /// restart, a restore, a failover): read before `stamp`, handed back
+    /// to `publish_probed`.
+    fn epoch(&self) -> u64 {
+        0
+    }
+    /// Announces `seq`, the end of the log found by probing the store after
+    /// `stamp` (asked in `epoch`) did not know it. A coordinator that
+    /// distrusts its stamps since a server change trusts them again once a
+    /// probe that began after the change has been published.
+    fn publish_probed(&self, seq: u64, _epoch: u64) {
+        self.publish_stamp(seq);
+    }
     /// Announces that commit `seq` landed (best effort).
     fn publish_stamp(&self, _seq: u64) {}
     /// Announces that commit `seq` landed, without waiting for the server:

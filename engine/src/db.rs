@@ -340,13 +340,15 @@ impl DbInner {
                 self.registry.catch_up(true)
             };
         }
+        let epoch = self.coord.epoch();
         match self.coord.stamp() {
             Some(s) if s == local.seq => Ok(local),
             Some(s) if s > local.seq => self.registry.catch_up(true),
             _ => {
-                // Redis lost the stamp (restart) or holds an old one: the store decides.
+                // Redis lost the stamp (restart), holds an old one, or was
+                // replaced since it last vouched for one: the store decides.
                 let st = self.registry.catch_up(true)?;
-                self.coord.publish_stamp(st.seq);
+                self.coord.publish_probed(st.seq, epoch);
                 Ok(st)
             }
         }

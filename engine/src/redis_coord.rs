@@ -93,6 +93,16 @@ pub struct RedisCoordinator {
     watch: Arc<Watch>,
     /// Stamps this process announces off its commits' path.
     outbox: Arc<Outbox>,
+    /// The `run_id` of the server this process's connections last met.
+    server: Mutex<Option<String>>,
+    /// The server changed (a restart, a restore from a snapshot, a failover
+    /// to a replica) since this process last published a stamp it took
+    /// from the store: the stamp there may be older than the log, even
+    /// equal to this process's position, so `stamp` says "unknown" and the
+    /// next begin asks the store (and republishes).
+    distrust: AtomicBool,
+    /// Server changes seen (see `Coordinator::epoch`).
+    epoch: AtomicU64,
 }
 
 /// Shortest time between two announcements from one process. Late
@@ -272,6 +282,9 @@ impl RedisCoordinator {
             patience: Duration::from_secs(30),
             watch: Arc::new(Watch::default()),
             outbox: Arc::new(Outbox::default()),
+            server: Mutex::new(None),
+            distrust: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
         };
         let mut con = c.connection()?;
         redis::cmd("PING").query::<String>(&mut con).map_err(|e| {
@@ -293,7 +306,36 @@ impl RedisCoordinator {
             })?;
         let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = con.set_write_timeout(Some(Duration::from_secs(5)));
+        let mut con = con;
+        self.note_server(&mut con)?;
         Ok(con)
+    }
+
+    /// Learns which server a new connection reached. A restart, a restore
+    /// or a failover always breaks the old connections, so every new one
+    /// checks: a different `run_id` means the stamps there may have gone
+    /// back, and they are not trusted until this process has asked the
+    /// store and published what it found.
+    fn note_server(&self, con: &mut redis::Connection) -> Result<()> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(con)
+            .map_err(|e| Error::Coordinator(format!("Redis at {}: {e}", self.shown)))?;
+        let Some(id) = info
+            .lines()
+            .find_map(|l| l.strip_prefix("run_id:"))
+            .map(|v| v.trim().to_string())
+        else {
+            return Ok(());
+        };
+        let mut known = self.server.lock();
+        if known.as_ref().is_some_and(|k| *k != id) {
+            tracing::warn!(server = %self.shown, "Redis restarted or failed over: its stamps are checked against the store");
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.distrust.store(true, Ordering::SeqCst);
+        }
+        *known = Some(id);
+        Ok(())
     }
 
     /// Runs `f` on a pooled connection, reconnecting and retrying while the
@@ -322,6 +364,23 @@ impl RedisCoordinator {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// Raises the stamp to `seq` (never lowers it); false if the server
+    /// could not be reached.
+    fn raise_stamp(&self, seq: u64) -> bool {
+        let key = self.seq_key();
+        let r: Result<i64> = self.with(Instant::now() + Duration::from_secs(1), |con| {
+            self.stamp
+                .key(&key)
+                .arg(seq)
+                .arg(self.channel())
+                .invoke(con)
+        });
+        if let Err(e) = &r {
+            tracing::debug!(error = %e, "could not publish the commit stamp");
+        }
+        r.is_ok()
     }
 
     fn key_names(&self, keys: &[u64]) -> Vec<String> {
@@ -519,11 +578,18 @@ impl Coordinator for RedisCoordinator {
 
     fn stamp(&self) -> Option<u64> {
         let key = self.seq_key();
-        self.with(Instant::now() + Duration::from_millis(500), |con| {
-            redis::cmd("GET").arg(&key).query::<Option<u64>>(con)
-        })
-        .ok()
-        .flatten()
+        let got = self
+            .with(Instant::now() + Duration::from_millis(500), |con| {
+                redis::cmd("GET").arg(&key).query::<Option<u64>>(con)
+            })
+            .ok()
+            .flatten();
+        // Checked after the read, whose connection may be the one that
+        // found a new server.
+        if self.distrust.load(Ordering::SeqCst) {
+            return None;
+        }
+        got
     }
 
     fn publish_stamp_soon(&self, seq: u64) {
@@ -534,18 +600,21 @@ impl Coordinator for RedisCoordinator {
         }
     }
 
-    fn publish_stamp(&self, seq: u64) {
-        let key = self.seq_key();
-        let r: Result<i64> = self.with(Instant::now() + Duration::from_secs(1), |con| {
-            self.stamp
-                .key(&key)
-                .arg(seq)
-                .arg(self.channel())
-                .invoke(con)
-        });
-        if let Err(e) = r {
-            tracing::debug!(error = %e, "could not publish the commit stamp");
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn publish_probed(&self, seq: u64, epoch: u64) {
+        // Raised on the server that is there now (a connection that found
+        // yet another server moved the epoch on: then the next begin asks
+        // the store again).
+        if self.raise_stamp(seq) && self.epoch.load(Ordering::SeqCst) == epoch {
+            self.distrust.store(false, Ordering::SeqCst);
         }
+    }
+
+    fn publish_stamp(&self, seq: u64) {
+        self.raise_stamp(seq);
     }
 }
 
