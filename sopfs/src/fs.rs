@@ -1060,7 +1060,9 @@ impl Fs {
             }
             st.write_time = Time::now();
             self.commit_locked(ino, &mut st, false)?;
+            // Ours must not count as a holder of the state.
             drop(st);
+            drop(state);
             self.release_state_if_idle(ino);
         }
         let only_size = set.mode.is_none()
@@ -1379,7 +1381,12 @@ impl Fs {
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let state = self.files.lock().get(&ino).cloned();
         let guard = state.as_ref().map(|s| s.lock());
-        let dirty = guard.as_ref().and_then(|g| g.dirty.as_ref());
+        // A buffer holding nothing says nothing: the committed inode is
+        // fresher (another host may have written since this one's commit).
+        let dirty = guard
+            .as_ref()
+            .and_then(|g| g.dirty.as_ref())
+            .filter(|d| !d.is_clean());
         let (file_size, committed_limit) = match dirty {
             Some(d) => (d.size, d.trunc.unwrap_or(u64::MAX).min(d.base_size)),
             None => {
@@ -1526,7 +1533,9 @@ impl Fs {
             Ok(())
         };
         st.opens = st.opens.saturating_sub(1);
+        // Ours must not count as a holder of the state.
         drop(st);
+        drop(state);
         self.reap(h.ino)?;
         self.release_state_if_idle(h.ino);
         r

@@ -1,0 +1,226 @@
+//! A kill storm on S3: three worker processes share one volume on a local
+//! S3 server (moto) through a real redis-server, and are SIGKILLed at
+//! random moments and started again, for `SOPFS_STORM_SECS` (20 s by
+//! default; the README's long form runs 600).
+//!
+//! Each worker's commit raises a shared counter (read, then write: workers
+//! conflict on it), inserts a key of its own, and every third commit moves
+//! an older key of its own under another name (a remove and an insert that
+//! land in other leaves). After the storm: every acknowledged commit is
+//! there exactly once (its key under one of its two names), the counter
+//! equals the number of keys (no commit landed twice or half), and the tree
+//! checks out.
+
+mod common;
+
+use common::{moto, small_tree, RedisServer, S3_BUCKET};
+use engine::{Cursor, Db, Direction, Options, RedisCoordinator, StoreLocation, TxMode};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CHILD_ENV: &str = "SOPFS_STORM_CHILD";
+const TREE: &str = "storm";
+const WORKERS: usize = 3;
+
+fn opts() -> Options {
+    Options {
+        background_interval: Some(Duration::from_millis(500)),
+        gc_interval: None,
+        chunk_size: 900,
+        lock_ttl: Duration::from_secs(2),
+        ..Options::default()
+    }
+}
+
+fn open(prefix: &str, redis: &str) -> Db {
+    let coord = RedisCoordinator::connect(redis).expect("redis");
+    let store = StoreLocation::S3 {
+        bucket: S3_BUCKET.into(),
+        prefix: prefix.into(),
+    };
+    Db::open_shared(store, opts(), Arc::new(coord)).expect("open")
+}
+
+fn value(w: usize, i: u64) -> Vec<u8> {
+    // Every fourth value is several chunks long: blobs of their own.
+    let len = if i.is_multiple_of(4) { 2_000 } else { 20 };
+    (0..len).map(|b| (b as u64 ^ i ^ w as u64) as u8).collect()
+}
+
+fn key(prefix: char, w: usize, i: u64) -> Vec<u8> {
+    format!("{prefix}{w}-{i:08}").into_bytes()
+}
+
+fn counter(tx: &mut engine::Transaction) -> engine::Result<u64> {
+    Ok(tx
+        .get(TREE, b"\0counter")?
+        .map_or(0, |v| u64::from_le_bytes(v.try_into().unwrap_or([0; 8]))))
+}
+
+/// Every worker key in the tree: (worker, i) -> moved?
+fn worker_keys(tx: &mut engine::Transaction) -> BTreeMap<(usize, u64), Vec<bool>> {
+    let mut out: BTreeMap<(usize, u64), Vec<bool>> = BTreeMap::new();
+    let mut cur = Cursor::new(b"a".to_vec().., Direction::Forward);
+    while !cur.is_done() {
+        for (k, v) in tx.scan(TREE, &mut cur, 1000).expect("scan") {
+            let k = String::from_utf8(k).expect("utf-8 key");
+            let (head, i) = k.split_once('-').expect("worker key");
+            let w: usize = head[1..].parse().expect("worker");
+            let i: u64 = i.parse().expect("index");
+            assert_eq!(v, value(w, i), "{k}: torn or wrong value");
+            out.entry((w, i)).or_default().push(head.starts_with('m'));
+        }
+    }
+    out
+}
+
+/// A worker: commits until killed, printing `ACK i` after each.
+fn worker(w: usize, prefix: &str, redis: &str) {
+    let db = open(prefix, redis);
+    db.run(|tx| tx.ensure_tree(TREE, small_tree(6)))
+        .expect("tree");
+    // Go on after the newest commit of this worker that landed, acked or not.
+    let mut i = {
+        let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+        worker_keys(&mut tx)
+            .keys()
+            .filter(|(ww, _)| *ww == w)
+            .map(|(_, i)| *i)
+            .max()
+            .unwrap_or(0)
+    };
+    let out = std::io::stdout();
+    loop {
+        i += 1;
+        db.run(|tx| {
+            let n = counter(tx)?;
+            tx.upsert(TREE, b"\0counter", &(n + 1).to_le_bytes())?;
+            tx.insert(TREE, &key('w', w, i), &value(w, i))?;
+            if i > 3 && i.is_multiple_of(3) {
+                let old = i - 3;
+                if let Some(v) = tx.get(TREE, &key('w', w, old))? {
+                    tx.remove(TREE, &key('w', w, old))?;
+                    tx.insert(TREE, &key('m', w, old), &v)?;
+                }
+            }
+            Ok(())
+        })
+        .expect("worker commit");
+        use std::io::Write;
+        let mut o = out.lock();
+        let _ = writeln!(o, "ACK {i}");
+        let _ = o.flush();
+    }
+}
+
+#[test]
+fn storm_worker_entry() {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        let mut parts = spec.splitn(3, ' ');
+        let (Some(w), Some(prefix), Some(redis)) = (parts.next(), parts.next(), parts.next())
+        else {
+            panic!("bad {CHILD_ENV}: {spec}");
+        };
+        worker(w.parse().expect("worker number"), prefix, redis);
+    }
+}
+
+/// A running worker and the acks it prints.
+struct Worker {
+    child: Child,
+    acks: mpsc::Receiver<u64>,
+}
+
+fn spawn(w: usize, prefix: &str, redis: &str) -> Worker {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut child = Command::new(exe)
+        .args([
+            "--exact",
+            "storm_worker_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, format!("{w} {prefix} {redis}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn worker");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, acks) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.rsplit_once("ACK ").and_then(|(_, n)| n.parse().ok()) {
+                let _ = tx.send(n);
+            }
+        }
+    });
+    Worker { child, acks }
+}
+
+#[test]
+fn a_kill_storm_on_s3_loses_no_acknowledged_commit_and_lands_none_twice() {
+    moto();
+    let redis = RedisServer::start();
+    let secs: u64 = std::env::var("SOPFS_STORM_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let prefix = format!("storm-{:x}", rand::random::<u32>());
+    let url = redis.url();
+    let mut acked: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); WORKERS];
+    let mut workers: Vec<Worker> = (0..WORKERS).map(|w| spawn(w, &prefix, &url)).collect();
+    let start = Instant::now();
+    let mut kills = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(rand::random_range(200..1500)));
+        let w = rand::random_range(0..WORKERS);
+        let _ = workers[w].child.kill();
+        let _ = workers[w].child.wait();
+        kills += 1;
+        acked[w].extend(workers[w].acks.try_iter());
+        workers[w] = spawn(w, &prefix, &url);
+    }
+    for (w, mut worker) in workers.into_iter().enumerate() {
+        let _ = worker.child.kill();
+        let _ = worker.child.wait();
+        // The reader thread sees the pipe close; what it read is all there is.
+        std::thread::sleep(Duration::from_millis(100));
+        acked[w].extend(worker.acks.try_iter());
+    }
+
+    let db = open(&prefix, &url);
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    tx.check_tree(TREE).expect("tree after the storm");
+    let found = worker_keys(&mut tx);
+    for ((w, i), names) in &found {
+        assert_eq!(names.len(), 1, "w{w}-{i} is there under both names");
+    }
+    for (w, set) in acked.iter().enumerate() {
+        for i in set {
+            assert!(
+                found.contains_key(&(w, *i)),
+                "worker {w}: commit {i} acknowledged, then lost"
+            );
+        }
+    }
+    let total = counter(&mut tx).expect("counter");
+    assert_eq!(
+        total,
+        found.len() as u64,
+        "the counter and the keys disagree: a commit landed twice or half"
+    );
+    let acks: usize = acked.iter().map(BTreeSet::len).sum();
+    eprintln!(
+        "{secs} s, {kills} kills: {acks} commits acknowledged, {} landed, 0 lost, 0 twice",
+        found.len()
+    );
+    assert!(
+        kills >= 5 && acks > kills,
+        "too little happened: {kills} kills, {acks} acks"
+    );
+}
