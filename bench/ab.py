@@ -14,7 +14,7 @@ Usage (as root, from the repository):
         --workload creates4k --runs 3 [--redis]
 
 Workloads: creates, creates4k (one process), creates128k (1,000 files of
-128 KiB: a blob each), creates4p (4 processes, own folders), stat and stat4p (cold kernel caches; one or 4 processes), tar (/usr/share/doc), seqwrite (1 GiB
+128 KiB), read128k (those files read whole, cold), creates4p (4 processes, own folders), stat and stat4p (cold kernel caches; one or 4 processes), tar (/usr/share/doc), seqwrite (1 GiB
 write+close and write+fsync), seqread (1 GiB cold). With --redis each build
 runs as a two-mount cluster on a private redis-server (the second mount
 idles, as another host would), and the second daemon's CPU is shown too.
@@ -110,6 +110,19 @@ def workload(name, mnt, tarball, start):
         t = time.perf_counter()
         creates(d, N // 4, 128 << 10)
         out.append(("create 128 KiB", N // 4, time.perf_counter() - t))
+    elif name == "read128k":
+        # Cold whole-file reads of the files creates128k makes.
+        d = f"{mnt}/w"
+        os.makedirs(d)
+        creates(d, N // 4, 128 << 10)
+        fb.drop_caches()
+        start()
+        t = time.perf_counter()
+        for i in range(N // 4):
+            with open(f"{d}/f0-{i}", "rb") as f:
+                while f.read(1 << 20):
+                    pass
+        out.append(("read 128 KiB cold", N // 4, time.perf_counter() - t))
     elif name == "creates4p":
         dirs = [f"{mnt}/w{k}" for k in range(4)]
         for d in dirs:
