@@ -102,8 +102,8 @@ def workload(name, mnt, tarball, start):
         t = fb._phase(stats, [(d, N // 4, k) for k, d in enumerate(dirs)])
         out.append(("stat, 4 procs", N, t))
     elif name == "creates128k":
-        # Past the 64 KiB a commit record carries per value: each file's
-        # chunk is a blob of its own, made durable before its record.
+        # Medium files: one chunk each, carried in the commit record (up to
+        # 256 KiB a value); before 2026-12-04 a blob each.
         d = f"{mnt}/w"
         os.makedirs(d)
         start()

@@ -28,8 +28,12 @@ use std::sync::Arc;
 /// Node bytes one commit record carries at most; the rest of a big commit's
 /// nodes are written as blobs of their own.
 const PACK_MAX: usize = 512 * 1024;
-/// Values up to this size travel inside the record (embedded owner only).
-const PACK_VALUE_MAX: usize = 64 * 1024;
+/// Values up to this size travel inside the record:
+/// one whole file chunk of sopfs, so a file up to a few chunks costs no
+/// blob, and so no blob to make durable before its record (one journal
+/// commit per file at close, which halved 128 KiB creates when the limit
+/// was 64 KiB). GC writes the live ones out before it trims the record.
+const PACK_VALUE_MAX: usize = 256 * 1024;
 /// At most this many bytes of values in one record.
 const PACK_VALUES_MAX: usize = 1024 * 1024;
 

@@ -145,7 +145,7 @@ fn worker_process_entry() {
                 let key = format!("{i:06}-{id}");
                 db.run(|tx| {
                     tx.insert("t", key.as_bytes(), id.as_bytes())?;
-                    tx.upsert("t", format!("big-{id}").as_bytes(), &[5u8; 70_000])?;
+                    tx.upsert("t", format!("big-{id}").as_bytes(), &[5u8; 300_000])?;
                     increment(tx)
                 })
                 .expect("insert+big+increment");
@@ -160,7 +160,7 @@ fn worker_process_entry() {
                     // A value blob of its own (too big to travel in the
                     // record), so the commit takes locks and writes an
                     // intent (one with nothing but nodes needs neither).
-                    tx.upsert("t", b"held-blob", &[7u8; 70_000])?;
+                    tx.upsert("t", b"held-blob", &[7u8; 300_000])?;
                     increment(tx)
                 })
                 .expect("held commit");

@@ -181,7 +181,7 @@ fn eight_threads_write_into_a_brand_new_tree_at_once() {
 /// What writer `i` of the GC test writes: small values travel in the commit
 /// record (embedded mode), big ones are blobs; both must survive GC.
 fn gc_test_value(i: u32) -> Vec<u8> {
-    vec![(i % 251) as u8; if i.is_multiple_of(2) { 600 } else { 70_000 }]
+    vec![(i % 251) as u8; if i.is_multiple_of(2) { 600 } else { 300_000 }]
 }
 
 #[test]

@@ -255,7 +255,7 @@ fn ranges_of_a_large_value_are_read_and_checked_block_by_block() {
         background_interval: None,
         ..Options::default()
     };
-    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let db = Db::open(StoreLocation::Local(dir.path().to_path_buf()), opts.clone()).expect("open");
     db.run(|tx| {
         tx.ensure_tree("t", small_tree(4))?;
@@ -263,7 +263,7 @@ fn ranges_of_a_large_value_are_read_and_checked_block_by_block() {
     })
     .expect("commit");
     drop(db);
-    // Nodes (and values up to 64 KiB) travel in the commit record: the one
+    // Nodes (and values up to 256 KiB) travel in the commit record: the one
     // blob is this value.
     let blobs = files_under(&dir.path().join("blobs"));
     assert_eq!(blobs.len(), 1, "{blobs:?}");
@@ -283,7 +283,7 @@ fn ranges_of_a_large_value_are_read_and_checked_block_by_block() {
         tx.get_range("t", b"big", a..b)
     };
     for (a, b) in ranges {
-        let want = &big[(a as usize).min(100_000)..(b as usize).min(100_000)];
+        let want = &big[(a as usize).min(300_000)..(b as usize).min(300_000)];
         assert_eq!(
             read(a, b).expect("read").expect("present"),
             want,

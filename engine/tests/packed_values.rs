@@ -41,8 +41,8 @@ fn open(dir: &Path) -> Db {
 /// (key, length): small values, one at the packing limit, one past it.
 fn sizes() -> Vec<(u32, usize)> {
     let mut v: Vec<(u32, usize)> = (0..40).map(|i| (i, 100 + 997 * i as usize)).collect();
-    v.push((40, 64 << 10));
-    v.push((41, (64 << 10) + 1));
+    v.push((40, 256 << 10));
+    v.push((41, (256 << 10) + 1));
     v
 }
 
@@ -84,7 +84,7 @@ fn small_values_travel_in_the_record_and_survive_gc_trimming_it() {
     assert_eq!(
         value_blobs(dir.path()),
         1,
-        "only the value past 64 KiB is a file"
+        "only the value past 256 KiB is a file"
     );
     check_all(&db, false);
     drop(db);
@@ -121,7 +121,7 @@ fn small_values_travel_in_the_record_and_survive_gc_trimming_it() {
     drop(db);
     let db = open(dir.path());
     check_all(&db, true);
-    let live_packed = sizes().iter().filter(|(_, len)| *len <= 64 << 10).count();
+    let live_packed = sizes().iter().filter(|(_, len)| *len <= 256 << 10).count();
     // Live values written out, plus the big one(s) that never were packed.
     let files = value_blobs(dir.path());
     assert!(

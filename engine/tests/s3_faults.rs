@@ -3,7 +3,7 @@
 //! under two hosts of two writers each.
 //!
 //! Every writer's commit reads and raises a shared counter and adds a key
-//! of its own with a value (some past 64 KiB: blobs of their own). After the
+//! of its own with a value (some past 256 KiB: blobs of their own). After the
 //! faults: every commit that returned Ok is there, none landed twice (the
 //! counter equals the number of keys), no value is torn, the trees check
 //! out. Writers meet errors only as typed errors, and go on: once the store
@@ -55,7 +55,7 @@ fn value(key: &str) -> Vec<u8> {
         .bytes()
         .fold(7u64, |a, b| a.wrapping_mul(31).wrapping_add(u64::from(b)));
     let len = if seed % 5 == 0 {
-        70_000 + (seed % 9_000) as usize
+        270_000 + (seed % 9_000) as usize
     } else {
         10 + (seed % 3_000) as usize
     };

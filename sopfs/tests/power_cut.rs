@@ -113,9 +113,10 @@ fn join(dir: &str, name: &str) -> String {
 
 fn bytes(rng: &mut StdRng) -> Vec<u8> {
     // Mostly small files (carried in the commit record); some past the
-    // record's 64 KiB per value, so their chunks are blobs of their own.
-    let n = if rng.random_bool(0.1) {
-        rng.random_range(70_000..300_000)
+    // 1 MiB of values a record carries, so chunks are blobs of their own
+    // (past 1 MiB buffered they go ahead of the commit, as a stash).
+    let n = if rng.random_bool(0.04) {
+        rng.random_range(1_100_000..1_500_000)
     } else {
         rng.random_range(1..8192)
     };
