@@ -197,7 +197,7 @@ pub(crate) struct VolumeMarker {
 
 /// On-store format. 2: blobs in one level of 256 folders (1 had two levels,
 /// which cost a mkdir for most of a young volume's blobs). 3: the log may
-/// also live in segment files (`log.rs`), which a format-2 reader would not
+/// also live in segment files (`log/`), which a format-2 reader would not
 /// see. 4: cluster-mode processes on a local folder append to those
 /// segments too (taking turns), where a format-3 process would keep
 /// creating record objects for seqs already taken. This version opens
