@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::faulty::{FaultyStore, LostReplyStore};
+use common::faulty::{Chaos, ChaosStore, FaultyStore};
 use common::small_tree;
 use engine::{Cursor, Db, Direction, Error, Options, StoreLocation, TxMode};
 use object_store::memory::InMemory;
@@ -178,7 +178,8 @@ fn sweep(probing: bool) {
 fn a_commit_whose_reply_was_lost_lands_once() {
     for probing in [false, true] {
         let mem = Arc::new(InMemory::new());
-        let store = Arc::new(LostReplyStore::new(mem.clone(), 3));
+        let store = Arc::new(ChaosStore::new(mem.clone()));
+        store.set(Chaos::LostCreateReply);
         let o = Options {
             store_retries: 3,
             ..opts()
@@ -211,7 +212,7 @@ fn a_commit_whose_reply_was_lost_lands_once() {
             .unwrap_or_else(|e| panic!("commit {i}: {e}"));
         }
         drop(db);
-        assert!(store.lost.load(std::sync::atomic::Ordering::SeqCst) >= N / 3);
+        assert!(store.faults.load(std::sync::atomic::Ordering::SeqCst) >= N / 3);
         let db = Db::open(StoreLocation::Memory(mem), opts()).expect("reopen");
         let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
         let n = tx.get("t", b"counter").expect("get").expect("counter");

@@ -776,7 +776,7 @@ impl Fs {
             Ok(_) | Err(FsError::NotFound) => Ok(()),
             Err(e) => Err(e),
         })?;
-        self.release_state_if_idle(ino);
+        self.release_state_if_idle(ino, None);
         Ok(())
     }
 
@@ -837,7 +837,7 @@ impl Fs {
         match done {
             Ok(()) => {
                 for ino in due {
-                    self.release_state_if_idle(ino);
+                    self.release_state_if_idle(ino, None);
                 }
             }
             Err(e) => {
@@ -1060,10 +1060,8 @@ impl Fs {
             }
             st.write_time = Time::now();
             self.commit_locked(ino, &mut st, false)?;
-            // Ours must not count as a holder of the state.
             drop(st);
-            drop(state);
-            self.release_state_if_idle(ino);
+            self.release_state_if_idle(ino, Some(state));
         }
         let only_size = set.mode.is_none()
             && set.uid.is_none()
@@ -1284,7 +1282,10 @@ impl Fs {
     /// one there means no thread is between `state()` and locking it: a
     /// state some thread was about to write into would otherwise leave the
     /// map, and its writes with it, unseen by the closes that commit.
-    fn release_state_if_idle(&self, ino: u64) {
+    /// A caller that holds the state hands its reference in (`mine`), so it
+    /// is gone before the count is read.
+    fn release_state_if_idle(&self, ino: u64, mine: Option<Arc<Mutex<FileState>>>) {
+        drop(mine);
         let mut files = self.files.lock();
         if let Some(s) = files.get(&ino) {
             if Arc::strong_count(s) > 1 {
@@ -1533,11 +1534,9 @@ impl Fs {
             Ok(())
         };
         st.opens = st.opens.saturating_sub(1);
-        // Ours must not count as a holder of the state.
         drop(st);
-        drop(state);
         self.reap(h.ino)?;
-        self.release_state_if_idle(h.ino);
+        self.release_state_if_idle(h.ino, Some(state));
         r
     }
 

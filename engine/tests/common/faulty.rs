@@ -118,94 +118,6 @@ impl ObjectStore for FaultyStore {
     }
 }
 
-/// Wraps an in-memory store; every `every`-th create-if-absent is stored and
-/// then answered with an error, as when the reply to a request that the
-/// server carried out is lost: the client's retry then finds its own object.
-#[derive(Debug)]
-pub struct LostReplyStore {
-    inner: Arc<InMemory>,
-    creates: AtomicU64,
-    every: u64,
-    /// Replies lost so far.
-    pub lost: AtomicU64,
-}
-
-impl std::fmt::Display for LostReplyStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "lost-reply://")
-    }
-}
-
-impl LostReplyStore {
-    /// Loses the reply of every `every`-th create.
-    pub fn new(inner: Arc<InMemory>, every: u64) -> Self {
-        LostReplyStore {
-            inner,
-            creates: AtomicU64::new(0),
-            every,
-            lost: AtomicU64::new(0),
-        }
-    }
-}
-
-#[async_trait]
-impl ObjectStore for LostReplyStore {
-    async fn put_opts(
-        &self,
-        location: &Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> Result<PutResult> {
-        let create = matches!(opts.mode, object_store::PutMode::Create);
-        let r = self.inner.put_opts(location, payload, opts).await;
-        if create
-            && r.is_ok()
-            && self
-                .creates
-                .fetch_add(1, Ordering::SeqCst)
-                .is_multiple_of(self.every)
-        {
-            self.lost.fetch_add(1, Ordering::SeqCst);
-            return Err(object_store::Error::Generic {
-                store: "lost-reply",
-                source: "connection reset after the request was sent".into(),
-            });
-        }
-        r
-    }
-
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
-        opts: PutMultipartOptions,
-    ) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, Result<Path>>,
-    ) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 /// The faults an S3 endpoint shows, injected by [`ChaosStore`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Chaos {
@@ -223,6 +135,10 @@ pub enum Chaos {
     SlowBody,
     /// Nothing is served.
     Outage,
+    /// Every third create-if-absent is carried out and its reply lost, as
+    /// when a connection resets after the request was sent: the client's
+    /// retry then finds its own object. Everything else is served.
+    LostCreateReply,
 }
 
 /// Wraps an in-memory store; a share of requests meets the current fault.
@@ -272,13 +188,15 @@ impl ChaosStore {
     fn draw(&self) -> (Option<object_store::Error>, Option<object_store::Error>) {
         let mode = *self.mode.lock();
         let n = self.served.fetch_add(1, Ordering::SeqCst);
-        if mode == Chaos::Healthy || (mode != Chaos::Outage && !n.is_multiple_of(CHAOS_EVERY)) {
+        if matches!(mode, Chaos::Healthy | Chaos::LostCreateReply)
+            || (mode != Chaos::Outage && !n.is_multiple_of(CHAOS_EVERY))
+        {
             return (None, None);
         }
         self.faults.fetch_add(1, Ordering::SeqCst);
         let half = (n / CHAOS_EVERY).is_multiple_of(2);
         match mode {
-            Chaos::Healthy => (None, None),
+            Chaos::Healthy | Chaos::LostCreateReply => (None, None),
             Chaos::SlowDown => (Some(Self::error("503 SlowDown")), None),
             Chaos::ServerError => (Some(Self::error("500 Internal Error")), None),
             Chaos::Reset if half => (Some(Self::error("connection reset")), None),
@@ -322,6 +240,15 @@ impl ObjectStore for ChaosStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
+        if *self.mode.lock() == Chaos::LostCreateReply {
+            let create = matches!(opts.mode, object_store::PutMode::Create);
+            let r = self.inner.put_opts(location, payload, opts).await;
+            if create && r.is_ok() && self.served.fetch_add(1, Ordering::SeqCst).is_multiple_of(3) {
+                self.faults.fetch_add(1, Ordering::SeqCst);
+                return Err(Self::error("connection reset after the request was sent"));
+            }
+            return r;
+        }
         chaotic!(self, self.inner.put_opts(location, payload, opts).await)
     }
 
