@@ -403,12 +403,16 @@ fn a_killed_agents_job_completes_elsewhere() {
     }
     first.kill().expect("SIGKILL");
     first.wait().expect("reap");
+    // It waits longer than a lease (2 s) before it gives up idle: the dead
+    // agent's claim may have just been renewed, and with equal times the
+    // second agent could leave just as the job became claimable (seen once
+    // in CI: the job then waited for nobody).
     let mut second = agent(
         store_s,
         &redis.url,
         "second",
         2,
-        &["--allow-exec", "--idle-exit", "2"],
+        &["--allow-exec", "--idle-exit", "6"],
     );
     let j = jobs::wait(&fs, &id, Duration::from_secs(30))
         .expect("wait")
