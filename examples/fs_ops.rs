@@ -9,7 +9,7 @@
 
 use engine::{Db, Options, StoreLocation};
 use sopfs::fs::{Caller, Fs, FsOptions, NodeSpec};
-use sopfs::inode::{Kind, ROOT_INO};
+use sopfs::ns::schema::{Kind, ROOT_INO};
 use std::time::Instant;
 
 const ROOT: Caller = Caller { uid: 0, gid: 0 };

@@ -1,96 +1,24 @@
 //! `Db`: one open volume: its store, registry, coordinator, cache and the
 //! background pass; the entry point for transactions.
 
-use crate::cache::{NodeCache, ValueCache};
 use crate::codec::{self, Kind};
-use crate::coordinator::{Coordinator, InProcessCoordinator};
+use crate::coord::{Coordinator, InProcessCoordinator};
+use crate::ctx::{DbInner, Stats};
 use crate::error::{Error, Result};
-use crate::gc::GcReport;
 use crate::ids::{BlobId, NodeId, TxId};
-use crate::node::Node;
-use crate::registry::{now_ms, CommitRecord, NodeChange, PackedNode, Registry};
-use crate::store::{log_path, volume_path, BlobStore, ExclusiveLock, StoreLocation};
-use crate::tx::{Transaction, TxMode, TxOptions};
-use crate::view::{Loader, View};
-use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::log::{now_ms, CommitRecord, NodeChange, PackedNode, Registry};
+use crate::maint::GcReport;
+use crate::options::Options;
+use crate::store::{
+    folder_lock, format_supported, log_path, volume_path, BlobStore, ExclusiveLock, StoreLocation,
+    VolumeMarker, VOLUME_FORMAT,
+};
+use crate::tree::{Loader, Node, NodeCache, ValueCache, View};
+use crate::txn::LiveStashes;
+use crate::txn::{Transaction, TxMode, TxOptions};
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-
-/// Tunables of an open volume.
-#[derive(Clone, Debug)]
-pub struct Options {
-    /// Chunk size of very large values.
-    pub chunk_size: usize,
-    /// Byte budget of the decoded-node cache.
-    pub cache_bytes: usize,
-    /// Memory for recently read out-of-line value chunks (a sequential
-    /// reader asks for each chunk several times, in kernel-sized pieces).
-    pub value_cache_bytes: usize,
-    /// Default time limit of a transaction.
-    pub tx_timeout: Duration,
-    /// TTL of scent locks (renewed by nothing: keep it above the longest commit).
-    pub lock_ttl: Duration,
-    /// Write a registry checkpoint every this many commits.
-    pub checkpoint_every: u64,
-    /// fsync every commit (otherwise only commits that ask for it).
-    pub sync: bool,
-    /// How long `run` keeps retrying a conflicting transaction.
-    pub retry_for: Duration,
-    /// Interval of the background recovery pass; `None` turns it off.
-    pub background_interval: Option<Duration>,
-    /// Retries of a transient store fault before it is reported.
-    pub store_retries: u32,
-    /// Interval of background GC (runs within the background pass); `None` turns it off.
-    pub gc_interval: Option<Duration>,
-    /// What GC keeps beyond the reachable: everything younger than this. Must
-    /// exceed the longest transaction.
-    pub gc_retention: Duration,
-    /// A transaction holds at most this many bytes of out-of-line values in
-    /// memory; beyond, it writes them to the store as it goes.
-    pub stage_bytes: usize,
-    /// Cluster mode: transactions begin from the commit stamp the
-    /// coordinator pushed to this process (no round trip) instead of asking
-    /// for it. A read may then miss what landed elsewhere a moment ago (the
-    /// push is in flight); commits are still validated against the store,
-    /// and `Db::foreign_commits_since` always asks.
-    pub pushed_stamps: bool,
-    /// Embedded mode in a local folder: the commit log's segment files are
-    /// sealed, and a new one begun, past this size. GC deletes whole segments.
-    pub segment_bytes: u64,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            chunk_size: 4 << 20,
-            cache_bytes: 128 << 20,
-            value_cache_bytes: 32 << 20,
-            tx_timeout: Duration::from_secs(30),
-            lock_ttl: Duration::from_secs(30),
-            checkpoint_every: 4096,
-            sync: false,
-            retry_for: Duration::from_secs(60),
-            background_interval: Some(Duration::from_secs(30)),
-            store_retries: 3,
-            gc_interval: Some(Duration::from_secs(600)),
-            gc_retention: Duration::from_secs(600),
-            stage_bytes: 16 << 20,
-            pushed_stamps: false,
-            segment_bytes: 64 << 20,
-        }
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub commits: AtomicU64,
-    pub merges: AtomicU64,
-    pub conflicts: AtomicU64,
-    pub collisions: AtomicU64,
-    pub retries: AtomicU64,
-    pub stashed: AtomicU64,
-}
 
 /// Counters since the volume was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -119,27 +47,6 @@ pub struct DbStats {
     pub value_misses: u64,
     /// Bytes the value chunk cache holds.
     pub value_bytes: u64,
-}
-
-pub(crate) struct DbInner {
-    pub loader: Arc<Loader>,
-    pub registry: Registry,
-    pub coord: Arc<dyn Coordinator>,
-    pub opts: Options,
-    pub stats: Stats,
-    /// Serializes this process's claims of log slots.
-    pub commit_serial: parking_lot::Mutex<()>,
-    /// Recent commits of this handle, told apart from other processes' ones.
-    pub own_commits: parking_lot::Mutex<lru::LruCache<TxId, ()>>,
-    /// Blobs written by this process's commits that have not landed yet: GC
-    /// keeps them (in embedded mode they have no intent record to protect them).
-    pub inflight: parking_lot::Mutex<std::collections::HashSet<BlobId>>,
-    /// Stashes of this process (their intent records are kept fresh by the
-    /// background pass).
-    pub stashes: parking_lot::Mutex<Vec<std::sync::Weak<crate::stash::StashInner>>>,
-    /// Clean-up jobs (intent deletes) still queued: waited for at close.
-    pub cleanups: Arc<std::sync::atomic::AtomicUsize>,
-    _exclusive: Option<ExclusiveLock>,
 }
 
 /// An error type `Db::run_with` can retry on.
@@ -183,42 +90,9 @@ impl Reader {
 /// An open volume.
 pub struct Db {
     inner: Arc<DbInner>,
+    stashes: Arc<LiveStashes>,
     background: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
-
-#[derive(Serialize, Deserialize)]
-pub(crate) struct VolumeMarker {
-    pub name: String,
-    pub format: u32,
-    /// Names the volume in coordinator keys.
-    pub id: u128,
-    pub created_ms: u64,
-}
-
-/// On-store format. 2: blobs in one level of 256 folders (1 had two levels,
-/// which cost a mkdir for most of a young volume's blobs). 3: the log may
-/// also live in segment files (`log/`), which a format-2 reader would not
-/// see. 4: cluster-mode processes on a local folder append to those
-/// segments too (taking turns), where a format-3 process would keep
-/// creating record objects for seqs already taken. This version opens
-/// formats 2 and 3 and marks them 4 when it opens them to write.
-pub(crate) const VOLUME_FORMAT: u32 = 4;
-
-/// Formats this version reads.
-pub(crate) fn format_supported(format: u32) -> bool {
-    (2..=VOLUME_FORMAT).contains(&format)
-}
-
-const OUR_TOP_LEVEL: &[&str] = &[
-    "blobs",
-    "log",
-    "segments",
-    "staging",
-    "checkpoints",
-    "intents",
-    "volume",
-    "members",
-];
 
 /// Formats an empty location, or checks that it holds a volume; returns its id.
 fn format_or_check(store: &BlobStore) -> Result<u128> {
@@ -252,7 +126,7 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
         return Ok(m.id);
     }
     if let Some(root) = store.location().local_root() {
-        refuse_foreign_folder(root)?;
+        crate::store::refuse_foreign_folder(root)?;
     }
     // The catalog root is created by log record 1; create-if-absent makes a
     // concurrent format harmless (one wins, the other adopts it).
@@ -297,106 +171,6 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
 
 fn read_marker(store: &BlobStore) -> Result<Option<Vec<u8>>> {
     Ok(store.get(&volume_path())?.map(|b| b.to_vec()))
-}
-
-/// A shared-mode process idle this long re-reads the newest checkpoint before
-/// trusting its position in the log (GC may have trimmed records it never saw).
-pub(crate) const RESYNC_AFTER: Duration = Duration::from_secs(60);
-
-impl DbInner {
-    /// The newest state, as cheaply as the mode allows: embedded mode knows it
-    /// already; shared mode on a local store probes the log's next slot;
-    /// on a network store it reads the pushed stamp (not `strict`) or asks
-    /// the coordinator's, and probes the store only when the stamp is
-    /// missing, behind, or ahead of what it has.
-    pub(crate) fn fresh_state(&self, strict: bool) -> Result<Arc<crate::registry::RegState>> {
-        if !self.coord.is_shared() {
-            return self.registry.catch_up(false);
-        }
-        if self.registry.idle_for() > RESYNC_AFTER {
-            self.registry.resync()?;
-        }
-        if self.loader.store.probe_is_cheap() {
-            // Asking the log for the next slot is about as cheap as reading
-            // a pushed stamp, and exact: every commit point is a slot in it
-            // (a pushed stamp may still be on its way, behind a commit that
-            // returned).
-            if let Some(state) = self.registry.current_if_newest() {
-                return Ok(state);
-            }
-            return self.registry.catch_up(true);
-        }
-        let local = self.registry.current();
-        let pushed = if strict || !self.opts.pushed_stamps {
-            None
-        } else {
-            self.coord.stamp_hint()
-        };
-        if let Some(h) = pushed {
-            // Behind us is normal here: our own commits' pushes are in flight.
-            return if h <= local.seq {
-                Ok(local)
-            } else {
-                self.registry.catch_up(true)
-            };
-        }
-        let epoch = self.coord.epoch();
-        match self.coord.stamp() {
-            Some(s) if s == local.seq => Ok(local),
-            Some(s) if s > local.seq => self.registry.catch_up(true),
-            _ => {
-                // Redis lost the stamp (restart), holds an old one, or was
-                // replaced since it last vouched for one: the store decides.
-                let st = self.registry.catch_up(true)?;
-                self.coord.publish_probed(st.seq, epoch);
-                Ok(st)
-            }
-        }
-    }
-}
-
-/// Refuses a folder that holds other things than a volume's (checked before
-/// anything, even a lock file, is written into it).
-fn refuse_foreign_folder(root: &std::path::Path) -> Result<()> {
-    let entries = match std::fs::read_dir(root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(Error::Io {
-                path: root.display().to_string(),
-                source,
-            })
-        }
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') && !OUR_TOP_LEVEL.contains(&name.as_str()) {
-            return Err(Error::NotAVolume(format!(
-                "{}: folder is not empty and holds no sopfs volume",
-                root.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Creates a local store's folder and takes its lock: exclusive for embedded
-/// mode, shared for cluster mode (so the two never mix). None for other stores.
-fn folder_lock(location: &StoreLocation, exclusive: bool) -> Result<Option<ExclusiveLock>> {
-    let Some(root) = location.local_root() else {
-        return Ok(None);
-    };
-    refuse_foreign_folder(root)?;
-    crate::durable::create_dirs(root).map_err(|source| Error::Io {
-        path: root.display().to_string(),
-        source,
-    })?;
-    let lock = if exclusive {
-        ExclusiveLock::acquire(root)?
-    } else {
-        ExclusiveLock::acquire_shared(root)?
-    };
-    Ok(Some(lock))
 }
 
 impl Db {
@@ -460,7 +234,6 @@ impl Db {
             stats: Stats::default(),
             commit_serial: parking_lot::Mutex::new(()),
             inflight: parking_lot::Mutex::new(std::collections::HashSet::new()),
-            stashes: parking_lot::Mutex::new(Vec::new()),
             cleanups: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             own_commits: parking_lot::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(65_536).unwrap_or(std::num::NonZeroUsize::MIN),
@@ -489,7 +262,7 @@ impl Db {
                 tracing::info!(swept, "removed files of interrupted writes");
             }
         }
-        let (done, undone) = crate::recovery::recover_all(&inner, !shared)?;
+        let (done, undone) = crate::txn::recover_all(&inner, !shared)?;
         if done + undone > 0 {
             tracing::info!(
                 committed = done,
@@ -497,15 +270,17 @@ impl Db {
                 "recovered unfinished commits"
             );
         }
+        let stashes = Arc::new(LiveStashes::default());
         let background = inner.opts.background_interval.map(|every| {
+            let stashes = stashes.clone();
             let (tx, rx) = mpsc::channel::<()>();
             let weak = Arc::downgrade(&inner);
             let handle = std::thread::spawn(move || {
                 let mut last_gc = Instant::now();
                 while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                     let Some(db) = weak.upgrade() else { return };
-                    crate::stash::refresh_all(&db);
-                    if let Err(e) = crate::recovery::recover_all(&db, false) {
+                    stashes.refresh();
+                    if let Err(e) = crate::txn::recover_all(&db, false) {
                         tracing::warn!(error = %e, "background recovery pass failed");
                     }
                     if db
@@ -514,7 +289,7 @@ impl Db {
                         .is_some_and(|gc| last_gc.elapsed() >= gc)
                     {
                         last_gc = Instant::now();
-                        match crate::gc::gc(&db, db.opts.gc_retention, false) {
+                        match crate::maint::gc(&db, db.opts.gc_retention, false) {
                             Ok(r) => tracing::info!(
                                 deleted = r.blobs_deleted,
                                 kept = r.blobs_kept,
@@ -527,12 +302,16 @@ impl Db {
             });
             (tx, handle)
         });
-        Ok(Db { inner, background })
+        Ok(Db {
+            inner,
+            stashes,
+            background,
+        })
     }
 
     /// A new [`Stash`]: value blobs written now for a later transaction.
     pub fn stash(&self) -> crate::Stash {
-        crate::Stash::new(self.inner.clone())
+        crate::Stash::new(self.inner.clone(), &self.stashes)
     }
 
     /// Begins a transaction with the default time limit.
@@ -633,13 +412,13 @@ impl Db {
 
     /// Deletes what no state within `retention` can reach. `dry_run` only counts.
     pub fn gc(&self, retention: Duration, dry_run: bool) -> Result<GcReport> {
-        crate::gc::gc(&self.inner, retention, dry_run)
+        crate::maint::gc(&self.inner, retention, dry_run)
     }
 
     /// Finishes or rolls back every unfinished commit whose owner's time ran
     /// out; returns (committed, rolled back).
     pub fn recover(&self) -> Result<(u64, u64)> {
-        crate::recovery::recover_all(&self.inner, false)
+        crate::txn::recover_all(&self.inner, false)
     }
 
     /// True when other processes may commit to this volume (a shared coordinator).
@@ -680,12 +459,12 @@ impl Db {
     }
 
     /// Announces (or refreshes) process `id` on the volume with `body`; see
-    /// [`crate::inspect`]. Callers repeat it as a heartbeat.
+    /// [`crate::maint`]. Callers repeat it as a heartbeat.
     pub fn announce(&self, id: &str, body: Vec<u8>) -> Result<()> {
         self.inner
             .loader
             .store
-            .put(&crate::inspect::member_path(id), body)
+            .put(&crate::maint::inspect::member_path(id), body)
     }
 
     /// Removes process `id`'s announcement.
@@ -693,12 +472,12 @@ impl Db {
         self.inner
             .loader
             .store
-            .delete(&crate::inspect::member_path(id))
+            .delete(&crate::maint::inspect::member_path(id))
     }
 
     /// Processes announced on this volume, freshest first.
-    pub fn members(&self) -> Result<Vec<crate::inspect::Member>> {
-        crate::inspect::members(&self.inner.loader.store)
+    pub fn members(&self) -> Result<Vec<crate::maint::inspect::Member>> {
+        crate::maint::inspect::members(&self.inner.loader.store)
     }
 
     /// Counters since open.
@@ -725,7 +504,7 @@ impl Db {
 
 impl Drop for Db {
     fn drop(&mut self) {
-        crate::stager::drain(&self.inner.cleanups, Duration::from_secs(5));
+        crate::txn::drain(&self.inner.cleanups, Duration::from_secs(5));
         if let Some((tx, handle)) = self.background.take() {
             drop(tx);
             let _ = handle.join();

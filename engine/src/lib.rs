@@ -1,41 +1,35 @@
 //! sopfs engine: transactional B-trees over an `object_store`.
 //!
-//! Layers, bottom up: [`store`] (blobs and paths) -> `registry` (commit log,
-//! node locations) -> `btree` over a copy-on-write `view` -> [`Transaction`]
-//! and the commit protocol -> [`Db`]. Coordination between transactions
-//! goes through a [`Coordinator`]. See ARCHITECTURE.md at the repository root.
+//! Layers, lowest first; a module imports only from those before it:
+//! `error`, `ids`, `codec` -> [`store`] (blobs, the volume marker, the
+//! folder lock, durability barriers) -> `log` (the commit log and the
+//! registry folded from it) -> `tree` (nodes, caches, views, B-tree
+//! algorithms) -> `coord` (the [`Coordinator`] trait and Redis) -> `ctx`
+//! (the shared context of an open volume) -> `txn` (transactions, the
+//! commit, recovery, stashes) -> `maint` (GC, inspection) -> [`Db`], the
+//! public door. See ARCHITECTURE.md at the repository root.
 
-mod btree;
-mod cache;
-pub mod codec;
-mod commit;
-pub mod coordinator;
+mod codec;
+mod coord;
+mod ctx;
 mod db;
-pub mod durable;
 mod error;
-mod gc;
 pub mod ids;
-pub mod inspect;
-mod leaf;
-pub mod log;
-pub mod node;
-mod recovery;
-pub mod redis_coord;
-pub mod registry;
-mod spares;
-mod stager;
-mod stash;
-pub mod store;
-mod tx;
-mod view;
+mod log;
+mod maint;
+mod options;
+mod store;
+mod tree;
+mod txn;
 
-pub use commit::CommitInfo;
-pub use coordinator::{Coordinator, InProcessCoordinator, LockOutcome};
-pub use db::{Db, DbStats, Options, Reader, RetryableError};
+pub use coord::{redact_url, Coordinator, InProcessCoordinator, LockOutcome, RedisCoordinator};
+pub use db::{Db, DbStats, Reader, RetryableError};
 pub use error::{Error, Result};
-pub use gc::GcReport;
-pub use node::Value;
-pub use redis_coord::RedisCoordinator;
-pub use stash::{Stash, StashedValue};
-pub use store::StoreLocation;
-pub use tx::{Cursor, Direction, Transaction, TreeConfig, TxMode, TxOptions};
+pub use maint::inspect;
+pub use maint::GcReport;
+pub use options::Options;
+pub use store::{durable, BlobStore, StoreLocation};
+pub use tree::{Packed, Value};
+pub use txn::{
+    CommitInfo, Cursor, Direction, Stash, StashedValue, Transaction, TreeConfig, TxMode, TxOptions,
+};

@@ -63,7 +63,7 @@ impl Vol {
     /// Intent records left in the store.
     fn intents_left(&self) -> usize {
         let loc = StoreLocation::parse(&self.location).expect("location");
-        let store = engine::store::BlobStore::open(&loc).expect("store");
+        let store = engine::BlobStore::open(&loc).expect("store");
         store.list("intents").expect("list intents").len()
     }
 }
@@ -485,86 +485,9 @@ fn a_reader_in_another_process_sees_each_commit_as_soon_as_it_returns(kind: &str
     assert_eq!(seen, n);
 }
 
-/// A redis-server speaking only TLS, with a password; killed on drop.
-struct TlsRedis {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl TlsRedis {
-    fn start(password: &str) -> TlsRedis {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
-        let ok = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            ])
-            .args(["-subj", "/CN=127.0.0.1", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl")
-            .success();
-        assert!(ok, "openssl could not make a certificate");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--bind",
-                "127.0.0.1",
-                "--tls-port",
-                &port.to_string(),
-            ])
-            .arg("--tls-cert-file")
-            .arg(&cert)
-            .arg("--tls-key-file")
-            .arg(&key)
-            .arg("--tls-ca-cert-file")
-            .arg(&cert)
-            .args([
-                "--tls-auth-clients",
-                "no",
-                "--requirepass",
-                password,
-                "--save",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server");
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "TLS redis did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        TlsRedis {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn rediss_with_a_password_works_and_a_wrong_password_is_a_clear_error() {
-    let server = TlsRedis::start("s3cret-pw");
+    let server = RedisServer::tls("s3cret-pw").expect("openssl and a TLS-capable redis-server");
     let dir = tempfile::tempdir().expect("tempdir");
     // `#insecure`: the test certificate is self-signed.
     let good = format!("rediss://:s3cret-pw@127.0.0.1:{}/#insecure", server.port);

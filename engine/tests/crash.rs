@@ -6,11 +6,9 @@ mod common;
 
 use common::small_tree;
 use engine::{Db, Options, StoreLocation, TxMode};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
+use test_support::child::{ack, Worker};
 
 const CHILD_ENV: &str = "SOPFS_CRASH_CHILD_DIR";
 const TREE: &str = "crash";
@@ -52,7 +50,6 @@ fn counter(db: &Db) -> u64 {
 fn child_loop(dir: &Path) {
     let db = Db::open(StoreLocation::Local(dir.to_path_buf()), opts()).expect("child open");
     let mut i = counter(&db);
-    let stdout = std::io::stdout();
     loop {
         i += 1;
         db.run(|tx| {
@@ -70,10 +67,7 @@ fn child_loop(dir: &Path) {
             Ok(())
         })
         .expect("child commit");
-        use std::io::Write;
-        let mut out = stdout.lock();
-        let _ = writeln!(out, "ACK {i}");
-        let _ = out.flush();
+        ack(i);
     }
 }
 
@@ -139,46 +133,21 @@ fn verify(dir: &Path, acked: u64) -> u64 {
 #[test]
 fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let exe = std::env::current_exe().expect("test binary");
     let mut acked = 0;
     let mut last = 0;
     let kills = 80;
     for round in 0..kills {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "child_process_entry",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // The first ack shares a line with the test harness's banner.
-                if let Some(n) = line
-                    .rsplit_once("ACK ")
-                    .and_then(|(_, n)| n.parse::<u64>().ok())
-                {
-                    let _ = tx.send(n);
-                }
-            }
-        });
+        let mut worker = Worker::spawn(
+            "child_process_entry",
+            &[(CHILD_ENV, dir.path().display().to_string())],
+        );
         // Wait for the first ack of this run, then kill at a random moment.
-        if let Ok(n) = rx.recv_timeout(Duration::from_secs(20)) {
+        if let Ok(n) = worker.acks.recv_timeout(Duration::from_secs(20)) {
             acked = acked.max(n);
         }
         std::thread::sleep(Duration::from_micros(rand::random_range(0..60_000)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        reader.join().expect("reader");
-        while let Ok(n) = rx.try_recv() {
+        worker.kill();
+        while let Ok(n) = worker.acks.try_recv() {
             acked = acked.max(n);
         }
         let c = verify(dir.path(), acked);

@@ -16,11 +16,9 @@ mod common;
 use common::{moto, small_tree, RedisServer, S3_BUCKET};
 use engine::{Cursor, Db, Direction, Options, RedisCoordinator, StoreLocation, TxMode};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use test_support::child::{ack, Worker};
 
 const CHILD_ENV: &str = "SOPFS_STORM_CHILD";
 const TREE: &str = "storm";
@@ -93,7 +91,6 @@ fn worker(w: usize, prefix: &str, redis: &str) {
             .max()
             .unwrap_or(0)
     };
-    let out = std::io::stdout();
     loop {
         i += 1;
         db.run(|tx| {
@@ -110,10 +107,7 @@ fn worker(w: usize, prefix: &str, redis: &str) {
             Ok(())
         })
         .expect("worker commit");
-        use std::io::Write;
-        let mut o = out.lock();
-        let _ = writeln!(o, "ACK {i}");
-        let _ = o.flush();
+        ack(i);
     }
 }
 
@@ -129,37 +123,11 @@ fn storm_worker_entry() {
     }
 }
 
-/// A running worker and the acks it prints.
-struct Worker {
-    child: Child,
-    acks: mpsc::Receiver<u64>,
-}
-
 fn spawn(w: usize, prefix: &str, redis: &str) -> Worker {
-    let exe = std::env::current_exe().expect("test binary");
-    let mut child = Command::new(exe)
-        .args([
-            "--exact",
-            "storm_worker_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, format!("{w} {prefix} {redis}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn worker");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, acks) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(n) = line.rsplit_once("ACK ").and_then(|(_, n)| n.parse().ok()) {
-                let _ = tx.send(n);
-            }
-        }
-    });
-    Worker { child, acks }
+    Worker::spawn(
+        "storm_worker_entry",
+        &[(CHILD_ENV, format!("{w} {prefix} {redis}"))],
+    )
 }
 
 #[test]
@@ -179,17 +147,13 @@ fn a_kill_storm_on_s3_loses_no_acknowledged_commit_and_lands_none_twice() {
     while start.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(Duration::from_millis(rand::random_range(200..1500)));
         let w = rand::random_range(0..WORKERS);
-        let _ = workers[w].child.kill();
-        let _ = workers[w].child.wait();
+        workers[w].kill();
         kills += 1;
         acked[w].extend(workers[w].acks.try_iter());
         workers[w] = spawn(w, &prefix, &url);
     }
     for (w, mut worker) in workers.into_iter().enumerate() {
-        let _ = worker.child.kill();
-        let _ = worker.child.wait();
-        // The reader thread sees the pipe close; what it read is all there is.
-        std::thread::sleep(Duration::from_millis(100));
+        worker.kill();
         acked[w].extend(worker.acks.try_iter());
     }
 

@@ -4,21 +4,11 @@
 
 mod common;
 
-use common::{small_tree, RedisServer};
+use common::{small_tree, value_blob_files, RedisServer};
 use engine::{Db, Options, RedisCoordinator, StoreLocation, TxMode};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-fn value_blobs(dir: &Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir.join("blobs")) else {
-        return 0;
-    };
-    rd.flatten()
-        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-        .filter(|f| std::fs::read(f.path()).is_ok_and(|b| b.get(4) == Some(&2)))
-        .count()
-}
 
 fn value(i: u32, len: usize) -> Vec<u8> {
     (0..len)
@@ -82,7 +72,7 @@ fn small_values_travel_in_the_record_and_survive_gc_trimming_it() {
             .expect("commit");
     }
     assert_eq!(
-        value_blobs(dir.path()),
+        value_blob_files(dir.path()),
         1,
         "only the value past 256 KiB is a file"
     );
@@ -123,7 +113,7 @@ fn small_values_travel_in_the_record_and_survive_gc_trimming_it() {
     check_all(&db, true);
     let live_packed = sizes().iter().filter(|(_, len)| *len <= 256 << 10).count();
     // Live values written out, plus the big one(s) that never were packed.
-    let files = value_blobs(dir.path());
+    let files = value_blob_files(dir.path());
     assert!(
         files >= live_packed && files <= live_packed + 3,
         "{files} value files for {live_packed} live packed values"
@@ -201,7 +191,7 @@ fn cluster_mode_packs_small_values_too_and_other_processes_read_them() {
             });
         }
     });
-    assert_eq!(value_blobs(dir.path()), 0, "no value became a file");
+    assert_eq!(value_blob_files(dir.path()), 0, "no value became a file");
     for db in [&a, &b] {
         let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
         for w in 0..2u32 {

@@ -4,22 +4,11 @@
 
 mod common;
 
-use common::{small_opts, small_tree, RedisServer};
+use common::{small_opts, small_tree, value_blob_files, RedisServer};
 use engine::{Db, Options, RedisCoordinator, StoreLocation, TxMode};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Value blobs in the store (GC also writes node blobs out of trimmed records).
-fn blob_files(dir: &Path) -> usize {
-    let Ok(rd) = std::fs::read_dir(dir.join("blobs")) else {
-        return 0;
-    };
-    rd.flatten()
-        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-        .filter(|f| std::fs::read(f.path()).is_ok_and(|b| b.get(4) == Some(&2)))
-        .count()
-}
 
 fn chunk(i: u32) -> Vec<u8> {
     (0..100_000u32).map(|j| (i * 31 + j % 253) as u8).collect()
@@ -39,7 +28,11 @@ fn stashed_values_land_with_their_commit_and_survive_gc_while_they_wait() {
     }
     std::thread::sleep(Duration::from_millis(20));
     db.gc(Duration::ZERO, false).expect("gc");
-    assert_eq!(blob_files(dir.path()), 20, "GC kept the waiting values");
+    assert_eq!(
+        value_blob_files(dir.path()),
+        20,
+        "GC kept the waiting values"
+    );
     assert_eq!(stash.read(&values[3]).expect("read back"), chunk(3));
     // One transaction takes the first 15; the other 5 are never used.
     db.run(|tx| {
@@ -50,10 +43,14 @@ fn stashed_values_land_with_their_commit_and_survive_gc_while_they_wait() {
     })
     .expect("commit");
     stash.discard(&values[19]);
-    assert_eq!(blob_files(dir.path()), 19, "a discarded value is deleted");
+    assert_eq!(
+        value_blob_files(dir.path()),
+        19,
+        "a discarded value is deleted"
+    );
     drop(stash);
     assert_eq!(
-        blob_files(dir.path()),
+        value_blob_files(dir.path()),
         15,
         "values no commit took are deleted with their stash"
     );
@@ -142,7 +139,7 @@ fn in_cluster_mode_another_process_gc_keeps_what_a_stash_waits_with() {
     age_value_blobs(dir.path());
     other.gc(Duration::ZERO, false).expect("gc");
     assert_eq!(
-        blob_files(dir.path()),
+        value_blob_files(dir.path()),
         3,
         "GC elsewhere kept the waiting values"
     );
@@ -165,14 +162,14 @@ fn in_cluster_mode_another_process_gc_keeps_what_a_stash_waits_with() {
     // garbage to the other process.
     let lonely = stash.put(chunk(9)).expect("put");
     stash.wait(&lonely).expect("written");
-    let store = engine::store::BlobStore::open(&location).expect("store");
+    let store = engine::BlobStore::open(&location).expect("store");
     for m in store.list("intents").expect("list") {
         store.delete(&m.location).expect("delete intent");
     }
     age_value_blobs(dir.path());
     other.gc(Duration::ZERO, false).expect("gc");
     assert_eq!(
-        blob_files(dir.path()),
+        value_blob_files(dir.path()),
         3,
         "only the committed values are left"
     );
@@ -196,7 +193,7 @@ fn in_cluster_mode_a_stash_leaves_no_intent_record_behind() {
     .expect("open");
     db.run(|tx| tx.ensure_tree("t", small_tree(8)))
         .expect("tree");
-    let store = engine::store::BlobStore::open(&location).expect("store");
+    let store = engine::BlobStore::open(&location).expect("store");
     let intents = || {
         store
             .list("intents")

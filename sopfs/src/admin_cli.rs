@@ -5,9 +5,9 @@ use anyhow::Context;
 use engine::inspect::inspect;
 use engine::StoreLocation;
 use indicatif::{ProgressBar, ProgressStyle};
-use sopfs::daemon::open_volume;
-use sopfs::dump::Dump;
-use sopfs::presence::{Announcement, LIVE_WITHIN};
+use sopfs::mount::daemon::open_volume;
+use sopfs::mount::presence::{Announcement, LIVE_WITHIN};
+use sopfs::tools::dump::Dump;
 use sopfs::{Fs, FsOptions};
 use std::io::IsTerminal;
 use std::io::Write;
@@ -78,7 +78,7 @@ pub fn status(store: &str) -> anyhow::Result<()> {
     let location = StoreLocation::parse(store)?;
     let f = inspect(&location).with_context(|| format!("cannot read volume {store}"))?;
     let created = humantime::format_rfc3339_seconds(f.created);
-    println!("volume     {}", engine::redis_coord::redact_url(store));
+    println!("volume     {}", engine::redact_url(store));
     println!("id         {:032x}", f.id);
     println!("format     {}", f.format);
     println!("created    {created}");
@@ -185,7 +185,8 @@ pub fn load(store: &str, redis: Option<&str>, file: &Path) -> anyhow::Result<()>
         serde_json::from_reader(std::io::BufReader::new(f))
             .with_context(|| format!("{} is not a sopfs dump", file.display()))?
     };
-    sopfs::dump::check_dump(&d).with_context(|| format!("cannot load {}", file.display()))?;
+    sopfs::tools::dump::check_dump(&d)
+        .with_context(|| format!("cannot load {}", file.display()))?;
     let db = open_volume(store, redis, quiet())?;
     let fs = Fs::new(db, FsOptions::default())?;
     let mut progress = Progress::new("inodes loaded");

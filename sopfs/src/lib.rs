@@ -1,23 +1,20 @@
 //! sopfs: a masterless distributed filesystem over the sopfs engine.
 //!
-//! Layers: [`fs`] holds the POSIX semantics as engine transactions and is
-//! callable without a mount; [`fuse`] is the thin kernel edge over it;
-//! [`daemon`] mounts, backgrounds and unmounts.
+//! Layers, lowest first; a module imports only from those before it:
+//! [`error`] -> [`ns`] (the namespace as transaction functions, no mount
+//! needed) -> [`host`] (a mounted host's state: open files, write buffers,
+//! kernel references, invalidation) -> [`fs`] (the facade that serves POSIX
+//! operations) -> [`macros`] and [`tools`] (fsck, dump) -> [`mount`] (the
+//! FUSE adapter, virtual files, the daemon, metrics, presence).
 
-pub mod daemon;
-pub mod dirty;
-pub mod dump;
 pub mod error;
-pub mod exporter;
 pub mod fs;
-pub mod fsck;
-pub mod fuse;
-pub mod inode;
+pub mod host;
 pub mod macros;
-pub mod metrics;
-pub mod prefetch;
-pub mod presence;
-pub mod virt;
+pub mod mount;
+pub mod ns;
+pub mod tools;
 
 pub use error::{FsError, FsResult};
-pub use fs::{Caller, Fs, FsOptions};
+pub use fs::{Fs, FsOptions};
+pub use ns::Caller;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use engine::{Options, TxMode};
-use sopfs::daemon::{open_volume, run_mount, unmount_and_wait, MountArgs};
+use sopfs::mount::daemon::{open_volume, run_mount, unmount_and_wait, MountArgs};
 use sopfs::{Fs, FsOptions};
 use std::path::PathBuf;
 

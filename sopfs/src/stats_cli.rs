@@ -2,7 +2,7 @@
 //! of its `/.sopfs/stats` an interval apart.
 
 use anyhow::{bail, Context};
-use sopfs::metrics::{parse, Op, Sample};
+use sopfs::mount::metrics::{parse, Op, Sample};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

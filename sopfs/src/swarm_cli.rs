@@ -5,10 +5,10 @@
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 use engine::{Options, TxMode};
-use sopfs::daemon::open_volume;
 use sopfs::macros::jobs::{self, Status};
 use sopfs::macros::run::{run, LlmConfig, RunConfig};
 use sopfs::macros::{format, store};
+use sopfs::mount::daemon::open_volume;
 use sopfs::{Fs, FsOptions};
 use std::sync::Arc;
 use std::time::Duration;

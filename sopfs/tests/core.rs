@@ -5,7 +5,7 @@ mod common;
 use common::RedisServer;
 use engine::{Db, Options, RedisCoordinator, StoreLocation};
 use sopfs::fs::{Caller, Fs, FsOptions, NodeSpec};
-use sopfs::inode::{Kind, ROOT_INO};
+use sopfs::ns::schema::{Kind, ROOT_INO};
 use std::sync::Arc;
 
 const ROOT: Caller = Caller { uid: 0, gid: 0 };
@@ -19,8 +19,8 @@ fn host(store: &StoreLocation, redis: &str) -> Arc<Fs> {
 fn two_hosts() -> (RedisServer, Arc<Fs>, Arc<Fs>) {
     let redis = RedisServer::start();
     let store = StoreLocation::parse("memory://").expect("memory");
-    let a = host(&store, &redis.url);
-    let b = host(&store, &redis.url);
+    let a = host(&store, &redis.url());
+    let b = host(&store, &redis.url());
     (redis, a, b)
 }
 
@@ -161,7 +161,7 @@ fn a_big_write_goes_ahead_to_the_store_or_spills_and_lands_as_one_commit() {
     let store = StoreLocation::parse("memory://").expect("memory");
     let cache = tempfile::tempdir().expect("cache");
     let open = |cache_dir: std::path::PathBuf| {
-        let coord = RedisCoordinator::connect(&redis.url).expect("redis");
+        let coord = RedisCoordinator::connect(&redis.url()).expect("redis");
         // Small limits so that 24 MiB is "big": 1 MiB in memory per file,
         // 2 MiB of values in memory per transaction.
         let opts = Options {
@@ -242,7 +242,7 @@ fn a_big_write_goes_ahead_to_the_store_or_spills_and_lands_as_one_commit() {
 #[test]
 fn attribute_changes_of_the_writing_process_land_with_its_writes() {
     use sopfs::fs::SetAttr;
-    use sopfs::inode::Time;
+    use sopfs::ns::schema::Time;
     let (_redis, a, b) = two_hosts();
     let f = a
         .make_node(ROOT, ROOT_INO, b"f", NodeSpec::new(Kind::File, 0o600))

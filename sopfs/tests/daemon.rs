@@ -22,17 +22,12 @@ fn background_mount_answers_when_it_returns_and_umount_cleans_up() {
     let dir = t.path().join("m");
     std::fs::create_dir(&dir).expect("mp");
     for round in 0..2 {
-        let out = Command::new(sopfs_bin())
-            .arg("mount")
-            .arg(&store)
-            .arg(&dir)
-            .arg("--background")
-            .output()
-            .expect("mount");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new(sopfs_bin())
+                .arg("mount")
+                .arg(&store)
+                .arg(&dir)
+                .arg("--background"),
         );
         // No waiting: the mount answers the moment the command returns.
         assert!(is_mounted(&dir));
@@ -42,16 +37,7 @@ fn background_mount_answers_when_it_returns_and_umount_cleans_up() {
         } else {
             assert_eq!(std::fs::read_to_string(&f).expect("read"), "kept");
         }
-        let out = Command::new(sopfs_bin())
-            .arg("umount")
-            .arg(&dir)
-            .output()
-            .expect("umount");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new(sopfs_bin()).arg("umount").arg(&dir));
         wait_unmounted(&dir);
     }
 }
@@ -140,10 +126,7 @@ fn bad_input_is_one_clear_line() {
 /// the test), fstab-style options included; `fusermount3 -u` ends the daemon.
 #[test]
 fn mount_t_sopfs_through_the_helper() {
-    let bin_dir = std::path::PathBuf::from(sopfs_bin())
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
+    let bin_dir = sopfs_bin().parent().expect("bin dir").to_path_buf();
     let helper = bin_dir.join("mount-sopfs");
     if !helper.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -174,17 +157,12 @@ fn mount_t_sopfs_through_the_helper() {
     let store = t.path().join("store");
     let dir = t.path().join("m");
     std::fs::create_dir(&dir).expect("mp");
-    let out = Command::new("mount")
-        .args(["-t", "sopfs"])
-        .arg(&store)
-        .arg(&dir)
-        .args(["-o", "rw,_netdev,nofail,noatime,x-systemd.automount"])
-        .output()
-        .expect("mount");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "sopfs"])
+            .arg(&store)
+            .arg(&dir)
+            .args(["-o", "rw,_netdev,nofail,noatime,x-systemd.automount"]),
     );
     assert!(is_mounted(&dir));
     std::fs::write(dir.join("f"), "via helper").expect("write");
@@ -229,32 +207,13 @@ fn mount_t_sopfs_through_the_helper() {
         ),
     )
     .expect("fstab");
-    let out = Command::new("mount")
-        .arg("-T")
-        .arg(&fstab)
-        .arg(&dir)
-        .output()
-        .expect("mount -T");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("mount").arg("-T").arg(&fstab).arg(&dir));
     assert!(is_mounted(&dir));
     assert_eq!(
         std::fs::read_to_string(dir.join("f")).expect("read"),
         "via helper"
     );
-    let out = Command::new(sopfs_bin())
-        .arg("umount")
-        .arg(&dir)
-        .output()
-        .expect("umount");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new(sopfs_bin()).arg("umount").arg(&dir));
     assert!(!is_mounted(&dir));
 }
 

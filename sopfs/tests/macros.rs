@@ -36,8 +36,8 @@ fn exec_cfg() -> RunConfig {
 
 fn read(fs: &Fs, path: &str) -> Option<String> {
     let mut tx = fs.db().begin(TxMode::ReadOnly).expect("tx");
-    let ino = Fs::resolve_in(&mut tx, path).ok()?;
-    Some(String::from_utf8_lossy(&Fs::read_file_in(&mut tx, ino).ok()?).into_owned())
+    let ino = sopfs::ns::paths::resolve(&mut tx, path).ok()?;
+    Some(String::from_utf8_lossy(&sopfs::ns::content::read_file(&mut tx, ino).ok()?).into_owned())
 }
 
 /// A one-shot OpenAI-compatible endpoint on loopback answering `reply`.
@@ -133,7 +133,7 @@ fn every_step_type_does_what_it_says() {
         sopfs::Caller { uid: 0, gid: 0 },
         1,
         b"w",
-        sopfs::fs::NodeSpec::new(sopfs::inode::Kind::Dir, 0o755),
+        sopfs::fs::NodeSpec::new(sopfs::ns::schema::Kind::Dir, 0o755),
     )
     .expect("w");
     let out = run(&fs, &m, &["/w".into()], &cfg).expect("run");
@@ -168,14 +168,14 @@ fn every_step_type_does_what_it_says() {
     );
     assert_eq!(read(&fs, "/w/in/c.txt"), None);
     let mut tx = fs.db().begin(TxMode::ReadOnly).expect("tx");
-    assert!(Fs::resolve_in(&mut tx, "/w/in/deep").is_err());
+    assert!(sopfs::ns::paths::resolve(&mut tx, "/w/in/deep").is_err());
     drop(tx);
     // exec and prompt are off unless configured, and say so naming the step.
     let e = run(&fs, &m, &["/w2".into()], &RunConfig::default()).expect_err("must fail");
     assert_eq!(e.step, "step 24 (exec)", "{e}");
     let mut tx = fs.db().begin(TxMode::ReadOnly).expect("tx");
     assert!(
-        Fs::resolve_in(&mut tx, "/w2").is_err(),
+        sopfs::ns::paths::resolve(&mut tx, "/w2").is_err(),
         "a failed single-scope run left /w2"
     );
     drop(tx);
@@ -212,7 +212,7 @@ fn single_scope_is_all_or_nothing_and_per_step_is_not() {
     assert_eq!(e.message, "last step fails");
     let mut tx = fs.db().begin(TxMode::ReadOnly).expect("tx");
     assert!(
-        Fs::resolve_in(&mut tx, "/s").is_err(),
+        sopfs::ns::paths::resolve(&mut tx, "/s").is_err(),
         "single scope left something behind"
     );
     drop(tx);
@@ -284,7 +284,10 @@ fn shared_fs(store: &StoreLocation, redis: &str) -> Arc<Fs> {
 fn one_macro_from_two_hosts_at_once() {
     let redis = RedisServer::start();
     let store = StoreLocation::parse("memory://").expect("mem");
-    let (a, b) = (shared_fs(&store, &redis.url), shared_fs(&store, &redis.url));
+    let (a, b) = (
+        shared_fs(&store, &redis.url()),
+        shared_fs(&store, &redis.url()),
+    );
     let m = install(
         &a,
         r#"{"format":1,"name":"tick","params":[{"name":"who"},{"name":"i"}],"steps":[
@@ -328,7 +331,7 @@ fn three_agents_run_300_jobs_exactly_once() {
     let redis = RedisServer::start();
     let store_path = t.path().join("store");
     let store_s = store_path.to_str().expect("utf8");
-    let fs = shared_fs(&StoreLocation::parse(store_s).expect("loc"), &redis.url);
+    let fs = shared_fs(&StoreLocation::parse(store_s).expect("loc"), &redis.url());
     install(
         &fs,
         r#"{"format":1,"name":"job","params":[{"name":"n"}],"steps":[
@@ -339,7 +342,7 @@ fn three_agents_run_300_jobs_exactly_once() {
         sopfs::Caller { uid: 0, gid: 0 },
         1,
         b"done",
-        sopfs::fs::NodeSpec::new(sopfs::inode::Kind::Dir, 0o755),
+        sopfs::fs::NodeSpec::new(sopfs::ns::schema::Kind::Dir, 0o755),
     )
     .expect("dir");
     let ids: Vec<String> = (0..300)
@@ -349,7 +352,7 @@ fn three_agents_run_300_jobs_exactly_once() {
         .map(|i| {
             agent(
                 store_s,
-                &redis.url,
+                &redis.url(),
                 &format!("agent{i}"),
                 10,
                 &["--idle-exit", "3"],
@@ -382,7 +385,7 @@ fn a_killed_agents_job_completes_elsewhere() {
     let redis = RedisServer::start();
     let store_path = t.path().join("store");
     let store_s = store_path.to_str().expect("utf8");
-    let fs = shared_fs(&StoreLocation::parse(store_s).expect("loc"), &redis.url);
+    let fs = shared_fs(&StoreLocation::parse(store_s).expect("loc"), &redis.url());
     install(
         &fs,
         r#"{"format":1,"name":"slow","scope":"per_step","steps":[
@@ -390,7 +393,7 @@ fn a_killed_agents_job_completes_elsewhere() {
         {"op":"append","path":"/slow.out","content":"finished\n"}]}"#,
     );
     let id = jobs::submit(&fs, "slow", &[]).expect("submit");
-    let mut first = agent(store_s, &redis.url, "first", 2, &["--allow-exec"]);
+    let mut first = agent(store_s, &redis.url(), "first", 2, &["--allow-exec"]);
     let start = Instant::now();
     loop {
         let j = jobs::get(&fs, &id).expect("get").expect("job");
@@ -409,7 +412,7 @@ fn a_killed_agents_job_completes_elsewhere() {
     // in CI: the job then waited for nobody).
     let mut second = agent(
         store_s,
-        &redis.url,
+        &redis.url(),
         "second",
         2,
         &["--allow-exec", "--idle-exit", "6"],

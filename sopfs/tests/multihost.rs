@@ -19,8 +19,8 @@ fn two_mounts() -> (tempfile::TempDir, RedisServer, Mount, Mount) {
     let redis = RedisServer::start();
     let store = t.path().join("store");
     let store = store.to_str().expect("utf8");
-    let a = Mount::start(store, t.path(), "a", Some(&redis.url));
-    let b = Mount::start(store, t.path(), "b", Some(&redis.url));
+    let a = Mount::start(store, t.path(), "a", Some(&redis.url()));
+    let b = Mount::start(store, t.path(), "b", Some(&redis.url()));
     (t, redis, a, b)
 }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use common::{free_port, is_mounted, sopfs_bin, Mount, RedisServer};
-use sopfs::metrics::{parse, Sample};
+use sopfs::mount::metrics::{parse, Sample};
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -69,7 +69,7 @@ const PASSWORD: &str = "pw-Sekr1t-4242";
 
 #[test]
 fn control_files_metrics_and_status_show_the_mount_and_never_the_password() {
-    let redis = RedisServer::start_with_password(Some(PASSWORD));
+    let redis = RedisServer::with_password(PASSWORD);
     let t = tempfile::tempdir().expect("tempdir");
     let store = t.path().join("store");
     let store = store.to_str().expect("utf8");
@@ -77,7 +77,7 @@ fn control_files_metrics_and_status_show_the_mount_and_never_the_password() {
     let dir_a = t.path().join("a");
     std::fs::create_dir(&dir_a).expect("mp");
     let metrics = format!("metrics=127.0.0.1:{port}");
-    let mut a = Mount::start_at(store, &dir_a, Some(&redis.url), &[&metrics]);
+    let mut a = Mount::start_at(store, &dir_a, Some(&redis.url()), &[&metrics]);
     for i in 0..100 {
         std::fs::write(a.path(&format!("f{i}")), format!("{i}\n")).expect("write");
     }
@@ -108,7 +108,7 @@ fn control_files_metrics_and_status_show_the_mount_and_never_the_password() {
 
     let dir_b = t.path().join("b");
     std::fs::create_dir(&dir_b).expect("mp");
-    let mut b = Mount::start_at(store, &dir_b, Some(&redis.url), &[]);
+    let mut b = Mount::start_at(store, &dir_b, Some(&redis.url()), &[]);
     let status = stdout_ok(&["status", store]);
     assert_eq!(live_daemons(&status), 2, "{status}");
     for d in [&dir_a, &dir_b] {
@@ -124,7 +124,7 @@ fn control_files_metrics_and_status_show_the_mount_and_never_the_password() {
     assert_eq!(live_daemons(&status), 1, "{status}");
 
     // A wrong password is one line and no mount; the message hides it too.
-    let wrong = redis.url.replace(PASSWORD, "not-the-password");
+    let wrong = redis.url().replace(PASSWORD, "not-the-password");
     let err = one_line_error(&[
         "mount",
         store,
@@ -332,7 +332,7 @@ fn other_users_enter_only_with_allow_other_and_then_by_permission() {
 fn fsck_repair_fixes_link_counts_dangling_names_and_orphans() {
     use engine::{Db, Options, StoreLocation};
     use sopfs::fs::NodeSpec;
-    use sopfs::inode::{dir_tree, ino_key, Inode, Kind, INODES, ROOT_INO};
+    use sopfs::ns::schema::{dir_tree, ino_key, Inode, Kind, INODES, ROOT_INO};
     use sopfs::{Caller, Fs, FsOptions};
 
     let t = tempfile::tempdir().expect("tempdir");
@@ -681,87 +681,9 @@ fn walk(root: &Path) -> Vec<(std::path::PathBuf, u64)> {
     out
 }
 
-/// A redis-server speaking only TLS, with a self-signed certificate made by
-/// openssl; killed on drop.
-struct TlsRedis {
-    child: std::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for TlsRedis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tls_redis(password: &str) -> Option<TlsRedis> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(dir.path().join("key.pem"))
-        .arg("-out")
-        .arg(dir.path().join("cert.pem"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !made {
-        return None;
-    }
-    for _ in 0..10 {
-        let port = free_port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", "0", "--bind", "127.0.0.1", "--save", ""])
-            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
-            .arg("--tls-cert-file")
-            .arg(dir.path().join("cert.pem"))
-            .arg("--tls-key-file")
-            .arg(dir.path().join("key.pem"))
-            .arg("--tls-ca-cert-file")
-            .arg(dir.path().join("cert.pem"))
-            .args(["--requirepass", password])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let start = std::time::Instant::now();
-        while start.elapsed() < std::time::Duration::from_secs(10) {
-            if child.try_wait().ok().flatten().is_some() {
-                break;
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(TlsRedis {
-                    child,
-                    port,
-                    _dir: dir,
-                });
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    None
-}
-
 #[test]
 fn redis_over_tls_with_a_password_from_the_url() {
-    let Some(redis) = tls_redis(PASSWORD) else {
+    let Some(redis) = RedisServer::tls(PASSWORD) else {
         assert!(
             std::env::var("CI").is_err(),
             "openssl or a TLS-capable redis-server missing"

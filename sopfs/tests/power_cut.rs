@@ -18,7 +18,7 @@ use engine::{Db, Options, StoreLocation, TxMode};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use sopfs::fs::{Caller, Fs, FsOptions, NodeSpec};
-use sopfs::inode::{Kind, ROOT_INO};
+use sopfs::ns::schema::{Kind, ROOT_INO};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -76,9 +76,8 @@ fn walk(fs: &Fs) -> (Tree, HashMap<String, u64>) {
     let mut tx = fs.db().begin(TxMode::ReadOnly).expect("begin");
     let mut stack = vec![(ROOT_INO, String::new())];
     while let Some((dir, path)) = stack.pop() {
-        for (name, attr) in fs
-            .list_in(&mut tx, dir, None, None, usize::MAX)
-            .expect("list")
+        for (name, attr) in
+            sopfs::ns::paths::list(&mut tx, fs, dir, None, None, usize::MAX).expect("list")
         {
             let name = String::from_utf8(name).expect("utf-8 names");
             let p = if path.is_empty() {
@@ -91,7 +90,7 @@ fn walk(fs: &Fs) -> (Tree, HashMap<String, u64>) {
                 tree.insert(p.clone(), None);
                 stack.push((attr.ino, p));
             } else {
-                let bytes = Fs::read_file_in(&mut tx, attr.ino).expect("read file");
+                let bytes = sopfs::ns::content::read_file(&mut tx, attr.ino).expect("read file");
                 tree.insert(p, Some(Arc::new(bytes)));
             }
         }

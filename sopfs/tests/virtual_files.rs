@@ -9,10 +9,7 @@ use std::process::Command;
 
 /// The runner binary (mount-tools), built when a plain `cargo test -p sopfs` did not.
 fn runner_dir() -> PathBuf {
-    let dir = PathBuf::from(sopfs_bin())
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
+    let dir = sopfs_bin().parent().expect("bin dir").to_path_buf();
     if !dir.join("sopfs-macro").exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let ok = Command::new(cargo)
@@ -31,7 +28,7 @@ fn macros_are_files_and_jobs_are_directories() {
     let redis = RedisServer::start();
     let store = t.path().join("store");
     let store_s = store.to_str().expect("utf8");
-    let m = Mount::start(store_s, t.path(), "m", Some(&redis.url));
+    let m = Mount::start(store_s, t.path(), "m", Some(&redis.url()));
     std::fs::write(
         t.path().join("hello.json"),
         r#"{"format":1,"name":"hello","description":"greets","params":[{"name":"who","default":"world"}],
@@ -94,7 +91,7 @@ fn macros_are_files_and_jobs_are_directories() {
             "--store",
             store_s,
             "--redis",
-            &redis.url,
+            &redis.url(),
             "--idle-exit",
             "2",
         ])
@@ -121,8 +118,8 @@ fn one_macro_run_from_two_mounts_at_once() {
     let redis = RedisServer::start();
     let store = t.path().join("store");
     let store_s = store.to_str().expect("utf8");
-    let a = Mount::start(store_s, t.path(), "a", Some(&redis.url));
-    let b = Mount::start(store_s, t.path(), "b", Some(&redis.url));
+    let a = Mount::start(store_s, t.path(), "a", Some(&redis.url()));
+    let b = Mount::start(store_s, t.path(), "b", Some(&redis.url()));
     std::fs::write(
         a.path(".macros/stamp"),
         r#"{"format":1,"name":"stamp","params":[{"name":"who"},{"name":"i"}],"steps":[

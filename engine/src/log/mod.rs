@@ -25,7 +25,13 @@
 //! Readers follow the tail without a turn: they stop at the first frame
 //! that does not check out (one being written), and look for it again later.
 
+mod registry;
 mod tail;
+
+pub(crate) use registry::{
+    decode_record, now_ms, CommitRecord, NodeChange, NodeLoc, PackedNode, PackedValue, RegState,
+    Registry, TreeWrites,
+};
 
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
@@ -50,7 +56,9 @@ pub enum LogMode {
     /// The embedded owner of a local folder: appends to segments, repairs a
     /// torn tail.
     Owner,
-    /// Appends objects (cluster mode) and reads segments as they are.
+    /// Cluster mode: in a local folder, appends to segments in turns with
+    /// the other processes (a `flock` on `segments/lock`); on S3, creates
+    /// record objects.
     Shared,
     /// Reads only (`sopfs status` beside a running daemon).
     ReadOnly,
@@ -160,7 +168,7 @@ impl Log {
         let dir = store.location().local_root().map(|r| r.join("segments"));
         let turn = match (&dir, mode) {
             (Some(dir), LogMode::Shared) => {
-                crate::durable::create_dirs(dir).map_err(io(dir))?;
+                crate::store::durable::create_dirs(dir).map_err(io(dir))?;
                 let path = dir.join("lock");
                 let file = std::fs::OpenOptions::new()
                     .create(true)
@@ -559,13 +567,13 @@ impl Log {
             // power cut dropped would cut the log before records that were
             // synced later (and wedge it, the next seq "taken" by a gap).
             let path = dir.join(segment_name(prev));
-            crate::durable::file_data(&seg.file, &path).map_err(io(&path))?;
+            crate::store::durable::file_data(&seg.file, &path).map_err(io(&path))?;
             if !seg.sealed {
                 write_sidecar(&path, &seg.frames)?;
                 seg.sealed = true;
             }
         }
-        crate::durable::create_dirs(dir).map_err(io(dir))?;
+        crate::store::durable::create_dirs(dir).map_err(io(dir))?;
         let path = dir.join(segment_name(first));
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -574,7 +582,7 @@ impl Log {
             .open(&path)
             .map_err(io(&path))?;
         // The new name must survive a power cut as surely as what goes in it.
-        crate::durable::dir(dir).map_err(io(dir))?;
+        crate::store::durable::dir(dir).map_err(io(dir))?;
         segs.by_first.insert(
             first,
             Segment {
@@ -593,7 +601,7 @@ impl Log {
     pub fn sync(&self, seq: u64) -> Result<()> {
         let found = self.segs.lock().find(seq);
         match found {
-            Some((file, ..)) => crate::durable::file_data(&file, &self.segment_path_of(seq))
+            Some((file, ..)) => crate::store::durable::file_data(&file, &self.segment_path_of(seq))
                 .map_err(|source| Error::Io {
                     path: format!("segment record {seq}"),
                     source,
@@ -712,7 +720,7 @@ impl Log {
             // Oldest first, each gone durably before the next: a power cut
             // must not keep an older segment and drop a newer one, leaving a
             // hole in the log (one fsync per 64 MiB segment trimmed).
-            crate::durable::dir(dir).map_err(io(dir))?;
+            crate::store::durable::dir(dir).map_err(io(dir))?;
             if let Some(seg) = segs.by_first.remove(&first) {
                 deleted += seg.frames.len() as u64;
             }
@@ -733,11 +741,6 @@ impl Log {
             .collect();
         out.sort_unstable();
         Ok(out)
-    }
-
-    /// Appends to segments (a local folder, embedded or cluster mode).
-    pub fn appends_segments(&self) -> bool {
-        self.mode != LogMode::ReadOnly && self.dir.is_some()
     }
 }
 
@@ -784,7 +787,7 @@ fn write_sidecar(segment: &Path, frames: &[(u64, u32)]) -> Result<()> {
     let path = sidecar_path(segment);
     let tmp = path.with_extension("idx#0");
     std::fs::write(&tmp, codec::frame(Kind::Index, &payload)).map_err(io(&tmp))?;
-    crate::durable::file_at(&tmp).map_err(io(&tmp))?;
+    crate::store::durable::file_at(&tmp).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))
 }
 

@@ -126,5 +126,5 @@ pub(super) fn cut_torn_tail(file: &File, path: &Path, at: u64, tail: &[u8]) -> R
         "cutting the log at a record that never became durable (power cut or a writer that died)"
     );
     file.set_len(at).map_err(io(path))?;
-    crate::durable::file_data(file, path).map_err(io(path))
+    crate::store::durable::file_data(file, path).map_err(io(path))
 }

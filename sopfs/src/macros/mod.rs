@@ -2,6 +2,7 @@
 //! any host): the compute swarm of a volume.
 
 pub mod format;
+mod fsops;
 pub mod jobs;
 pub mod run;
 pub mod store;

@@ -2,10 +2,12 @@
 //! filesystem operations inside one transaction (`single`) or one per step.
 
 use super::format::{Cond, Filter, Macro, Param, Scope, Step};
+use super::fsops;
 use super::store::load_macro_in;
 use crate::error::FsError;
-use crate::fs::{Attr, Caller, Fs, NodeSpec};
-use crate::inode::{Kind, Time};
+use crate::fs::Fs;
+use crate::ns::schema::{Kind, Time};
+use crate::ns::{content, paths, Attr, Caller};
 use engine::Transaction;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -308,14 +310,7 @@ impl<'a> Runner<'a> {
                 };
                 let filter = self.expand_filter(filter)?;
                 let entries = self.op(tx, |t| {
-                    let dir = Fs::resolve_in(t, &path)?;
-                    let all = self.fs.list_in(
-                        t,
-                        dir,
-                        from.as_deref().map(str::as_bytes),
-                        to.as_deref().map(str::as_bytes),
-                        usize::MAX,
-                    )?;
+                    let all = fsops::list(t, self.fs, &path, from.as_deref(), to.as_deref())?;
                     let mut keep = Vec::new();
                     for (name, a) in all {
                         if keep.len() >= limit {
@@ -331,10 +326,7 @@ impl<'a> Runner<'a> {
             }
             Step::Read { path, into } => {
                 let path = self.expand(path);
-                let data = self.op(tx, |t| {
-                    let ino = Fs::resolve_in(t, &path)?;
-                    Fs::read_file_in(t, ino)
-                })?;
+                let data = self.op(tx, |t| fsops::read(t, &path))?;
                 self.vars.insert(
                     into.clone(),
                     Value::String(String::from_utf8_lossy(&data).into_owned()),
@@ -344,69 +336,24 @@ impl<'a> Runner<'a> {
                 let append = matches!(s, Step::Append { .. });
                 let (path, content) = (self.expand(path), self.expand(content));
                 self.op(tx, |t| {
-                    self.fs
-                        .write_file_in(t, caller, &path, content.as_bytes(), append)
+                    paths::write_file(t, self.fs, caller, &path, content.as_bytes(), append)
                 })?;
             }
             Step::Delete { path } => {
                 let path = self.expand(path);
-                self.op(tx, |t| {
-                    let (dir, name) = Fs::resolve_parent_in(t, &path)?;
-                    let ino = Fs::resolve_in(t, &path)?;
-                    if self.fs.stat_in(t, ino)?.inode.kind == Kind::Dir {
-                        self.fs.rmdir_in(t, dir, &name)
-                    } else {
-                        self.fs.unlink_in(t, dir, &name).map(|_| ())
-                    }
-                })?;
+                self.op(tx, |t| fsops::delete(t, self.fs, &path))?;
             }
             Step::Mkdir { path, parents } => {
                 let path = self.expand(path);
-                self.op(tx, |t| {
-                    if !parents {
-                        let (dir, name) = Fs::resolve_parent_in(t, &path)?;
-                        return self
-                            .fs
-                            .make_node_in(t, caller, dir, &name, NodeSpec::new(Kind::Dir, 0o755))
-                            .map(|_| ());
-                    }
-                    let mut cur = String::new();
-                    for part in path.split('/').filter(|p| !p.is_empty()) {
-                        let parent = Fs::resolve_in(t, &cur)?;
-                        cur = format!("{cur}/{part}");
-                        match Fs::resolve_in(t, &cur) {
-                            Ok(ino) if self.fs.stat_in(t, ino)?.inode.kind == Kind::Dir => {}
-                            Ok(_) => return Err(FsError::NotDir),
-                            Err(FsError::NotFound) => {
-                                self.fs.make_node_in(
-                                    t,
-                                    caller,
-                                    parent,
-                                    part.as_bytes(),
-                                    NodeSpec::new(Kind::Dir, 0o755),
-                                )?;
-                            }
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    Ok(())
-                })?;
+                self.op(tx, |t| fsops::mkdir(t, self.fs, caller, &path, *parents))?;
             }
             Step::Move { from, to } => {
                 let (from, to) = (self.expand(from), self.expand(to));
-                self.op(tx, |t| {
-                    let (fd, fname) = Fs::resolve_parent_in(t, &from)?;
-                    let (td, tname) = Fs::resolve_parent_in(t, &to)?;
-                    self.fs.rename_in(t, fd, &fname, td, &tname, 0).map(|_| ())
-                })?;
+                self.op(tx, |t| fsops::rename(t, self.fs, &from, &to))?;
             }
             Step::Copy { from, to } => {
                 let (from, to) = (self.expand(from), self.expand(to));
-                self.op(tx, |t| {
-                    let ino = Fs::resolve_in(t, &from)?;
-                    let data = Fs::read_file_in(t, ino)?;
-                    self.fs.write_file_in(t, caller, &to, &data, false)
-                })?;
+                self.op(tx, |t| fsops::copy(t, self.fs, caller, &from, &to))?;
             }
             Step::Set { var, value } => {
                 let v = match value {
@@ -443,58 +390,8 @@ impl<'a> Runner<'a> {
                         .map_err(Failure::Nested)?;
                 }
             }
-            Step::Call { name, args, into } => {
-                if self.depth >= 16 {
-                    return Err(Failure::Msg("calls nested deeper than 16".into()));
-                }
-                let name = self.expand(name);
-                let m = self
-                    .op(tx, |t| load_macro_in(t, &name))?
-                    .ok_or_else(|| Failure::Msg(format!("no macro {name:?}")))?;
-                let given: Vec<String> = args
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", self.expand(v)))
-                    .collect();
-                let vars = bind_args(&m.params, &given).map_err(Failure::Msg)?;
-                let mut inner = Runner::new(self.fs, self.cfg, vars, &m.name);
-                inner.depth = self.depth + 1;
-                inner
-                    .steps(tx, &m.steps, &format!("{here} > {name}: "))
-                    .map_err(Failure::Nested)?;
-                match into {
-                    Some(v) => {
-                        self.vars.insert(v.clone(), json!(inner.out));
-                    }
-                    None => self.out.extend(inner.out),
-                }
-            }
-            Step::Exec { command, into } => {
-                if !self.cfg.allow_exec {
-                    return Err(Failure::Msg(
-                        "exec is disabled (mount with -o macro_exec to allow it)".into(),
-                    ));
-                }
-                let argv: Vec<String> = command.iter().map(|c| self.expand(c)).collect();
-                let out = std::process::Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .output()
-                    .map_err(|e| Failure::Msg(format!("{}: {e}", argv[0])))?;
-                if !out.status.success() {
-                    return Err(Failure::Msg(format!(
-                        "{} exited with {}: {}",
-                        argv[0],
-                        out.status,
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )));
-                }
-                let text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
-                match into {
-                    Some(v) => {
-                        self.vars.insert(v.clone(), Value::String(text));
-                    }
-                    None => self.out.extend(text.lines().map(str::to_string)),
-                }
-            }
+            Step::Call { name, args, into } => self.call(tx, name, args, into.as_ref(), here)?,
+            Step::Exec { command, into } => self.exec(command, into.as_ref())?,
             Step::Prompt { text, into } => {
                 let llm = self.cfg.llm.as_ref().ok_or_else(|| {
                     Failure::Msg(
@@ -512,6 +409,75 @@ impl<'a> Runner<'a> {
                 }
             }
             Step::Fail { message } => return Err(Failure::Msg(self.expand(message))),
+        }
+        Ok(())
+    }
+
+    /// A `call` step: runs macro `name` with `args` in the same transaction
+    /// scope; its output goes to variable `into` or to this run's output.
+    fn call(
+        &mut self,
+        tx: &mut TxScope<'_>,
+        name: &str,
+        args: &std::collections::BTreeMap<String, String>,
+        into: Option<&String>,
+        here: &str,
+    ) -> Result<(), Failure> {
+        if self.depth >= 16 {
+            return Err(Failure::Msg("calls nested deeper than 16".into()));
+        }
+        let name = self.expand(name);
+        let m = self
+            .op(tx, |t| load_macro_in(t, &name))?
+            .ok_or_else(|| Failure::Msg(format!("no macro {name:?}")))?;
+        let given: Vec<String> = args
+            .iter()
+            .map(|(k, v)| format!("{k}={}", self.expand(v)))
+            .collect();
+        let vars = bind_args(&m.params, &given).map_err(Failure::Msg)?;
+        let mut inner = Runner::new(self.fs, self.cfg, vars, &m.name);
+        inner.depth = self.depth + 1;
+        inner
+            .steps(tx, &m.steps, &format!("{here} > {name}: "))
+            .map_err(Failure::Nested)?;
+        match into {
+            Some(v) => {
+                self.vars.insert(v.clone(), json!(inner.out));
+            }
+            None => self.out.extend(inner.out),
+        }
+        Ok(())
+    }
+
+    /// An `exec` step (only with `-o macro_exec`): runs `command`; its
+    /// standard output goes to variable `into` or to this run's output.
+    fn exec(&mut self, command: &[String], into: Option<&String>) -> Result<(), Failure> {
+        if !self.cfg.allow_exec {
+            return Err(Failure::Msg(
+                "exec is disabled (mount with -o macro_exec to allow it)".into(),
+            ));
+        }
+        let argv: Vec<String> = command.iter().map(|c| self.expand(c)).collect();
+        let Some((prog, args)) = argv.split_first() else {
+            return Err(Failure::Msg("exec of an empty command".into()));
+        };
+        let out = std::process::Command::new(prog)
+            .args(args)
+            .output()
+            .map_err(|e| Failure::Msg(format!("{prog}: {e}")))?;
+        if !out.status.success() {
+            return Err(Failure::Msg(format!(
+                "{prog} exited with {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let text = String::from_utf8_lossy(&out.stdout).trim_end().to_string();
+        match into {
+            Some(v) => {
+                self.vars.insert(v.clone(), Value::String(text));
+            }
+            None => self.out.extend(text.lines().map(str::to_string)),
         }
         Ok(())
     }
@@ -545,7 +511,7 @@ impl<'a> Runner<'a> {
             Cond::NotEquals([a, b]) => self.expand(a) != self.expand(b),
             Cond::Exists(p) | Cond::Missing(p) => {
                 let p = self.expand(p);
-                let found = match self.op(tx, |t| Fs::resolve_in(t, &p)) {
+                let found = match self.op(tx, |t| paths::resolve(t, &p)) {
                     Ok(_) => true,
                     Err(FsError::NotFound) | Err(FsError::NotDir) => false,
                     Err(e) => return Err(Failure::Fs(e)),
@@ -610,7 +576,7 @@ impl ListFilter {
             None => Ok(true),
             Some(_) if i.kind != Kind::File => Ok(false),
             Some(needle) => {
-                let data = Fs::read_file_in(tx, a.ino)?;
+                let data = content::read_file(tx, a.ino)?;
                 Ok(data
                     .windows(needle.len().max(1))
                     .any(|w| w == needle.as_bytes()))

@@ -1,0 +1,211 @@
+//! Scent locks: short-lived, owner-tagged locks on logical nodes, behind one
+//! trait so a Redis implementation can stand in for the in-process one.
+//!
+//! Two implementations: [`InProcessCoordinator`] (embedded mode) and
+//! [`crate::coord::RedisCoordinator`] (cluster mode).
+//!
+//! Locks only keep writers of the same node from wasting work: the store's
+//! create-if-absent commit point decides conflicts, so a lost or expired lock
+//! can cost a retry, never a lost update.
+
+mod redis;
+
+pub use redis::{redact_url, RedisCoordinator};
+
+use crate::error::{Error, Result};
+use crate::ids::TxId;
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// What `lock` learned while acquiring.
+#[derive(Debug, Default)]
+pub struct LockOutcome {
+    /// Owners whose expired locks were taken over: their commits may be unfinished.
+    pub expired_owners: Vec<TxId>,
+    /// The newest commit seq the coordinator had heard of when the locks
+    /// were taken (`None`: it does not keep one, or lost it).
+    pub stamp: Option<u64>,
+}
+
+/// Coordination between the transactions of one or many processes.
+pub trait Coordinator: Send + Sync {
+    /// Takes every key for `owner`, in ascending order (so two transactions
+    /// cannot deadlock), waiting until `deadline` at most. All or nothing.
+    fn lock(
+        &self,
+        keys: &[u64],
+        owner: TxId,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<LockOutcome>;
+    /// Releases the keys `owner` still holds; keys taken over by others are left alone.
+    fn unlock(&self, keys: &[u64], owner: TxId);
+    /// Extends the owner's hold on keys; fails if any was lost.
+    fn renew(&self, keys: &[u64], owner: TxId, ttl: Duration) -> Result<()>;
+    /// True when other processes may write the store (probe it for news).
+    fn is_shared(&self) -> bool;
+    /// Scopes the coordinator's keys to one volume; called once at open.
+    fn attach(&self, _volume_id: &str) -> Result<()> {
+        Ok(())
+    }
+    /// The newest commit seq the coordinator has heard of, if it knows one.
+    /// A hint only: the log in the store is the truth.
+    fn stamp(&self) -> Option<u64> {
+        None
+    }
+    /// The newest commit stamp this process has been told of without
+    /// asking (pushed by the server); `None` when it cannot vouch for one.
+    fn stamp_hint(&self) -> Option<u64> {
+        None
+    }
+
+    /// Counts the times the coordinator's server changed under it (a
+    /// restart, a restore, a failover): read before `stamp`, handed back
+    /// to `publish_probed`.
+    fn epoch(&self) -> u64 {
+        0
+    }
+    /// Announces `seq`, the end of the log found by probing the store after
+    /// `stamp` (asked in `epoch`) did not know it. A coordinator that
+    /// distrusts its stamps since a server change trusts them again once a
+    /// probe that began after the change has been published.
+    fn publish_probed(&self, seq: u64, _epoch: u64) {
+        self.publish_stamp(seq);
+    }
+    /// Announces that commit `seq` landed (best effort).
+    fn publish_stamp(&self, _seq: u64) {}
+    /// Announces that commit `seq` landed, without waiting for the server:
+    /// for callers whose readers do not rely on the stamp to be exact.
+    /// Several calls close together may go out as one (the highest).
+    fn publish_stamp_soon(&self, seq: u64) {
+        self.publish_stamp(seq);
+    }
+    /// After a commit: releases its locks and announces its seq, in one round
+    /// trip where the backend allows.
+    fn release(&self, keys: &[u64], owner: TxId, committed: u64) {
+        self.unlock(keys, owner);
+        self.publish_stamp(committed);
+    }
+}
+
+/// Locks for the threads of one process (embedded mode).
+#[derive(Default)]
+pub struct InProcessCoordinator {
+    held: Mutex<HashMap<u64, (TxId, Instant)>>,
+    freed: Condvar,
+}
+
+impl InProcessCoordinator {
+    /// An empty lock table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Coordinator for InProcessCoordinator {
+    fn lock(
+        &self,
+        keys: &[u64],
+        owner: TxId,
+        ttl: Duration,
+        deadline: Instant,
+    ) -> Result<LockOutcome> {
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let mut out = LockOutcome::default();
+        let mut held = self.held.lock();
+        let started = Instant::now();
+        for (i, key) in sorted.iter().enumerate() {
+            loop {
+                let now = Instant::now();
+                match held.get(key) {
+                    Some((o, _)) if *o == owner => break,
+                    Some((o, exp)) if *exp > now => {
+                        let _ = o;
+                        if now >= deadline {
+                            for k in &sorted[..i] {
+                                held.remove(k);
+                            }
+                            self.freed.notify_all();
+                            return Err(Error::Timeout(started.elapsed()));
+                        }
+                        let wake = (*exp).min(deadline);
+                        self.freed.wait_until(&mut held, wake);
+                    }
+                    Some((o, _)) => {
+                        tracing::warn!(owner = %o, key, "taking over an expired lock");
+                        out.expired_owners.push(*o);
+                        held.insert(*key, (owner, now + ttl));
+                        break;
+                    }
+                    None => {
+                        held.insert(*key, (owner, now + ttl));
+                        break;
+                    }
+                }
+            }
+        }
+        out.expired_owners.sort_unstable();
+        out.expired_owners.dedup();
+        Ok(out)
+    }
+
+    fn unlock(&self, keys: &[u64], owner: TxId) {
+        let mut held = self.held.lock();
+        for k in keys {
+            if held.get(k).is_some_and(|(o, _)| *o == owner) {
+                held.remove(k);
+            }
+        }
+        self.freed.notify_all();
+    }
+
+    fn renew(&self, keys: &[u64], owner: TxId, ttl: Duration) -> Result<()> {
+        let mut held = self.held.lock();
+        let until = Instant::now() + ttl;
+        for k in keys {
+            match held.get_mut(k) {
+                Some((o, exp)) if *o == owner => *exp = until,
+                _ => return Err(Error::conflict("", "a lock was lost before renewal")),
+            }
+        }
+        Ok(())
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excludes_waits_and_takes_over_expired_locks() {
+        let c = InProcessCoordinator::new();
+        let (a, b) = (TxId(1), TxId(2));
+        let far = Instant::now() + Duration::from_secs(5);
+        c.lock(&[3, 1, 2], a, Duration::from_millis(200), far)
+            .expect("a locks");
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(matches!(
+            c.lock(&[2], b, Duration::from_secs(1), soon),
+            Err(Error::Timeout(_))
+        ));
+        // After a's TTL runs out, b takes the lock and learns a may be dead.
+        let out = c
+            .lock(&[2], b, Duration::from_secs(1), far)
+            .expect("b takes over");
+        assert_eq!(out.expired_owners, vec![a]);
+        assert!(c.renew(&[2], a, Duration::from_secs(1)).is_err());
+        c.unlock(&[1, 2, 3], a);
+        // a's unlock must not free b's lock.
+        assert!(c.lock(&[2], TxId(3), Duration::from_secs(1), soon).is_err());
+        c.unlock(&[2], b);
+        c.lock(&[2], TxId(3), Duration::from_secs(1), soon)
+            .expect("free now");
+    }
+}

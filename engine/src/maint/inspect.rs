@@ -1,0 +1,112 @@
+//! Looking at a volume without opening it: what `sopfs status` shows. Takes
+//! no lock and writes nothing, so it works beside a running embedded daemon.
+//!
+//! Processes serving a volume announce themselves under `members/<id>` and
+//! rewrite that object every few seconds; its age is their heartbeat.
+
+use crate::codec::{self, Kind};
+use crate::error::{Error, Result};
+use crate::log::Registry;
+use crate::store::VolumeMarker;
+use crate::store::{volume_path, BlobStore, StoreLocation};
+use object_store::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// A process that announced itself on the volume.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// Its id (unique per process and mount).
+    pub id: String,
+    /// What it wrote about itself (the caller's format).
+    pub body: Vec<u8>,
+    /// Time since its last heartbeat.
+    pub age: Duration,
+}
+
+/// Facts about a volume.
+#[derive(Clone, Debug)]
+pub struct VolumeFacts {
+    /// The volume's id (names its coordinator keys).
+    pub id: u128,
+    /// On-store format version.
+    pub format: u32,
+    /// When it was formatted.
+    pub created: SystemTime,
+    /// Newest commit.
+    pub seq: u64,
+    /// Live B-tree nodes.
+    pub nodes: usize,
+    /// Blobs in the store (live or garbage not yet collected).
+    pub blobs: u64,
+    /// Their total size in bytes.
+    pub blob_bytes: u64,
+    /// Bytes of the commit log (records, and the nodes and small values
+    /// they carry until GC writes them out).
+    pub log_bytes: u64,
+    /// Processes that announced themselves, freshest first.
+    pub members: Vec<Member>,
+}
+
+pub(crate) fn member_path(id: &str) -> Path {
+    Path::from(format!("members/{id}"))
+}
+
+/// Members of `store`, freshest first.
+pub(crate) fn members(store: &BlobStore) -> Result<Vec<Member>> {
+    let now = SystemTime::now();
+    let mut out = Vec::new();
+    for m in store.list("members")? {
+        let Some(id) = m.location.filename().map(str::to_string) else {
+            continue;
+        };
+        let Some(body) = store.get(&m.location)? else {
+            continue;
+        };
+        let modified: SystemTime = m.last_modified.into();
+        out.push(Member {
+            id,
+            body: body.to_vec(),
+            age: now.duration_since(modified).unwrap_or(Duration::ZERO),
+        });
+    }
+    out.sort_by_key(|m| m.age);
+    Ok(out)
+}
+
+/// Reads the facts of the volume at `location`; `NotAVolume` when there is none.
+pub fn inspect(location: &StoreLocation) -> Result<VolumeFacts> {
+    let store = Arc::new(BlobStore::open(location)?);
+    let data = store
+        .get(&volume_path())?
+        .ok_or_else(|| Error::NotAVolume(format!("{location}: no sopfs volume here")))?;
+    let marker: VolumeMarker = codec::decode(Kind::Volume, "volume", &data)
+        .map_err(|e| Error::NotAVolume(format!("{location}: not a sopfs volume ({e})")))?;
+    let log = Arc::new(crate::log::Log::open(
+        store.clone(),
+        crate::log::LogMode::ReadOnly,
+        u64::MAX,
+    )?);
+    let registry = Registry::open(store.clone(), log)?;
+    let state = registry.catch_up(true)?;
+    let (mut blobs, mut blob_bytes) = (0, 0);
+    for m in store.list("blobs")? {
+        blobs += 1;
+        blob_bytes += m.size;
+    }
+    let mut log_bytes = 0;
+    for prefix in ["log", "segments"] {
+        log_bytes += store.list(prefix)?.iter().map(|m| m.size).sum::<u64>();
+    }
+    Ok(VolumeFacts {
+        id: marker.id,
+        format: marker.format,
+        created: SystemTime::UNIX_EPOCH + Duration::from_millis(marker.created_ms),
+        seq: state.seq,
+        nodes: state.nodes.len(),
+        blobs,
+        blob_bytes,
+        log_bytes,
+        members: members(&store)?,
+    })
+}

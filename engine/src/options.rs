@@ -1,0 +1,68 @@
+//! [`Options`]: the tunables of an open volume.
+
+use std::time::Duration;
+
+/// Tunables of an open volume.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Chunk size of very large values.
+    pub chunk_size: usize,
+    /// Byte budget of the decoded-node cache.
+    pub cache_bytes: usize,
+    /// Memory for recently read out-of-line value chunks (a sequential
+    /// reader asks for each chunk several times, in kernel-sized pieces).
+    pub value_cache_bytes: usize,
+    /// Default time limit of a transaction.
+    pub tx_timeout: Duration,
+    /// TTL of scent locks (renewed by nothing: keep it above the longest commit).
+    pub lock_ttl: Duration,
+    /// Write a registry checkpoint every this many commits.
+    pub checkpoint_every: u64,
+    /// fsync every commit (otherwise only commits that ask for it).
+    pub sync: bool,
+    /// How long `run` keeps retrying a conflicting transaction.
+    pub retry_for: Duration,
+    /// Interval of the background recovery pass; `None` turns it off.
+    pub background_interval: Option<Duration>,
+    /// Retries of a transient store fault before it is reported.
+    pub store_retries: u32,
+    /// Interval of background GC (runs within the background pass); `None` turns it off.
+    pub gc_interval: Option<Duration>,
+    /// What GC keeps beyond the reachable: everything younger than this. Must
+    /// exceed the longest transaction.
+    pub gc_retention: Duration,
+    /// A transaction holds at most this many bytes of out-of-line values in
+    /// memory; beyond, it writes them to the store as it goes.
+    pub stage_bytes: usize,
+    /// Cluster mode: transactions begin from the commit stamp the
+    /// coordinator pushed to this process (no round trip) instead of asking
+    /// for it. A read may then miss what landed elsewhere a moment ago (the
+    /// push is in flight); commits are still validated against the store,
+    /// and `Db::foreign_commits_since` always asks.
+    pub pushed_stamps: bool,
+    /// Embedded mode in a local folder: the commit log's segment files are
+    /// sealed, and a new one begun, past this size. GC deletes whole segments.
+    pub segment_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            chunk_size: 4 << 20,
+            cache_bytes: 128 << 20,
+            value_cache_bytes: 32 << 20,
+            tx_timeout: Duration::from_secs(30),
+            lock_ttl: Duration::from_secs(30),
+            checkpoint_every: 4096,
+            sync: false,
+            retry_for: Duration::from_secs(60),
+            background_interval: Some(Duration::from_secs(30)),
+            store_retries: 3,
+            gc_interval: Some(Duration::from_secs(600)),
+            gc_retention: Duration::from_secs(600),
+            stage_bytes: 16 << 20,
+            pushed_stamps: false,
+            segment_bytes: 64 << 20,
+        }
+    }
+}

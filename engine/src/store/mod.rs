@@ -1,0 +1,584 @@
+//! The blob store: an `object_store` behind a small blocking API, with the
+//! engine's path layout, retries of transient faults and local fsync.
+
+pub mod durable;
+mod local;
+mod location;
+mod spares;
+mod volume;
+
+pub(crate) use local::STAGING_MIN_AGE;
+use local::{create_local, move_if_absent, read_local_range, start_writeback};
+use local::{START_WRITEBACK_FROM, SYNCFS_FROM};
+pub use location::StoreLocation;
+pub(crate) use location::{blob_path, checkpoint_path, intent_path, log_path, volume_path};
+
+pub(crate) use volume::{
+    folder_lock, format_supported, refuse_foreign_folder, ExclusiveLock, VolumeMarker,
+    VOLUME_FORMAT,
+};
+
+use crate::error::{Error, Result};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Blocking facade over an `ObjectStore`.
+pub struct BlobStore {
+    inner: Arc<dyn ObjectStore>,
+    /// Network stores need a reactor; local ones run inline on the caller.
+    runtime: Option<tokio::runtime::Runtime>,
+    location: StoreLocation,
+    retries: u32,
+    /// Empty files made ahead for creates (local folders).
+    spares: Option<Arc<spares::Spares>>,
+}
+
+impl BlobStore {
+    /// Opens (and for a local folder, creates) the store at `location`.
+    pub fn open(location: &StoreLocation) -> Result<Self> {
+        let mut runtime = None;
+        let inner: Arc<dyn ObjectStore> = match location {
+            StoreLocation::Local(root) => {
+                std::fs::create_dir_all(root).map_err(|source| Error::Io {
+                    path: root.display().to_string(),
+                    source,
+                })?;
+                let fs =
+                    LocalFileSystem::new_with_prefix(root).map_err(|source| Error::Backend {
+                        op: "open",
+                        path: root.display().to_string(),
+                        source,
+                    })?;
+                Arc::new(fs)
+            }
+            StoreLocation::Memory(m) => m.clone(),
+            StoreLocation::Custom(s) => s.clone(),
+            StoreLocation::S3 { bucket, prefix } => {
+                let s3 = s3_store(bucket)?;
+                runtime = Some(
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(2)
+                        .thread_name("sopfs-s3")
+                        .enable_all()
+                        .build()
+                        .map_err(|source| Error::Io {
+                            path: "tokio runtime".into(),
+                            source,
+                        })?,
+                );
+                if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(object_store::prefix::PrefixStore::new(s3, prefix.as_str()))
+                }
+            }
+        };
+        let spares = location
+            .local_root()
+            .map(|root| spares::Spares::new(root.join("staging")));
+        Ok(BlobStore {
+            inner,
+            runtime,
+            location: location.clone(),
+            retries: 3,
+            spares,
+        })
+    }
+
+    /// Sets how many times a transient fault is retried (with backoff).
+    pub fn with_retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// Where this store lives.
+    pub fn location(&self) -> &StoreLocation {
+        &self.location
+    }
+
+    /// Local and in-memory stores complete their futures without a reactor, so
+    /// they run inline on the caller's thread (no hop to a blocking pool).
+    fn run<F: Future>(&self, f: F) -> F::Output {
+        match &self.runtime {
+            Some(rt) => rt.block_on(f),
+            None => futures::executor::block_on(f),
+        }
+    }
+
+    /// Retries transient failures with backoff; permanent answers pass through.
+    fn retry<T>(
+        &self,
+        op: &'static str,
+        path: &Path,
+        mut f: impl FnMut() -> object_store::Result<T>,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let permanent = matches!(
+                        e,
+                        object_store::Error::NotFound { .. }
+                            | object_store::Error::AlreadyExists { .. }
+                            | object_store::Error::Precondition { .. }
+                            | object_store::Error::NotImplemented { .. }
+                            | object_store::Error::InvalidPath { .. }
+                    );
+                    if permanent || attempt >= self.retries {
+                        if !permanent {
+                            tracing::error!(op, %path, error = %e, "blob store operation failed after retries");
+                        }
+                        return Err(Error::Backend {
+                            op,
+                            path: path.to_string(),
+                            source: e,
+                        });
+                    }
+                    attempt += 1;
+                    tracing::warn!(op, %path, attempt, error = %e, "blob store fault, retrying");
+                    std::thread::sleep(Duration::from_millis(20 << attempt));
+                }
+            }
+        }
+    }
+
+    /// Writes (or overwrites) an object.
+    pub fn put(&self, path: &Path, data: Vec<u8>) -> Result<()> {
+        if let StoreLocation::Local(root) = &self.location {
+            // A spare written and renamed over the name: whole or not at all.
+            if let Some((spare, mut file)) = self.spares.as_ref().and_then(|s| s.take()) {
+                let full = root.join(path.as_ref());
+                let written = std::io::Write::write_all(&mut file, &data);
+                drop(file);
+                let mut moved = written.and_then(|()| std::fs::rename(&spare, &full));
+                if matches!(&moved, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                    if let Some(parent) = full.parent() {
+                        let _ = durable::create_dirs(parent);
+                    }
+                    moved = std::fs::rename(&spare, &full);
+                }
+                if moved.is_ok() {
+                    return Ok(());
+                }
+                // Swept, or a fault: the ordinary path below decides.
+                let _ = std::fs::remove_file(&spare);
+            }
+        }
+        let payload = PutPayload::from(Bytes::from(data));
+        self.retry("put", path, || {
+            self.run(self.inner.put(path, payload.clone())).map(|_| ())
+        })
+    }
+
+    /// Writes an object under a name nobody reads before this call returns
+    /// (a fresh blob id: the commit record naming it comes later). In a local
+    /// folder that is one create-and-write, without object_store's staging
+    /// file and rename (two of the three metadata operations of a put): a
+    /// crash mid-write leaves a partial blob nothing references, which GC
+    /// removes like any orphan.
+    pub fn put_fresh(&self, path: &Path, data: Vec<u8>) -> Result<()> {
+        let StoreLocation::Local(root) = &self.location else {
+            return self.put(path, data);
+        };
+        let full = root.join(path.as_ref());
+        let io = |source| Error::Io {
+            path: full.display().to_string(),
+            source,
+        };
+        let open = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&full)
+        };
+        let mut f = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(parent) = full.parent() {
+                    durable::create_dirs(parent).map_err(io)?;
+                }
+                open().map_err(io)?
+            }
+            r => r.map_err(io)?,
+        };
+        std::io::Write::write_all(&mut f, &data).map_err(io)?;
+        if data.len() >= START_WRITEBACK_FROM {
+            start_writeback(f);
+        }
+        Ok(())
+    }
+
+    /// Creates an object only if absent: `Ok(false)` when it already existed.
+    pub fn create(&self, path: &Path, data: Vec<u8>) -> Result<bool> {
+        if let StoreLocation::Local(root) = &self.location {
+            let full = root.join(path.as_ref());
+            if let Some(done) = self.create_from_spare(&full, &data)? {
+                return Ok(done);
+            }
+            return create_local(&full, &data);
+        }
+        let bytes = Bytes::from(data);
+        let payload = PutPayload::from(bytes.clone());
+        let opts = || PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        let mut sent = 0u32;
+        let r = self.retry("create", path, || {
+            sent += 1;
+            self.run(self.inner.put_opts(path, payload.clone(), opts()))
+        });
+        match r {
+            Ok(_) => Ok(true),
+            Err(Error::Backend {
+                source: object_store::Error::AlreadyExists { .. },
+                ..
+            }) if sent > 1 => self.own_create_landed(path, &bytes).inspect(|&ours| {
+                if ours {
+                    tracing::info!(%path, "a create whose reply was lost had landed");
+                }
+            }),
+            Err(Error::Backend {
+                source: object_store::Error::AlreadyExists { .. },
+                ..
+            }) => Ok(false),
+            // Out of retries: a request may still have been carried out.
+            Err(e) => match self.own_create_landed(path, &bytes) {
+                Ok(true) => Ok(true),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// After an ambiguous create (a request sent, its reply lost): true when
+    /// `path` holds exactly `bytes`, i.e. that request was carried out. What
+    /// this engine creates is unique to its writer (a commit record carries a
+    /// random transaction id, a blob a random name), so equal bytes are this
+    /// writer's; without the check a retry that meets its own record takes
+    /// it for a rival's, and the commit lands twice or reports a conflict.
+    fn own_create_landed(&self, path: &Path, bytes: &[u8]) -> Result<bool> {
+        Ok(self.get(path)?.is_some_and(|there| there == bytes))
+    }
+
+    /// Create-if-absent through a spare file: write it, move it into
+    /// place. `None` when no spare was ready or it was swept meanwhile (the
+    /// caller creates the file itself).
+    fn create_from_spare(&self, full: &std::path::Path, data: &[u8]) -> Result<Option<bool>> {
+        let Some((spare, mut file)) = self.spares.as_ref().and_then(|s| s.take()) else {
+            return Ok(None);
+        };
+        let io = |source| Error::Io {
+            path: full.display().to_string(),
+            source,
+        };
+        let written = std::io::Write::write_all(&mut file, data);
+        drop(file);
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&spare);
+            return Err(io(e));
+        }
+        let mut placed = move_if_absent(&spare, full);
+        if matches!(&placed, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+            // Either the target's folder is new, or the spare was swept.
+            if let Some(parent) = full.parent() {
+                durable::create_dirs(parent).map_err(io)?;
+            }
+            placed = move_if_absent(&spare, full);
+        }
+        match placed {
+            Ok(()) => Ok(Some(true)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let _ = std::fs::remove_file(&spare);
+                Ok(Some(false))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => {
+                let _ = std::fs::remove_file(&spare);
+                Err(io(e))
+            }
+        }
+    }
+
+    /// True when asking the store whether an object exists costs less than
+    /// a network round trip (a local folder, memory): then the store itself,
+    /// the truth, is asked for news instead of the coordinator's stamp.
+    pub fn probe_is_cheap(&self) -> bool {
+        matches!(
+            self.location,
+            StoreLocation::Local(_) | StoreLocation::Memory(_)
+        )
+    }
+
+    /// Reads an object; `None` when it does not exist.
+    pub fn get(&self, path: &Path) -> Result<Option<Bytes>> {
+        if let StoreLocation::Local(root) = &self.location {
+            // One open (and for a miss, nothing more): log probes ask for
+            // slots that mostly do not exist yet.
+            let full = root.join(path.as_ref());
+            return match std::fs::read(&full) {
+                Ok(b) => Ok(Some(Bytes::from(b))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(source) => Err(Error::Io {
+                    path: full.display().to_string(),
+                    source,
+                }),
+            };
+        }
+        let r = self.retry("get", path, || {
+            self.run(async { self.inner.get(path).await?.bytes().await })
+        });
+        match r {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::Backend {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads bytes `range` of an object; `None` when it does not exist.
+    /// Fewer bytes come back when the object ends inside the range.
+    pub fn get_range(&self, path: &Path, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        if let StoreLocation::Local(root) = &self.location {
+            return read_local_range(&root.join(path.as_ref()), range);
+        }
+        let r = self.retry("get range", path, || {
+            self.run(self.inner.get_range(path, range.clone()))
+        });
+        match r {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::Backend {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes an object; deleting a missing one is not an error.
+    pub fn delete(&self, path: &Path) -> Result<()> {
+        match self.retry("delete", path, || self.run(self.inner.delete(path))) {
+            Ok(()) => Ok(()),
+            Err(Error::Backend {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Lists every object under `prefix`.
+    pub fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        let p = Path::from(prefix);
+        self.retry("list", &p, || {
+            self.run(self.inner.list(Some(&p)).try_collect::<Vec<_>>())
+        })
+    }
+
+    /// Lists the immediate child folders of `prefix`.
+    pub fn list_dirs(&self, prefix: &str) -> Result<Vec<Path>> {
+        let p = Path::from(prefix);
+        self.retry("list", &p, || {
+            self.run(self.inner.list_with_delimiter(Some(&p)))
+                .map(|r| r.common_prefixes)
+        })
+    }
+
+    /// Makes the named objects durable (fsync of the files and their folders).
+    /// A no-op for stores without a local file behind them.
+    pub fn sync(&self, paths: &[Path]) -> Result<()> {
+        let Some(root) = self.location.local_root() else {
+            return Ok(());
+        };
+        let at = |p: &std::path::Path| {
+            let p = p.display().to_string();
+            move |source| Error::Io { path: p, source }
+        };
+        if paths.len() > SYNCFS_FROM {
+            // One flush of the store's filesystem instead of thousands of
+            // fsyncs (a big file's chunks): the same durability, far fewer waits.
+            return durable::everything(root).map_err(at(root));
+        }
+        let mut dirs = std::collections::BTreeSet::new();
+        for p in paths {
+            let file = root.join(p.as_ref());
+            durable::file_at(&file).map_err(at(&file))?;
+            if let Some(d) = file.parent() {
+                dirs.insert(d.to_path_buf());
+            }
+        }
+        for d in dirs {
+            durable::dir(&d).map_err(at(&d))?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything written to the store so far durable (one syncfs of
+    /// a local folder; a no-op elsewhere, where a finished write is durable).
+    pub fn sync_everything(&self) -> Result<()> {
+        let Some(root) = self.location.local_root() else {
+            return Ok(());
+        };
+        durable::everything(root).map_err(|source| Error::Io {
+            path: root.display().to_string(),
+            source,
+        })
+    }
+}
+
+/// How long the S3 client retries one request before this store's own
+/// retry loop (which backs off and tries again) sees the failure.
+const S3_RETRY_FOR: Duration = Duration::from_secs(10);
+
+fn s3_store(bucket: &str) -> Result<object_store::aws::AmazonS3> {
+    // The client's own retries (503 SlowDown, 5xx, resets) end after
+    // `S3_RETRY_FOR` instead of its default 3 minutes: with this store's
+    // outer retries (`Options::store_retries`, 3) an outage reaches callers
+    // as an error (EIO at the mount, one log line) after about 40 s, not
+    // after a quarter of an hour of a hung process.
+    let retry = object_store::RetryConfig {
+        retry_timeout: S3_RETRY_FOR,
+        ..Default::default()
+    };
+    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(retry);
+    let endpoint = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT"))
+        .ok();
+    if let Some(ep) = endpoint {
+        b = b
+            .with_allow_http(ep.starts_with("http://"))
+            .with_endpoint(ep);
+    }
+    b.build().map_err(|source| Error::Backend {
+        op: "open",
+        path: format!("s3://{bucket}"),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local::is_staging_file;
+    use super::*;
+
+    #[test]
+    fn staging_names_and_location_parsing() {
+        assert!(is_staging_file("abc#1"));
+        assert!(is_staging_file("0000000000000001#42"));
+        assert!(!is_staging_file("abc#"));
+        assert!(!is_staging_file("abc#x1"));
+        assert!(!is_staging_file("abc"));
+        assert!(matches!(
+            StoreLocation::parse("/v"),
+            Ok(StoreLocation::Local(_))
+        ));
+        assert!(matches!(
+            StoreLocation::parse("file:///v"),
+            Ok(StoreLocation::Local(_))
+        ));
+        assert!(StoreLocation::parse("file://v").is_err());
+        assert!(StoreLocation::parse("ftp://x").is_err());
+        assert!(StoreLocation::parse("").is_err());
+    }
+
+    #[test]
+    fn create_if_absent_has_one_winner_and_leaves_no_staging_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(&StoreLocation::Local(dir.path().to_path_buf())).expect("open");
+        let path = Path::from("log/000000000000/0000000000000007");
+        let racers: Vec<_> = (0..8u8)
+            .map(|i| {
+                let store = &store;
+                let path = &path;
+                move || store.create(path, vec![i; 100]).expect("create")
+            })
+            .collect();
+        let won: Vec<bool> = std::thread::scope(|s| {
+            let hs: Vec<_> = racers.into_iter().map(|r| s.spawn(r)).collect();
+            hs.into_iter().map(|h| h.join().expect("join")).collect()
+        });
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+        let winner = won.iter().position(|w| *w).expect("a winner") as u8;
+        let data = store.get(&path).expect("get").expect("present");
+        assert_eq!(&data[..], &[winner; 100][..], "the winner's bytes, whole");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("log/000000000000"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "staging files left: {left:?}");
+        assert!(!store.create(&path, vec![9]).expect("again"));
+    }
+
+    #[test]
+    fn creates_and_puts_through_spares_leave_nothing_behind_and_survive_a_sweep() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = BlobStore::open(&StoreLocation::Local(dir.path().to_path_buf())).expect("open");
+        for i in 0..200u64 {
+            let path = Path::from(format!("log/{:03x}/{i:016x}", i / 50));
+            assert!(store.create(&path, vec![i as u8; 10]).expect("create"));
+            assert!(
+                !store.create(&path, vec![0; 3]).expect("again"),
+                "one winner"
+            );
+            store
+                .put(&Path::from(format!("intents/{i}")), vec![i as u8; 5])
+                .expect("put");
+            store
+                .put(&Path::from(format!("intents/{i}")), vec![7; 6])
+                .expect("overwrite");
+            if i == 50 {
+                // Sweeps leave young spares alone...
+                std::thread::sleep(Duration::from_millis(20));
+                let spares = std::fs::read_dir(dir.path().join("staging"))
+                    .expect("dir")
+                    .count();
+                assert!(spares > 0, "the pool keeps spares ready");
+                assert_eq!(store.sweep_staging("", Duration::ZERO), 0);
+            }
+            if i == 100 {
+                // ... but if they went anyway, creates still work.
+                for e in std::fs::read_dir(dir.path().join("staging"))
+                    .expect("dir")
+                    .flatten()
+                {
+                    std::fs::remove_file(e.path()).expect("remove spare");
+                }
+            }
+        }
+        for i in 0..200u64 {
+            let path = Path::from(format!("log/{:03x}/{i:016x}", i / 50));
+            assert_eq!(
+                &store.get(&path).expect("get").expect("there")[..],
+                &[i as u8; 10][..]
+            );
+            let intent = store.get(&Path::from(format!("intents/{i}"))).expect("get");
+            assert_eq!(intent.as_deref(), Some(&[7u8; 6][..]));
+        }
+        // Only ready spares (empty) are left in staging; nothing beside the objects.
+        for e in std::fs::read_dir(dir.path().join("staging"))
+            .expect("staging")
+            .flatten()
+        {
+            assert_eq!(e.metadata().expect("meta").len(), 0, "{:?}", e.path());
+        }
+        for d in ["log/000", "log/003", "intents"] {
+            for e in std::fs::read_dir(dir.path().join(d))
+                .expect("dir")
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                assert!(!name.contains('#'), "left behind: {d}/{name}");
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+//! The volume marker (`volume`): names a folder or bucket as a sopfs volume
+//! and records its on-store format; the lock file of a local folder, which
+//! keeps an embedded owner and cluster processes apart.
+
+use super::StoreLocation;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The decoded `volume` object.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct VolumeMarker {
+    pub name: String,
+    pub format: u32,
+    /// Names the volume in coordinator keys.
+    pub id: u128,
+    pub created_ms: u64,
+}
+
+/// On-store format. 2: blobs in one level of 256 folders (1 had two levels,
+/// which cost a mkdir for most of a young volume's blobs). 3: the log may
+/// also live in segment files (`log/`), which a format-2 reader would not
+/// see. 4: cluster-mode processes on a local folder append to those
+/// segments too (taking turns), where a format-3 process would keep
+/// creating record objects for seqs already taken. This version opens
+/// formats 2 and 3 and marks them 4 when it opens them to write.
+pub(crate) const VOLUME_FORMAT: u32 = 4;
+
+/// Formats this version reads.
+pub(crate) fn format_supported(format: u32) -> bool {
+    (2..=VOLUME_FORMAT).contains(&format)
+}
+
+/// Top-level names of a volume (a folder holding anything else is refused).
+const OUR_TOP_LEVEL: &[&str] = &[
+    "blobs",
+    "log",
+    "segments",
+    "staging",
+    "checkpoints",
+    "intents",
+    "volume",
+    "members",
+];
+
+/// Refuses a folder that holds other things than a volume's (checked before
+/// anything, even a lock file, is written into it).
+pub(crate) fn refuse_foreign_folder(root: &std::path::Path) -> Result<()> {
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(Error::Io {
+                path: root.display().to_string(),
+                source,
+            })
+        }
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && !OUR_TOP_LEVEL.contains(&name.as_str()) {
+            return Err(Error::NotAVolume(format!(
+                "{}: folder is not empty and holds no sopfs volume",
+                root.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Creates a local store's folder and takes its lock: exclusive for embedded
+/// mode, shared for cluster mode (so the two never mix). None for other stores.
+pub(crate) fn folder_lock(
+    location: &StoreLocation,
+    exclusive: bool,
+) -> Result<Option<ExclusiveLock>> {
+    let Some(root) = location.local_root() else {
+        return Ok(None);
+    };
+    refuse_foreign_folder(root)?;
+    super::durable::create_dirs(root).map_err(|source| Error::Io {
+        path: root.display().to_string(),
+        source,
+    })?;
+    let lock = if exclusive {
+        ExclusiveLock::acquire(root)?
+    } else {
+        ExclusiveLock::acquire_shared(root)?
+    };
+    Ok(Some(lock))
+}
+
+/// Holds the exclusive lock of an embedded-mode local store while alive.
+pub struct ExclusiveLock {
+    _file: std::fs::File,
+}
+
+impl ExclusiveLock {
+    /// Takes the store's lock file, failing with `InUse` if another process has it.
+    pub fn acquire(root: &std::path::Path) -> Result<Self> {
+        Self::take(root, true)
+    }
+
+    /// Takes the lock file shared: any number of cluster-mode processes may
+    /// hold it together, but not alongside an embedded one.
+    pub fn acquire_shared(root: &std::path::Path) -> Result<Self> {
+        Self::take(root, false)
+    }
+
+    fn take(root: &std::path::Path, exclusive: bool) -> Result<Self> {
+        let path = root.join(".embedded.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let got = if exclusive {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match got {
+            Ok(()) => Ok(ExclusiveLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse(root.display().to_string())),
+            Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+}

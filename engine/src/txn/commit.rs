@@ -1,0 +1,763 @@
+//! The commit protocol, as named phases of one attempt:
+//!
+//! 1. **merge**: catch up with the log; validate this transaction's reads
+//!    and writes key by key against every record committed since its
+//!    snapshot; if the state moved, replay its operations onto the newest
+//!    state (the in-flight merge).
+//! 2. **plan**: which changed nodes and small values travel inside the
+//!    record, and so whether any blob is written first.
+//! 3. **lock and recheck**: a commit that writes blobs locks the nodes it
+//!    changes (sorted, with a TTL), then checks again that nobody changed
+//!    them meanwhile.
+//! 4. **write ahead**: the intent record (cluster mode: the blobs about to be
+//!    written), then the value and node blobs, durable before the record.
+//! 5. **append**: the record at the next log position (an object created
+//!    if absent, or a frame appended to a segment in this process's turn):
+//!    the commit point. Losing the position to a commit on other nodes just
+//!    moves to the next one; losing it to a commit on the same nodes starts
+//!    the attempt over. The record is folded into the registry.
+//! 6. **publish**: the new stamp (and unlock), the new nodes into the
+//!    cache, the intent deleted off the commit's path.
+//!
+//! Every way an attempt can start over goes through [`recheck`]'s `Again`.
+
+use super::ops::{apply_op, Op, TxMode, CATALOG};
+use super::recovery::{recover_owner, Intent};
+use super::stager;
+use super::tx::Transaction;
+use crate::codec::{self, Kind};
+use crate::coord::LockOutcome;
+use crate::ctx::DbInner;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, NodeId, TxId};
+use crate::log::{now_ms, CommitRecord, NodeChange, PackedNode, PackedValue, TreeWrites};
+use crate::store::{blob_path, intent_path};
+use crate::tree::View;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Node bytes one commit record carries at most; the rest of a big commit's
+/// nodes are written as blobs of their own.
+const PACK_MAX: usize = 512 * 1024;
+/// Values up to this size travel inside the record:
+/// one whole file chunk of sopfs, so a file up to a few chunks costs no
+/// blob, and so no blob to make durable before its record (one journal
+/// commit per file at close, which halved 128 KiB creates when the limit
+/// was 64 KiB). GC writes the live ones out before it trims the record.
+const PACK_VALUE_MAX: usize = 256 * 1024;
+/// At most this many bytes of values in one record.
+const PACK_VALUES_MAX: usize = 1024 * 1024;
+
+/// What a successful commit did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// Log position of the commit (the snapshot's for a commit with no writes).
+    pub seq: u64,
+    /// True when other commits landed since the snapshot and this one's
+    /// changes were merged onto them.
+    pub merged: bool,
+}
+
+/// The scent locks of one attempt; unlocks on every exit path.
+struct Locks {
+    db: Arc<DbInner>,
+    owner: TxId,
+    keys: Vec<u64>,
+    /// When they were taken or last renewed.
+    locked_at: std::time::Instant,
+}
+
+impl Locks {
+    /// Renews the locks once half their TTL has passed: long commits (many
+    /// blobs, a slow store) keep them alive.
+    fn keep_alive(&mut self) -> Result<()> {
+        let ttl = self.db.opts.lock_ttl;
+        if !self.keys.is_empty() && self.locked_at.elapsed() > ttl / 2 {
+            self.db.coord.renew(&self.keys, self.owner, ttl)?;
+            self.locked_at = std::time::Instant::now();
+        }
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        if !self.keys.is_empty() {
+            self.db.coord.unlock(&self.keys, self.owner);
+            self.keys.clear();
+        }
+    }
+}
+
+impl Drop for Locks {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Raises `Conflict` if any record touches a key this transaction read or wrote.
+fn validate(tx: &Transaction, records: &[Arc<CommitRecord>]) -> Result<()> {
+    for rec in records {
+        for t in &rec.replaced_trees {
+            let used =
+                tx.reads.contains_key(t) || tx.writes.contains_key(t) || tx.ensured.contains(t);
+            if used && !tx.ensure_created.contains(t) {
+                return Err(Error::conflict(
+                    t,
+                    "tree was created or dropped by another commit",
+                ));
+            }
+        }
+        for w in &rec.writes {
+            let reads = tx.reads.get(&w.tree);
+            let writes = tx.writes.get(&w.tree);
+            if reads.is_none() && writes.is_none() {
+                continue;
+            }
+            for k in &w.keys {
+                if reads.is_some_and(|r| r.covers(k)) {
+                    return Err(Error::conflict(&w.tree, "a key it read was changed"));
+                }
+                if writes.is_some_and(|s| s.contains(k)) {
+                    return Err(Error::conflict(&w.tree, "a key it wrote was written"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Replays the transaction's operations onto `view` (a fresher snapshot).
+fn replay(tx: &mut Transaction, mut view: View) -> Result<()> {
+    let mut ensure_created = BTreeSet::new();
+    for op in &tx.ops {
+        match apply_op(&mut view, op) {
+            Ok(true) => {
+                if let Op::EnsureTree { name, .. } = op {
+                    ensure_created.insert(name.clone());
+                }
+            }
+            Ok(false) => {}
+            // Validation passed, so a failed precondition means a change it
+            // could not see: report it as a conflict to retry.
+            Err(e @ (Error::TreeNotFound(_) | Error::TreeExists(_))) => {
+                return Err(Error::conflict(CATALOG, e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    tx.view = view;
+    tx.ensure_created = ensure_created;
+    tx.metas.clear();
+    Ok(())
+}
+
+fn record_writes(tx: &Transaction) -> (Vec<TreeWrites>, Vec<String>) {
+    let mut writes = tx.writes.clone();
+    let mut replaced = Vec::new();
+    for op in &tx.ops {
+        match op {
+            Op::CreateTree { name, .. } | Op::DropTree { name } => replaced.push(name.clone()),
+            Op::EnsureTree { name, .. } if tx.ensure_created.contains(name) => {
+                writes
+                    .entry(CATALOG.to_string())
+                    .or_default()
+                    .insert(name.as_bytes().to_vec());
+            }
+            _ => {}
+        }
+    }
+    replaced.sort();
+    replaced.dedup();
+    let writes = writes
+        .into_iter()
+        .map(|(tree, keys)| TreeWrites {
+            tree,
+            keys: keys.into_iter().collect(),
+        })
+        .collect();
+    (writes, replaced)
+}
+
+/// Deletes blobs of an attempt that will not commit (best effort: GC is the backstop).
+/// Blobs of one commit attempt, registered as in flight until it ends.
+struct InFlight<'a> {
+    db: &'a DbInner,
+    ids: Vec<BlobId>,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(db: &'a DbInner, ids: Vec<BlobId>) -> Self {
+        db.inflight.lock().extend(ids.iter().copied());
+        InFlight { db, ids }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut set = self.db.inflight.lock();
+        for id in &self.ids {
+            set.remove(id);
+        }
+    }
+}
+
+fn discard(tx: &Transaction, blobs: &[BlobId]) {
+    for b in blobs {
+        if let Err(e) = tx.db.loader.store.delete(&blob_path(*b)) {
+            tracing::warn!(error = %e, "could not delete an uncommitted blob; GC will");
+        }
+    }
+}
+
+/// Test hooks of the commit path, compiled in only with the `test-hooks`
+/// feature (the engine's own test suites turn it on).
+mod hooks {
+    #[cfg(feature = "test-hooks")]
+    use std::sync::atomic::Ordering;
+
+    /// Crash-test hook, read once from `SOPFS_TEST_PAUSE_COMMIT=before|after:SECONDS:FILE`:
+    /// the first commit of the process touches FILE and sleeps, holding its locks,
+    /// just before (or after) its commit point, so a test can SIGKILL it there.
+    #[cfg(feature = "test-hooks")]
+    pub(super) fn pause(at_commit_point_before: bool) {
+        static HOOK: std::sync::OnceLock<Option<(bool, u64, String)>> = std::sync::OnceLock::new();
+        static FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let hook = HOOK.get_or_init(|| {
+            let v = std::env::var("SOPFS_TEST_PAUSE_COMMIT").ok()?;
+            let mut parts = v.splitn(3, ':');
+            let when = parts.next()? == "before";
+            let secs = parts.next()?.parse().ok()?;
+            Some((when, secs, parts.next()?.to_string()))
+        });
+        if let Some((before, secs, file)) = hook {
+            if *before == at_commit_point_before && !FIRED.swap(true, Ordering::SeqCst) {
+                let _ = std::fs::write(file, b"paused");
+                std::thread::sleep(std::time::Duration::from_secs(*secs));
+            }
+        }
+    }
+
+    /// Without the feature the hook is nothing.
+    #[cfg(not(feature = "test-hooks"))]
+    pub(super) fn pause(_at_commit_point_before: bool) {}
+}
+
+impl Transaction {
+    /// Validates and commits; see the module comment for the protocol.
+    pub fn commit(mut self) -> Result<CommitInfo> {
+        commit(&mut self)
+    }
+}
+
+fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
+    // Nothing changed (only reads, or `ensure_tree` of an existing tree): the
+    // snapshot it read is its serialization point; there is nothing to write.
+    let unchanged = tx.view.dirty.is_empty() && tx.view.freed.is_empty();
+    if tx.opts.mode == TxMode::ReadOnly || tx.ops.is_empty() || unchanged {
+        return Ok(CommitInfo {
+            seq: tx.view.base.seq,
+            merged: false,
+        });
+    }
+    let db = tx.db.clone();
+    let txid = tx.id;
+    // Every staged value must be in the store before the intent names it.
+    tx.wait_staged()?;
+    let mut value_ids: Vec<BlobId> = tx.values.keys().copied().collect();
+    value_ids.extend(&tx.staged);
+    let result = commit_inner(tx, &value_ids);
+    match &result {
+        Ok(info) => {
+            db.own_commits.lock().put(txid, ());
+            db.stats.commits.fetch_add(1, Ordering::Relaxed);
+            if info.merged {
+                db.stats.merges.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(e) if tx.landed => {
+            // Committed, but something after the commit point failed (fsync):
+            // report it, discard nothing.
+            tracing::error!(tx = %tx.id, error = %e, "failure after the commit point");
+        }
+        Err(e) => {
+            if e.is_retryable() {
+                db.stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            discard(tx, &value_ids);
+            if tx.intent_written {
+                let _ = db.loader.store.delete(&intent_path(tx.id));
+            }
+        }
+    }
+    result
+}
+
+/// The commit loop: each attempt merges onto the newest state, plans what
+/// it will write, locks, writes ahead and appends; an attempt that finds
+/// its nodes changed by another commit meanwhile starts over from the merge.
+fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo> {
+    let db = tx.db.clone();
+    let mut merged = false;
+    // Value blobs are written once and reused by every attempt: in flight
+    // for the whole commit.
+    let _values_inflight = InFlight::new(&db, value_ids.to_vec());
+    loop {
+        tx.check_deadline()?;
+        merged |= merge(tx)?;
+        let plan = plan(tx, value_ids);
+        let (mut locks, base_seq) = match lock_and_recheck(tx, &plan)? {
+            Step::Go(v) => v,
+            Step::Again => continue,
+        };
+        let ahead = write_ahead(tx, &db, &plan, value_ids, base_seq, &mut locks)?;
+        let seq = match append(tx, &plan, ahead.parts, base_seq)? {
+            Step::Go(seq) => seq,
+            Step::Again => continue,
+        };
+        return Ok(publish(tx, seq, ahead.fresh, locks, merged));
+    }
+}
+
+/// How a phase of one attempt ended: go on with its result, or start the
+/// attempt over (another commit changed this one's nodes).
+enum Step<T> {
+    Go(T),
+    Again,
+}
+
+/// Phase 1, merge: catches up with the log and, if the state moved since the
+/// snapshot, validates this transaction against what landed and replays its
+/// operations onto the newest state. The snapshot was fresh at `begin` (the
+/// stamp, in cluster mode); what lands later is met at the lock or at the
+/// commit point. True when it merged.
+fn merge(tx: &mut Transaction) -> Result<bool> {
+    let db = tx.db.clone();
+    let latest = db.registry.catch_up(false)?;
+    if latest.seq <= tx.view.base.seq {
+        return Ok(false);
+    }
+    validate(tx, &db.registry.records(tx.view.base.seq, latest.seq)?)?;
+    replay(tx, View::new(latest.clone(), db.loader.clone()))?;
+    Ok(true)
+}
+
+/// What one attempt will write, decided before it writes anything.
+struct Plan {
+    /// Nodes it changes or frees: what its locks cover.
+    touched: Vec<NodeId>,
+    /// Changed nodes that travel inside the record.
+    carried: HashSet<NodeId>,
+    /// Values that travel inside the record.
+    packed_values: HashSet<BlobId>,
+    /// Some node or value is a blob of its own, written before the record.
+    writes_blobs: bool,
+}
+
+/// Phase 2, plan: which nodes and values travel inside the record. Small
+/// values travel beside the leaves that name them ("here": the leaf's own
+/// record, whatever seq it lands at) instead of each becoming an object.
+/// Only leaves the record carries can say "here": a leaf written as a blob
+/// of its own cannot know the seq yet. Sizes are the same either way (a tag
+/// byte changes).
+fn plan(tx: &mut Transaction, value_ids: &[BlobId]) -> Plan {
+    let touched: Vec<NodeId> = tx.view.touched();
+    let mut ids: Vec<NodeId> = tx.view.dirty.keys().copied().collect();
+    ids.sort_unstable();
+    let mut carried = HashSet::new();
+    let mut carried_bytes = 0;
+    for id in ids {
+        let len = tx.view.dirty.get(&id).map_or(0, |n| n.encoded_len());
+        if carried_bytes + len <= PACK_MAX {
+            carried_bytes += len;
+            carried.insert(id);
+        }
+    }
+    let mut packed_values: HashSet<BlobId> = HashSet::new();
+    let mut budget = PACK_VALUES_MAX;
+    for (id, data) in &tx.values {
+        if data.len() <= PACK_VALUE_MAX && data.len() <= budget {
+            budget -= data.len();
+            packed_values.insert(*id);
+        }
+    }
+    if !packed_values.is_empty() {
+        packed_values = tx.view.pack_values_here(&packed_values, &carried);
+    }
+    let writes_blobs =
+        carried.len() < tx.view.dirty.len() || value_ids.iter().any(|b| !packed_values.contains(b));
+    Plan {
+        touched,
+        carried,
+        packed_values,
+        writes_blobs,
+    }
+}
+
+/// Validates this transaction against the records in `(from, newest]`:
+/// `Go(newest)` when none touched its nodes, `Again` when one did (the
+/// merge must be redone), a conflict when one touched its keys.
+fn recheck(tx: &Transaction, from: u64, probe: bool, touched: &[NodeId]) -> Result<Step<u64>> {
+    let db = &tx.db;
+    let now = db.registry.catch_up(probe)?;
+    if now.seq <= from {
+        return Ok(Step::Go(from));
+    }
+    let recs = db.registry.records(from, now.seq)?;
+    validate(tx, &recs)?;
+    if recs.iter().any(|r| r.touches(touched)) {
+        return Ok(Step::Again);
+    }
+    Ok(Step::Go(now.seq))
+}
+
+/// Phase 3, lock and recheck. A commit that writes no blob (its nodes and
+/// values all travel in its record) takes no locks: the commit point alone
+/// decides races, and losing one costs re-encoding one record, less than
+/// the round trips locks take. Locks are for commits with blobs to write
+/// first, and with an intent a peer must be able to recover. Returns the
+/// locks and the seq the record will follow.
+fn lock_and_recheck(tx: &mut Transaction, plan: &Plan) -> Result<Step<(Locks, u64)>> {
+    let db = tx.db.clone();
+    let mut locks = Locks {
+        db: db.clone(),
+        owner: tx.id,
+        keys: if plan.writes_blobs {
+            plan.touched.iter().map(|n| n.0).collect()
+        } else {
+            Vec::new()
+        },
+        locked_at: std::time::Instant::now(),
+    };
+    let outcome = if locks.keys.is_empty() {
+        LockOutcome::default()
+    } else {
+        match db
+            .coord
+            .lock(&locks.keys, tx.id, db.opts.lock_ttl, tx.deadline())
+        {
+            Ok(o) => o,
+            Err(e) => {
+                locks.keys.clear();
+                return Err(e);
+            }
+        }
+    };
+    for owner in outcome.expired_owners {
+        recover_owner(&db, owner);
+    }
+    // Cluster mode: read the store only if the stamp is ahead of us (or
+    // missing). A commit that landed but has not raised the stamp yet is
+    // met at the commit point: creating its log slot fails, and we catch
+    // up and validate there. A lock-free commit has no stamp and asks
+    // nothing: its commit point is the check. On a local folder the stamp
+    // may lag (lock-free commits announce theirs late) and the log is
+    // cheap to ask.
+    let local = db.registry.current().seq;
+    let probe = db.coord.is_shared()
+        && plan.writes_blobs
+        && (db.loader.store.probe_is_cheap() || outcome.stamp.is_none_or(|s| s > local));
+    // Someone changed our nodes before we locked them: merge again.
+    Ok(match recheck(tx, tx.view.base.seq, probe, &plan.touched)? {
+        Step::Go(base) => Step::Go((locks, base)),
+        Step::Again => Step::Again,
+    })
+}
+
+/// The parts of the record that phase 4 prepared.
+struct RecordParts {
+    /// Node blobs written ahead (deleted if the attempt does not land).
+    node_ids: Vec<BlobId>,
+    /// Nodes the record carries.
+    packed: Vec<PackedNode>,
+    packed_bytes: usize,
+    /// Node changes, carried or not.
+    changes: Vec<NodeChange>,
+}
+
+/// What phase 4 wrote ahead of the record.
+struct Ahead<'a> {
+    parts: RecordParts,
+    /// The new nodes by blob, for the cache once the record lands.
+    fresh: Vec<(BlobId, Arc<crate::tree::Node>)>,
+    /// Node blobs in flight until the attempt ends.
+    _inflight: InFlight<'a>,
+}
+
+/// Phase 4, write ahead: the intent (cluster mode, when blobs are written),
+/// the value and node blobs, each durable before the record that names
+/// them. Changed nodes travel inside the record up to PACK_MAX bytes (one
+/// object write for a small commit); beyond that, as blobs of their own.
+fn write_ahead<'a>(
+    tx: &mut Transaction,
+    db: &'a DbInner,
+    plan: &Plan,
+    value_ids: &[BlobId],
+    base_seq: u64,
+    locks: &mut Locks,
+) -> Result<Ahead<'a>> {
+    let mut node_blobs = Vec::new();
+    let mut packed = Vec::new();
+    let mut packed_bytes = 0;
+    let mut fresh = Vec::new();
+    let mut changes = Vec::new();
+    let mut dirty: Vec<_> = tx.view.dirty.iter().collect();
+    dirty.sort_by_key(|(id, _)| **id);
+    for (id, node) in &dirty {
+        let blob = BlobId::fresh();
+        let body = node.encode_payload();
+        let pack = plan.carried.contains(*id);
+        if pack {
+            packed_bytes += body.len();
+            packed.push(PackedNode { blob, body });
+        } else {
+            node_blobs.push((blob, codec::frame(Kind::Node, &body)));
+        }
+        fresh.push((blob, Arc::clone(*node)));
+        changes.push(NodeChange {
+            node: **id,
+            old: tx.view.base.nodes.get(*id).map(|l| l.blob),
+            new: Some(blob),
+            packed: pack,
+        });
+    }
+    for id in &tx.view.freed {
+        changes.push(NodeChange {
+            node: *id,
+            old: tx.view.base.nodes.get(id).map(|l| l.blob),
+            new: None,
+            packed: false,
+        });
+    }
+    let node_ids: Vec<BlobId> = node_blobs.iter().map(|(b, _)| *b).collect();
+    // Packed values are written with the record, not before it: nothing
+    // to protect or clean up.
+    let mut all_blobs: Vec<BlobId> = value_ids
+        .iter()
+        .filter(|b| !plan.packed_values.contains(b))
+        .copied()
+        .collect();
+    all_blobs.extend(&node_ids);
+    let store = &db.loader.store;
+    // In-process GC sees the set; other processes' GC and recovery (of a
+    // peer whose locks expired) need the intent. Embedded mode has no
+    // peers: a crash there leaves unreferenced blobs for GC instead.
+    let inflight = InFlight::new(db, node_ids.clone());
+    // A commit that writes no blob (its nodes all travel in the record)
+    // leaves nothing for GC to protect or for recovery to clean up.
+    if db.coord.is_shared() && !all_blobs.is_empty() {
+        let intent = Intent {
+            txid: tx.id,
+            time_ms: now_ms(),
+            deadline_ms: now_ms()
+                + tx.deadline()
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_millis() as u64,
+            base_seq,
+            blobs: all_blobs,
+        };
+        store.put(&intent_path(tx.id), codec::encode(Kind::Intent, &intent))?;
+        tx.intent_written = true;
+    }
+    // Value blobs are written once, on the first attempt that gets here.
+    // Packed values stay in `tx.values` until the record is built: an
+    // attempt that starts over packs them again under its new seq.
+    let mut values = Vec::new();
+    for (id, data) in tx.values.iter() {
+        if plan.packed_values.contains(id) {
+            continue;
+        }
+        store.put_fresh(&blob_path(*id), codec::frame_value(data))?;
+        values.push(*id);
+        locks.keep_alive()?;
+    }
+    for id in values {
+        tx.values.remove(&id);
+    }
+    let mut paths = Vec::new();
+    for (blob, data) in node_blobs {
+        let path = blob_path(blob);
+        store.put_fresh(&path, data)?;
+        paths.push(path);
+        locks.keep_alive()?;
+    }
+    // Every blob the record names is durable before the record is
+    // written, sync or not: a power cut may drop commits that were never
+    // synced (the log keeps a prefix), but it never leaves a record
+    // whose blobs are gone. Commits whose values and nodes all travel in
+    // the record (small files) have nothing to wait for here.
+    paths.extend(
+        value_ids
+            .iter()
+            .filter(|b| !plan.packed_values.contains(b))
+            .map(|b| blob_path(*b)),
+    );
+    paths.extend(tx.stashed.iter().map(|(_, b)| blob_path(*b)));
+    if !paths.is_empty() {
+        store.sync(&paths)?;
+    }
+    Ok(Ahead {
+        parts: RecordParts {
+            node_ids,
+            packed,
+            packed_bytes,
+            changes,
+        },
+        fresh,
+        _inflight: inflight,
+    })
+}
+
+/// Phase 5, append, with this process's other threads held off (only other
+/// processes can collide with it): a last recheck, the record, the commit
+/// point, then the record folded into the registry. A slot taken by
+/// another process's record moves the record to the next one after
+/// validating against it. Any way out but landing deletes the node blobs
+/// written ahead.
+fn append(
+    tx: &mut Transaction,
+    plan: &Plan,
+    parts: RecordParts,
+    base_seq: u64,
+) -> Result<Step<u64>> {
+    let db = tx.db.clone();
+    let RecordParts {
+        node_ids,
+        packed,
+        packed_bytes,
+        changes,
+    } = parts;
+    let (writes, replaced_trees) = record_writes(tx);
+    let serial = db.commit_serial.lock();
+    let mut from = base_seq;
+    let mut at = match recheck(tx, from, false, &plan.touched) {
+        Ok(Step::Go(seq)) => seq,
+        other => {
+            drop(serial);
+            discard(tx, &node_ids);
+            return other.map(|_| Step::Again);
+        }
+    };
+    let packed_values: Vec<PackedValue> = plan
+        .packed_values
+        .iter()
+        .filter_map(|id| {
+            tx.values.get(id).map(|body| PackedValue {
+                blob: *id,
+                body: body.clone(),
+            })
+        })
+        .collect();
+    let packed_value_bytes: usize = packed_values.iter().map(|v| v.body.len()).sum();
+    let mut record = CommitRecord {
+        seq: at + 1,
+        txid: tx.id,
+        time_ms: now_ms(),
+        writes,
+        replaced_trees,
+        nodes: changes,
+        packed,
+        values: packed_values,
+    };
+    hooks::pause(true);
+    let log = db.registry.log();
+    loop {
+        // A commit past its deadline may have been rolled back by a peer.
+        if let Err(e) = tx.check_deadline() {
+            drop(serial);
+            discard(tx, &node_ids);
+            return Err(e);
+        }
+        let hint = packed_bytes + packed_value_bytes + 64 * record.nodes.len() + 1024;
+        let frame = codec::encode_sized(Kind::Record, &record, hint);
+        if log.append(record.seq, &frame)? {
+            break;
+        }
+        db.stats.collisions.fetch_add(1, Ordering::Relaxed);
+        from = at;
+        at = match recheck(tx, from, true, &plan.touched) {
+            Ok(Step::Go(seq)) => seq,
+            other => {
+                if matches!(other, Ok(Step::Again)) {
+                    // Our locks were not respected (expired, or a peer
+                    // without them): the store caught it. Redo the merge.
+                    tracing::warn!(tx = %tx.id, "nodes changed under our locks; merging again");
+                }
+                drop(serial);
+                discard(tx, &node_ids);
+                return other.map(|_| Step::Again);
+            }
+        };
+        record.seq = at + 1;
+    }
+    tx.landed = true;
+    for (stash, id) in &tx.stashed {
+        stash.landed(*id);
+    }
+    if tx.opts.sync {
+        log.sync(record.seq)?;
+    }
+    hooks::pause(false);
+    // The registry keeps records without node bodies; this process has
+    // the nodes themselves (cached at publish), and its packed values.
+    record.packed = Vec::new();
+    for v in std::mem::take(&mut record.values) {
+        tx.values.remove(&v.blob);
+        db.loader.values.insert(v.blob, Arc::new(v.body));
+    }
+    let seq = record.seq;
+    if let Err(e) = db.registry.publish(Arc::new(record)) {
+        // The record is in the log: every reader, this process's next
+        // catch-up included, will fold it in. Nothing to undo.
+        tracing::warn!(tx = %tx.id, error = %e, "could not fold a landed commit in yet");
+    }
+    drop(serial);
+    Ok(Step::Go(seq))
+}
+
+/// Phase 6, publish: the new commit stamp (with the locks' release when it
+/// took any), the new nodes into the cache, the intent's delete off the
+/// commit's path, a checkpoint when one is due.
+fn publish(
+    tx: &mut Transaction,
+    seq: u64,
+    fresh: Vec<(BlobId, Arc<crate::tree::Node>)>,
+    mut locks: Locks,
+    merged: bool,
+) -> CommitInfo {
+    let db = tx.db.clone();
+    let store = &db.loader.store;
+    if locks.keys.is_empty() {
+        // Where the store is cheap to probe, readers that must be exact
+        // probe it; the stamp only spares the others a probe, so it can
+        // go out after the commit returns.
+        if store.probe_is_cheap() {
+            db.coord.publish_stamp_soon(seq);
+        } else {
+            db.coord.publish_stamp(seq);
+        }
+    } else {
+        db.coord.release(&locks.keys, tx.id, seq);
+        locks.keys.clear();
+    }
+    for (blob, node) in fresh {
+        // As a reader of the record will see it: "here" names `seq`.
+        db.loader.cache.insert(blob, node.resolved(seq));
+    }
+    if tx.intent_written {
+        // Off the commit's path: the commit is done, and an intent whose
+        // record landed is harmless (recovery deletes it if this never runs).
+        let (store, path) = (db.loader.store.clone(), intent_path(tx.id));
+        stager::background(
+            &db.cleanups,
+            Box::new(move || {
+                if let Err(e) = store.delete(&path) {
+                    tracing::warn!(error = %e, "could not delete an intent record; recovery will");
+                }
+            }),
+        );
+    }
+    if let Err(e) = db.registry.maybe_checkpoint(db.opts.checkpoint_every) {
+        tracing::warn!(error = %e, "checkpoint failed; the log still holds everything");
+    }
+    CommitInfo { seq, merged }
+}

@@ -1,0 +1,19 @@
+//! Transactions and their commit: the transaction's reads and writes over a
+//! view, the commit protocol, intent records and the recovery of commits
+//! whose owner died, stashes (values written ahead of their transaction) and
+//! the stager that writes a big transaction's values in the background.
+
+mod commit;
+mod ops;
+mod recovery;
+mod stager;
+mod stash;
+mod tx;
+
+pub use commit::CommitInfo;
+pub use ops::{Cursor, Direction, TreeConfig, TxMode, TxOptions};
+pub(crate) use recovery::{recover_all, Intent};
+pub(crate) use stager::drain;
+pub(crate) use stash::LiveStashes;
+pub use stash::{Stash, StashedValue};
+pub use tx::Transaction;

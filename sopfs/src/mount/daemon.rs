@@ -1,0 +1,521 @@
+//! Opening a volume and serving it: the mount daemon's life from fork to exit.
+//!
+//! `--background` forks before any thread exists (the engine and Redis start
+//! threads), and the parent waits on a pipe until the child's mount answers.
+//! SIGTERM / SIGINT / SIGHUP commit what is buffered, then unmount; the
+//! session ends and the process exits 0.
+
+use crate::fs::{Fs, FsOptions, Stale};
+use crate::macros::run::{LlmConfig, RunConfig};
+use crate::mount::exporter;
+use crate::mount::fuse::FuseFs;
+use crate::mount::metrics::Metrics;
+use crate::mount::presence::{unix_now, Announcement, Heartbeat};
+use crate::mount::virt::Control;
+use anyhow::{bail, Context};
+use engine::redact_url;
+use engine::{Db, Options, RedisCoordinator, StoreLocation};
+use nix::sys::signal::{SigSet, Signal};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `sopfs mount` was asked to do.
+#[derive(Clone, Debug)]
+pub struct MountArgs {
+    /// Store location (path, file:// or s3:// URL).
+    pub store: String,
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// Coordinator URL; None for embedded mode.
+    pub redis: Option<String>,
+    /// Return once the mount answers, leaving the daemon running.
+    pub background: bool,
+    /// Mount options (`-o`), comma-separated.
+    pub options: Vec<String>,
+}
+
+/// Opens the volume at `store`: embedded without `redis`, shared with it.
+pub fn open_volume(store: &str, redis: Option<&str>, opts: Options) -> anyhow::Result<Db> {
+    let location = StoreLocation::parse(store)?;
+    let db = match redis {
+        None => Db::open(location, opts),
+        Some(url) => {
+            let coord = RedisCoordinator::connect(url)?;
+            Db::open_shared(location, opts, Arc::new(coord))
+        }
+    }
+    .with_context(|| format!("cannot open volume {store}"))?;
+    Ok(db)
+}
+
+/// True when `p` is a mount point whose daemon is gone.
+fn is_stale(p: &Path) -> bool {
+    matches!(std::fs::metadata(p), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+}
+
+/// Unmounts `p` (fusermount3, then umount as root); `lazy` detaches a busy mount.
+pub fn unmount(p: &Path, lazy: bool) -> anyhow::Result<()> {
+    let flag = if lazy { "-uz" } else { "-u" };
+    let ok = std::process::Command::new("fusermount3")
+        .arg(flag)
+        .arg(p)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return Ok(());
+    }
+    let flags = if lazy {
+        nix::mount::MntFlags::MNT_DETACH
+    } else {
+        nix::mount::MntFlags::empty()
+    };
+    nix::mount::umount2(p, flags).with_context(|| format!("cannot unmount {}", p.display()))
+}
+
+/// What `-o` asked of the daemon itself (beyond the kernel's options).
+struct DaemonOpts {
+    read_only: bool,
+    allow_exec: bool,
+    allow_other: bool,
+    cache_dir: Option<std::path::PathBuf>,
+    metrics: Option<String>,
+    read_ahead_kb: u32,
+}
+
+/// Readahead of a mount unless `-o read_ahead_kb=N` says otherwise: the
+/// kernel's default (128 KiB) makes a sequential reader ask for one small
+/// piece per round trip; 1 MiB lets each FUSE read carry four whole chunks.
+const READ_AHEAD_KB: u32 = 1024;
+
+fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> {
+    use fuser::MountOption as M;
+    let mut cfg = fuser::Config::default();
+    // Several workers: an invalidation sent from one handler may need another
+    // to write back an mmap'd page.
+    cfg.n_threads = Some(4);
+    cfg.clone_fd = true;
+    let mut read_only = false;
+    let mut allow_exec = false;
+    let mut cache_dir = None;
+    let mut metrics = None;
+    let mut read_ahead_kb = READ_AHEAD_KB;
+    cfg.mount_options = vec![
+        M::FSName(args.store.clone()),
+        M::Subtype("sopfs".into()),
+        M::DefaultPermissions,
+    ];
+    for o in args.options.iter().flat_map(|o| o.split(',')) {
+        match o.trim() {
+            ""
+            | "rw"
+            | "default_permissions"
+            | "_netdev"
+            | "nofail"
+            | "auto"
+            | "noauto"
+            | "user"
+            | "nouser"
+            | "defaults" => {}
+            "ro" => {
+                read_only = true;
+                cfg.mount_options.push(M::RO);
+            }
+            "macro_exec" => allow_exec = true,
+            x if x.starts_with("cache_dir=") => {
+                let dir = std::path::PathBuf::from(&x["cache_dir=".len()..]);
+                // Found out now, not at the first big write.
+                tempfile::tempfile_in(&dir).with_context(|| {
+                    format!("cache_dir {} is not a writable folder", dir.display())
+                })?;
+                cache_dir = Some(dir);
+            }
+            x if x.starts_with("read_ahead_kb=") => {
+                let v = &x["read_ahead_kb=".len()..];
+                read_ahead_kb = v
+                    .parse()
+                    .ok()
+                    .filter(|&kb| kb <= 1 << 20)
+                    .with_context(|| format!("read_ahead_kb={v}: expected KiB, 0 to 1048576"))?;
+            }
+            x if x.starts_with("metrics=") => {
+                let addr = &x["metrics=".len()..];
+                if addr.parse::<std::net::SocketAddr>().is_err() {
+                    bail!("metrics={addr}: expected IP:PORT, like 127.0.0.1:9567");
+                }
+                metrics = Some(addr.to_string());
+            }
+            "allow_other" => cfg.acl = fuser::SessionACL::All,
+            "allow_root" => cfg.acl = fuser::SessionACL::RootAndOwner,
+            "dev" => cfg.mount_options.push(M::Dev),
+            "nodev" => cfg.mount_options.push(M::NoDev),
+            "suid" => cfg.mount_options.push(M::Suid),
+            "nosuid" => cfg.mount_options.push(M::NoSuid),
+            "exec" => cfg.mount_options.push(M::Exec),
+            "noexec" => cfg.mount_options.push(M::NoExec),
+            "atime" => cfg.mount_options.push(M::Atime),
+            "noatime" => cfg.mount_options.push(M::NoAtime),
+            x if x.starts_with("x-") || x.starts_with("redis=") => {}
+            x => bail!("unknown mount option {x:?}"),
+        }
+    }
+    let allow_other = matches!(cfg.acl, fuser::SessionACL::All);
+    Ok((
+        cfg,
+        DaemonOpts {
+            read_only,
+            allow_exec,
+            allow_other,
+            cache_dir,
+            metrics,
+            read_ahead_kb,
+        },
+    ))
+}
+
+/// Daemons serving `mountpoint` (found by their command line in /proc).
+fn daemons_of(mountpoint: &Path) -> Vec<i32> {
+    let want = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let me = std::process::id() as i32;
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| pid != me)
+        .filter(|pid| {
+            let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+            let is_sopfs_mount = args.first().is_some_and(|a| a.ends_with(b"sopfs"))
+                && args.iter().any(|a| *a == b"mount");
+            is_sopfs_mount
+                && args.iter().any(|a| {
+                    let p = Path::new(std::ffi::OsStr::from_bytes(a));
+                    std::fs::canonicalize(p).is_ok_and(|c| c == want) || p == want
+                })
+        })
+        .collect()
+}
+
+/// `sopfs umount`: unmounts, then waits until the daemon has committed and
+/// exited, so the volume can be mounted again at once.
+pub fn unmount_and_wait(p: &Path) -> anyhow::Result<()> {
+    let pids = daemons_of(p);
+    unmount(p, false)?;
+    let start = std::time::Instant::now();
+    for pid in pids {
+        while Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| !s.contains(") Z "))
+        {
+            if start.elapsed() > Duration::from_secs(60) {
+                bail!("unmounted, but the daemon (pid {pid}) has not exited after 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// Mounts and serves until unmounted or signalled.
+pub fn run_mount(args: MountArgs) -> anyhow::Result<()> {
+    let (cfg, dopts) = fuse_config(&args)?;
+    if is_stale(&args.mountpoint) {
+        tracing::warn!(mountpoint = %args.mountpoint.display(), "recovering a stale mount point");
+        unmount(&args.mountpoint, true)?;
+    }
+    let meta = std::fs::metadata(&args.mountpoint)
+        .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
+    if !meta.is_dir() {
+        bail!(
+            "mount point {} is not a directory",
+            args.mountpoint.display()
+        );
+    }
+    let mut ready = if args.background {
+        Some(daemonize()?)
+    } else {
+        None
+    };
+    let result = serve(&args, cfg, &dopts, &mut ready);
+    if let (Some(pipe), Err(e)) = (ready, &result) {
+        report(pipe, &format!("{e:#}"));
+    }
+    result
+}
+
+/// Forks; the parent exits with the child's verdict; the child returns the
+/// pipe on which it reports readiness.
+fn daemonize() -> anyhow::Result<std::fs::File> {
+    let (r, w) = nix::unistd::pipe().context("pipe")?;
+    // SAFETY-free: nix wraps fork; no thread exists yet in this process.
+    match fork_process()? {
+        Some(_child) => {
+            drop(w);
+            let mut r = std::fs::File::from(r);
+            let mut msg = String::new();
+            let _ = r.read_to_string(&mut msg);
+            if msg == "ok" {
+                std::process::exit(0);
+            }
+            if msg.is_empty() {
+                msg = "the daemon exited before the mount was ready".into();
+            }
+            eprintln!("sopfs: {msg}");
+            std::process::exit(1);
+        }
+        None => {
+            drop(r);
+            let _ = nix::unistd::setsid();
+            let null = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+                .context("/dev/null")?;
+            let _ = nix::unistd::dup2_stdin(&null);
+            let _ = nix::unistd::dup2_stdout(&null);
+            if std::env::var_os("SOPFS_LOG_FILE").is_none() {
+                let _ = nix::unistd::dup2_stderr(&null);
+            }
+            Ok(std::fs::File::from(w))
+        }
+    }
+}
+
+fn report(mut pipe: std::fs::File, msg: &str) {
+    let _ = pipe.write_all(msg.as_bytes());
+}
+
+fn serve(
+    args: &MountArgs,
+    cfg: fuser::Config,
+    dopts: &DaemonOpts,
+    ready: &mut Option<std::fs::File>,
+) -> anyhow::Result<()> {
+    // Signals go to one waiting thread; every thread started later inherits the mask.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    signals.add(Signal::SIGHUP);
+    signals.thread_block().context("blocking signals")?;
+
+    // Resolved before mounting: once mounted, a stat of it would wait on
+    // this very daemon.
+    let mount_path =
+        std::fs::canonicalize(&args.mountpoint).unwrap_or_else(|_| args.mountpoint.clone());
+    // Lookups and stats start from the stamp Redis pushes to us (no round
+    // trip each); opens still ask (close-to-open), and commits validate
+    // against the store whatever a read saw.
+    let opts = Options {
+        pushed_stamps: true,
+        ..Options::default()
+    };
+    let db = open_volume(&args.store, args.redis.as_deref(), opts)?;
+    let fs = Arc::new(Fs::new(
+        db,
+        FsOptions {
+            read_only: dopts.read_only,
+            cache_dir: dopts.cache_dir.clone().unwrap_or_else(std::env::temp_dir),
+            ..FsOptions::default()
+        },
+    )?);
+    let run_cfg = RunConfig {
+        allow_exec: dopts.allow_exec,
+        llm: LlmConfig::from_env(),
+        caller: None,
+    };
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = &dopts.metrics {
+        exporter::start(addr, &fs, metrics.clone())?;
+    }
+    let control = Control {
+        metrics,
+        config: config_text(args, dopts, fs.options()),
+    };
+    let adapter = FuseFs::new(fs.clone(), Duration::from_secs(1), run_cfg, control);
+    let session = fuser::Session::new(adapter, &args.mountpoint, &cfg)
+        .with_context(|| format!("cannot mount on {}", args.mountpoint.display()))?;
+    install_invalidation(&fs, session.notifier());
+    let mountpoint = args.mountpoint.clone();
+    let fs_for_signal = fs.clone();
+    std::thread::Builder::new()
+        .name("sopfs-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                tracing::info!(signal = ?sig, "unmounting");
+                if let Err(e) = fs_for_signal.flush_all() {
+                    tracing::error!(error = %e, "commit at shutdown failed");
+                }
+                if unmount(&mountpoint, false).is_ok() {
+                    return;
+                }
+                // Busy (open files, a shell inside): detach it. The kernel
+                // keeps the session while files stay open; what they buffered
+                // is committed, so leave after a grace period.
+                let _ = unmount(&mountpoint, true);
+                std::thread::sleep(Duration::from_secs(2));
+                if let Err(e) = fs_for_signal.flush_all() {
+                    tracing::error!(error = %e, "commit at shutdown failed");
+                    std::process::exit(1);
+                }
+                tracing::info!("detached with files still open; exiting");
+                std::process::exit(0);
+            }
+        })
+        .context("signal thread")?;
+    let heartbeat = Heartbeat::start(
+        fs.clone(),
+        Announcement {
+            host: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            pid: std::process::id(),
+            mountpoint: mount_path.display().to_string(),
+            mode: if args.redis.is_some() {
+                "cluster"
+            } else {
+                "embedded"
+            }
+            .into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started: unix_now(),
+            read_only: dopts.read_only,
+        },
+    )
+    .context("heartbeat thread")?;
+    tracing::info!(store = %redact_url(&args.store), mountpoint = %args.mountpoint.display(), "mounted");
+    if let Some(pipe) = ready.take() {
+        // Closing the pipe lets the waiting parent exit.
+        report(pipe, "ok");
+    }
+    let _reaper = {
+        let weak = Arc::downgrade(&fs);
+        std::thread::Builder::new()
+            .name("sopfs-reaper".into())
+            .spawn(move || {
+                while let Some(fs) = weak.upgrade() {
+                    fs.reap_forgotten();
+                    drop(fs);
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+            .context("reaper thread")?
+    };
+    let background = session.spawn().context("FUSE session")?;
+    tune_read_ahead(&mount_path, dopts.read_ahead_kb);
+    background.join().context("FUSE session")?;
+    drop(heartbeat);
+    fs.flush_all()?;
+    fs.reap_all();
+    tracing::info!("unmounted");
+    Ok(())
+}
+
+/// Sets the readahead of the mount's backing device (the kernel offers FUSE
+/// only its default at init). Best effort: without write access to /sys the
+/// mount keeps the kernel's default.
+fn tune_read_ahead(mountpoint: &Path, kb: u32) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let want = mountpoint.to_string_lossy();
+    // The newest mount on the path is ours (mountinfo lists in mount order).
+    let Some(dev) = info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (f.get(4) == Some(&&*want)).then(|| f.get(2).map(|d| d.to_string()))?
+    }) else {
+        return;
+    };
+    let knob = format!("/sys/class/bdi/{dev}/read_ahead_kb");
+    match std::fs::write(&knob, kb.to_string()) {
+        Ok(()) => tracing::debug!(%knob, kb, "readahead set"),
+        Err(e) => tracing::info!(%knob, error = %e, "readahead left at the kernel's default"),
+    }
+}
+
+/// The text of `/.sopfs/config`: what this mount runs with, without secrets.
+fn config_text(args: &MountArgs, dopts: &DaemonOpts, fs: &FsOptions) -> String {
+    let options: Vec<String> = args
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+        .map(|o| match o.strip_prefix("redis=") {
+            Some(url) => format!("redis={}", redact_url(url)),
+            None => o.to_string(),
+        })
+        .collect();
+    let host = nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let v = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": redact_url(&args.store),
+        "redis": args.redis.as_deref().map(redact_url),
+        "mode": if args.redis.is_some() { "cluster" } else { "embedded" },
+        "mountpoint": args.mountpoint.display().to_string(),
+        "options": options,
+        "read_only": dopts.read_only,
+        "allow_other": dopts.allow_other,
+        "macro_exec": dopts.allow_exec,
+        "cache_dir": fs.cache_dir.display().to_string(),
+        "metrics": dopts.metrics,
+        "read_ahead_kb": dopts.read_ahead_kb,
+        "attr_timeout_secs": 1,
+        "host": host,
+        "pid": std::process::id(),
+    });
+    let mut text = serde_json::to_string_pretty(&v).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// Pushes other hosts' changes out of the kernel's caches: at every open
+/// (from the handler) and every 100 ms (from a thread of its own).
+fn install_invalidation(fs: &Arc<Fs>, notifier: fuser::Notifier) {
+    if !fs.db().is_shared() {
+        return;
+    }
+    fs.set_invalidator(Arc::new(move |stale: &[Stale]| {
+        for s in stale {
+            // ENOENT: the kernel holds nothing for it; nothing to drop.
+            let _ = match s {
+                Stale::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+                Stale::Entry(dir, name) => {
+                    notifier.inval_entry(fuser::INodeNo(*dir), std::ffi::OsStr::from_bytes(name))
+                }
+                // Cached attributes expire within their one-second TTL.
+                Stale::All => Ok(()),
+            };
+        }
+    }));
+    let weak = Arc::downgrade(fs);
+    let spawned = std::thread::Builder::new()
+        .name("sopfs-inval".into())
+        .spawn(move || {
+            while let Some(fs) = weak.upgrade() {
+                fs.refresh(false);
+                drop(fs);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no invalidation thread: other hosts' changes show after the cache TTL");
+    }
+}
+
+#[allow(unsafe_code)]
+fn fork_process() -> anyhow::Result<Option<nix::unistd::Pid>> {
+    // SAFETY: called before this process starts any thread, so the child
+    // inherits a consistent single-threaded state.
+    match unsafe { nix::unistd::fork() }.context("fork")? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
+}

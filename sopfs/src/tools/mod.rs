@@ -1,0 +1,4 @@
+//! Whole-volume tools over a served volume: `sopfs fsck` and `sopfs dump`/`load`.
+
+pub mod dump;
+pub mod fsck;
