@@ -14,7 +14,7 @@ use crate::store::{
     VolumeMarker, VOLUME_FORMAT,
 };
 use crate::tree::{Loader, Node, NodeCache, ValueCache, View};
-use crate::txn::LiveStashes;
+use crate::txn::{Group, LiveStashes};
 use crate::txn::{Transaction, TxMode, TxOptions};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
@@ -91,6 +91,8 @@ impl Reader {
 pub struct Db {
     inner: Arc<DbInner>,
     stashes: Arc<LiveStashes>,
+    /// This process's commit queue (group commit).
+    group: Arc<Group>,
     background: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
@@ -305,6 +307,7 @@ impl Db {
         Ok(Db {
             inner,
             stashes,
+            group: Arc::new(Group::default()),
             background,
         })
     }
@@ -349,7 +352,9 @@ impl Db {
     pub fn begin_with(&self, opts: TxOptions) -> Result<Transaction> {
         let state = self.inner.fresh_state(false)?;
         let view = View::new(state, self.inner.loader.clone());
-        Ok(Transaction::new(self.inner.clone(), opts, view))
+        let mut tx = Transaction::new(self.inner.clone(), opts, view);
+        tx.group = Some(self.group.clone());
+        Ok(tx)
     }
 
     /// Runs `f` in a read-write transaction and commits, retrying on conflict

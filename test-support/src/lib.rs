@@ -1,9 +1,11 @@
 //! Test support for every sopfs suite: the real servers a test starts and
 //! stops (a private `redis-server`, plain, with a password or TLS-only; a
-//! local S3 server), free loopback ports, real `sopfs mount` daemons, and
-//! shell helpers. Everything binds to 127.0.0.1 only.
+//! local S3 server), free loopback ports, real `sopfs mount` daemons, crash
+//! workers, an object store with per-request latency, and shell helpers.
+//! Everything binds to 127.0.0.1 only.
 
 pub mod child;
+pub mod latency;
 pub mod mount;
 pub mod redis;
 pub mod s3;

@@ -338,6 +338,24 @@ impl Log {
         self.store.get(&log_path(seq))
     }
 
+    /// True where reading records costs a round trip each (record objects
+    /// on a network store), so reading several at once pays.
+    pub fn reads_in_batches(&self) -> bool {
+        self.dir.is_none() && !self.store.probe_is_cheap()
+    }
+
+    /// Records `first`, `first + 1`, ... up to `n` of them, as `read` would
+    /// return each. Record objects on a store where a request is a round
+    /// trip are asked for together (see `BlobStore::get_many`).
+    pub fn read_many(&self, first: u64, n: usize) -> Result<Vec<Option<Bytes>>> {
+        let seqs = first..first.saturating_add(n as u64);
+        if !self.reads_in_batches() {
+            return seqs.map(|seq| self.read(seq)).collect();
+        }
+        let paths: Vec<_> = seqs.map(log_path).collect();
+        self.store.get_many(&paths)
+    }
+
     /// True when `seq` is certainly the newest record: it is the last one
     /// indexed, its segment has room for more (no newer segment can have
     /// begun), and the segment file has not grown since. One `fstat`, no

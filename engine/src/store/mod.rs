@@ -58,20 +58,14 @@ impl BlobStore {
                 Arc::new(fs)
             }
             StoreLocation::Memory(m) => m.clone(),
-            StoreLocation::Custom(s) => s.clone(),
+            StoreLocation::Custom(s) => {
+                // Wrappers in tests (latency, faults) may sleep on tokio's clock.
+                runtime = Some(network_runtime()?);
+                s.clone()
+            }
             StoreLocation::S3 { bucket, prefix } => {
                 let s3 = s3_store(bucket)?;
-                runtime = Some(
-                    tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(2)
-                        .thread_name("sopfs-s3")
-                        .enable_all()
-                        .build()
-                        .map_err(|source| Error::Io {
-                            path: "tokio runtime".into(),
-                            source,
-                        })?,
-                );
+                runtime = Some(network_runtime()?);
                 if prefix.is_empty() {
                     Arc::new(s3)
                 } else {
@@ -315,6 +309,31 @@ impl BlobStore {
         )
     }
 
+    /// Reads several objects; `None` for each that does not exist. Where a
+    /// request costs a round trip, the requests go out together: the whole
+    /// batch takes about one round trip's time. A request that fails goes
+    /// through `get`'s retries on its own.
+    pub fn get_many(&self, paths: &[Path]) -> Result<Vec<Option<Bytes>>> {
+        if self.probe_is_cheap() || paths.len() < 2 {
+            return paths.iter().map(|p| self.get(p)).collect();
+        }
+        let inner = &self.inner;
+        let results = self.run(futures::future::join_all(
+            paths
+                .iter()
+                .map(|p| async move { inner.get(p).await?.bytes().await }),
+        ));
+        results
+            .into_iter()
+            .zip(paths)
+            .map(|(r, p)| match r {
+                Ok(b) => Ok(Some(b)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(_) => self.get(p),
+            })
+            .collect()
+    }
+
     /// Reads an object; `None` when it does not exist.
     pub fn get(&self, path: &Path) -> Result<Option<Bytes>> {
         if let StoreLocation::Local(root) = &self.location {
@@ -431,6 +450,20 @@ impl BlobStore {
             source,
         })
     }
+}
+
+/// The runtime a network store's requests run on (two threads: the
+/// blocking API waits on it, several requests may be in flight at once).
+fn network_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("sopfs-s3")
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Io {
+            path: "tokio runtime".into(),
+            source,
+        })
 }
 
 /// How long the S3 client retries one request before this store's own

@@ -196,6 +196,7 @@ impl Loader {
 }
 
 /// Snapshot plus private changes.
+#[derive(Clone)]
 pub(crate) struct View {
     pub base: Arc<RegState>,
     loader: Arc<Loader>,

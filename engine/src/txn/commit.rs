@@ -95,7 +95,7 @@ impl Drop for Locks {
 }
 
 /// Raises `Conflict` if any record touches a key this transaction read or wrote.
-fn validate(tx: &Transaction, records: &[Arc<CommitRecord>]) -> Result<()> {
+pub(super) fn validate(tx: &Transaction, records: &[Arc<CommitRecord>]) -> Result<()> {
     for rec in records {
         for t in &rec.replaced_trees {
             let used =
@@ -151,7 +151,7 @@ fn replay(tx: &mut Transaction, mut view: View) -> Result<()> {
     Ok(())
 }
 
-fn record_writes(tx: &Transaction) -> (Vec<TreeWrites>, Vec<String>) {
+pub(super) fn record_writes(tx: &Transaction) -> (Vec<TreeWrites>, Vec<String>) {
     let mut writes = tx.writes.clone();
     let mut replaced = Vec::new();
     for op in &tx.ops {
@@ -243,13 +243,19 @@ mod hooks {
 }
 
 impl Transaction {
-    /// Validates and commits; see the module comment for the protocol.
+    /// Validates and commits; see the module comment for the protocol. On a
+    /// store where a commit costs a round trip, a small transaction may go
+    /// out in one record with others of this process (`group.rs`).
     pub fn commit(mut self) -> Result<CommitInfo> {
-        commit(&mut self)
+        match self.group.take() {
+            Some(group) if super::group::eligible(&self) => group.commit(self),
+            _ => commit_one(&mut self),
+        }
     }
 }
 
-fn commit(tx: &mut Transaction) -> Result<CommitInfo> {
+/// Commits one transaction (which may be a group's).
+pub(super) fn commit_one(tx: &mut Transaction) -> Result<CommitInfo> {
     // Nothing changed (only reads, or `ensure_tree` of an existing tree): the
     // snapshot it read is its serialization point; there is nothing to write.
     let unchanged = tx.view.dirty.is_empty() && tx.view.freed.is_empty();

@@ -4,6 +4,7 @@
 //! the stager that writes a big transaction's values in the background.
 
 mod commit;
+mod group;
 mod ops;
 mod recovery;
 mod stager;
@@ -11,6 +12,7 @@ mod stash;
 mod tx;
 
 pub use commit::CommitInfo;
+pub(crate) use group::Group;
 pub use ops::{Cursor, Direction, TreeConfig, TxMode, TxOptions};
 pub(crate) use recovery::{recover_all, Intent};
 pub(crate) use stager::drain;

@@ -48,6 +48,8 @@ pub struct Transaction {
     /// This transaction's intent record is in the store (cluster mode, and
     /// only for commits that write blobs).
     pub(crate) intent_written: bool,
+    /// The commit queue it may join (read-write transactions of a `Db`).
+    pub(crate) group: Option<Arc<super::group::Group>>,
 }
 
 impl Transaction {
@@ -72,6 +74,7 @@ impl Transaction {
             io_time: Duration::ZERO,
             landed: false,
             intent_written: false,
+            group: None,
         }
     }
 

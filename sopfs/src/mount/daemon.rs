@@ -91,12 +91,20 @@ struct DaemonOpts {
 /// piece per round trip; 1 MiB lets each FUSE read carry four whole chunks.
 const READ_AHEAD_KB: u32 = 1024;
 
+/// FUSE worker threads of a mount on a local folder.
+const FUSE_THREADS: usize = 4;
+/// FUSE worker threads of a mount on S3.
+const FUSE_THREADS_S3: usize = 16;
+
 fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> {
     use fuser::MountOption as M;
     let mut cfg = fuser::Config::default();
     // Several workers: an invalidation sent from one handler may need another
-    // to write back an mmap'd page.
-    cfg.n_threads = Some(4);
+    // to write back an mmap'd page. On S3 a request mostly waits for the
+    // network, and the commits of requests served at once go out in one
+    // record (group commit): more workers, bigger groups.
+    let on_s3 = args.store.starts_with("s3://");
+    cfg.n_threads = Some(if on_s3 { FUSE_THREADS_S3 } else { FUSE_THREADS });
     cfg.clone_fd = true;
     let mut read_only = false;
     let mut allow_exec = false;

@@ -7,6 +7,7 @@ use crate::error::FsError;
 use crate::fs::{Attr, Caller, Fs, NodeSpec, SetAttr};
 use crate::macros::run::RunConfig;
 use crate::mount::metrics::{Metrics, Op};
+use crate::mount::route::{bare_dir, Router, Side};
 use crate::mount::virt::{Control, Virtual};
 use crate::ns::schema::{Kind, Time};
 use fuser::{
@@ -23,8 +24,10 @@ use std::time::{Duration, SystemTime};
 
 /// The adapter fuser drives.
 pub struct FuseFs {
+    /// The volume, for what only it serves (xattrs, fsync, statfs, ...).
     fs: Arc<Fs>,
-    virt: Virtual,
+    /// Everything either tree may serve.
+    route: Router,
     ttl: Duration,
     metrics: Arc<Metrics>,
 }
@@ -35,10 +38,19 @@ impl FuseFs {
     pub fn new(fs: Arc<Fs>, ttl: Duration, cfg: RunConfig, control: Control) -> FuseFs {
         FuseFs {
             metrics: control.metrics.clone(),
-            virt: Virtual::new(fs.clone(), cfg, control),
+            route: Router::new(fs.clone(), Virtual::new(fs.clone(), cfg, control)),
             fs,
             ttl,
         }
+    }
+}
+
+/// Open flags by side: the kernel reads virtual files directly (their
+/// content is made at open and may change size).
+fn open_flags(side: Side) -> FopenFlags {
+    match side {
+        Side::Volume => FopenFlags::empty(),
+        Side::Virtual => FopenFlags::FOPEN_DIRECT_IO,
     }
 }
 
@@ -90,13 +102,23 @@ fn time(t: TimeOrNow) -> Time {
 }
 
 impl FuseFs {
-    fn entry(&self, r: Result<Attr, FsError>, reply: ReplyEntry) {
+    fn entry(&self, side: Side, r: Result<Attr, FsError>, reply: ReplyEntry) {
         match r {
             Ok(a) => {
-                self.fs.remember(a.ino);
-                reply.entry(&self.ttl, &to_attr(&a), Generation(0))
+                if side == Side::Volume {
+                    self.fs.remember(a.ino);
+                }
+                reply.entry(&self.ttl(side), &to_attr(&a), Generation(0))
             }
             Err(e) => reply.error(self.errno(&e)),
+        }
+    }
+
+    /// How long the kernel may cache what `side` answered.
+    fn ttl(&self, side: Side) -> Duration {
+        match side {
+            Side::Volume => self.ttl,
+            Side::Virtual => Duration::ZERO,
         }
     }
 
@@ -125,10 +147,11 @@ impl FuseFs {
         spec: NodeSpec<'_>,
         reply: ReplyEntry,
     ) {
-        if Virtual::owns(parent.0) {
-            return reply.error(self.errno(&FsError::NotPermitted));
+        if let Err(e) = self.route.volume_only(&[parent.0]) {
+            return reply.error(self.errno(&e));
         }
-        self.entry(self.fs.make_node(caller(req), parent.0, name, spec), reply);
+        let r = self.fs.make_node(caller(req), parent.0, name, spec);
+        self.entry(Side::Volume, r, reply);
     }
 
     fn xattr(&self, r: Result<Vec<u8>, FsError>, size: u32, reply: ReplyXattr) {
@@ -168,26 +191,15 @@ impl Filesystem for FuseFs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _t = self.metrics.op(Op::Lookup);
-        if let Some(r) = self.virt.lookup(parent.0, name.as_bytes()) {
-            return match r {
-                Ok(a) => reply.entry(&Duration::ZERO, &to_attr(&a), Generation(0)),
-                Err(e) => reply.error(self.errno(&e)),
-            };
-        }
-        self.entry(self.fs.lookup(parent.0, name.as_bytes()), reply);
+        let (side, r) = self.route.lookup(parent.0, name.as_bytes());
+        self.entry(side, r, reply);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         let _t = self.metrics.op(Op::Getattr);
-        if Virtual::owns(ino.0) {
-            return match self.virt.getattr(ino.0) {
-                Ok(a) => reply.attr(&Duration::ZERO, &to_attr(&a)),
-                Err(e) => reply.error(self.errno(&e)),
-            };
-        }
-        match self.fs.getattr_live(ino.0) {
-            Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
-            Err(e) => reply.error(self.errno(&e)),
+        match self.route.getattr(ino.0) {
+            (side, Ok(a)) => reply.attr(&self.ttl(side), &to_attr(&a)),
+            (_, Err(e)) => reply.error(self.errno(&e)),
         }
     }
 
@@ -210,13 +222,6 @@ impl Filesystem for FuseFs {
         reply: ReplyAttr,
     ) {
         let _t = self.metrics.op(Op::Setattr);
-        if Virtual::owns(ino.0) {
-            // O_TRUNC on a virtual file: nothing to cut.
-            return match self.virt.getattr(ino.0) {
-                Ok(a) => reply.attr(&Duration::ZERO, &to_attr(&a)),
-                Err(e) => reply.error(self.errno(&e)),
-            };
-        }
         let set = SetAttr {
             mode,
             uid,
@@ -228,9 +233,9 @@ impl Filesystem for FuseFs {
             // Kernel-made requests (pid 0) are nobody's.
             by: Some(req.pid()).filter(|p| *p != 0),
         };
-        match self.fs.setattr(ino.0, &set) {
-            Ok(a) => reply.attr(&self.ttl, &to_attr(&a)),
-            Err(e) => reply.error(self.errno(&e)),
+        match self.route.setattr(ino.0, &set) {
+            (side, Ok(a)) => reply.attr(&self.ttl(side), &to_attr(&a)),
+            (_, Err(e)) => reply.error(self.errno(&e)),
         }
     }
 
@@ -279,18 +284,16 @@ impl Filesystem for FuseFs {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.metrics.op(Op::Remove);
-        if let Some(r) = self.virt.unlink(parent.0, name.as_bytes()) {
-            return self.empty(r, reply);
-        }
-        self.empty(self.fs.unlink(parent.0, name.as_bytes()), reply);
+        self.empty(self.route.unlink(parent.0, name.as_bytes()), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.metrics.op(Op::Remove);
-        if Virtual::owns(parent.0) {
-            return reply.error(self.errno(&FsError::NotPermitted));
-        }
-        self.empty(self.fs.rmdir(parent.0, name.as_bytes()), reply);
+        let r = self
+            .route
+            .volume_only(&[parent.0])
+            .and_then(|()| self.fs.rmdir(parent.0, name.as_bytes()));
+        self.empty(r, reply);
     }
 
     fn symlink(
@@ -320,16 +323,18 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.metrics.op(Op::Rename);
-        if Virtual::owns(parent.0) || Virtual::owns(newparent.0) {
-            return reply.error(self.errno(&FsError::NotPermitted));
-        }
-        let r = self.fs.rename(
-            parent.0,
-            name.as_bytes(),
-            newparent.0,
-            newname.as_bytes(),
-            flags.bits(),
-        );
+        let r = self
+            .route
+            .volume_only(&[parent.0, newparent.0])
+            .and_then(|()| {
+                self.fs.rename(
+                    parent.0,
+                    name.as_bytes(),
+                    newparent.0,
+                    newname.as_bytes(),
+                    flags.bits(),
+                )
+            });
         self.empty(r, reply);
     }
 
@@ -342,23 +347,18 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let _t = self.metrics.op(Op::Link);
-        if Virtual::owns(ino.0) || Virtual::owns(newparent.0) {
-            return reply.error(self.errno(&FsError::NotPermitted));
-        }
-        self.entry(self.fs.link(ino.0, newparent.0, newname.as_bytes()), reply);
+        let r = self
+            .route
+            .volume_only(&[ino.0, newparent.0])
+            .and_then(|()| self.fs.link(ino.0, newparent.0, newname.as_bytes()));
+        self.entry(Side::Volume, r, reply);
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _t = self.metrics.op(Op::Open);
-        if Virtual::owns(ino.0) {
-            return match self.virt.open(ino.0) {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
-                Err(e) => reply.error(self.errno(&e)),
-            };
-        }
-        match self.fs.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => reply.error(self.errno(&e)),
+        match self.route.open(ino.0, flags.0) {
+            (side, Ok(fh)) => reply.opened(FileHandle(fh), open_flags(side)),
+            (_, Err(e)) => reply.error(self.errno(&e)),
         }
     }
 
@@ -374,18 +374,14 @@ impl Filesystem for FuseFs {
         reply: ReplyData,
     ) {
         let _t = self.metrics.op(Op::Read);
-        if Virtual::owns_fh(fh.0) {
-            return match self.virt.read(fh.0, offset, size) {
-                Ok(d) => reply.data(&d),
-                Err(e) => reply.error(self.errno(&e)),
-            };
-        }
-        match self.fs.read(ino.0, offset, size) {
-            Ok(d) => {
-                self.metrics.read_bytes(d.len());
+        match self.route.read(ino.0, fh.0, offset, size) {
+            (side, Ok(d)) => {
+                if side == Side::Volume {
+                    self.metrics.read_bytes(d.len());
+                }
                 reply.data(&d)
             }
-            Err(e) => reply.error(self.errno(&e)),
+            (_, Err(e)) => reply.error(self.errno(&e)),
         }
     }
 
@@ -402,12 +398,8 @@ impl Filesystem for FuseFs {
         reply: ReplyWrite,
     ) {
         let _t = self.metrics.op(Op::Write);
-        let r = if Virtual::owns_fh(fh.0) {
-            self.virt.write(fh.0, offset, data)
-        } else {
-            self.fs
-                .write_from(fh.0, offset, data, Some(req.pid()).filter(|p| *p != 0))
-        };
+        let pid = Some(req.pid()).filter(|p| *p != 0);
+        let r = self.route.write(fh.0, offset, data, pid);
         match r {
             Ok(n) => {
                 self.metrics.written_bytes(n as usize);
@@ -426,15 +418,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.metrics.op(Op::Flush);
-        if Virtual::owns_fh(fh.0) {
-            return self.empty(self.virt.flush(fh.0), reply);
-        }
-        let r = match self.fs.flush_handle(fh.0) {
-            // A flush without a known handle still owes the file's commit.
-            Err(FsError::BadHandle) => self.fs.flush(ino.0),
-            r => r,
-        };
-        self.empty(r, reply);
+        self.empty(self.route.flush(ino.0, fh.0), reply);
     }
 
     fn release(
@@ -448,10 +432,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.metrics.op(Op::Release);
-        if Virtual::owns_fh(fh.0) {
-            return self.empty(self.virt.release(fh.0), reply);
-        }
-        self.empty(self.fs.release(fh.0), reply);
+        self.empty(self.route.release(fh.0), reply);
     }
 
     fn fsync(
@@ -468,12 +449,7 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let _t = self.metrics.op(Op::Open);
-        let r = if Virtual::owns(ino.0) {
-            self.virt.opendir(ino.0)
-        } else {
-            self.fs.opendir(ino.0)
-        };
-        match r {
+        match self.route.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(self.errno(&e)),
         }
@@ -488,25 +464,7 @@ impl Filesystem for FuseFs {
         mut reply: ReplyDirectory,
     ) {
         let _t = self.metrics.op(Op::Readdir);
-        if Virtual::owns_fh(fh.0) {
-            return match self.virt.readdir(fh.0, offset) {
-                Ok(list) => {
-                    for (e, next) in list {
-                        if reply.add(
-                            INodeNo(e.ino),
-                            next,
-                            file_type(e.kind),
-                            OsStr::from_bytes(&e.name),
-                        ) {
-                            break;
-                        }
-                    }
-                    reply.ok()
-                }
-                Err(e) => reply.error(self.errno(&e)),
-            };
-        }
-        let r = self.fs.readdir(fh.0, offset, |e, next| {
+        let r = self.route.readdir(fh.0, offset, |e, next| {
             reply.add(
                 INodeNo(e.ino),
                 next,
@@ -529,65 +487,33 @@ impl Filesystem for FuseFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let _t = self.metrics.op(Op::Readdir);
-        if Virtual::owns_fh(fh.0) {
-            return match self.virt.readdir(fh.0, offset) {
-                Ok(list) => {
-                    for (e, next) in list {
-                        let a = match self.virt.getattr(e.ino) {
-                            Ok(a) => a,
-                            Err(_) => Attr {
-                                ino: e.ino,
-                                inode: crate::ns::schema::Inode::new(e.kind, 0o555, 0, 0),
-                            },
-                        };
-                        if reply.add(
-                            INodeNo(e.ino),
-                            next,
-                            OsStr::from_bytes(&e.name),
-                            &Duration::ZERO,
-                            &to_attr(&a),
-                            Generation(0),
-                        ) {
-                            break;
-                        }
-                    }
-                    reply.ok()
-                }
-                Err(e) => reply.error(self.errno(&e)),
-            };
-        }
-        let r = self.fs.readdir_plus(fh.0, offset, |e, attr, next| {
-            let name = OsStr::from_bytes(&e.name);
-            let full = match attr {
-                Some(a) => reply.add(
-                    INodeNo(e.ino),
-                    next,
-                    name,
-                    &self.ttl,
-                    &to_attr(a),
-                    Generation(0),
-                ),
-                None => {
-                    // "." and "..": the kernel takes no reference for them.
-                    let bare = to_attr(&Attr {
-                        ino: e.ino,
-                        inode: crate::ns::schema::Inode::new(Kind::Dir, 0o755, 0, 0),
-                    });
-                    reply.add(
+        let r = self
+            .route
+            .readdir_plus(fh.0, offset, |e, attr, next, side| {
+                let name = OsStr::from_bytes(&e.name);
+                let full = match attr {
+                    Some(a) => reply.add(
+                        INodeNo(e.ino),
+                        next,
+                        name,
+                        &self.ttl(side),
+                        &to_attr(a),
+                        Generation(0),
+                    ),
+                    None => reply.add(
                         INodeNo(e.ino),
                         next,
                         name,
                         &Duration::ZERO,
-                        &bare,
+                        &to_attr(&bare_dir(e.ino)),
                         Generation(0),
-                    )
+                    ),
+                };
+                if !full && attr.is_some() && side == Side::Volume {
+                    self.fs.remember(e.ino);
                 }
-            };
-            if !full && attr.is_some() {
-                self.fs.remember(e.ino);
-            }
-            full
-        });
+                full
+            });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(self.errno(&e)),
@@ -603,11 +529,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.metrics.op(Op::Release);
-        if Virtual::owns_fh(fh.0) {
-            let _ = self.virt.release(fh.0);
-        } else {
-            self.fs.releasedir(fh.0);
-        }
+        self.route.releasedir(fh.0);
         reply.ok();
     }
 
@@ -688,33 +610,21 @@ impl Filesystem for FuseFs {
         reply: ReplyCreate,
     ) {
         let _t = self.metrics.op(Op::Create);
-        if let Some(r) = self.virt.create(parent.0, name.as_bytes()) {
-            return match r {
-                Ok((a, fh)) => reply.created(
-                    &Duration::ZERO,
-                    &to_attr(&a),
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_DIRECT_IO,
-                ),
-                Err(e) => reply.error(self.errno(&e)),
-            };
-        }
-        match self
-            .fs
-            .create(caller(req), parent.0, name.as_bytes(), mode, flags)
-        {
-            Ok((a, fh)) => {
-                self.fs.remember(a.ino);
+        let name = name.as_bytes();
+        match self.route.create(caller(req), parent.0, name, mode, flags) {
+            (side, Ok((a, fh))) => {
+                if side == Side::Volume {
+                    self.fs.remember(a.ino);
+                }
                 reply.created(
-                    &self.ttl,
+                    &self.ttl(side),
                     &to_attr(&a),
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::empty(),
+                    open_flags(side),
                 )
             }
-            Err(e) => reply.error(self.errno(&e)),
+            (_, Err(e)) => reply.error(self.errno(&e)),
         }
     }
 

@@ -8,4 +8,5 @@ pub mod exporter;
 pub mod fuse;
 pub mod metrics;
 pub mod presence;
+mod route;
 pub mod virt;

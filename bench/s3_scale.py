@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""sopfs on S3 with realistic latency: N mounts of one volume, W writer
+processes each, creating 4 KiB files (open O_EXCL, write, close) for a
+while; every file is then checked from another mount.
+
+A local S3 server (moto) sits behind a small proxy that adds a chosen delay
+to every request and counts requests by method; one private redis-server
+coordinates the mounts. Prints files/s, S3 requests per file, p50/p99 of
+one file's create-write-close, and the slowest and fastest writer.
+
+Usage (as root, from the repository, after `cargo build --release -p sopfs`):
+
+    python3 bench/s3_scale.py                          # 1 mount x 1 and 16 writers, 10 ms
+    python3 bench/s3_scale.py --mounts 1,2,4 --writers 1,16 --latency-ms 10 --secs 20
+    python3 bench/s3_scale.py --bin a=/tmp/sopfs-before --bin b=target/release/sopfs
+
+With several --bin, each case runs once per binary, in alternating order.
+"""
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+WORK = "/var/tmp/sopfs-s3-scale"
+SIZE = 4096
+METHODS = (b"GET ", b"PUT ", b"HEAD ", b"POST ", b"DELETE ")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Proxy:
+    """TCP proxy: each HTTP request from a client waits `delay` seconds
+    before it is forwarded (the request head starts a read with a method);
+    counts requests by method."""
+
+    def __init__(self, upstream, delay):
+        self.upstream, self.delay = upstream, delay
+        self.counts = {}
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self._run, daemon=True).start()
+        deadline = time.time() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _run(self):
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(
+            asyncio.start_server(self._client, "127.0.0.1", self.port))
+        self.loop.run_forever()
+
+    def total(self):
+        return sum(self.counts.values())
+
+    async def _client(self, cr, cw):
+        try:
+            ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            cw.close()
+            return
+
+        async def up():
+            while True:
+                data = await cr.read(65536)
+                if not data:
+                    break
+                for m in METHODS:
+                    if data.startswith(m):
+                        self.counts[m.strip().decode()] = self.counts.get(m.strip().decode(), 0) + 1
+                        await asyncio.sleep(self.delay)
+                        break
+                uw.write(data)
+                await uw.drain()
+            uw.close()
+
+        async def down():
+            while True:
+                data = await ur.read(65536)
+                if not data:
+                    break
+                cw.write(data)
+                await cw.drain()
+            cw.close()
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+
+
+def start_servers(delay):
+    port, rport = free_port(), free_port()
+    moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
+                              "--save", "", "--appendonly", "no"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(f"PUT /scale HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                          "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    break
+        except OSError:
+            pass
+        if time.time() > deadline:
+            sys.exit("moto_server did not start")
+        time.sleep(0.2)
+    proxy = Proxy(port, delay)
+    return proxy, f"redis://127.0.0.1:{rport}/", [moto, redis]
+
+
+def writer(mnt, d, stop, out):
+    os.makedirs(f"{mnt}/{d}", exist_ok=True)
+    lat, i = [], 0
+    data = b"x" * SIZE
+    while not stop.is_set():
+        t = time.time()
+        try:
+            fd = os.open(f"{mnt}/{d}/f{i}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+        except OSError as e:
+            out.put((d, i, lat, f"{e}"))
+            return
+        lat.append(time.time() - t)
+        i += 1
+    out.put((d, i, lat, None))
+
+
+def mount(binary, store, mnt, redis, env):
+    os.makedirs(mnt, exist_ok=True)
+    r = subprocess.run([binary, "mount", store, mnt, "--redis", redis, "--background"],
+                       env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"mount failed: {r.stderr.strip()}")
+
+
+def unmount(binary, mnt):
+    subprocess.run([binary, "umount", mnt], capture_output=True)
+
+
+def case(name, binary, proxy, redis, mounts, writers, secs):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
+    store = f"s3://scale/{name}-{mounts}x{writers}-{int(time.time() * 1000)}"
+    mnts = [f"{WORK}/m{k}" for k in range(mounts)]
+    for m in mnts:
+        mount(binary, store, m, redis, env)
+    time.sleep(1)
+    stop, out = mp.Event(), mp.Queue()
+    before = proxy.total()
+    procs = [mp.Process(target=writer, args=(m, f"h{k}w{w}", stop, out))
+             for k, m in enumerate(mnts) for w in range(writers)]
+    t0 = time.time()
+    for p in procs:
+        p.start()
+    time.sleep(secs)
+    stop.set()
+    results = [out.get() for _ in procs]
+    elapsed = time.time() - t0
+    for p in procs:
+        p.join()
+    requests = proxy.total() - before
+    files = sum(r[1] for r in results)
+    errors = [r[3] for r in results if r[3]]
+    lat = sorted(x for r in results for x in r[2])
+    # Every file visible, with its size, from another mount.
+    check = mnts[-1] if mounts > 1 else mnts[0]
+    missing = 0
+    for d, n, _, _ in results:
+        for i in range(n):
+            try:
+                if os.stat(f"{check}/{d}/f{i}").st_size != SIZE:
+                    missing += 1
+            except OSError:
+                missing += 1
+    for m in mnts:
+        unmount(binary, m)
+    per = [r[1] for r in results]
+    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0
+    return (f"| {name} | {mounts} | {writers} | {files / elapsed:.0f} | {requests / max(files, 1):.2f} "
+            f"| {pct(0.5):.0f} | {pct(0.99):.0f} | {min(per)} / {max(per)} | {missing} | "
+            f"{len(errors)} |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bin", action="append", default=[],
+                    help="name=path of a sopfs binary (default: target/release/sopfs)")
+    ap.add_argument("--mounts", default="1")
+    ap.add_argument("--writers", default="1,16")
+    ap.add_argument("--latency-ms", type=float, default=10)
+    ap.add_argument("--secs", type=int, default=15)
+    a = ap.parse_args()
+    bins = [b.split("=", 1) for b in a.bin] or [["sopfs", "target/release/sopfs"]]
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(WORK)
+    proxy, redis, procs = start_servers(a.latency_ms / 1000)
+    print(f"moto behind a proxy adding {a.latency_ms:g} ms per request, {a.secs} s per case")
+    print("| build | mounts | writers/mount | files/s | S3 requests/file | p50 ms | p99 ms "
+          "| slowest / fastest writer (files) | not visible | failed writers |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    try:
+        for m in [int(x) for x in a.mounts.split(",")]:
+            for w in [int(x) for x in a.writers.split(",")]:
+                for name, path in bins:
+                    print(case(name, path, proxy, redis, m, w, a.secs), flush=True)
+    finally:
+        for p in procs:
+            p.kill()
+        print(f"requests by method: {proxy.counts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+//! Many hosts on one volume, simulated in one process: N `Db` handles over
+//! one in-memory store behind a chosen latency per request (as S3 from a
+//! data centre), coordinated by a private redis-server, each committing
+//! small transactions in its own key range. Prints aggregate commits per
+//! second against the number of hosts, and the store requests per commit,
+//! then checks every acknowledged key is there once.
+//!
+//! ```text
+//! cargo run --release --example hosts                  # 1..64 hosts, 10 ms, 5 s each
+//! options: --hosts 1,2,4,8  --threads 1 (per host)  --latency-ms 10  --secs 5
+//! cargo run --release --example hosts -- --history 100000   # opening a long log
+//! ```
+//!
+//! `--history N` instead writes N commits (with no latency), then times
+//! how long a new host takes to open the volume behind the latency.
+
+use engine::{Db, Options, RedisCoordinator, StoreLocation, TreeConfig};
+use object_store::memory::InMemory;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use test_support::latency::LatencyStore;
+use test_support::RedisServer;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let hosts: Vec<usize> = arg("--hosts")
+        .unwrap_or_else(|| "1,2,4,8,16,32,64".into())
+        .split(',')
+        .map(|h| h.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--hosts: {e}"))?;
+    let latency = Duration::from_millis(arg("--latency-ms").map_or(Ok(10), |v| v.parse())?);
+    let secs: u64 = arg("--secs").map_or(Ok(5), |v| v.parse())?;
+    let threads: usize = arg("--threads").map_or(Ok(1), |v| v.parse())?;
+    let redis = RedisServer::start();
+    if let Some(n) = arg("--history") {
+        return open_after_history(n.parse()?, latency, &redis);
+    }
+    println!("latency {latency:?} per request, {threads} thread(s) per host, {secs} s per row");
+    println!("| hosts | commits/s | per host | GET/commit | PUT/commit | slowest host |");
+    println!("|---|---|---|---|---|---|");
+    for n in hosts {
+        let mem = Arc::new(InMemory::new());
+        let store = Arc::new(LatencyStore::new(mem.clone(), latency));
+        let open = || -> Result<Db, Box<dyn std::error::Error>> {
+            let coord = RedisCoordinator::connect(&redis.url())?;
+            Ok(Db::open_shared(
+                StoreLocation::Custom(store.clone()),
+                Options {
+                    background_interval: None,
+                    ..Options::default()
+                },
+                Arc::new(coord),
+            )?)
+        };
+        let first = open()?;
+        first.run(|tx| tx.ensure_tree("t", TreeConfig::default()))?;
+        let dbs: Vec<Arc<Db>> = std::iter::once(Ok(first))
+            .chain((1..n).map(|_| open()))
+            .map(|d| d.map(Arc::new))
+            .collect::<Result<_, _>>()?;
+        let (gets0, puts0) = (
+            store.gets.load(Ordering::SeqCst),
+            store.puts.load(Ordering::SeqCst),
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let start = Instant::now();
+        let workers: Vec<_> = (0..n * threads)
+            .map(|h| (h, &dbs[h / threads]))
+            .map(|(h, db)| {
+                let (db, stop) = (db.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut done = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = format!("h{h:03}-{done:08}");
+                        if db.run(|tx| tx.insert("t", key.as_bytes(), b"v")).is_err() {
+                            break;
+                        }
+                        done += 1;
+                    }
+                    done
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(secs));
+        stop.store(true, Ordering::Relaxed);
+        let counts: Vec<u64> = workers.into_iter().map(|w| w.join().unwrap_or(0)).collect();
+        let elapsed = start.elapsed().as_secs_f64();
+        let total: u64 = counts.iter().sum();
+        let gets = store.gets.load(Ordering::SeqCst) - gets0;
+        let puts = store.puts.load(Ordering::SeqCst) - puts0;
+        let per = |x: u64| x as f64 / total.max(1) as f64;
+        println!(
+            "| {n} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+            total as f64 / elapsed,
+            total as f64 / elapsed / n as f64,
+            per(gets),
+            per(puts),
+            (0..n)
+                .map(|h| counts[h * threads..(h + 1) * threads].iter().sum::<u64>())
+                .min()
+                .unwrap_or(0),
+        );
+        // Every acknowledged key is there, once.
+        let mut tx = dbs[0].begin_fresh()?;
+        for (h, &c) in counts.iter().enumerate() {
+            for i in 0..c {
+                let key = format!("h{h:03}-{i:08}");
+                if tx.get("t", key.as_bytes())?.is_none() {
+                    return Err(format!("{key} acknowledged but missing").into());
+                }
+            }
+        }
+        let found = tx.count("t")?;
+        if found != total {
+            return Err(format!("{found} keys for {total} commits").into());
+        }
+    }
+    Ok(())
+}
+
+/// Writes `n` commits, then opens the volume from a new host behind `latency`.
+fn open_after_history(
+    n: u64,
+    latency: Duration,
+    redis: &RedisServer,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mem = Arc::new(InMemory::new());
+    let coord = || RedisCoordinator::connect(&redis.url());
+    let opts = Options {
+        background_interval: None,
+        ..Options::default()
+    };
+    let writer = Db::open_shared(
+        StoreLocation::Custom(mem.clone()),
+        opts.clone(),
+        Arc::new(coord()?),
+    )?;
+    writer.run(|tx| tx.ensure_tree("t", TreeConfig::default()))?;
+    let start = Instant::now();
+    for i in 0..n {
+        writer.run(|tx| tx.upsert("t", format!("k{:06}", i % 100_000).as_bytes(), b"v"))?;
+    }
+    println!(
+        "{n} commits written in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    let store = Arc::new(LatencyStore::new(mem, latency));
+    let start = Instant::now();
+    let reader = Db::open_shared(
+        StoreLocation::Custom(store.clone()),
+        opts,
+        Arc::new(coord()?),
+    )?;
+    println!(
+        "a new host opened it in {:.2} s at {latency:?} per request ({} GETs), at seq {}",
+        start.elapsed().as_secs_f64(),
+        store.gets.load(Ordering::SeqCst),
+        reader.seq()
+    );
+    Ok(())
+}
