@@ -82,13 +82,13 @@ impl DbInner {
             return if h <= local.seq {
                 Ok(local)
             } else {
-                self.registry.catch_up(true)
+                self.registry.catch_up_past(h)
             };
         }
         let epoch = self.coord.epoch();
         match self.coord.stamp() {
             Some(s) if s == local.seq => Ok(local),
-            Some(s) if s > local.seq => self.registry.catch_up(true),
+            Some(s) if s > local.seq => self.registry.catch_up_past(s),
             _ => {
                 // Redis lost the stamp (restart), holds an old one, or was
                 // replaced since it last vouched for one: the store decides.

@@ -410,6 +410,13 @@ impl Registry {
         self.catch_up_to(0, probe_store)
     }
 
+    /// Like `catch_up(true)` when the log is known to reach at least
+    /// `newest` (a coordinator's stamp): the records up to it are asked for
+    /// together, in one round trip where reads are round trips.
+    pub fn catch_up_past(&self, newest: u64) -> Result<Arc<RegState>> {
+        self.catch_up_to(newest, true)
+    }
+
     fn catch_up_to(&self, target: u64, probe_store: bool) -> Result<Arc<RegState>> {
         let _g = self.apply.lock();
         let mut state = self.current();
@@ -433,7 +440,14 @@ impl Registry {
                 None if probe_store || next <= target => {
                     if !ahead.contains_key(&next) {
                         ahead.clear();
-                        for (seq, r) in (next..).zip(self.read_records(next, window)?) {
+                        // Positions known to exist are asked for at once.
+                        let known = if self.log.reads_in_batches() && target >= next {
+                            ((target - next + 1) as usize).min(READ_AHEAD_MAX)
+                        } else {
+                            0
+                        };
+                        let n = window.max(known);
+                        for (seq, r) in (next..).zip(self.read_records(next, n)?) {
                             ahead.insert(seq, r);
                         }
                         reads += 1;
