@@ -339,3 +339,50 @@ fn attribute_changes_of_the_writing_process_land_with_its_writes() {
     a.release(h).expect("release");
     assert_eq!(a.check().expect("check"), (1, 1));
 }
+
+#[test]
+fn a_create_without_o_excl_opens_the_file_another_host_just_made() {
+    let (_redis, a, b) = two_hosts();
+    let (made, fa) = a
+        .create(
+            ROOT,
+            ROOT_INO,
+            b"log",
+            0o644,
+            libc::O_WRONLY | libc::O_APPEND,
+        )
+        .expect("a creates");
+    a.write(fa, 0, b"a1\n").expect("a writes");
+    a.release(fa).expect("a closes");
+    // b's kernel looked the name up before a's create landed: it asks to
+    // create. Without O_EXCL that opens a's file; with it, EEXIST.
+    let excl = b.create(
+        ROOT,
+        ROOT_INO,
+        b"log",
+        0o644,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+    );
+    assert!(matches!(excl, Err(sopfs::FsError::Exists)), "{excl:?}");
+    let (opened, fb) = b
+        .create(
+            ROOT,
+            ROOT_INO,
+            b"log",
+            0o644,
+            libc::O_WRONLY | libc::O_APPEND,
+        )
+        .expect("b opens the existing file");
+    assert_eq!(opened.ino, made.ino);
+    b.write(fb, 0, b"b1\n").expect("b appends");
+    b.release(fb).expect("b closes");
+    let attr = a.lookup(ROOT_INO, b"log").expect("lookup");
+    let fh = a.open(attr.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(a.read(attr.ino, 0, 64).expect("read"), b"a1\nb1\n");
+    a.release(fh).expect("close");
+    // A directory of that name is not opened as a file.
+    a.make_node(ROOT, ROOT_INO, b"d", NodeSpec::new(Kind::Dir, 0o755))
+        .expect("mkdir");
+    let dir = b.create(ROOT, ROOT_INO, b"d", 0o644, libc::O_WRONLY);
+    assert!(matches!(dir, Err(sopfs::FsError::IsDir)), "{dir:?}");
+}

@@ -42,7 +42,10 @@ impl Fs {
         Ok(fh)
     }
 
-    /// Creates and opens a regular file.
+    /// Creates and opens a regular file. Without `O_EXCL`, a name another
+    /// host created since the kernel's lookup is opened instead (the kernel
+    /// asks for a create only when its lookup found nothing, and two hosts
+    /// appending to one log file with `O_APPEND|O_CREAT` must both get it).
     pub fn create(
         &self,
         caller: Caller,
@@ -51,11 +54,36 @@ impl Fs {
         perm: u32,
         flags: i32,
     ) -> FsResult<(Attr, u64)> {
-        let attr = self.make_node(caller, parent, name, NodeSpec::new(Kind::File, perm))?;
-        // No close-to-open refresh: the file did not exist before this
-        // commit, so no host can have changed it, and no kernel cache holds it.
-        let fh = self.open_handle(attr.ino, flags)?;
-        Ok((attr, fh))
+        match self.make_node(caller, parent, name, NodeSpec::new(Kind::File, perm)) {
+            Ok(attr) => {
+                // No close-to-open refresh: the file did not exist before this
+                // commit, so no host can have changed it, and no kernel cache holds it.
+                let fh = self.open_handle(attr.ino, flags)?;
+                Ok((attr, fh))
+            }
+            Err(FsError::Exists) if flags & libc::O_EXCL == 0 => {
+                let attr = self.lookup(parent, name)?;
+                match attr.inode.kind {
+                    Kind::Dir => return Err(FsError::IsDir),
+                    Kind::File => {}
+                    // A symlink or device: what the kernel's open would
+                    // have refused or followed; not a file to create.
+                    _ => return Err(FsError::Exists),
+                }
+                let fh = self.open(attr.ino, flags)?;
+                if flags & libc::O_TRUNC != 0 {
+                    self.setattr(
+                        attr.ino,
+                        &crate::ns::SetAttr {
+                            size: Some(0),
+                            ..Default::default()
+                        },
+                    )?;
+                }
+                Ok((self.getattr(attr.ino)?, fh))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Reads up to `size` bytes at `offset`.
