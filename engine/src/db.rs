@@ -426,6 +426,36 @@ impl Db {
         crate::txn::recover_all(&self.inner, false)
     }
 
+    /// Claims `key` for `owner` among the processes sharing this volume,
+    /// until `ttl` passes or [`Db::release_claim`]: false while another
+    /// owner holds it. A claim saves a race, it decides nothing (the store
+    /// does): without a shared coordinator, or when it cannot be reached,
+    /// every claim is granted.
+    pub fn claim(&self, key: u64, owner: u128, ttl: Duration) -> bool {
+        if !self.is_shared() {
+            return true;
+        }
+        match self
+            .inner
+            .coord
+            .lock(&[key], TxId(owner), ttl, Instant::now())
+        {
+            Ok(_) => true,
+            Err(Error::Timeout(_)) => false,
+            Err(e) => {
+                tracing::debug!(error = %e, "claim not checked: the coordinator is unreachable");
+                true
+            }
+        }
+    }
+
+    /// Gives up a claim `owner` made with [`Db::claim`].
+    pub fn release_claim(&self, key: u64, owner: u128) {
+        if self.is_shared() {
+            self.inner.coord.unlock(&[key], TxId(owner));
+        }
+    }
+
     /// True when other processes may commit to this volume (a shared coordinator).
     pub fn is_shared(&self) -> bool {
         self.inner.coord.is_shared()

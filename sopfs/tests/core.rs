@@ -386,3 +386,167 @@ fn a_create_without_o_excl_opens_the_file_another_host_just_made() {
     let dir = b.create(ROOT, ROOT_INO, b"d", 0o644, libc::O_WRONLY);
     assert!(matches!(dir, Err(sopfs::FsError::IsDir)), "{dir:?}");
 }
+
+const EXCL: i32 = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+
+#[test]
+fn an_excl_create_lands_with_its_data_in_one_commit() {
+    let (_redis, a, b) = two_hosts();
+    let before = a.db().stats().commits;
+    let (made, fh) = a.create(ROOT, ROOT_INO, b"x", 0o640, EXCL).expect("create");
+    a.write(fh, 0, b"hello").expect("write");
+    // This host sees the file at once; another host at its close.
+    assert_eq!(a.lookup(ROOT_INO, b"x").expect("lookup").ino, made.ino);
+    assert_eq!(a.getattr(made.ino).expect("stat").inode.size, 5);
+    assert_eq!(a.read(made.ino, 0, 64).expect("read"), b"hello");
+    assert!(matches!(
+        b.lookup(ROOT_INO, b"x"),
+        Err(sopfs::FsError::NotFound)
+    ));
+    // A second O_EXCL create of the name on this host fails at once.
+    let again = a.create(ROOT, ROOT_INO, b"x", 0o640, EXCL);
+    assert!(matches!(again, Err(sopfs::FsError::Exists)), "{again:?}");
+    a.flush_handle(fh).expect("close");
+    a.release(fh).expect("release");
+    // The second create committed the file with what it held then (its
+    // name had to be settled before the create could be refused); the
+    // close then had nothing left to commit.
+    assert_eq!(a.db().stats().commits - before, 1);
+    // Without the second create: exactly one commit per file.
+    let before = a.db().stats().commits;
+    for i in 0..10 {
+        let name = format!("f{i}");
+        let (f, fh) = a
+            .create(ROOT, ROOT_INO, name.as_bytes(), 0o644, EXCL)
+            .expect("create");
+        // The kernel asks this before every write; it commits nothing.
+        let cap = a.getxattr(f.ino, b"security.capability");
+        assert!(matches!(cap, Err(sopfs::FsError::NoAttr)), "{cap:?}");
+        a.write(fh, 0, name.as_bytes()).expect("write");
+        a.flush_handle(fh).expect("close");
+        a.release(fh).expect("release");
+    }
+    assert_eq!(a.db().stats().commits - before, 10);
+    let on_b = b.lookup(ROOT_INO, b"x").expect("b sees x after the close");
+    assert_eq!(on_b.ino, made.ino);
+    assert_eq!(on_b.inode.perm, 0o640);
+    let rh = b.open(on_b.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(b.read(on_b.ino, 0, 64).expect("read"), b"hello");
+    b.release(rh).expect("close");
+    assert_eq!(b.check().expect("check"), (1, 11));
+}
+
+#[test]
+fn an_excl_create_of_a_name_another_host_is_creating_fails_at_once() {
+    let (_redis, a, b) = two_hosts();
+    let (_, fa) = a
+        .create(ROOT, ROOT_INO, b"lock", 0o644, EXCL)
+        .expect("a creates");
+    a.write(fa, 0, b"a holds it").expect("a writes");
+    // a has not committed, but its claim is in Redis: b is refused now,
+    // as a second process on a's host would be.
+    let racing = b.create(ROOT, ROOT_INO, b"lock", 0o644, EXCL);
+    assert!(matches!(racing, Err(sopfs::FsError::Exists)), "{racing:?}");
+    a.flush_handle(fa).expect("a closes");
+    a.release(fa).expect("a release");
+    let after = b.create(ROOT, ROOT_INO, b"lock", 0o644, EXCL);
+    assert!(matches!(after, Err(sopfs::FsError::Exists)), "{after:?}");
+    // The claim went with a's commit: once the file is gone, b may take
+    // the name at once.
+    a.unlink(ROOT_INO, b"lock").expect("a unlinks");
+    let (_, fb) = b
+        .create(ROOT, ROOT_INO, b"lock", 0o644, EXCL)
+        .expect("b takes it");
+    b.flush_handle(fb).expect("b closes");
+    b.release(fb).expect("b release");
+}
+
+#[test]
+fn an_excl_create_that_another_host_beat_fails_at_close_and_loses_nothing_of_theirs() {
+    // Two hosts whose claims never meet (each its own Redis, as after a
+    // Redis that lost its keys): the store's rule decides at the commit.
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let store = StoreLocation::parse("memory://").expect("memory");
+    let a = host(&store, &r1.url());
+    let b = host(&store, &r2.url());
+    let (_, fa) = a
+        .create(ROOT, ROOT_INO, b"y", 0o644, EXCL)
+        .expect("a creates");
+    a.write(fa, 0, b"from a").expect("a writes");
+    let (theirs, fb) = b
+        .create(ROOT, ROOT_INO, b"y", 0o644, EXCL)
+        .expect("b creates");
+    b.write(fb, 0, b"from b").expect("b writes");
+    b.flush_handle(fb).expect("b closes first");
+    b.release(fb).expect("b release");
+    let closed = a.flush_handle(fa);
+    assert!(matches!(closed, Err(sopfs::FsError::Exists)), "{closed:?}");
+    a.release(fa).expect("a release");
+    let seen = a.lookup(ROOT_INO, b"y").expect("a sees b's file");
+    assert_eq!(seen.ino, theirs.ino);
+    let rh = a.open(seen.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(a.read(seen.ino, 0, 64).expect("read"), b"from b");
+    a.release(rh).expect("close");
+
+    // The same race found by another operation first (an unlink here):
+    // it acts on b's file, and a's close still reports the loss.
+    let (_, fa) = a
+        .create(ROOT, ROOT_INO, b"z", 0o644, EXCL)
+        .expect("a creates");
+    a.write(fa, 0, b"from a").expect("a writes");
+    let (_, fb) = b
+        .create(ROOT, ROOT_INO, b"z", 0o644, EXCL)
+        .expect("b creates");
+    b.flush_handle(fb).expect("b closes");
+    b.release(fb).expect("b release");
+    a.unlink(ROOT_INO, b"z").expect("unlink meets b's file");
+    let closed = a.flush_handle(fa);
+    assert!(matches!(closed, Err(sopfs::FsError::Exists)), "{closed:?}");
+    a.release(fa).expect("a release");
+    assert!(matches!(
+        b.lookup(ROOT_INO, b"z"),
+        Err(sopfs::FsError::NotFound)
+    ));
+    assert_eq!(a.check().expect("check"), (1, 1));
+}
+
+#[test]
+fn names_operations_meet_a_file_whose_create_waits_on_this_host() {
+    let (_redis, a, b) = two_hosts();
+    let d = a
+        .make_node(ROOT, ROOT_INO, b"d", NodeSpec::new(Kind::Dir, 0o755))
+        .expect("mkdir")
+        .ino;
+    let (f, fh) = a.create(ROOT, d, b"new", 0o644, EXCL).expect("create");
+    a.write(fh, 0, b"data").expect("write");
+    // A listing shows it (and so commits it: b sees it too).
+    let dh = a.opendir(d).expect("opendir");
+    let mut names = Vec::new();
+    a.readdir(dh, 0, |e, _| {
+        names.push(e.name.clone());
+        false
+    })
+    .expect("readdir");
+    a.releasedir(dh);
+    assert!(names.contains(&b"new".to_vec()), "{names:?}");
+    assert_eq!(b.lookup(d, b"new").expect("b sees it").ino, f.ino);
+    // Rename, link and rmdir of the directory of a waiting file.
+    let (g, gh) = a.create(ROOT, d, b"g", 0o644, EXCL).expect("create g");
+    a.write(gh, 0, b"gg").expect("write g");
+    let rmdir = a.rmdir(ROOT_INO, b"d");
+    assert!(matches!(rmdir, Err(sopfs::FsError::NotEmpty)), "{rmdir:?}");
+    let (h, hh) = a.create(ROOT, d, b"h", 0o644, EXCL).expect("create h");
+    a.rename(d, b"h", ROOT_INO, b"h2", 0).expect("rename");
+    assert_eq!(b.lookup(ROOT_INO, b"h2").expect("b sees h2").ino, h.ino);
+    let (k, kh) = a.create(ROOT, d, b"k", 0o644, EXCL).expect("create k");
+    a.link(k.ino, ROOT_INO, b"k2").expect("link");
+    assert_eq!(b.lookup(ROOT_INO, b"k2").expect("b sees k2").ino, k.ino);
+    for h in [fh, gh, hh, kh] {
+        a.flush_handle(h).expect("close");
+        a.release(h).expect("release");
+    }
+    let rh = b.open(g.ino, libc::O_RDONLY).expect("open g");
+    assert_eq!(b.read(g.ino, 0, 64).expect("read g"), b"gg");
+    b.release(rh).expect("close");
+    assert_eq!(a.check().expect("check"), (2, 5), "k has two names");
+}

@@ -183,17 +183,17 @@ impl Workload<'_> {
                 let dir = self.dir();
                 let name = self.name("f");
                 let path = join(&dir, &name);
-                self.tree.insert(path.clone(), Some(Arc::new(Vec::new())));
-                self.progress.push(&self.tree);
+                // Half the creates with O_EXCL: those land with their
+                // data in one commit, never as an empty file first.
+                let excl = self.rng.random_bool(0.5);
+                if !excl {
+                    self.tree.insert(path.clone(), Some(Arc::new(Vec::new())));
+                    self.progress.push(&self.tree);
+                }
+                let flags = libc::O_WRONLY | if excl { libc::O_EXCL } else { 0 };
                 let (attr, fh) = self
                     .fs
-                    .create(
-                        ROOT,
-                        self.inos[&dir],
-                        name.as_bytes(),
-                        0o644,
-                        libc::O_WRONLY,
-                    )
+                    .create(ROOT, self.inos[&dir], name.as_bytes(), 0o644, flags)
                     .expect("create");
                 self.inos.insert(path.clone(), attr.ino);
                 let data = bytes(&mut self.rng);

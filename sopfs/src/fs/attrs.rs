@@ -86,6 +86,11 @@ impl Fs {
         if name.starts_with(b"system.posix_acl_") {
             return Err(FsError::NotSupported);
         }
+        // A file made here and not committed has none yet (the kernel asks
+        // for `security.capability` before each write: no commit for that).
+        if self.new_attr(ino).is_some() {
+            return Err(FsError::NoAttr);
+        }
         let mut tx = self.read_tx()?;
         let i = load(&mut tx, ino)?;
         i.xattrs.get(name).cloned().ok_or(FsError::NoAttr)
@@ -93,6 +98,9 @@ impl Fs {
 
     /// Names of the extended attributes, each NUL-terminated.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<u8>> {
+        if self.new_attr(ino).is_some() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.read_tx()?;
         let i = load(&mut tx, ino)?;
         let mut out = Vec::new();
@@ -105,6 +113,7 @@ impl Fs {
 
     /// Sets an extended attribute (`XATTR_CREATE` / `XATTR_REPLACE` in `flags`).
     pub fn setxattr(&self, ino: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        self.settle(ino);
         if name.starts_with(b"system.posix_acl_") {
             // POSIX ACLs are not kept: refusing them makes cp -a, tar and
             // rsync fall back to chmod instead of storing an ACL that would
@@ -134,6 +143,7 @@ impl Fs {
 
     /// Removes an extended attribute.
     pub fn removexattr(&self, ino: u64, name: &[u8]) -> FsResult<()> {
+        self.settle(ino);
         self.write_tx(|tx| {
             let mut i = load(tx, ino)?;
             if i.xattrs.remove(name).is_none() {

@@ -10,6 +10,7 @@ impl Fs {
     /// Opens a directory: its listing is taken now, so offsets stay stable
     /// while entries change.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        self.settle_dir(ino);
         let mut tx = self.read_tx()?;
         let d = load_dir(&mut tx, ino)?;
         let mut list = vec![

@@ -4,10 +4,10 @@
 use super::{Fs, PARK_FROM};
 use crate::error::{FsError, FsResult};
 use crate::host::dirty::Dirty;
-use crate::host::{FileState, PendingAttrs};
+use crate::host::{claim_key, FileState, NewFile, PendingAttrs, Stale, CLAIM_TTL};
 use crate::ns::content::{cut, read_into, Patcher};
 use crate::ns::schema::*;
-use crate::ns::{Attr, Caller, NodeSpec};
+use crate::ns::{names, Attr, Caller, NodeSpec};
 use engine::Transaction;
 
 impl Fs {
@@ -42,10 +42,14 @@ impl Fs {
         Ok(fh)
     }
 
-    /// Creates and opens a regular file. Without `O_EXCL`, a name another
-    /// host created since the kernel's lookup is opened instead (the kernel
-    /// asks for a create only when its lookup found nothing, and two hosts
-    /// appending to one log file with `O_APPEND|O_CREAT` must both get it).
+    /// Creates and opens a regular file. With `O_EXCL` the create waits
+    /// on this host for the file's first commit (flush, fsync or close),
+    /// so a small file costs one commit: see [`crate::host::NewNames`] for
+    /// the rule when another host takes the name meanwhile. Without
+    /// `O_EXCL`, a name another host created since the kernel's lookup is
+    /// opened instead (the kernel asks for a create only when its lookup
+    /// found nothing, and two hosts appending to one log file with
+    /// `O_APPEND|O_CREAT` must both get it).
     pub fn create(
         &self,
         caller: Caller,
@@ -54,6 +58,10 @@ impl Fs {
         perm: u32,
         flags: i32,
     ) -> FsResult<(Attr, u64)> {
+        self.settle_name(parent, name);
+        if flags & libc::O_EXCL != 0 {
+            return self.create_here(caller, parent, name, perm, flags);
+        }
         match self.make_node(caller, parent, name, NodeSpec::new(Kind::File, perm)) {
             Ok(attr) => {
                 // No close-to-open refresh: the file did not exist before this
@@ -61,7 +69,7 @@ impl Fs {
                 let fh = self.open_handle(attr.ino, flags)?;
                 Ok((attr, fh))
             }
-            Err(FsError::Exists) if flags & libc::O_EXCL == 0 => {
+            Err(FsError::Exists) => {
                 let attr = self.lookup(parent, name)?;
                 match attr.inode.kind {
                     Kind::Dir => return Err(FsError::IsDir),
@@ -86,16 +94,109 @@ impl Fs {
         }
     }
 
+    /// An `O_EXCL` create kept on this host until the file's first commit:
+    /// the name is checked against this host's view now and claimed for
+    /// good by that commit.
+    fn create_here(
+        &self,
+        caller: Caller,
+        parent: u64,
+        name: &[u8],
+        perm: u32,
+        flags: i32,
+    ) -> FsResult<(Attr, u64)> {
+        self.writable()?;
+        let mut tx = self.read_tx()?;
+        let inode = names::new_node(
+            &mut tx,
+            caller,
+            parent,
+            name,
+            NodeSpec::new(Kind::File, perm),
+        )?;
+        if entry(&mut tx, parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        drop(tx);
+        let ino = new_ino();
+        if !self.new_names.claim(parent, name, ino) {
+            return Err(FsError::Exists);
+        }
+        // Another host creating the same name now: refused at once, as
+        // here (one Redis round trip, no store request).
+        let claim = (claim_key(parent, name), rand::random::<u128>());
+        if !self.db.claim(claim.0, claim.1, CLAIM_TTL) {
+            self.new_names.release(parent, name, ino);
+            return Err(FsError::Exists);
+        }
+        {
+            let state = self.files.state(ino);
+            let mut st = state.lock();
+            st.dirty = Some(Dirty::new(0));
+            st.write_time = inode.mtime;
+            st.new = Some(NewFile {
+                parent,
+                name: name.to_vec(),
+                inode: inode.clone(),
+                claim,
+            });
+        }
+        let fh = self.next_fh();
+        self.files.open(fh, ino, flags & libc::O_APPEND != 0);
+        Ok((Attr { ino, inode }, fh))
+    }
+
+    /// The attributes of a file made here and not committed yet.
+    pub(super) fn new_attr(&self, ino: u64) -> Option<Attr> {
+        let state = self.files.get(ino)?;
+        let mut inode = state.lock().new.as_ref()?.inode.clone();
+        self.files.overlay(ino, &mut inode);
+        Some(Attr { ino, inode })
+    }
+
+    /// Commits the create of `ino` if it still waits on this host, before
+    /// an operation that the namespace must see it for. A create another
+    /// host beat is given up here (the operation then meets that host's
+    /// file) and reported at the writer's next flush, fsync or close.
+    pub(super) fn settle(&self, ino: u64) {
+        let Some(state) = self.files.get(ino) else {
+            return;
+        };
+        let mut st = state.lock();
+        if st.new.is_some() {
+            if let Err(e) = self.commit_locked(ino, &mut st, false) {
+                tracing::debug!(ino, error = %e, "a create waiting on this host could not commit");
+                // Given up: the writer learns at its next flush, fsync or close.
+                st.new_lost = st.new.is_none();
+            }
+        }
+    }
+
+    /// [`Self::settle`] for the file waiting under `parent/name`, if any.
+    pub(super) fn settle_name(&self, parent: u64, name: &[u8]) {
+        if let Some(ino) = self.new_names.get(parent, name) {
+            self.settle(ino);
+        }
+    }
+
+    /// [`Self::settle`] for every file waiting in directory `dir`.
+    pub(super) fn settle_dir(&self, dir: u64) {
+        for ino in self.new_names.in_dir(dir) {
+            self.settle(ino);
+        }
+    }
+
     /// Reads up to `size` bytes at `offset`.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let state = self.files.get(ino);
         let guard = state.as_ref().map(|s| s.lock());
         // A buffer holding nothing says nothing: the committed inode is
         // fresher (another host may have written since this one's commit).
+        let new = guard.as_ref().is_some_and(|g| g.new.is_some());
         let dirty = guard
             .as_ref()
             .and_then(|g| g.dirty.as_ref())
-            .filter(|d| !d.is_clean());
+            .filter(|d| new || !d.is_clean());
         let (file_size, committed_limit) = match dirty {
             Some(d) => (d.size, d.trunc.unwrap_or(u64::MAX).min(d.base_size)),
             None => {
@@ -202,8 +303,8 @@ impl Fs {
             let mut st = state.lock();
             // Times or mode waiting for the file's writes are part of what
             // fsync makes durable, buffered data or not.
-            let pending = !st.attrs.is_empty();
-            if st.dirty.as_ref().is_some_and(|d| pending || !d.is_clean()) {
+            let pending = !st.attrs.is_empty() || st.new.is_some() || st.new_lost;
+            if st.dirty.as_ref().is_some_and(|d| pending || !d.is_clean()) || st.new_lost {
                 return self.commit_locked(ino, &mut st, true);
             }
         }
@@ -238,20 +339,28 @@ impl Fs {
         r
     }
 
-    /// Commits a file's buffer as one transaction. Appends that raced with
-    /// another host's land after its bytes; other writes land over the
-    /// content as committed, whole.
+    /// Commits a file's buffer as one transaction, with the file's create
+    /// when it was made here and not committed yet. Appends that raced
+    /// with another host's land after its bytes; other writes land over
+    /// the content as committed, whole.
     pub(super) fn commit_locked(&self, ino: u64, st: &mut FileState, sync: bool) -> FsResult<()> {
+        if std::mem::take(&mut st.new_lost) {
+            return Err(FsError::Exists);
+        }
         let pending = st.attrs;
+        let new = st.new.clone();
         let Some(dirty) = st.dirty.as_mut() else {
             return Ok(());
         };
-        if dirty.is_clean() && pending.is_empty() {
+        if dirty.is_clean() && pending.is_empty() && new.is_none() {
             return Ok(());
         }
         self.writable()?;
         let when = st.write_time;
         let body = |tx: &mut Transaction| -> FsResult<u64> {
+            if let Some(n) = &new {
+                names::insert_node(tx, self, n.parent, &n.name, Some(ino), &n.inode)?;
+            }
             let mut inode = load(tx, ino)?;
             if dirty.append_only && inode.size != dirty.base_size {
                 dirty.rebase(inode.size)?;
@@ -290,7 +399,25 @@ impl Fs {
             Ok(size) => {
                 st.dirty = Some(Dirty::new(size));
                 st.attrs = PendingAttrs::default();
+                if let Some(n) = st.new.take() {
+                    self.new_names.release(n.parent, &n.name, ino);
+                    self.db.release_claim(n.claim.0, n.claim.1);
+                }
                 Ok(())
+            }
+            Err(e @ (FsError::Exists | FsError::NotFound)) if new.is_some() => {
+                // Another host made the name (or removed the directory)
+                // first: this file never existed for anyone else.
+                tracing::info!(ino, error = %e, "a file made here lost its name to another host; its writes are dropped");
+                st.dirty = None;
+                st.attrs = PendingAttrs::default();
+                if let Some(n) = st.new.take() {
+                    self.new_names.release(n.parent, &n.name, ino);
+                    self.db.release_claim(n.claim.0, n.claim.1);
+                    self.invalidation
+                        .later([Stale::Entry(n.parent, n.name), Stale::Inode(ino)]);
+                }
+                Err(e)
             }
             Err(FsError::NotFound) => {
                 // Deleted by another host meanwhile: its unlink wins.

@@ -12,7 +12,7 @@ mod names;
 use crate::error::{FsError, FsResult};
 use crate::host::prefetch::Prefetcher;
 pub use crate::host::Stale;
-use crate::host::{DirSnapshots, Invalidation, Invalidator, KernelRefs, OpenFiles};
+use crate::host::{DirSnapshots, Invalidation, Invalidator, KernelRefs, NewNames, OpenFiles};
 use crate::ns::dirs::attr;
 use crate::ns::schema::*;
 use crate::ns::{paths, Host};
@@ -57,6 +57,7 @@ pub struct Fs {
     opts: FsOptions,
     prefetch: Prefetcher,
     files: OpenFiles,
+    new_names: NewNames,
     kernel: KernelRefs,
     dirs: DirSnapshots,
     invalidation: Invalidation,
@@ -89,6 +90,7 @@ impl Fs {
             db,
             opts,
             files: OpenFiles::default(),
+            new_names: NewNames::default(),
             kernel: KernelRefs::default(),
             dirs: DirSnapshots::default(),
             invalidation: Invalidation::default(),
@@ -143,6 +145,13 @@ impl Fs {
     /// Looks a name up in a directory.
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Attr> {
         check_name_len(name)?;
+        if let Some(a) = self
+            .new_names
+            .get(parent, name)
+            .and_then(|ino| self.new_attr(ino))
+        {
+            return Ok(a);
+        }
         let mut tx = self.read_tx()?;
         load_dir(&mut tx, parent)?;
         let e = match entry(&mut tx, parent, name)? {
@@ -161,6 +170,9 @@ impl Fs {
 
     /// Attributes of an inode.
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        if let Some(a) = self.new_attr(ino) {
+            return Ok(a);
+        }
         let mut tx = self.read_tx()?;
         attr(&mut tx, self, ino)
     }

@@ -27,17 +27,21 @@ impl Fs {
         name: &[u8],
         spec: NodeSpec<'_>,
     ) -> FsResult<Attr> {
+        self.settle_name(parent, name);
         self.write_tx(|tx| names::make_node(tx, self, caller, parent, name, spec))
     }
 
     /// A new hard link `newparent/newname` to `ino`.
     pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Attr> {
+        self.settle(ino);
+        self.settle_name(newparent, newname);
         self.write_tx(|tx| names::link(tx, self, ino, newparent, newname))
     }
 
     /// Removes a non-directory name.
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
         check_name_len(name)?;
+        self.settle_name(parent, name);
         let ino = self.write_tx(|tx| names::unlink(tx, self, parent, name))?;
         self.mark_orphan_if_open(ino);
         Ok(())
@@ -52,6 +56,10 @@ impl Fs {
         if name == b".." {
             return Err(FsError::NotEmpty);
         }
+        // Files made in it here and not committed yet make it not empty.
+        if let Ok(dir) = self.lookup(parent, name) {
+            self.settle_dir(dir.ino);
+        }
         self.write_tx(|tx| names::rmdir(tx, self, parent, name))
     }
 
@@ -64,6 +72,8 @@ impl Fs {
         newname: &[u8],
         flags: u32,
     ) -> FsResult<()> {
+        self.settle_name(parent, name);
+        self.settle_name(newparent, newname);
         let replaced =
             self.write_tx(|tx| names::rename(tx, self, parent, name, newparent, newname, flags))?;
         if let Some(ino) = replaced {

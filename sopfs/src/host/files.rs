@@ -28,12 +28,22 @@ pub(crate) struct FileState {
     /// with them (tar, cp -p and rsync set times, owner and mode between
     /// the last write and the close: one commit instead of four).
     pub attrs: PendingAttrs,
+    /// Made on this host and not committed yet: its create lands with its
+    /// first commit.
+    pub new: Option<super::NewFile>,
+    /// Its create was given up at a commit that another operation forced
+    /// (another host took the name first): the next flush, fsync or close
+    /// reports `EEXIST` to the program that wrote it.
+    pub new_lost: bool,
 }
 
 impl FileState {
     /// Buffered changes not committed yet: data or attributes.
     pub(crate) fn holds_changes(&self) -> bool {
-        self.dirty.as_ref().is_some_and(|d| !d.is_clean()) || !self.attrs.is_empty()
+        self.dirty.as_ref().is_some_and(|d| !d.is_clean())
+            || !self.attrs.is_empty()
+            || self.new.is_some()
+            || self.new_lost
     }
 }
 

@@ -51,6 +51,12 @@ fn collect_stale(tree: &str, keys: &[Vec<u8>], out: &mut HashSet<Stale>) {
 }
 
 impl Invalidation {
+    /// Queues entries this host made stale itself (a create given up at
+    /// its commit) for the periodic caller.
+    pub(crate) fn later(&self, stale: impl IntoIterator<Item = Stale>) {
+        self.deferred.lock().extend(stale);
+    }
+
     /// Reports to `f` from now on (from commit `seq` on).
     pub(crate) fn set(&self, f: Invalidator, seq: u64) {
         *self.seen.lock() = seq;

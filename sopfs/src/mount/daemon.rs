@@ -398,6 +398,10 @@ fn serve(
     )
     .context("heartbeat thread")?;
     tracing::info!(store = %redact_url(&args.store), mountpoint = %args.mountpoint.display(), "mounted");
+    let background = session.spawn().context("FUSE session")?;
+    // Before the parent is told: a program started right after the mount
+    // command meets the readahead the mount asked for.
+    tune_read_ahead(&mount_path, dopts.read_ahead_kb);
     if let Some(pipe) = ready.take() {
         // Closing the pipe lets the waiting parent exit.
         report(pipe, "ok");
@@ -415,8 +419,6 @@ fn serve(
             })
             .context("reaper thread")?
     };
-    let background = session.spawn().context("FUSE session")?;
-    tune_read_ahead(&mount_path, dopts.read_ahead_kb);
     background.join().context("FUSE session")?;
     drop(heartbeat);
     fs.flush_all()?;

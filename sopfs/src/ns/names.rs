@@ -18,6 +18,20 @@ pub fn make_node(
     name: &[u8],
     spec: NodeSpec<'_>,
 ) -> FsResult<Attr> {
+    let inode = new_node(tx, caller, parent, name, spec)?;
+    let ino = insert_node(tx, host, parent, name, None, &inode)?;
+    Ok(Attr { ino, inode })
+}
+
+/// The inode a new node `parent/name` of `spec` made by `caller` starts
+/// with; checks the name and that the parent is a live directory.
+pub fn new_node(
+    tx: &mut Transaction,
+    caller: Caller,
+    parent: u64,
+    name: &[u8],
+    spec: NodeSpec<'_>,
+) -> FsResult<Inode> {
     let NodeSpec {
         kind,
         perm,
@@ -47,17 +61,42 @@ pub fn make_node(
         inode.size = target.len() as u64;
         inode.perm = 0o777;
     }
-    let mut ino = new_ino();
     if kind == Kind::Dir {
         inode.parent = parent;
     }
+    Ok(inode)
+}
+
+/// Inserts `inode` as `parent/name`: under `ino` when given (a number the
+/// host handed out before this commit), else under a fresh one. Returns
+/// the inode number; `EEXIST` if the name is taken, `ENOENT` if the parent
+/// is gone.
+pub fn insert_node(
+    tx: &mut Transaction,
+    host: &dyn Host,
+    parent: u64,
+    name: &[u8],
+    ino: Option<u64>,
+    inode: &Inode,
+) -> FsResult<u64> {
+    if ino.is_some() && load_dir(tx, parent)?.nlink == 0 {
+        return Err(FsError::NotFound);
+    }
+    let fixed = ino.is_some();
+    let mut ino = ino.unwrap_or_else(new_ino);
     let encoded = inode.encode();
     loop {
         match tx.insert(INODES, &ino_key(ino), &encoded) {
+            // A number handed out earlier that another host took since:
+            // 2^-63 per file, and then the file is refused, never mixed.
+            Err(engine::Error::KeyExists) if fixed => {
+                return Err(FsError::Corrupted(format!("inode {ino:#x} taken twice")))
+            }
             Err(engine::Error::KeyExists) => ino = new_ino(),
             r => break r?,
         }
     }
+    let kind = inode.kind;
     match tx.insert(&dir_tree(parent), name, &Entry { ino, kind }.encode()) {
         Err(engine::Error::KeyExists) => return Err(FsError::Exists),
         r => r?,
@@ -66,7 +105,7 @@ pub fn make_node(
         tx.create_tree(&dir_tree(ino), DIR_TREE)?;
     }
     touch(tx, host.id(), parent, (kind == Kind::Dir) as i64)?;
-    Ok(Attr { ino, inode })
+    Ok(ino)
 }
 
 /// A new hard link `newparent/newname` to `ino`.
