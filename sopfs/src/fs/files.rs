@@ -44,8 +44,8 @@ impl Fs {
 
     /// Creates and opens a regular file. With `O_EXCL` the create waits
     /// on this host for the file's first commit (flush, fsync or close),
-    /// so a small file costs one commit: see [`crate::host::NewNames`] for
-    /// the rule when another host takes the name meanwhile. Without
+    /// so a small file costs one commit (`host/creates.rs` states the rule
+    /// when another host takes the name meanwhile). Without
     /// `O_EXCL`, a name another host created since the kernel's lookup is
     /// opened instead (the kernel asks for a create only when its lookup
     /// found nothing, and two hosts appending to one log file with
@@ -303,8 +303,9 @@ impl Fs {
             let mut st = state.lock();
             // Times or mode waiting for the file's writes are part of what
             // fsync makes durable, buffered data or not.
-            let pending = !st.attrs.is_empty() || st.new.is_some() || st.new_lost;
-            if st.dirty.as_ref().is_some_and(|d| pending || !d.is_clean()) || st.new_lost {
+            // A lost create is reported even with its buffer gone.
+            let pending = !st.attrs.is_empty() || st.new.is_some();
+            if st.new_lost || st.dirty.as_ref().is_some_and(|d| pending || !d.is_clean()) {
                 return self.commit_locked(ino, &mut st, true);
             }
         }
