@@ -24,7 +24,7 @@ enum Command {
     Format {
         /// Where the volume's blobs live.
         store: String,
-        /// Coordinator of a shared volume (redis:// or rediss://).
+        /// Coordinator of a shared volume (redis://, rediss://, redis+sentinel://, redis+cluster://).
         #[arg(long)]
         redis: Option<String>,
     },

@@ -163,3 +163,36 @@ fn tar_extracted_on_one_host_shows_its_times_and_modes_on_the_other() {
     assert_eq!(sh(&a.dir, listing), want, "on the extracting host");
     assert_eq!(sh(&b.dir, listing), want, "on the other host");
 }
+
+#[test]
+fn two_mounts_through_sentinel_keep_working_across_a_failover() {
+    let _one = serial();
+    let t = tempfile::tempdir().expect("tempdir");
+    let mut set = test_support::SentinelSet::start("pw");
+    let store = t.path().join("store");
+    let store = store.to_str().expect("utf8");
+    let a = Mount::start(store, t.path(), "a", Some(&set.url()));
+    let b = Mount::start(store, t.path(), "b", Some(&set.url()));
+    std::fs::write(a.path("before"), "1").expect("write on a");
+    assert_eq!(
+        std::fs::read_to_string(b.path("before")).expect("read on b"),
+        "1"
+    );
+    set.fail_over();
+    // Both keep serving through the promoted replica, and each sees the
+    // other's writes made after the failover.
+    std::fs::write(a.path("after-a"), "a").expect("write on a after the failover");
+    std::fs::write(b.path("after-b"), "b").expect("write on b after the failover");
+    assert_eq!(
+        std::fs::read_to_string(b.path("after-a")).expect("read on b"),
+        "a"
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.path("after-b")).expect("read on a"),
+        "b"
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.path("before")).expect("read on b"),
+        "1"
+    );
+}

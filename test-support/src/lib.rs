@@ -8,11 +8,13 @@ pub mod child;
 pub mod latency;
 pub mod mount;
 pub mod redis;
+pub mod redis_ha;
 pub mod s3;
 pub mod shell;
 
 pub use mount::{is_mounted, sopfs_bin, Mount};
 pub use redis::RedisServer;
+pub use redis_ha::{ClusterSet, SentinelSet};
 pub use s3::{moto, MotoServer, S3_BUCKET};
 pub use shell::{have, require, run_ok, sh};
 

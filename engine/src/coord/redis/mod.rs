@@ -3,12 +3,20 @@
 //! moved. Nothing here is data: if Redis forgets everything, the store still
 //! holds every commit and the stamps are rebuilt from it.
 //!
-//! Keys, for volume id V and logical node N:
+//! Keys, for volume id V and logical node N (in a Redis Cluster the prefix
+//! is `sopfs:{V}:`, so that all of a volume's keys share one hash slot):
 //! - `sopfs:V:lock:N`  owner tx id, PX = lock TTL
 //! - `sopfs:V:last:N`  owner tx id, PX = 20 x TTL; outlives the lock, so a
 //!   taker can tell an expired lock (owner maybe dead) from a released one
 //! - `sopfs:V:seq`     newest commit seq announced
 
+mod background;
+mod scripts;
+mod servers;
+
+use self::background::{Outbox, Watch};
+use self::scripts::{LOCK, READ_STAMP, RELEASE, RENEW, STAMP, UNLOCK};
+use self::servers::{Con, Servers};
 use crate::coord::{Coordinator, LockOutcome};
 use crate::error::{Error, Result};
 use crate::ids::TxId;
@@ -17,83 +25,28 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-const LOCK: &str = r#"
-local owner, ttl = ARGV[1], tonumber(ARGV[2])
-local n = #KEYS - 1
-for i = 1, n, 2 do
-  local cur = redis.call('GET', KEYS[i])
-  if cur and cur ~= owner then return {0, cur} end
-end
-local out = {1, tonumber(redis.call('GET', KEYS[#KEYS]) or '-1')}
-for i = 1, n, 2 do
-  local last = redis.call('GET', KEYS[i + 1])
-  if last and last ~= owner then table.insert(out, last) end
-  redis.call('SET', KEYS[i], owner, 'PX', ttl)
-  redis.call('SET', KEYS[i + 1], owner, 'PX', ttl * 20)
-end
-return out
-"#;
-
-const UNLOCK: &str = r#"
-for i = 1, #KEYS, 2 do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
-  if redis.call('GET', KEYS[i + 1]) == ARGV[1] then redis.call('DEL', KEYS[i + 1]) end
-end
-return 1
-"#;
-
-/// UNLOCK and STAMP in one: KEYS = lock/last pairs, then the seq key.
-const RELEASE: &str = r#"
-local n = #KEYS - 1
-for i = 1, n, 2 do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
-  if redis.call('GET', KEYS[i + 1]) == ARGV[1] then redis.call('DEL', KEYS[i + 1]) end
-end
-local cur = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
-if tonumber(ARGV[2]) > cur then
-  redis.call('SET', KEYS[#KEYS], ARGV[2])
-  redis.call('PUBLISH', ARGV[3], ARGV[2])
-end
-return 1
-"#;
-
-const RENEW: &str = r#"
-for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
-end
-for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
-return 1
-"#;
-
-const STAMP: &str = r#"
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > cur then
-  redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[1])
-end
-return 1
-"#;
-
-/// Coordinator backed by a Redis server (`redis://` or `rediss://` URL,
-/// password in the URL).
+/// Coordinator backed by Redis: one server (`redis://`, `rediss://`), a
+/// master found through Sentinel (`redis+sentinel://`) or a Redis Cluster
+/// (`redis+cluster://`); the password in the URL.
 pub struct RedisCoordinator {
-    client: redis::Client,
+    servers: Arc<Servers>,
     /// The URL without its password, for messages.
     shown: String,
-    idle: Mutex<Vec<redis::Connection>>,
+    idle: Mutex<Vec<Con>>,
     prefix: OnceLock<String>,
     lock: redis::Script,
     unlock: redis::Script,
     release: redis::Script,
     renew: redis::Script,
     stamp: redis::Script,
+    read_stamp: redis::Script,
     /// How long one operation keeps retrying an unreachable server.
     patience: Duration,
     /// Stamps the server pushes to this process (see `Watch`).
     watch: Arc<Watch>,
     /// Stamps this process announces off its commits' path.
     outbox: Arc<Outbox>,
-    /// The `run_id` of the server this process's connections last met.
+    /// The `run_id` of the server that last answered for the stamp.
     server: Mutex<Option<String>>,
     /// The server changed (a restart, a restore from a snapshot, a failover
     /// to a replica) since this process last published a stamp it took
@@ -103,152 +56,6 @@ pub struct RedisCoordinator {
     distrust: AtomicBool,
     /// Server changes seen (see `Coordinator::epoch`).
     epoch: AtomicU64,
-}
-
-/// Shortest time between two announcements from one process. Late
-/// announcements cost nothing where they are used (a local folder, whose
-/// readers ask the log itself); each one wakes every process's listener.
-const ANNOUNCE_PAUSE: Duration = Duration::from_millis(50);
-
-/// The highest stamp waiting to be announced, and the thread's wake-up.
-#[derive(Default)]
-struct Outbox {
-    /// Highest seq handed to `publish_stamp_soon`; 0: none yet.
-    want: Mutex<u64>,
-    posted: parking_lot::Condvar,
-    stop: AtomicBool,
-}
-
-impl Outbox {
-    /// Announces what the outbox holds until stopped, on a connection of
-    /// its own: one round trip per wake-up, however many commits landed
-    /// meanwhile. A failed announcement is retried with the next one, or
-    /// within a second; a stamp is a hint, so a late one costs a probe.
-    fn run(&self, client: redis::Client, seq_key: String, channel: String) {
-        let script = redis::Script::new(STAMP);
-        let mut con: Option<redis::Connection> = None;
-        let mut sent = 0;
-        loop {
-            let want = {
-                let mut want = self.want.lock();
-                while *want <= sent && !self.stop.load(Ordering::Relaxed) {
-                    self.posted.wait_for(&mut want, Duration::from_secs(1));
-                }
-                *want
-            };
-            if self.stop.load(Ordering::Relaxed) {
-                return;
-            }
-            if con.is_none() {
-                con = client
-                    .get_connection_with_timeout(Duration::from_secs(1))
-                    .ok();
-                if let Some(c) = &con {
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
-                }
-            }
-            let Some(c) = con.as_mut() else {
-                std::thread::sleep(Duration::from_millis(100));
-                continue;
-            };
-            let r: redis::RedisResult<i64> = script.key(&seq_key).arg(want).arg(&channel).invoke(c);
-            match r {
-                Ok(_) => {
-                    sent = want;
-                    // At most one announcement per pause: under a stream of
-                    // commits each one covers many, and the server and
-                    // every listener wake far less often than once a commit.
-                    std::thread::sleep(ANNOUNCE_PAUSE);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "could not announce a commit stamp; retrying");
-                    con = None;
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-        }
-    }
-}
-
-/// The newest commit stamp as pushed by the server: every raise of the
-/// stamp is also PUBLISHed, and a thread of this process listens, so
-/// `stamp_hint` knows how far the log has gone without a round trip.
-#[derive(Default)]
-struct Watch {
-    /// Highest stamp heard of; meaningful only while `live`.
-    seen: AtomicU64,
-    /// Subscribed, and `seen` caught up by a read after subscribing.
-    live: AtomicBool,
-    stop: AtomicBool,
-    /// Woken at every stamp heard: a commit that lands also releases its
-    /// locks, so a lock waiter retries at once instead of at its next poll.
-    heard: parking_lot::Condvar,
-    heard_lock: Mutex<()>,
-}
-
-impl Watch {
-    /// Sleeps up to `pause`, or until a stamp above `seen` is heard.
-    fn wait_past(&self, seen: u64, pause: Duration) {
-        if !self.live.load(Ordering::SeqCst) {
-            std::thread::sleep(pause);
-            return;
-        }
-        let until = Instant::now() + pause;
-        let mut g = self.heard_lock.lock();
-        while self.seen.load(Ordering::SeqCst) == seen {
-            if self.heard.wait_until(&mut g, until).timed_out() {
-                return;
-            }
-        }
-    }
-
-    /// Listens on `channel` until stopped, resubscribing after any error.
-    fn run(&self, client: redis::Client, channel: String, seq_key: String) {
-        while !self.stop.load(Ordering::Relaxed) {
-            if let Err(e) = self.listen(&client, &channel, &seq_key) {
-                tracing::debug!(error = %e, "stamp subscription lost; resubscribing");
-            }
-            self.live.store(false, Ordering::SeqCst);
-            if !self.stop.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-    }
-
-    fn listen(
-        &self,
-        client: &redis::Client,
-        channel: &str,
-        seq_key: &str,
-    ) -> redis::RedisResult<()> {
-        let timeout = Some(Duration::from_secs(2));
-        let mut sub = client.get_connection_with_timeout(Duration::from_secs(2))?;
-        let mut ps = sub.as_pubsub();
-        ps.set_read_timeout(Some(Duration::from_millis(500)))?;
-        ps.subscribe(channel)?;
-        // Whatever was raised before the subscription took effect.
-        let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
-        con.set_read_timeout(timeout)?;
-        let now: Option<u64> = redis::cmd("GET").arg(seq_key).query(&mut con)?;
-        self.seen.fetch_max(now.unwrap_or(0), Ordering::SeqCst);
-        self.live.store(true, Ordering::SeqCst);
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            match ps.get_message() {
-                Ok(msg) => {
-                    if let Ok(seq) = msg.get_payload::<u64>() {
-                        self.seen.fetch_max(seq, Ordering::SeqCst);
-                        let _g = self.heard_lock.lock();
-                        self.heard.notify_all();
-                    }
-                }
-                Err(e) if e.is_timeout() => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
 }
 
 /// `url` with any password replaced, fit for logs and messages.
@@ -267,10 +74,10 @@ impl RedisCoordinator {
     /// Connects to `url` and checks the server answers.
     pub fn connect(url: &str) -> Result<Self> {
         let shown = redact_url(url);
-        let client = redis::Client::open(url)
+        let servers = Servers::parse(url)
             .map_err(|e| Error::Coordinator(format!("bad Redis URL {shown}: {e}")))?;
         let c = RedisCoordinator {
-            client,
+            servers: Arc::new(servers),
             shown,
             idle: Mutex::new(Vec::new()),
             prefix: OnceLock::new(),
@@ -279,6 +86,7 @@ impl RedisCoordinator {
             release: redis::Script::new(RELEASE),
             renew: redis::Script::new(RENEW),
             stamp: redis::Script::new(STAMP),
+            read_stamp: redis::Script::new(READ_STAMP),
             patience: Duration::from_secs(30),
             watch: Arc::new(Watch::default()),
             outbox: Arc::new(Outbox::default()),
@@ -287,55 +95,34 @@ impl RedisCoordinator {
             epoch: AtomicU64::new(0),
         };
         let mut con = c.connection()?;
-        redis::cmd("PING").query::<String>(&mut con).map_err(|e| {
+        redis::cmd("PING").query::<String>(&mut *con).map_err(|e| {
             Error::Coordinator(format!("Redis at {} does not answer: {e}", c.shown))
         })?;
         c.idle.lock().push(con);
         Ok(c)
     }
 
-    fn connection(&self) -> Result<redis::Connection> {
+    fn connection(&self) -> Result<Con> {
         if let Some(c) = self.idle.lock().pop() {
             return Ok(c);
         }
-        let con = self
-            .client
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .map_err(|e| {
-                Error::Coordinator(format!("cannot reach Redis at {}: {e}", self.shown))
-            })?;
-        let _ = con.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = con.set_write_timeout(Some(Duration::from_secs(5)));
-        let mut con = con;
-        self.note_server(&mut con)?;
-        Ok(con)
+        self.servers
+            .connection()
+            .map_err(|e| Error::Coordinator(format!("cannot reach Redis at {}: {e}", self.shown)))
     }
 
-    /// Learns which server a new connection reached. A restart, a restore
-    /// or a failover always breaks the old connections, so every new one
-    /// checks: a different `run_id` means the stamps there may have gone
-    /// back, and they are not trusted until this process has asked the
-    /// store and published what it found.
-    fn note_server(&self, con: &mut redis::Connection) -> Result<()> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .query(con)
-            .map_err(|e| Error::Coordinator(format!("Redis at {}: {e}", self.shown)))?;
-        let Some(id) = info
-            .lines()
-            .find_map(|l| l.strip_prefix("run_id:"))
-            .map(|v| v.trim().to_string())
-        else {
-            return Ok(());
-        };
+    /// Learns which server answered for the stamp. A restart, a restore or
+    /// a failover gives the server a new `run_id`: the stamps there may have
+    /// gone back, and they are not trusted until this process has asked
+    /// the store and published what it found.
+    fn note_server(&self, id: &str) {
         let mut known = self.server.lock();
-        if known.as_ref().is_some_and(|k| *k != id) {
+        if known.as_deref().is_some_and(|k| k != id) {
             tracing::warn!(server = %self.shown, "Redis restarted or failed over: its stamps are checked against the store");
             self.epoch.fetch_add(1, Ordering::SeqCst);
             self.distrust.store(true, Ordering::SeqCst);
         }
-        *known = Some(id);
-        Ok(())
+        *known = Some(id.to_string());
     }
 
     /// Runs `f` on a pooled connection, reconnecting and retrying while the
@@ -343,12 +130,12 @@ impl RedisCoordinator {
     fn with<T>(
         &self,
         until: Instant,
-        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+        mut f: impl FnMut(&mut dyn redis::ConnectionLike) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let mut pause = Duration::from_millis(20);
         loop {
             let err = match self.connection() {
-                Ok(mut con) => match f(&mut con) {
+                Ok(mut con) => match f(&mut *con) {
                     Ok(v) => {
                         self.idle.lock().push(con);
                         return Ok(v);
@@ -520,7 +307,11 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn attach(&self, volume_id: &str) -> Result<()> {
-        let want = format!("sopfs:{volume_id}:");
+        let want = if self.servers.needs_hash_tag() {
+            format!("sopfs:{{{volume_id}}}:")
+        } else {
+            format!("sopfs:{volume_id}:")
+        };
         let mut first = false;
         let got = self.prefix.get_or_init(|| {
             first = true;
@@ -532,17 +323,17 @@ impl Coordinator for RedisCoordinator {
             ));
         }
         if first {
-            let (watch, client) = (self.watch.clone(), self.client.clone());
+            let (watch, servers) = (self.watch.clone(), self.servers.clone());
             let (channel, seq_key) = (self.channel(), self.seq_key());
             std::thread::Builder::new()
                 .name("sopfs-stamps".into())
-                .spawn(move || watch.run(client, channel, seq_key))
+                .spawn(move || watch.run(&servers, channel, seq_key))
                 .map_err(|e| Error::Coordinator(format!("cannot start the stamp listener: {e}")))?;
-            let (outbox, client) = (self.outbox.clone(), self.client.clone());
+            let (outbox, servers) = (self.outbox.clone(), self.servers.clone());
             let (channel, seq_key) = (self.channel(), self.seq_key());
             std::thread::Builder::new()
                 .name("sopfs-announce".into())
-                .spawn(move || outbox.run(client, seq_key, channel))
+                .spawn(move || outbox.run(&servers, seq_key, channel))
                 .map_err(|e| {
                     Error::Coordinator(format!("cannot start the stamp announcer: {e}"))
                 })?;
@@ -570,22 +361,24 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn stamp_hint(&self) -> Option<u64> {
-        self.watch
-            .live
-            .load(Ordering::SeqCst)
-            .then(|| self.watch.seen.load(Ordering::SeqCst))
+        let trusted =
+            self.watch.live.load(Ordering::SeqCst) && !self.distrust.load(Ordering::SeqCst);
+        trusted.then(|| self.watch.seen.load(Ordering::SeqCst))
     }
 
     fn stamp(&self) -> Option<u64> {
         let key = self.seq_key();
-        let got = self
+        let got: Option<(Option<u64>, Option<String>)> = self
             .with(Instant::now() + Duration::from_millis(500), |con| {
-                redis::cmd("GET").arg(&key).query::<Option<u64>>(con)
+                self.read_stamp.key(&key).invoke(con)
             })
-            .ok()
-            .flatten();
-        // Checked after the read, whose connection may be the one that
-        // found a new server.
+            .ok();
+        let (got, server) = got.unwrap_or_default();
+        if let Some(id) = server {
+            self.note_server(&id);
+        }
+        // Checked after the read, which may be the one that found a new
+        // server.
         if self.distrust.load(Ordering::SeqCst) {
             return None;
         }

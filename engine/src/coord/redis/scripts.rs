@@ -1,0 +1,75 @@
+//! The Lua scripts the coordinator runs: each takes all its keys at once,
+//! so a lock set is taken whole or not at all. In a cluster their keys
+//! share one hash slot (see `Servers::needs_hash_tag`).
+
+/// Takes every lock/last pair in KEYS (the seq key last) for ARGV[1] with
+/// TTL ARGV[2] ms, or none: {1, stamp, expired owners...} or {0, holder}.
+pub(super) const LOCK: &str = r#"
+local owner, ttl = ARGV[1], tonumber(ARGV[2])
+local n = #KEYS - 1
+for i = 1, n, 2 do
+  local cur = redis.call('GET', KEYS[i])
+  if cur and cur ~= owner then return {0, cur} end
+end
+local out = {1, tonumber(redis.call('GET', KEYS[#KEYS]) or '-1')}
+for i = 1, n, 2 do
+  local last = redis.call('GET', KEYS[i + 1])
+  if last and last ~= owner then table.insert(out, last) end
+  redis.call('SET', KEYS[i], owner, 'PX', ttl)
+  redis.call('SET', KEYS[i + 1], owner, 'PX', ttl * 20)
+end
+return out
+"#;
+
+/// Drops the lock/last pairs in KEYS that ARGV[1] still owns.
+pub(super) const UNLOCK: &str = r#"
+for i = 1, #KEYS, 2 do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+  if redis.call('GET', KEYS[i + 1]) == ARGV[1] then redis.call('DEL', KEYS[i + 1]) end
+end
+return 1
+"#;
+
+/// UNLOCK and STAMP in one: KEYS = lock/last pairs, then the seq key.
+pub(super) const RELEASE: &str = r#"
+local n = #KEYS - 1
+for i = 1, n, 2 do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
+  if redis.call('GET', KEYS[i + 1]) == ARGV[1] then redis.call('DEL', KEYS[i + 1]) end
+end
+local cur = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
+if tonumber(ARGV[2]) > cur then
+  redis.call('SET', KEYS[#KEYS], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[2])
+end
+return 1
+"#;
+
+/// Extends the locks in KEYS to ARGV[2] ms if ARGV[1] holds all of them.
+pub(super) const RENEW: &str = r#"
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) ~= ARGV[1] then return 0 end
+end
+for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return 1
+"#;
+
+/// Raises the seq key KEYS[1] to ARGV[1] (never lowers it) and announces
+/// it on channel ARGV[2].
+pub(super) const STAMP: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then
+  redis.call('SET', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[2], ARGV[1])
+end
+return 1
+"#;
+
+/// The seq key KEYS[1] and the `run_id` of the server that holds it. The
+/// id comes from the same server as the stamp: in a cluster, that is the
+/// node of the key's slot, which a failover replaces without breaking any
+/// connection this process sees.
+pub(super) const READ_STAMP: &str = r#"
+local id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+return {redis.call('GET', KEYS[1]) or false, id or false}
+"#;
