@@ -206,7 +206,11 @@ impl Db {
         coord: Arc<dyn Coordinator>,
         exclusive: Option<ExclusiveLock>,
     ) -> Result<Db> {
-        let store = Arc::new(BlobStore::open(&location)?.with_retries(opts.store_retries));
+        let store = Arc::new(BlobStore::open_tuned(
+            &location,
+            opts.store_retries,
+            opts.store_timeout,
+        )?);
         let volume_id = format_or_check(&store)?;
         coord.attach(&format!("{volume_id:032x}"))?;
         let shared = coord.is_shared();

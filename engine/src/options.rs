@@ -26,6 +26,9 @@ pub struct Options {
     pub background_interval: Option<Duration>,
     /// Retries of a transient store fault before it is reported.
     pub store_retries: u32,
+    /// About how long an unreachable store is waited for before an
+    /// operation fails (S3; a local folder answers or fails at once).
+    pub store_timeout: Duration,
     /// Interval of background GC (runs within the background pass); `None` turns it off.
     pub gc_interval: Option<Duration>,
     /// What GC keeps beyond the reachable: everything younger than this. Must
@@ -58,6 +61,7 @@ impl Default for Options {
             retry_for: Duration::from_secs(60),
             background_interval: Some(Duration::from_secs(30)),
             store_retries: 3,
+            store_timeout: crate::store::DEFAULT_TIMEOUT,
             gc_interval: Some(Duration::from_secs(600)),
             gc_retention: Duration::from_secs(600),
             stage_bytes: 16 << 20,

@@ -5,6 +5,7 @@
 //! Everything binds to 127.0.0.1 only.
 
 pub mod child;
+pub mod fault_proxy;
 pub mod latency;
 pub mod mount;
 pub mod redis;
@@ -12,6 +13,7 @@ pub mod redis_ha;
 pub mod s3;
 pub mod shell;
 
+pub use fault_proxy::{Fault, FaultProxy};
 pub use mount::{is_mounted, sopfs_bin, Mount};
 pub use redis::RedisServer;
 pub use redis_ha::{ClusterSet, SentinelSet};

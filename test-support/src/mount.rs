@@ -17,6 +17,12 @@ pub fn sopfs_bin() -> PathBuf {
     bin
 }
 
+/// Aborts the FUSE connection of the mount at `p` (`umount -f`, root
+/// only). The unmount itself may fail (busy): the abort is what counts.
+pub fn abort_connection(p: &Path) {
+    let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_FORCE);
+}
+
 /// True when `p` is a mount point now.
 pub fn is_mounted(p: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -93,10 +99,23 @@ impl Mount {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
-    /// SIGKILLs the daemon; the mount point is left stale.
+    /// SIGKILLs the daemon; the mount point is left stale, as a crash
+    /// leaves it (the next `sopfs mount` on it must recover it).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGKILLs the daemon and aborts its connection (as `umount -f` does)
+    /// before waiting for it: a daemon killed while a thread of it waits in
+    /// the kernel on a directory lock that a hung request holds finishes
+    /// dying only then.
+    pub fn kill_and_abort(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            abort_connection(&self.dir);
             let _ = c.wait();
         }
     }

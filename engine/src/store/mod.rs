@@ -40,8 +40,18 @@ pub struct BlobStore {
 }
 
 impl BlobStore {
-    /// Opens (and for a local folder, creates) the store at `location`.
+    /// Opens (and for a local folder, creates) the store at `location`,
+    /// with the default patience for an unreachable store (see
+    /// [`BlobStore::open_tuned`]).
     pub fn open(location: &StoreLocation) -> Result<Self> {
+        Self::open_tuned(location, 3, DEFAULT_TIMEOUT)
+    }
+
+    /// Opens the store at `location`; a transient fault is retried
+    /// `retries` times, and an unreachable S3 store fails an operation
+    /// after about `timeout` (the S3 client retries each attempt for a
+    /// share of it).
+    pub fn open_tuned(location: &StoreLocation, retries: u32, timeout: Duration) -> Result<Self> {
         let mut runtime = None;
         let inner: Arc<dyn ObjectStore> = match location {
             StoreLocation::Local(root) => {
@@ -64,7 +74,7 @@ impl BlobStore {
                 s.clone()
             }
             StoreLocation::S3 { bucket, prefix } => {
-                let s3 = s3_store(bucket)?;
+                let s3 = s3_store(bucket, timeout / (retries + 1))?;
                 runtime = Some(network_runtime()?);
                 if prefix.is_empty() {
                     Arc::new(s3)
@@ -80,15 +90,9 @@ impl BlobStore {
             inner,
             runtime,
             location: location.clone(),
-            retries: 3,
+            retries,
             spares,
         })
-    }
-
-    /// Sets how many times a transient fault is retried (with backoff).
-    pub fn with_retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
-        self
     }
 
     /// Where this store lives.
@@ -223,25 +227,24 @@ impl BlobStore {
             mode: PutMode::Create,
             ..Default::default()
         };
-        let mut sent = 0u32;
         let r = self.retry("create", path, || {
-            sent += 1;
             self.run(self.inner.put_opts(path, payload.clone(), opts()))
         });
         match r {
             Ok(_) => Ok(true),
+            // "Exists" may answer a retry of this very request: the S3
+            // client retries a PUT whose connection broke after the server
+            // stored it, and reports only the last answer. So whose object
+            // is there is read, not assumed (one GET, only when a create
+            // loses).
             Err(Error::Backend {
                 source: object_store::Error::AlreadyExists { .. },
                 ..
-            }) if sent > 1 => self.own_create_landed(path, &bytes).inspect(|&ours| {
+            }) => self.own_create_landed(path, &bytes).inspect(|&ours| {
                 if ours {
                     tracing::info!(%path, "a create whose reply was lost had landed");
                 }
             }),
-            Err(Error::Backend {
-                source: object_store::Error::AlreadyExists { .. },
-                ..
-            }) => Ok(false),
             // Out of retries: a request may still have been carried out.
             Err(e) => match self.own_create_landed(path, &bytes) {
                 Ok(true) => Ok(true),
@@ -466,18 +469,18 @@ fn network_runtime() -> Result<tokio::runtime::Runtime> {
         })
 }
 
-/// How long the S3 client retries one request before this store's own
-/// retry loop (which backs off and tries again) sees the failure.
-const S3_RETRY_FOR: Duration = Duration::from_secs(10);
+/// How long an unreachable store is waited for, by default, before an
+/// operation fails (`Options::store_timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(40);
 
-fn s3_store(bucket: &str) -> Result<object_store::aws::AmazonS3> {
+fn s3_store(bucket: &str, retry_for: Duration) -> Result<object_store::aws::AmazonS3> {
     // The client's own retries (503 SlowDown, 5xx, resets) end after
-    // `S3_RETRY_FOR` instead of its default 3 minutes: with this store's
-    // outer retries (`Options::store_retries`, 3) an outage reaches callers
-    // as an error (EIO at the mount, one log line) after about 40 s, not
-    // after a quarter of an hour of a hung process.
+    // `retry_for` instead of its default 3 minutes: with this store's outer
+    // retries an outage reaches callers as an error (EIO at the mount, one
+    // log line) after about `Options::store_timeout`, not after a quarter
+    // of an hour of a hung process.
     let retry = object_store::RetryConfig {
-        retry_timeout: S3_RETRY_FOR,
+        retry_timeout: retry_for,
         ..Default::default()
     };
     let mut b = object_store::aws::AmazonS3Builder::from_env()

@@ -51,9 +51,80 @@ pub fn open_volume(store: &str, redis: Option<&str>, opts: Options) -> anyhow::R
     Ok(db)
 }
 
-/// True when `p` is a mount point whose daemon is gone.
+/// True when `p` is a FUSE mount point whose daemon is gone. Its connection
+/// answers nothing: ENOTCONN once the daemon has exited, or no answer at
+/// all while a thread of a killed daemon is stuck in the kernel (a reverse
+/// invalidation waiting for a directory lock that a hung request holds), so
+/// this reads only mountinfo and /proc, never `p` itself.
 fn is_stale(p: &Path) -> bool {
-    matches!(std::fs::metadata(p), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+    let p = place_of(p);
+    fuse_mounted_at(&p) && daemons_of(&p).is_empty()
+}
+
+/// `p` made absolute with its parent resolved, without looking at `p`
+/// itself (which may be a mount that hangs).
+fn place_of(p: &Path) -> PathBuf {
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) => std::fs::canonicalize(parent)
+            .map(|c| c.join(name))
+            .unwrap_or(abs),
+        _ => abs,
+    }
+}
+
+/// True when mountinfo lists a FUSE mount at `p` (an absolute path).
+fn fuse_mounted_at(p: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        let mut fields = l.split(' ');
+        let point = fields.nth(4).map(unescape_mountinfo);
+        let fstype = l.split(" - ").nth(1).and_then(|r| r.split(' ').next());
+        point.is_some_and(|m| Path::new(&m) == p) && fstype.is_some_and(|t| t.starts_with("fuse"))
+    })
+}
+
+/// A mountinfo path: spaces, tabs, newlines and backslashes come as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b.get(i + 1..i + 4).and_then(|d| {
+            let d = std::str::from_utf8(d).ok()?;
+            u8::from_str_radix(d, 8).ok()
+        });
+        match (b[i], oct) {
+            (b'\\', Some(c)) => {
+                out.push(c);
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Aborts the FUSE connection of the dead mount at `p` (MNT_FORCE, root
+/// only): processes hung on it get ENOTCONN, and a killed daemon stuck in
+/// the kernel can finish dying. Without root the lazy unmount that follows
+/// still detaches it.
+fn abort_dead_connection(p: &Path) {
+    match nix::mount::umount2(p, nix::mount::MntFlags::MNT_FORCE) {
+        Ok(()) => tracing::info!(mountpoint = %p.display(), "aborted and unmounted a dead mount"),
+        Err(e) => {
+            tracing::debug!(mountpoint = %p.display(), error = %e, "forced unmount of a dead mount")
+        }
+    }
 }
 
 /// Unmounts `p` (fusermount3, then umount as root); `lazy` detaches a busy mount.
@@ -84,6 +155,9 @@ struct DaemonOpts {
     cache_dir: Option<std::path::PathBuf>,
     metrics: Option<String>,
     read_ahead_kb: u32,
+    /// `-o store_timeout=SECS`: how long an unreachable store is waited for
+    /// before an operation fails with EIO.
+    store_timeout: Option<std::time::Duration>,
 }
 
 /// Readahead of a mount unless `-o read_ahead_kb=N` says otherwise: the
@@ -111,6 +185,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
     let mut cache_dir = None;
     let mut metrics = None;
     let mut read_ahead_kb = READ_AHEAD_KB;
+    let mut store_timeout = None;
     cfg.mount_options = vec![
         M::FSName(args.store.clone()),
         M::Subtype("sopfs".into()),
@@ -149,6 +224,15 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
                     .filter(|&kb| kb <= 1 << 20)
                     .with_context(|| format!("read_ahead_kb={v}: expected KiB, 0 to 1048576"))?;
             }
+            x if x.starts_with("store_timeout=") => {
+                let v = &x["store_timeout=".len()..];
+                let secs = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| (1..=86_400).contains(s))
+                    .with_context(|| format!("store_timeout={v}: expected seconds, 1 to 86400"))?;
+                store_timeout = Some(std::time::Duration::from_secs(secs));
+            }
             x if x.starts_with("metrics=") => {
                 let addr = &x["metrics=".len()..];
                 if addr.parse::<std::net::SocketAddr>().is_err() {
@@ -180,13 +264,14 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
             cache_dir,
             metrics,
             read_ahead_kb,
+            store_timeout,
         },
     ))
 }
 
 /// Daemons serving `mountpoint` (found by their command line in /proc).
 fn daemons_of(mountpoint: &Path) -> Vec<i32> {
-    let want = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let want = place_of(mountpoint);
     let me = std::process::id() as i32;
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -203,9 +288,15 @@ fn daemons_of(mountpoint: &Path) -> Vec<i32> {
             let is_sopfs_mount = args.first().is_some_and(|a| a.ends_with(b"sopfs"))
                 && args.iter().any(|a| *a == b"mount");
             is_sopfs_mount
-                && args.iter().any(|a| {
+                && args.iter().skip(1).any(|a| {
+                    // Never canonicalize a mount point itself: a dead one
+                    // may hang whoever looks at it.
                     let p = Path::new(std::ffi::OsStr::from_bytes(a));
-                    std::fs::canonicalize(p).is_ok_and(|c| c == want) || p == want
+                    let p = match std::fs::read_link(format!("/proc/{pid}/cwd")) {
+                        Ok(cwd) if p.is_relative() => cwd.join(p),
+                        _ => p.to_path_buf(),
+                    };
+                    p.is_absolute() && place_of(&p) == want
                 })
         })
         .collect()
@@ -236,7 +327,10 @@ pub fn run_mount(args: MountArgs) -> anyhow::Result<()> {
     let (cfg, dopts) = fuse_config(&args)?;
     if is_stale(&args.mountpoint) {
         tracing::warn!(mountpoint = %args.mountpoint.display(), "recovering a stale mount point");
-        unmount(&args.mountpoint, true)?;
+        abort_dead_connection(&args.mountpoint);
+        if fuse_mounted_at(&place_of(&args.mountpoint)) {
+            unmount(&args.mountpoint, true)?;
+        }
     }
     let meta = std::fs::metadata(&args.mountpoint)
         .with_context(|| format!("mount point {}", args.mountpoint.display()))?;
@@ -320,9 +414,11 @@ fn serve(
     // Lookups and stats start from the stamp Redis pushes to us (no round
     // trip each); opens still ask (close-to-open), and commits validate
     // against the store whatever a read saw.
+    let defaults = Options::default();
     let opts = Options {
         pushed_stamps: true,
-        ..Options::default()
+        store_timeout: dopts.store_timeout.unwrap_or(defaults.store_timeout),
+        ..defaults
     };
     let db = open_volume(&args.store, args.redis.as_deref(), opts)?;
     let fs = Arc::new(Fs::new(

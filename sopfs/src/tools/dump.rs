@@ -138,7 +138,11 @@ impl Fs {
     /// Reads the namespace (with file content unless `with_data` is false)
     /// from one snapshot; `progress` hears of every inode.
     pub fn dump(&self, with_data: bool, progress: &mut dyn FnMut(u64)) -> FsResult<Dump> {
-        let mut tx = self.db().begin(TxMode::ReadOnly)?;
+        let mut tx = self.db().begin_with(TxOptions {
+            mode: TxMode::ReadOnly,
+            timeout: super::WALK_LIMIT,
+            sync: false,
+        })?;
         let mut out = Dump {
             sopfs_dump: DUMP_FORMAT,
             seq: self.db().seq(),

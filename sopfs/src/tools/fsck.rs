@@ -55,7 +55,13 @@ impl Fs {
     pub fn fsck(&self, repair: bool, progress: &mut dyn FnMut(u64)) -> FsResult<FsckReport> {
         let mut r = FsckReport::default();
         let mut fixes = Vec::new();
-        let mut tx = self.db().begin(engine::TxMode::ReadOnly)?;
+        // One snapshot for the whole walk, however long it takes on a slow
+        // store (the default transaction limit is for file operations).
+        let mut tx = self.db().begin_with(engine::TxOptions {
+            mode: engine::TxMode::ReadOnly,
+            timeout: super::WALK_LIMIT,
+            sync: false,
+        })?;
         for tree in [INODES, CONTENT] {
             tx.check_tree(tree)
                 .map_err(|e| FsError::Corrupted(format!("tree {tree:?}: {e}")))?;
