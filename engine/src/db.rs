@@ -465,6 +465,12 @@ impl Db {
         self.inner.coord.is_shared()
     }
 
+    /// True when the store is reached over the network (S3): each request
+    /// costs a round trip, so callers keep more of them in flight.
+    pub fn store_is_remote(&self) -> bool {
+        !self.inner.loader.store.probe_is_cheap()
+    }
+
     /// True when every `begin` already sees each commit that returned
     /// before it (embedded mode, or cluster mode on a local folder, where
     /// `begin` probes the log): `begin_fresh` would add nothing.

@@ -567,24 +567,32 @@ fn write_ahead<'a>(
     // Value blobs are written once, on the first attempt that gets here.
     // Packed values stay in `tx.values` until the record is built: an
     // attempt that starts over packs them again under its new seq.
-    let mut values = Vec::new();
-    for (id, data) in tx.values.iter() {
-        if plan.packed_values.contains(id) {
-            continue;
-        }
-        store.put_fresh(&blob_path(*id), codec::frame_value(data))?;
-        values.push(*id);
+    // Values and nodes go out together (in parallel on a network store).
+    let values: Vec<BlobId> = tx
+        .values
+        .keys()
+        .filter(|id| !plan.packed_values.contains(*id))
+        .copied()
+        .collect();
+    let mut writes: Vec<(object_store::path::Path, Vec<u8>)> = values
+        .iter()
+        .filter_map(|id| {
+            let data = tx.values.get(id)?;
+            Some((blob_path(*id), codec::frame_value(data)))
+        })
+        .collect();
+    let mut paths: Vec<_> = node_blobs.iter().map(|(b, _)| blob_path(*b)).collect();
+    writes.extend(
+        node_blobs
+            .into_iter()
+            .map(|(blob, data)| (blob_path(blob), data)),
+    );
+    if !writes.is_empty() {
+        store.put_fresh_all(writes)?;
         locks.keep_alive()?;
     }
     for id in values {
         tx.values.remove(&id);
-    }
-    let mut paths = Vec::new();
-    for (blob, data) in node_blobs {
-        let path = blob_path(blob);
-        store.put_fresh(&path, data)?;
-        paths.push(path);
-        locks.keep_alive()?;
     }
     // Every blob the record names is durable before the record is
     // written, sync or not: a power cut may drop commits that were never
@@ -753,8 +761,10 @@ fn publish(
         // Off the commit's path: the commit is done, and an intent whose
         // record landed is harmless (recovery deletes it if this never runs).
         let (store, path) = (db.loader.store.clone(), intent_path(tx.id));
+        let remote = !store.probe_is_cheap();
         stager::background(
             &db.cleanups,
+            remote,
             Box::new(move || {
                 if let Err(e) = store.delete(&path) {
                     tracing::warn!(error = %e, "could not delete an intent record; recovery will");

@@ -12,22 +12,34 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 
-/// Writer threads of the process.
-const THREADS: usize = 3;
-/// Writes one transaction may have queued before it waits for the oldest.
+/// Writer threads of the process for local stores, where more writers
+/// than this only queue on the disk.
+const LOCAL_THREADS: usize = 3;
+/// Writer threads for network stores: each write waits a round trip, so
+/// more of them in flight keep the link busy.
+const REMOTE_THREADS: usize = 16;
+/// Writes one transaction may have queued before it waits for the oldest
+/// (each holds one chunk in memory).
 pub(crate) const MAX_PENDING: usize = 8;
+const REMOTE_MAX_PENDING: usize = 16;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-fn pool() -> &'static Mutex<Sender<Job>> {
-    static POOL: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
-    POOL.get_or_init(|| {
+fn pool(remote: bool) -> &'static Mutex<Sender<Job>> {
+    static LOCAL: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+    static REMOTE: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+    let (cell, threads, name) = if remote {
+        (&REMOTE, REMOTE_THREADS, "sopfs-stager-r")
+    } else {
+        (&LOCAL, LOCAL_THREADS, "sopfs-stager-")
+    };
+    cell.get_or_init(|| {
         let (tx, rx) = channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
-        for i in 0..THREADS {
+        for i in 0..threads {
             let rx = rx.clone();
             let _ = std::thread::Builder::new()
-                .name(format!("sopfs-stager-{i}"))
+                .name(format!("{name}{i}"))
                 .spawn(move || loop {
                     let job = rx.lock().recv();
                     match job {
@@ -40,17 +52,17 @@ fn pool() -> &'static Mutex<Sender<Job>> {
     })
 }
 
-/// Runs `job` on a writer thread, not waiting for it (clean-up after a
-/// commit: "clean up later"); `count` tracks the caller's unfinished jobs.
-/// Without a pool thread it runs here.
-pub(crate) fn background(count: &Arc<AtomicUsize>, job: Box<dyn FnOnce() + Send>) {
+/// Runs `job` on a writer thread (of the pool for a `remote` store), not
+/// waiting for it (a stashed write; clean-up after a commit); `count`
+/// tracks the caller's unfinished jobs. Without a pool thread it runs here.
+pub(crate) fn background(count: &Arc<AtomicUsize>, remote: bool, job: Box<dyn FnOnce() + Send>) {
     count.fetch_add(1, Ordering::SeqCst);
     let counter = count.clone();
     let counted: Job = Box::new(move || {
         job();
         counter.fetch_sub(1, Ordering::SeqCst);
     });
-    if let Err(std::sync::mpsc::SendError(job)) = pool().lock().send(counted) {
+    if let Err(std::sync::mpsc::SendError(job)) = pool(remote).lock().send(counted) {
         job();
     }
 }
@@ -80,14 +92,20 @@ pub(crate) struct Pending {
 impl Pending {
     /// Queues a write of `data` to `path` (waiting first if too many are queued).
     pub fn submit(&mut self, store: Arc<BlobStore>, path: Path, data: Vec<u8>) -> Result<()> {
-        while self.outstanding >= MAX_PENDING {
+        let remote = !store.probe_is_cheap();
+        let max = if remote {
+            REMOTE_MAX_PENDING
+        } else {
+            MAX_PENDING
+        };
+        while self.outstanding >= max {
             self.wait_one();
         }
         let done = self.done.get_or_insert_with(channel).0.clone();
         let job: Job = Box::new(move || {
             let _ = done.send(store.put_fresh(&path, data));
         });
-        match pool().lock().send(job) {
+        match pool(remote).lock().send(job) {
             Ok(()) => {
                 self.outstanding += 1;
                 Ok(())

@@ -31,8 +31,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Writes one stash may have under way before `put` waits.
+/// Writes one stash may have under way before `put` waits: a few for a
+/// local folder, where more only queue on the disk; more on S3, where each
+/// waits a round trip.
 const MAX_WRITING: usize = 8;
+const REMOTE_MAX_WRITING: usize = 32;
 
 /// A value written to the store by a [`Stash`], for a later transaction to
 /// put with [`crate::Transaction::put_stashed`].
@@ -125,7 +128,12 @@ impl Stash {
         let len = data.len() as u64;
         {
             let mut st = inner.state.lock();
-            while st.writing.len() >= MAX_WRITING {
+            let max = if inner.db.loader.store.probe_is_cheap() {
+                MAX_WRITING
+            } else {
+                REMOTE_MAX_WRITING
+            };
+            while st.writing.len() >= max {
                 inner.changed.wait(&mut st);
             }
             st.live.insert(id);
@@ -152,6 +160,7 @@ impl Stash {
         let job_inner = inner.clone();
         stager::background(
             &inner.db.cleanups,
+            !inner.db.loader.store.probe_is_cheap(),
             Box::new(move || {
                 let r = job_inner
                     .db

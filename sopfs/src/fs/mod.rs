@@ -86,7 +86,7 @@ impl Fs {
         let gid = nix::unistd::getgid().as_raw();
         db.run_with(|tx| format(tx, uid, gid))?;
         Ok(Fs {
-            prefetch: Prefetcher::start(db.reader()),
+            prefetch: Prefetcher::start(db.reader(), db.store_is_remote()),
             db,
             opts,
             files: OpenFiles::default(),

@@ -15,6 +15,9 @@ const WINDOW: u64 = 32;
 /// Helper threads: store reads of cold chunks wait on the disk, so more of
 /// them than cores keep it busier.
 const THREADS: usize = 4;
+/// Helper threads on a network store, where each read waits a round trip:
+/// the window's reads all in flight at once.
+const REMOTE_THREADS: usize = 16;
 /// Files whose read position is remembered.
 const TRACKED: usize = 1024;
 
@@ -33,11 +36,13 @@ pub struct Prefetcher {
 }
 
 impl Prefetcher {
-    /// Starts the helper threads on `reader`.
-    pub fn start(reader: Reader) -> Prefetcher {
+    /// Starts the helper threads on `reader` (more of them for a `remote`
+    /// store).
+    pub fn start(reader: Reader, remote: bool) -> Prefetcher {
         let (queue, rx) = sync_channel::<(u64, u64)>(256);
         let rx = Arc::new(Mutex::new(rx));
-        for i in 0..THREADS {
+        let threads = if remote { REMOTE_THREADS } else { THREADS };
+        for i in 0..threads {
             let rx = rx.clone();
             let reader = reader.clone();
             let spawned = std::thread::Builder::new()
