@@ -8,6 +8,7 @@ use sopfs::{Fs, FsOptions};
 use std::path::PathBuf;
 
 mod admin_cli;
+mod bench_cli;
 mod stats_cli;
 mod swarm_cli;
 
@@ -84,6 +85,10 @@ enum Command {
     },
     /// Live rates of a mount: operations, latency, bytes, commits, caches.
     Stats(stats_cli::StatsArgs),
+    /// Benchmark a directory (a sopfs mount or any other): a big file
+    /// written and read, small files created, read, stat'ed, renamed,
+    /// unlinked; a table, or JSON with --json.
+    Bench(bench_cli::BenchArgs),
     /// Unmount a sopfs mount point; its daemon commits and exits.
     Umount {
         /// The mount point.
@@ -208,6 +213,7 @@ fn main() {
                 admin_cli::load(&store, redis.as_deref(), &dump)
             }
             Command::Stats(a) => stats_cli::stats(a),
+            Command::Bench(a) => bench_cli::bench(a),
             Command::Umount { mountpoint } => unmount_and_wait(&mountpoint),
             Command::Info { store, redis } => open_volume(&store, redis.as_deref(), quiet())
                 .and_then(|db| {

@@ -866,3 +866,53 @@ fn unlinked_files_are_deleted_together_and_none_is_left_behind() {
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "fsck: {text}");
 }
+
+#[test]
+fn bench_measures_a_mount_checks_what_it_reads_and_leaves_nothing() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let mut m = Mount::start(store.to_str().expect("utf8"), t.path(), "m", None);
+    let mnt = m.dir.to_str().expect("utf8").to_string();
+    let out = stdout_ok(&[
+        "bench",
+        &mnt,
+        "--big-mib",
+        "8",
+        "--small-files",
+        "100",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(&out).expect("bench --json");
+    let phases = report["phases"].as_array().expect("phases");
+    let names: Vec<&str> = phases.iter().filter_map(|p| p["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "big_write_fsync",
+            "big_read",
+            "small_create",
+            "small_read",
+            "stat",
+            "rename",
+            "unlink",
+            "mkdir_rmdir"
+        ]
+    );
+    for p in phases {
+        assert!(p["rate"].as_f64().is_some_and(|r| r > 0.0), "{p}");
+    }
+    assert_eq!(phases[2]["amount"].as_f64(), Some(100.0));
+    let left: Vec<_> = std::fs::read_dir(&m.dir).expect("ls").collect();
+    assert!(left.is_empty(), "bench left {} entries behind", left.len());
+
+    // The table form, and bad input in one line.
+    let table = stdout_ok(&["bench", &mnt, "--big-mib", "1", "--small-files", "10"]);
+    assert!(table.contains("| small_create | 10 files |"), "{table}");
+    std::fs::write(m.path("file"), "x").expect("write");
+    let err = one_line_error(&["bench", &m.path("file").to_string_lossy()]);
+    assert!(err.contains("is not a directory"), "{err}");
+    one_line_error(&["bench", &mnt, "--small-kib", "0"]);
+    m.unmount();
+}
