@@ -126,6 +126,7 @@ fn every_step_type_does_what_it_says() {
             url,
             model: "m".into(),
             key: Some("k".into()),
+            ca_file: None,
         }),
         caller: None,
     };
@@ -440,4 +441,153 @@ fn example_macros_are_valid() {
         }
     }
     assert!(n >= 3, "only {n} example macros");
+}
+
+/// A one-request HTTPS chat endpoint (python3's http.server behind a
+/// self-signed certificate for 127.0.0.1); returns its URL, its CA file and
+/// the process. None when openssl or python3 is missing.
+fn https_chat_server(
+    dir: &std::path::Path,
+) -> Option<(String, std::path::PathBuf, std::process::Child)> {
+    // A private CA, and the server's certificate signed by it (a
+    // self-signed server certificate is a CA used as an end entity, which
+    // the verifier rightly refuses).
+    let p = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").ok()?;
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let (ca, ca_key, cert, key, csr, ext) = (
+        p("ca.pem"),
+        p("ca.key"),
+        p("cert.pem"),
+        p("key.pem"),
+        p("srv.csr"),
+        p("ext.cnf"),
+    );
+    let made = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        &ca_key,
+        "-out",
+        &ca,
+    ]) && openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &key,
+        "-out",
+        &csr,
+    ]) && openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &ca,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &ext,
+        "-out",
+        &cert,
+    ]);
+    if !made {
+        return None;
+    }
+    let script = r#"
+import http.server, json, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = body["messages"][0]["content"]
+        out = json.dumps({"choices": [{"message": {"content": "over tls: " + text}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    def log_message(self, *a):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&cert)
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take()?),
+        &mut line,
+    )
+    .ok()?;
+    let port: u16 = line.trim().parse().ok()?;
+    Some((format!("https://127.0.0.1:{port}/v1"), ca.into(), child))
+}
+
+#[test]
+fn prompt_speaks_https_and_trusts_only_what_it_is_told_to() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let Some((url, ca, mut server)) = https_chat_server(t.path()) else {
+        eprintln!("skipped: openssl or python3 missing");
+        return;
+    };
+    let fs = memory_fs();
+    let m = install(
+        &fs,
+        r#"{"format":1,"name":"ask","steps":[
+          {"op":"prompt","text":"hello","into":"a"},
+          {"op":"print","text":"${a}"}]}"#,
+    );
+    let cfg = |ca_file: Option<std::path::PathBuf>| RunConfig {
+        llm: Some(LlmConfig {
+            url: url.clone(),
+            model: "m".into(),
+            key: None,
+            ca_file,
+        }),
+        ..RunConfig::default()
+    };
+    // A self-signed server is refused unless its certificate is trusted.
+    let e = run(&fs, &m, &[], &cfg(None)).expect_err("an untrusted certificate");
+    assert!(e.to_string().contains("chat endpoint"), "{e}");
+    let out = run(&fs, &m, &[], &cfg(Some(ca.clone()))).expect("prompt over https");
+    assert_eq!(out.lines, ["over tls: hello"]);
+    // A CA file that is not one is a clear error naming it.
+    let bad = t.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate").expect("write");
+    let e = run(&fs, &m, &[], &cfg(Some(bad))).expect_err("a bad CA file");
+    assert!(e.to_string().contains("bad.pem"), "{e}");
+    let _ = server.kill();
+    let _ = server.wait();
 }

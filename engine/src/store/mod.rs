@@ -74,6 +74,7 @@ impl BlobStore {
                 s.clone()
             }
             StoreLocation::S3 { bucket, prefix } => {
+                install_crypto_provider();
                 let s3 = s3_store(bucket, timeout / (retries + 1))?;
                 runtime = Some(network_runtime()?);
                 if prefix.is_empty() {
@@ -514,6 +515,15 @@ fn network_runtime() -> Result<tokio::runtime::Runtime> {
 /// Puts in flight at once for one caller of `put_fresh_all` on a network
 /// store: enough to hide a round trip behind the others' transfers.
 const PARALLEL_PUTS: usize = 16;
+
+/// Makes aws-lc-rs the process's TLS crypto provider unless one is set.
+/// Clients that take the process default (Redis over TLS, S3 over https)
+/// cannot choose when a program links more than one provider (a binary
+/// whose HTTP client brings ring) and would panic; all of sopfs uses
+/// aws-lc-rs.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
 
 /// How long an unreachable store is waited for, by default, before an
 /// operation fails (`Options::store_timeout`).

@@ -26,22 +26,61 @@ pub struct RunConfig {
 /// A chat endpoint.
 #[derive(Clone, Debug)]
 pub struct LlmConfig {
-    /// Base URL, e.g. `http://127.0.0.1:8080/v1`.
+    /// Base URL, `http://` or `https://`, e.g. `https://llm.example/v1`.
     pub url: String,
     /// Model name.
     pub model: String,
     /// Bearer token, if any.
     pub key: Option<String>,
+    /// PEM certificates trusted for an `https://` endpoint besides the
+    /// public roots (a private CA, a self-signed server).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl LlmConfig {
-    /// From `SOPFS_LLM_URL`, `SOPFS_LLM_MODEL`, `SOPFS_LLM_KEY`; None without a URL.
+    /// From `SOPFS_LLM_URL`, `SOPFS_LLM_MODEL`, `SOPFS_LLM_KEY` and
+    /// `SOPFS_LLM_CA_FILE`; None without a URL.
     pub fn from_env() -> Option<LlmConfig> {
         Some(LlmConfig {
             url: std::env::var("SOPFS_LLM_URL").ok()?,
             model: std::env::var("SOPFS_LLM_MODEL").unwrap_or_else(|_| "default".into()),
             key: std::env::var("SOPFS_LLM_KEY").ok(),
+            ca_file: std::env::var_os("SOPFS_LLM_CA_FILE").map(Into::into),
         })
+    }
+
+    /// An HTTP agent that trusts the public roots and `ca_file`. TLS uses
+    /// the same crypto provider (aws-lc-rs) as the S3 and Redis clients,
+    /// named here rather than taken from a process default, so that no
+    /// library's choice can clash with another's.
+    fn agent(&self) -> Result<ureq::Agent, String> {
+        let mut roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        };
+        if let Some(path) = &self.ca_file {
+            use rustls::pki_types::{pem::PemObject, CertificateDer};
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("CA file {}: no certificate in it", path.display()));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            }
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS set-up: {e}"))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(ureq::AgentBuilder::new()
+            .timeout(std::time::Duration::from_secs(120))
+            .tls_config(std::sync::Arc::new(tls))
+            .build())
     }
 }
 
@@ -604,7 +643,7 @@ fn today(secs: i64) -> String {
 
 fn prompt(llm: &LlmConfig, text: &str) -> Result<String, String> {
     let url = format!("{}/chat/completions", llm.url.trim_end_matches('/'));
-    let mut req = ureq::post(&url).timeout(std::time::Duration::from_secs(120));
+    let mut req = llm.agent()?.post(&url);
     if let Some(k) = &llm.key {
         req = req.set("Authorization", &format!("Bearer {k}"));
     }

@@ -73,6 +73,7 @@ pub fn redact_url(url: &str) -> String {
 impl RedisCoordinator {
     /// Connects to `url` and checks the server answers.
     pub fn connect(url: &str) -> Result<Self> {
+        crate::store::install_crypto_provider();
         let shown = redact_url(url);
         let servers = Servers::parse(url)
             .map_err(|e| Error::Coordinator(format!("bad Redis URL {shown}: {e}")))?;
