@@ -445,7 +445,7 @@ fn example_macros_are_valid() {
 
 /// A one-request HTTPS chat endpoint (python3's http.server behind a
 /// self-signed certificate for 127.0.0.1); returns its URL, its CA file and
-/// the process. None when openssl or python3 is missing.
+/// the process; None if either could not be made.
 fn https_chat_server(
     dir: &std::path::Path,
 ) -> Option<(String, std::path::PathBuf, std::process::Child)> {
@@ -557,11 +557,11 @@ srv.serve_forever()
 
 #[test]
 fn prompt_speaks_https_and_trusts_only_what_it_is_told_to() {
-    let t = tempfile::tempdir().expect("tempdir");
-    let Some((url, ca, mut server)) = https_chat_server(t.path()) else {
-        eprintln!("skipped: openssl or python3 missing");
+    if !require("openssl") || !require("python3") {
         return;
-    };
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let (url, ca, mut server) = https_chat_server(t.path()).expect("an https server on loopback");
     let fs = memory_fs();
     let m = install(
         &fs,
