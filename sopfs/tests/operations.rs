@@ -715,6 +715,20 @@ fn redis_over_tls_with_a_password_from_the_url() {
     );
 }
 
+/// The mount's readahead once the daemon has set it to `want` (it does so
+/// right after the mount appears, which is when `Mount::start` returns), or
+/// what it is after 10 s.
+fn bdi_read_ahead_settled(mountpoint: &Path, want: &str) -> Option<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = bdi_read_ahead(mountpoint);
+        if now.as_deref() == Some(want) || std::time::Instant::now() > deadline {
+            return now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn bdi_read_ahead(mountpoint: &Path) -> Option<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let want = mountpoint.to_string_lossy();
@@ -736,7 +750,10 @@ fn readahead_is_raised_for_sequential_readers_and_can_be_set() {
     {
         let m = Mount::start(s, t.path(), "m", None);
         if nix::unistd::geteuid().is_root() {
-            assert_eq!(bdi_read_ahead(&m.dir).as_deref(), Some("1024"));
+            assert_eq!(
+                bdi_read_ahead_settled(&m.dir, "1024").as_deref(),
+                Some("1024")
+            );
         }
         std::fs::write(m.path("seq"), &data).expect("write");
     }
@@ -744,7 +761,10 @@ fn readahead_is_raised_for_sequential_readers_and_can_be_set() {
     std::fs::create_dir(&mp).expect("mp");
     let m = Mount::start_at(s, &mp, None, &["read_ahead_kb=256"]);
     if nix::unistd::geteuid().is_root() {
-        assert_eq!(bdi_read_ahead(&m.dir).as_deref(), Some("256"));
+        assert_eq!(
+            bdi_read_ahead_settled(&m.dir, "256").as_deref(),
+            Some("256")
+        );
     }
     // A cold sequential read (prefetched chunks) and reads from the middle.
     assert_eq!(std::fs::read(m.path("seq")).expect("read"), data);

@@ -2,8 +2,9 @@
 //! stamp off the commits' path, and the listener, which hears every raise
 //! so a process knows how far the log has gone without a round trip.
 
-use super::scripts::STAMP;
+use super::scripts::{READ_STAMP, STAMP};
 use super::servers::Servers;
+use super::Trust;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -105,9 +106,16 @@ impl Watch {
     }
 
     /// Listens on `channel` until stopped, resubscribing after any error.
-    pub(super) fn run(&self, servers: &Servers, channel: String, seq_key: String) {
+    pub(super) fn run(
+        &self,
+        servers: &Servers,
+        trust: &Trust,
+        shown: &str,
+        channel: String,
+        seq_key: String,
+    ) {
         while !self.stop.load(Ordering::Relaxed) {
-            if let Err(e) = self.listen(servers, &channel, &seq_key) {
+            if let Err(e) = self.listen(servers, trust, shown, &channel, &seq_key) {
                 tracing::debug!(error = %e, "stamp subscription lost; resubscribing");
             }
             self.live.store(false, Ordering::SeqCst);
@@ -117,16 +125,30 @@ impl Watch {
         }
     }
 
-    fn listen(&self, servers: &Servers, channel: &str, seq_key: &str) -> redis::RedisResult<()> {
+    fn listen(
+        &self,
+        servers: &Servers,
+        trust: &Trust,
+        shown: &str,
+        channel: &str,
+        seq_key: &str,
+    ) -> redis::RedisResult<()> {
         let mut sub = servers
             .node_client()?
             .get_connection_with_timeout(Duration::from_secs(2))?;
         let mut ps = sub.as_pubsub();
         ps.set_read_timeout(Some(Duration::from_millis(500)))?;
         ps.subscribe(channel)?;
-        // Whatever was raised before the subscription took effect.
+        // Whatever was raised before the subscription took effect, and who
+        // says so: a resubscription after a failover finds a new server,
+        // whose stamps are then not trusted until checked against the store.
         let mut con = servers.connection()?;
-        let now: Option<u64> = redis::cmd("GET").arg(seq_key).query(&mut *con)?;
+        let (now, server): (Option<u64>, Option<String>) = redis::Script::new(READ_STAMP)
+            .key(seq_key)
+            .invoke(&mut *con)?;
+        if let Some(id) = server {
+            trust.note_server(&id, shown);
+        }
         self.seen.fetch_max(now.unwrap_or(0), Ordering::SeqCst);
         self.live.store(true, Ordering::SeqCst);
         loop {

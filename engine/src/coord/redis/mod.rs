@@ -46,16 +46,40 @@ pub struct RedisCoordinator {
     watch: Arc<Watch>,
     /// Stamps this process announces off its commits' path.
     outbox: Arc<Outbox>,
+    /// Which server vouches for the stamps, and whether to believe them.
+    trust: Arc<Trust>,
+}
+
+/// The server behind the stamps. A restart, a restore from a snapshot or a
+/// failover to a replica gives it a new `run_id`, and its stamps may then be
+/// older than the log, even equal to a lagging host's position: from then
+/// on `stamp` and `stamp_hint` say "unknown" and the next begin asks the
+/// store, until this process has published what it found there.
+#[derive(Default)]
+pub(super) struct Trust {
     /// The `run_id` of the server that last answered for the stamp.
     server: Mutex<Option<String>>,
-    /// The server changed (a restart, a restore from a snapshot, a failover
-    /// to a replica) since this process last published a stamp it took
-    /// from the store: the stamp there may be older than the log, even
-    /// equal to this process's position, so `stamp` says "unknown" and the
-    /// next begin asks the store (and republishes).
+    /// A server change since the last stamp taken from the store.
     distrust: AtomicBool,
     /// Server changes seen (see `Coordinator::epoch`).
     epoch: AtomicU64,
+}
+
+impl Trust {
+    /// Learns that `id` answered for the stamp (`shown`: the URL for logs).
+    pub(super) fn note_server(&self, id: &str, shown: &str) {
+        let mut known = self.server.lock();
+        if known.as_deref().is_some_and(|k| k != id) {
+            tracing::warn!(server = %shown, "Redis restarted or failed over: its stamps are checked against the store");
+            self.epoch.fetch_add(1, Ordering::SeqCst);
+            self.distrust.store(true, Ordering::SeqCst);
+        }
+        *known = Some(id.to_string());
+    }
+
+    fn distrusted(&self) -> bool {
+        self.distrust.load(Ordering::SeqCst)
+    }
 }
 
 /// `url` with any password replaced, fit for logs and messages.
@@ -91,9 +115,7 @@ impl RedisCoordinator {
             patience: Duration::from_secs(30),
             watch: Arc::new(Watch::default()),
             outbox: Arc::new(Outbox::default()),
-            server: Mutex::new(None),
-            distrust: AtomicBool::new(false),
-            epoch: AtomicU64::new(0),
+            trust: Arc::new(Trust::default()),
         };
         let mut con = c.connection()?;
         redis::cmd("PING").query::<String>(&mut *con).map_err(|e| {
@@ -110,20 +132,6 @@ impl RedisCoordinator {
         self.servers
             .connection()
             .map_err(|e| Error::Coordinator(format!("cannot reach Redis at {}: {e}", self.shown)))
-    }
-
-    /// Learns which server answered for the stamp. A restart, a restore or
-    /// a failover gives the server a new `run_id`: the stamps there may have
-    /// gone back, and they are not trusted until this process has asked
-    /// the store and published what it found.
-    fn note_server(&self, id: &str) {
-        let mut known = self.server.lock();
-        if known.as_deref().is_some_and(|k| k != id) {
-            tracing::warn!(server = %self.shown, "Redis restarted or failed over: its stamps are checked against the store");
-            self.epoch.fetch_add(1, Ordering::SeqCst);
-            self.distrust.store(true, Ordering::SeqCst);
-        }
-        *known = Some(id.to_string());
     }
 
     /// Runs `f` on a pooled connection, reconnecting and retrying while the
@@ -325,10 +333,11 @@ impl Coordinator for RedisCoordinator {
         }
         if first {
             let (watch, servers) = (self.watch.clone(), self.servers.clone());
+            let (trust, shown) = (self.trust.clone(), self.shown.clone());
             let (channel, seq_key) = (self.channel(), self.seq_key());
             std::thread::Builder::new()
                 .name("sopfs-stamps".into())
-                .spawn(move || watch.run(&servers, channel, seq_key))
+                .spawn(move || watch.run(&servers, &trust, &shown, channel, seq_key))
                 .map_err(|e| Error::Coordinator(format!("cannot start the stamp listener: {e}")))?;
             let (outbox, servers) = (self.outbox.clone(), self.servers.clone());
             let (channel, seq_key) = (self.channel(), self.seq_key());
@@ -362,8 +371,7 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn stamp_hint(&self) -> Option<u64> {
-        let trusted =
-            self.watch.live.load(Ordering::SeqCst) && !self.distrust.load(Ordering::SeqCst);
+        let trusted = self.watch.live.load(Ordering::SeqCst) && !self.trust.distrusted();
         trusted.then(|| self.watch.seen.load(Ordering::SeqCst))
     }
 
@@ -376,11 +384,11 @@ impl Coordinator for RedisCoordinator {
             .ok();
         let (got, server) = got.unwrap_or_default();
         if let Some(id) = server {
-            self.note_server(&id);
+            self.trust.note_server(&id, &self.shown);
         }
         // Checked after the read, which may be the one that found a new
         // server.
-        if self.distrust.load(Ordering::SeqCst) {
+        if self.trust.distrusted() {
             return None;
         }
         got
@@ -395,15 +403,15 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::SeqCst)
+        self.trust.epoch.load(Ordering::SeqCst)
     }
 
     fn publish_probed(&self, seq: u64, epoch: u64) {
         // Raised on the server that is there now (a connection that found
         // yet another server moved the epoch on: then the next begin asks
         // the store again).
-        if self.raise_stamp(seq) && self.epoch.load(Ordering::SeqCst) == epoch {
-            self.distrust.store(false, Ordering::SeqCst);
+        if self.raise_stamp(seq) && self.trust.epoch.load(Ordering::SeqCst) == epoch {
+            self.trust.distrust.store(false, Ordering::SeqCst);
         }
     }
 
