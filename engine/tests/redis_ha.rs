@@ -6,25 +6,12 @@
 
 mod common;
 
-use common::small_tree;
-use engine::{Db, Options, RedisCoordinator, StoreLocation, TxMode};
+use common::{shared_host, small_tree};
+use engine::{Db, TxMode};
 use object_store::memory::InMemory;
 use std::sync::Arc;
 use std::time::Duration;
 use test_support::{redis_ha::cli, ClusterSet, SentinelSet};
-
-fn host(store: &Arc<InMemory>, url: &str) -> Db {
-    let coord = RedisCoordinator::connect(url).expect("redis");
-    Db::open_shared(
-        StoreLocation::Custom(store.clone()),
-        Options {
-            background_interval: None,
-            ..Options::default()
-        },
-        Arc::new(coord),
-    )
-    .expect("open")
-}
 
 fn read(db: &Db, key: &[u8]) -> Option<Vec<u8>> {
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
@@ -41,7 +28,7 @@ fn a_sentinel_failover_to_a_replica_that_missed_writes_misleads_no_host() {
     let mut set = SentinelSet::start("pw");
     let url = set.url();
     let store = Arc::new(InMemory::new());
-    let (a, b) = (host(&store, &url), host(&store, &url));
+    let (a, b) = (shared_host(&store, &url), shared_host(&store, &url));
     a.run(|tx| {
         tx.ensure_tree("t", small_tree(8))?;
         tx.upsert("t", b"k", b"1")
@@ -89,7 +76,7 @@ fn two_hosts_share_a_volume_through_a_redis_cluster() {
     let set = ClusterSet::start();
     let url = set.url();
     let store = Arc::new(InMemory::new());
-    let (a, b) = (host(&store, &url), host(&store, &url));
+    let (a, b) = (shared_host(&store, &url), shared_host(&store, &url));
     a.run(|tx| tx.ensure_tree("t", small_tree(4)))
         .expect("tree");
     // Enough keys for several nodes, so commits lock several keys at once.

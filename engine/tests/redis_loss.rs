@@ -8,23 +8,10 @@
 
 mod common;
 
-use common::{small_tree, RedisServer};
-use engine::{Db, Options, RedisCoordinator, StoreLocation, TxMode};
+use common::{shared_host, small_tree, RedisServer};
+use engine::{Db, TxMode};
 use object_store::memory::InMemory;
 use std::sync::Arc;
-
-fn host(store: &Arc<InMemory>, url: &str) -> Db {
-    let coord = RedisCoordinator::connect(url).expect("redis");
-    Db::open_shared(
-        StoreLocation::Custom(store.clone()),
-        Options {
-            background_interval: None,
-            ..Options::default()
-        },
-        Arc::new(coord),
-    )
-    .expect("open")
-}
 
 fn read(db: &Db) -> Option<Vec<u8>> {
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
@@ -54,7 +41,7 @@ fn a_redis_restored_from_an_old_snapshot_or_restarted_empty_misleads_no_host() {
     let mut server = RedisServer::start();
     let url = server.url();
     let store = Arc::new(InMemory::new());
-    let (a, b) = (host(&store, &url), host(&store, &url));
+    let (a, b) = (shared_host(&store, &url), shared_host(&store, &url));
     a.run(|tx| {
         tx.ensure_tree("t", small_tree(8))?;
         tx.upsert("t", b"k", b"1")

@@ -18,7 +18,6 @@ use common::*;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -234,15 +233,5 @@ fn a_mount_on_a_misbehaving_s3_loses_nothing_and_serves_again_after_an_outage() 
     drop(j);
     m.unmount();
 
-    let out = Command::new(sopfs_bin())
-        .args(["fsck", &store, "--redis", &redis.url()])
-        .output()
-        .expect("fsck");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "fsck: {said}");
-    assert!(said.contains(" 0 problem"), "{said}");
+    assert_fsck_clean(&store, Some(&redis.url()));
 }

@@ -231,20 +231,7 @@ fn three_daemons_on_s3_killed_at_random_lose_nothing_acknowledged() {
         assert!(status.success(), "daemon exit: {status}");
     }
 
-    let out = Command::new(sopfs_bin())
-        .args(["fsck", &store, "--redis", &redis.url()])
-        .output()
-        .expect("fsck");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "fsck: {said}");
-    assert!(
-        said.contains("ok:") && said.contains(" 0 problem"),
-        "{said}"
-    );
+    assert_fsck_clean(&store, Some(&redis.url()));
 
     let check = t.path().join("check");
     std::fs::create_dir(&check).expect("mount point");

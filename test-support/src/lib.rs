@@ -14,7 +14,7 @@ pub mod s3;
 pub mod shell;
 
 pub use fault_proxy::{Fault, FaultProxy};
-pub use mount::{is_mounted, sopfs_bin, Mount};
+pub use mount::{assert_fsck_clean, is_mounted, sopfs_bin, Mount};
 pub use redis::RedisServer;
 pub use redis_ha::{ClusterSet, SentinelSet};
 pub use s3::{moto, MotoServer, S3_BUCKET};

@@ -23,6 +23,27 @@ pub fn abort_connection(p: &Path) {
     let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_FORCE);
 }
 
+/// Runs `sopfs fsck STORE [--redis URL]` and panics with what it said
+/// unless it found the volume clean.
+pub fn assert_fsck_clean(store: &str, redis: Option<&str>) {
+    let mut cmd = Command::new(sopfs_bin());
+    cmd.args(["fsck", store]);
+    if let Some(r) = redis {
+        cmd.args(["--redis", r]);
+    }
+    let out = cmd.output().expect("run sopfs fsck");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "fsck: {said}");
+    assert!(
+        said.contains("ok:") && said.contains(" 0 problem"),
+        "fsck: {said}"
+    );
+}
+
 /// True when `p` is a mount point now.
 pub fn is_mounted(p: &Path) -> bool {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {

@@ -42,3 +42,18 @@ pub fn value_blob_files(dir: &Path) -> usize {
         .filter(|f| std::fs::read(f.path()).is_ok_and(|b| b.get(4) == Some(&2)))
         .count()
 }
+
+/// A host of a shared volume in `store` (in memory, probed only when the
+/// stamp says so, as S3 is), coordinated by the Redis at `url`.
+pub fn shared_host(store: &std::sync::Arc<object_store::memory::InMemory>, url: &str) -> Db {
+    let coord = engine::RedisCoordinator::connect(url).expect("redis");
+    Db::open_shared(
+        StoreLocation::Custom(store.clone()),
+        Options {
+            background_interval: None,
+            ..Options::default()
+        },
+        std::sync::Arc::new(coord),
+    )
+    .expect("open")
+}

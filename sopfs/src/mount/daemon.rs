@@ -51,14 +51,36 @@ pub fn open_volume(store: &str, redis: Option<&str>, opts: Options) -> anyhow::R
     Ok(db)
 }
 
-/// True when `p` is a FUSE mount point whose daemon is gone. Its connection
-/// answers nothing: ENOTCONN once the daemon has exited, or no answer at
-/// all while a thread of a killed daemon is stuck in the kernel (a reverse
-/// invalidation waiting for a directory lock that a hung request holds), so
-/// this reads only mountinfo and /proc, never `p` itself.
+/// True when `p` is a FUSE mount point whose daemon is gone: no sopfs
+/// daemon serves it, and it does not answer. A dead connection answers
+/// ENOTCONN once the daemon has exited, or nothing at all while a thread
+/// of a killed daemon is stuck in the kernel (a reverse invalidation
+/// waiting for a directory lock that a hung request holds), so `p` is
+/// looked at last, from a thread of its own, for at most two seconds. Any
+/// other filesystem mounted there answers, and is left alone.
 fn is_stale(p: &Path) -> bool {
-    let p = place_of(p);
-    fuse_mounted_at(&p) && daemons_of(&p).is_empty()
+    let place = place_of(p);
+    fuse_mounted_at(&place) && daemons_of(&place).is_empty() && !answers(p)
+}
+
+/// True when a stat of `p` returns within two seconds with anything but
+/// ENOTCONN. A stat that hangs stays blocked in its thread until the
+/// connection is aborted.
+fn answers(p: &Path) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let q = p.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("sopfs-probe".into())
+        .spawn(move || {
+            let _ = tx.send(std::fs::metadata(&q).map_err(|e| e.raw_os_error()));
+        });
+    if spawned.is_err() {
+        return true;
+    }
+    match rx.recv_timeout(Duration::from_secs(2)) {
+        Ok(Err(Some(libc::ENOTCONN))) | Err(_) => false,
+        Ok(_) => true,
+    }
 }
 
 /// `p` made absolute with its parent resolved, without looking at `p`
