@@ -147,16 +147,31 @@ fn a_mount_on_a_misbehaving_s3_loses_nothing_and_serves_again_after_an_outage() 
 
     // An outage longer than store_timeout: writers get EIO, the log says why.
     proxy.set(Fault::Outage);
-    wait_until("EIO during the outage", 120, || {
-        journal
-            .lock()
-            .expect("journal")
-            .errors
-            .get(&libc::EIO)
-            .copied()
-            .unwrap_or(0)
-            > 0
-    });
+    let outage = Instant::now();
+    while journal
+        .lock()
+        .expect("journal")
+        .errors
+        .get(&libc::EIO)
+        .copied()
+        .unwrap_or(0)
+        == 0
+    {
+        // Each store request waits out store_timeout, and a commit may make
+        // a few in turn (the record, then reading back whether it landed)
+        // behind others queued for the same log position.
+        if outage.elapsed() > Duration::from_secs(240) {
+            let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "no EIO after 240 s of outage; errors so far {:?}; the log ends with:\n{}",
+                journal.lock().expect("journal").errors,
+                tail.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("first EIO {:?} into the outage", outage.elapsed());
     let log = std::fs::read_to_string(&m.log).unwrap_or_default();
     assert!(
         log.contains("blob store operation failed after retries"),

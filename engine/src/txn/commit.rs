@@ -201,12 +201,22 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Deletes blobs of an attempt that did not land, off the caller's path.
 fn discard(tx: &Transaction, blobs: &[BlobId]) {
-    for b in blobs {
-        if let Err(e) = tx.db.loader.store.delete(&blob_path(*b)) {
-            tracing::warn!(error = %e, "could not delete an uncommitted blob; GC will");
-        }
+    if blobs.is_empty() {
+        return;
     }
+    let (store, blobs) = (tx.db.loader.store.clone(), blobs.to_vec());
+    stager::cleanup(
+        &tx.db.cleanups,
+        Box::new(move || {
+            for b in blobs {
+                if let Err(e) = store.delete(&blob_path(b)) {
+                    tracing::warn!(error = %e, "could not delete an uncommitted blob; GC will");
+                }
+            }
+        }),
+    );
 }
 
 /// Test hooks of the commit path, compiled in only with the `test-hooks`
@@ -291,7 +301,15 @@ pub(super) fn commit_one(tx: &mut Transaction) -> Result<CommitInfo> {
             }
             discard(tx, &value_ids);
             if tx.intent_written {
-                let _ = db.loader.store.delete(&intent_path(tx.id));
+                // Whatever order the deletes run in, what is left is garbage
+                // GC takes: nothing names these blobs.
+                let (store, path) = (db.loader.store.clone(), intent_path(tx.id));
+                stager::cleanup(
+                    &db.cleanups,
+                    Box::new(move || {
+                        let _ = store.delete(&path);
+                    }),
+                );
             }
         }
     }
@@ -761,10 +779,8 @@ fn publish(
         // Off the commit's path: the commit is done, and an intent whose
         // record landed is harmless (recovery deletes it if this never runs).
         let (store, path) = (db.loader.store.clone(), intent_path(tx.id));
-        let remote = !store.probe_is_cheap();
-        stager::background(
+        stager::cleanup(
             &db.cleanups,
-            remote,
             Box::new(move || {
                 if let Err(e) = store.delete(&path) {
                     tracing::warn!(error = %e, "could not delete an intent record; recovery will");

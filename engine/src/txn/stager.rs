@@ -67,6 +67,52 @@ pub(crate) fn background(count: &Arc<AtomicUsize>, remote: bool, job: Box<dyn Fn
     }
 }
 
+/// Deletes of blobs no commit names (a failed commit's, a dropped stash's):
+/// at most this many wait at once; past it they are left to GC.
+const MAX_CLEANUPS: usize = 100_000;
+
+/// Runs a clean-up `job` (deletes that only save GC work) on threads of its
+/// own, never on the caller's: during a store outage each delete waits out
+/// its retries, and a failing commit or a closing file must not wait behind
+/// them, nor may they hold up the writes others are waiting for. `count`
+/// tracks the caller's unfinished jobs.
+pub(crate) fn cleanup(count: &Arc<AtomicUsize>, job: Box<dyn FnOnce() + Send>) {
+    static POOL: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+    static QUEUED: AtomicUsize = AtomicUsize::new(0);
+    if QUEUED.load(Ordering::Relaxed) >= MAX_CLEANUPS {
+        tracing::debug!("clean-up queue full; left for GC");
+        return;
+    }
+    let pool = POOL.get_or_init(|| {
+        let (tx, rx) = channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..2 {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("sopfs-cleanup-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+        }
+        Mutex::new(tx)
+    });
+    QUEUED.fetch_add(1, Ordering::Relaxed);
+    count.fetch_add(1, Ordering::SeqCst);
+    let counter = count.clone();
+    let counted: Job = Box::new(move || {
+        job();
+        QUEUED.fetch_sub(1, Ordering::Relaxed);
+        counter.fetch_sub(1, Ordering::SeqCst);
+    });
+    if let Err(std::sync::mpsc::SendError(job)) = pool.lock().send(counted) {
+        job();
+    }
+}
+
 /// Waits (up to `limit`) until the jobs `count` tracks have run: a closing
 /// volume leaves no clean-up behind for a process that is about to exit.
 pub(crate) fn drain(count: &AtomicUsize, limit: std::time::Duration) {

@@ -236,16 +236,22 @@ impl StashInner {
                 self.changed.wait(&mut st);
             }
         }
-        let store = &self.db.loader.store;
-        for id in &ids {
-            if let Err(e) = store.delete(&blob_path(*id)) {
-                tracing::debug!(blob = %id, error = %e, "stashed value left for GC");
-            }
-        }
-        let mut inflight = self.db.inflight.lock();
-        for id in &ids {
-            inflight.remove(id);
-        }
+        // The in-flight set keeps GC off them until the delete is done.
+        let (db, ids2) = (self.db.clone(), ids);
+        stager::cleanup(
+            &self.db.cleanups,
+            Box::new(move || {
+                for id in &ids2 {
+                    if let Err(e) = db.loader.store.delete(&blob_path(*id)) {
+                        tracing::debug!(blob = %id, error = %e, "stashed value left for GC");
+                    }
+                }
+                let mut inflight = db.inflight.lock();
+                for id in &ids2 {
+                    inflight.remove(id);
+                }
+            }),
+        );
     }
 
     /// Cluster mode: writes one intent record listing the blobs no record
@@ -335,10 +341,18 @@ impl Drop for StashInner {
             self.delete(left);
         }
         let batches = std::mem::take(&mut self.state.lock().batches);
-        for (name, _, _) in batches {
-            if let Err(e) = self.db.loader.store.delete(&intent_path(name)) {
-                tracing::warn!(error = %e, "could not delete a stash's intent record; recovery will");
-            }
+        if !batches.is_empty() {
+            let store = self.db.loader.store.clone();
+            stager::cleanup(
+                &self.db.cleanups,
+                Box::new(move || {
+                    for (name, _, _) in batches {
+                        if let Err(e) = store.delete(&intent_path(name)) {
+                            tracing::warn!(error = %e, "could not delete a stash's intent record; recovery will");
+                        }
+                    }
+                }),
+            );
         }
     }
 }

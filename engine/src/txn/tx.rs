@@ -610,12 +610,23 @@ impl Drop for Transaction {
         drop(inflight);
         // Staged values of a transaction that never landed are garbage now;
         // deleting them here spares GC the work (it would find them anyway).
-        if !self.landed {
-            for id in self.staged.drain(..) {
-                if let Err(e) = self.db.loader.store.delete(&blob_path(id)) {
-                    tracing::debug!(blob = %id, error = %e, "staged value left for GC");
-                }
-            }
+        // Off the caller's path: during an outage each delete waits out
+        // its retries.
+        if !self.landed && !self.staged.is_empty() {
+            let (store, staged) = (
+                self.db.loader.store.clone(),
+                std::mem::take(&mut self.staged),
+            );
+            super::stager::cleanup(
+                &self.db.cleanups,
+                Box::new(move || {
+                    for id in staged {
+                        if let Err(e) = store.delete(&blob_path(id)) {
+                            tracing::debug!(blob = %id, error = %e, "staged value left for GC");
+                        }
+                    }
+                }),
+            );
         }
     }
 }
