@@ -209,6 +209,7 @@ fn discard(tx: &Transaction, blobs: &[BlobId]) {
     let (store, blobs) = (tx.db.loader.store.clone(), blobs.to_vec());
     stager::cleanup(
         &tx.db.cleanups,
+        !tx.db.loader.store.probe_is_cheap(),
         Box::new(move || {
             for b in blobs {
                 if let Err(e) = store.delete(&blob_path(b)) {
@@ -306,6 +307,7 @@ pub(super) fn commit_one(tx: &mut Transaction) -> Result<CommitInfo> {
                 let (store, path) = (db.loader.store.clone(), intent_path(tx.id));
                 stager::cleanup(
                     &db.cleanups,
+                    !db.loader.store.probe_is_cheap(),
                     Box::new(move || {
                         let _ = store.delete(&path);
                     }),
@@ -779,8 +781,10 @@ fn publish(
         // Off the commit's path: the commit is done, and an intent whose
         // record landed is harmless (recovery deletes it if this never runs).
         let (store, path) = (db.loader.store.clone(), intent_path(tx.id));
-        stager::cleanup(
+        let remote = !store.probe_is_cheap();
+        stager::background(
             &db.cleanups,
+            remote,
             Box::new(move || {
                 if let Err(e) = store.delete(&path) {
                     tracing::warn!(error = %e, "could not delete an intent record; recovery will");

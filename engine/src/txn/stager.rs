@@ -71,12 +71,17 @@ pub(crate) fn background(count: &Arc<AtomicUsize>, remote: bool, job: Box<dyn Fn
 /// at most this many wait at once; past it they are left to GC.
 const MAX_CLEANUPS: usize = 100_000;
 
-/// Runs a clean-up `job` (deletes that only save GC work) on threads of its
-/// own, never on the caller's: during a store outage each delete waits out
-/// its retries, and a failing commit or a closing file must not wait behind
-/// them, nor may they hold up the writes others are waiting for. `count`
-/// tracks the caller's unfinished jobs.
-pub(crate) fn cleanup(count: &Arc<AtomicUsize>, job: Box<dyn FnOnce() + Send>) {
+/// Runs a clean-up `job` (deletes that only save GC work). For a `remote`
+/// store it runs on threads of its own, never on the caller's: during an
+/// outage each delete waits out its retries, and a failing commit or a
+/// closing file must not wait behind them, nor may they hold up the writes
+/// others are waiting for. A local delete is quick: it runs here, done
+/// when the caller goes on. `count` tracks the caller's unfinished jobs.
+pub(crate) fn cleanup(count: &Arc<AtomicUsize>, remote: bool, job: Box<dyn FnOnce() + Send>) {
+    if !remote {
+        job();
+        return;
+    }
     static POOL: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
     static QUEUED: AtomicUsize = AtomicUsize::new(0);
     if QUEUED.load(Ordering::Relaxed) >= MAX_CLEANUPS {

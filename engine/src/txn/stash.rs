@@ -240,6 +240,7 @@ impl StashInner {
         let (db, ids2) = (self.db.clone(), ids);
         stager::cleanup(
             &self.db.cleanups,
+            !self.db.loader.store.probe_is_cheap(),
             Box::new(move || {
                 for id in &ids2 {
                     if let Err(e) = db.loader.store.delete(&blob_path(*id)) {
@@ -345,6 +346,7 @@ impl Drop for StashInner {
             let store = self.db.loader.store.clone();
             stager::cleanup(
                 &self.db.cleanups,
+                !self.db.loader.store.probe_is_cheap(),
                 Box::new(move || {
                     for (name, _, _) in batches {
                         if let Err(e) = store.delete(&intent_path(name)) {

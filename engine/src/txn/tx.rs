@@ -619,6 +619,7 @@ impl Drop for Transaction {
             );
             super::stager::cleanup(
                 &self.db.cleanups,
+                !self.db.loader.store.probe_is_cheap(),
                 Box::new(move || {
                     for id in staged {
                         if let Err(e) = store.delete(&blob_path(id)) {
