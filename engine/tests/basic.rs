@@ -412,8 +412,8 @@ fn a_transaction_bigger_than_its_memory_stages_values_and_lands_whole() {
     for i in 0..40 {
         assert_eq!(r.get("t", &key(i)).expect("get"), Some(value(i)), "{i}");
     }
-    // A big transaction rolled back deletes what it staged (on clean-up
-    // threads, so the rollback itself does not wait for the store).
+    // A big transaction rolled back deletes what it staged (here at once;
+    // the wait is for stores whose deletes run on clean-up threads).
     let before = blob_count(dir.path());
     let mut tx = db.begin(TxMode::ReadWrite).expect("begin");
     for i in 100..120 {
