@@ -33,23 +33,27 @@ fn pool(remote: bool) -> &'static Mutex<Sender<Job>> {
     } else {
         (&LOCAL, LOCAL_THREADS, "sopfs-stager-")
     };
-    cell.get_or_init(|| {
-        let (tx, rx) = channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads {
-            let rx = rx.clone();
-            let _ = std::thread::Builder::new()
-                .name(format!("{name}{i}"))
-                .spawn(move || loop {
-                    let job = rx.lock().recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                });
-        }
-        Mutex::new(tx)
-    })
+    cell.get_or_init(|| start_pool(name, threads))
+}
+
+/// Starts `threads` threads named `name0`, `name1`, ... that run the jobs
+/// sent to the returned channel.
+fn start_pool(name: &str, threads: usize) -> Mutex<Sender<Job>> {
+    let (tx, rx) = channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for i in 0..threads {
+        let rx = rx.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("{name}{i}"))
+            .spawn(move || loop {
+                let job = rx.lock().recv();
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            });
+    }
+    Mutex::new(tx)
 }
 
 /// Runs `job` on a writer thread (of the pool for a `remote` store), not
@@ -88,23 +92,7 @@ pub(crate) fn cleanup(count: &Arc<AtomicUsize>, remote: bool, job: Box<dyn FnOnc
         tracing::debug!("clean-up queue full; left for GC");
         return;
     }
-    let pool = POOL.get_or_init(|| {
-        let (tx, rx) = channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..2 {
-            let rx = rx.clone();
-            let _ = std::thread::Builder::new()
-                .name(format!("sopfs-cleanup-{i}"))
-                .spawn(move || loop {
-                    let job = rx.lock().recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
-                    }
-                });
-        }
-        Mutex::new(tx)
-    });
+    let pool = POOL.get_or_init(|| start_pool("sopfs-cleanup-", 2));
     QUEUED.fetch_add(1, Ordering::Relaxed);
     count.fetch_add(1, Ordering::SeqCst);
     let counter = count.clone();
