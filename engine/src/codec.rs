@@ -4,7 +4,9 @@
 //! offset  size  field
 //! 0       4     magic  b"SOPF"
 //! 4       1     kind   (Kind as u8: 1 node, 2 value, 3 record, 4 checkpoint,
-//!                      5 intent, 6 volume, 7 segment index)
+//!                      5 intent, 6 volume, 7 segment index, 8 sealed:
+//!                      any of the others compressed and/or encrypted,
+//!                      see `store/seal.rs`)
 //! 5       1     format version of the kind's payload (records 3,
 //!               checkpoints and values 2, others 1; older versions are
 //!               still read)
@@ -52,6 +54,9 @@ pub enum Kind {
     Volume = 6,
     /// Where the records of a sealed log segment sit.
     Index = 7,
+    /// Another frame, compressed and/or encrypted (volumes formatted with
+    /// compression or a key; `store/seal.rs`).
+    Sealed = 8,
 }
 
 impl Kind {
@@ -75,6 +80,7 @@ impl Kind {
             Kind::Intent => "intent record",
             Kind::Volume => "volume marker",
             Kind::Index => "segment index",
+            Kind::Sealed => "sealed object",
         }
     }
 }

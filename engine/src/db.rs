@@ -8,10 +8,10 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, NodeId, TxId};
 use crate::log::{now_ms, CommitRecord, NodeChange, PackedNode, Registry};
 use crate::maint::GcReport;
-use crate::options::Options;
+use crate::options::{AtRest, Options};
 use crate::store::{
-    folder_lock, format_supported, log_path, volume_path, BlobStore, ExclusiveLock, StoreLocation,
-    VolumeMarker, VOLUME_FORMAT,
+    folder_lock, format_supported, log_path, volume_path, BlobStore, ExclusiveLock, Sealer,
+    StoreLocation, VolumeMarker, SEALED_FORMAT, VOLUME_FORMAT,
 };
 use crate::tree::{Loader, Node, NodeCache, ValueCache, View};
 use crate::txn::{Group, LiveStashes};
@@ -96,10 +96,12 @@ pub struct Db {
     background: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
-/// Formats an empty location, or checks that it holds a volume; returns its id.
-fn format_or_check(store: &BlobStore) -> Result<u128> {
+/// Formats an empty location, or checks that it holds a volume; returns its
+/// id. Either way the store seals objects as the volume's marker says from
+/// here on (`store/seal.rs`).
+fn format_or_check(store: &BlobStore, at_rest: &AtRest) -> Result<u128> {
     if let Some(data) = read_marker(store)? {
-        let m: VolumeMarker = codec::decode(Kind::Volume, "volume", &data).map_err(|e| {
+        let m = VolumeMarker::decode(&data).map_err(|e| {
             Error::NotAVolume(format!("{}: not a sopfs volume ({e})", store.location()))
         })?;
         if !format_supported(m.format) {
@@ -109,14 +111,17 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
                 m.format
             )));
         }
-        if m.format != VOLUME_FORMAT {
+        let volume = store.location().to_string();
+        let sealer = Sealer::for_volume(m.at_rest.as_ref(), at_rest.key.as_ref(), &volume)?;
+        store.set_sealer(sealer);
+        if m.format < VOLUME_FORMAT {
             // From now on it may hold what older versions cannot read: they
             // must refuse it rather than miss part of its log.
             let upgraded = VolumeMarker {
                 format: VOLUME_FORMAT,
                 ..m
             };
-            store.put(&volume_path(), codec::encode(Kind::Volume, &upgraded))?;
+            store.put(&volume_path(), upgraded.encode())?;
             store.sync(&[volume_path()])?;
             tracing::info!(
                 from = m.format,
@@ -130,6 +135,11 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
     if let Some(root) = store.location().local_root() {
         crate::store::refuse_foreign_folder(root)?;
     }
+    let (sealer, spec) = match Sealer::for_format(at_rest.compression, at_rest.key.as_ref())? {
+        Some((sealer, spec)) => (Some(sealer), Some(spec)),
+        None => (None, None),
+    };
+    store.set_sealer(sealer);
     // The catalog root is created by log record 1; create-if-absent makes a
     // concurrent format harmless (one wins, the other adopts it).
     let blob = BlobId::fresh();
@@ -159,13 +169,34 @@ fn format_or_check(store: &BlobStore) -> Result<u128> {
     store.sync(&[log_path(1)])?;
     let marker = VolumeMarker {
         name: "sopfs".into(),
-        format: VOLUME_FORMAT,
+        format: if spec.is_some() {
+            SEALED_FORMAT
+        } else {
+            VOLUME_FORMAT
+        },
         id: rand::random(),
         created_ms: now_ms(),
+        at_rest: spec,
     };
     // Two formatters racing: the first marker wins, the other adopts it.
-    if !store.create(&volume_path(), codec::encode(Kind::Volume, &marker))? {
-        return format_or_check(store);
+    if !store.create(&volume_path(), marker.encode())? {
+        let id = format_or_check(store, at_rest)?;
+        // Record 1 may be this formatter's and the marker the other's: if
+        // they were sealed differently, the volume cannot open. Said now,
+        // while it is still empty, rather than at every later open.
+        let unreadable = match store.get(&log_path(1)) {
+            Ok(Some(data)) => crate::log::decode_record(log_path(1).as_ref(), &data).is_err(),
+            Err(Error::Corrupted { .. }) => true,
+            Ok(None) | Err(_) => false,
+        };
+        if unreadable {
+            return Err(Error::NotAVolume(format!(
+                "{}: another format with other compression or key raced this one; \
+                 remove the location and format it again",
+                store.location()
+            )));
+        }
+        return Ok(id);
     }
     store.sync(&[volume_path()])?;
     Ok(marker.id)
@@ -211,7 +242,7 @@ impl Db {
             opts.store_retries,
             opts.store_timeout,
         )?);
-        let volume_id = format_or_check(&store)?;
+        let volume_id = format_or_check(&store, &opts.at_rest)?;
         coord.attach(&format!("{volume_id:032x}"))?;
         let shared = coord.is_shared();
         let mode = if shared {
@@ -496,6 +527,12 @@ impl Db {
     /// Sequence number of the newest commit this handle has seen.
     pub fn seq(&self) -> u64 {
         self.inner.registry.current().seq
+    }
+
+    /// How the volume is stored at rest, in words (`sopfs format`, `status`).
+    pub fn at_rest_summary(&self) -> String {
+        let (level, encrypted) = self.inner.loader.store.at_rest();
+        crate::store::at_rest_summary(level, encrypted)
     }
 
     /// Number of live nodes in the registry.

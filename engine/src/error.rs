@@ -66,6 +66,9 @@ pub enum Error {
     /// The location holds something that is not a sopfs volume, or a newer format.
     #[error("{0}")]
     NotAVolume(String),
+    /// The volume's key is missing, wrong, or not wanted.
+    #[error("{0}")]
+    Key(String),
     /// A caller passed something the engine cannot take.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -27,8 +27,8 @@ pub use db::{Db, DbStats, Reader, RetryableError};
 pub use error::{Error, Result};
 pub use maint::inspect;
 pub use maint::GcReport;
-pub use options::Options;
-pub use store::{durable, BlobStore, StoreLocation};
+pub use options::{AtRest, Options};
+pub use store::{at_rest_summary, durable, BlobStore, Secret, StoreLocation, MIN_KEY_LEN};
 pub use tree::{Packed, Value};
 pub use txn::{
     CommitInfo, Cursor, Direction, Stash, StashedValue, Transaction, TreeConfig, TxMode, TxOptions,

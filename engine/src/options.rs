@@ -46,6 +46,19 @@ pub struct Options {
     /// Embedded mode in a local folder: the commit log's segment files are
     /// sealed, and a new one begun, past this size. GC deletes whole segments.
     pub segment_bytes: u64,
+    /// Compression and the key (see [`AtRest`]).
+    pub at_rest: AtRest,
+}
+
+/// How a volume's objects are stored at rest.
+#[derive(Clone, Debug, Default)]
+pub struct AtRest {
+    /// zstd level (1 to 19) of a volume formatted by this open; an
+    /// existing volume keeps what it was formatted with.
+    pub compression: Option<i32>,
+    /// The key: a volume formatted by this open is encrypted with it; an
+    /// encrypted volume needs it to open, a plain one refuses it.
+    pub key: Option<crate::store::Secret>,
 }
 
 impl Default for Options {
@@ -67,6 +80,7 @@ impl Default for Options {
             stage_bytes: 16 << 20,
             pushed_stamps: false,
             segment_bytes: 64 << 20,
+            at_rest: AtRest::default(),
         }
     }
 }

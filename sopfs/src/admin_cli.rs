@@ -76,11 +76,17 @@ fn mib(bytes: u64) -> String {
 /// `sopfs status STORE`: volume facts, the daemons serving it, usage.
 pub fn status(store: &str) -> anyhow::Result<()> {
     let location = StoreLocation::parse(store)?;
-    let f = inspect(&location).with_context(|| format!("cannot read volume {store}"))?;
+    let key = sopfs::mount::daemon::key_from_env()?;
+    let f =
+        inspect(&location, key.as_ref()).with_context(|| format!("cannot read volume {store}"))?;
     let created = humantime::format_rfc3339_seconds(f.created);
     println!("volume     {}", engine::redact_url(store));
     println!("id         {:032x}", f.id);
     println!("format     {}", f.format);
+    println!(
+        "at rest    {}",
+        engine::at_rest_summary(f.compression, f.encrypted)
+    );
     println!("created    {created}");
     println!("commit     {}", f.seq);
     println!("nodes      {}", f.nodes);

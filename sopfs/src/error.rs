@@ -99,6 +99,7 @@ impl FsError {
                 | engine::Error::Backend { .. }
                 | engine::Error::InUse(_)
                 | engine::Error::NotAVolume(_)
+                | engine::Error::Key(_)
                 | engine::Error::Coordinator(_)
                 | engine::Error::Io { .. } => libc::EIO,
             },

@@ -28,6 +28,13 @@ enum Command {
         /// Coordinator of a shared volume (redis://, rediss://, redis+sentinel://, redis+cluster://).
         #[arg(long)]
         redis: Option<String>,
+        /// Compress every object: zstd (level 3), zstd:N (1 to 19), or none.
+        #[arg(long, value_name = "zstd[:N]")]
+        compress: Option<String>,
+        /// Encrypt every object with the key in this file (also SOPFS_KEY_FILE
+        /// or SOPFS_KEY); every later open needs the same key.
+        #[arg(long, value_name = "PATH")]
+        key_file: Option<PathBuf>,
     },
     /// Mount the volume at STORE on MOUNTPOINT (an empty location is formatted first).
     Mount {
@@ -148,6 +155,29 @@ fn quiet() -> Options {
     }
 }
 
+/// `sopfs format`: creates the volume (or opens an existing one as is).
+fn format_cmd(
+    store: &str,
+    redis: Option<&str>,
+    compress: Option<&str>,
+    key_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let mut opts = quiet();
+    opts.at_rest.compression = compress
+        .map(sopfs::mount::daemon::parse_compression)
+        .transpose()?
+        .flatten();
+    if let Some(path) = key_file {
+        opts.at_rest.key = Some(engine::Secret::from_file(path)?);
+    }
+    let db = open_volume(store, redis, opts)?;
+    let seq = db.seq();
+    let at_rest = db.at_rest_summary();
+    Fs::new(db, FsOptions::default())?;
+    println!("volume ready at {store} (commit {seq}; {at_rest})");
+    Ok(())
+}
+
 fn main() {
     let writer = std::env::var_os("SOPFS_LOG_FILE")
         .and_then(|p| {
@@ -177,13 +207,12 @@ fn main() {
     let cli = Cli::parse();
     let result =
         match cli.command {
-            Command::Format { store, redis } => open_volume(&store, redis.as_deref(), quiet())
-                .and_then(|db| {
-                    let seq = db.seq();
-                    Fs::new(db, FsOptions::default())?;
-                    println!("volume ready at {store} (commit {seq})");
-                    Ok(())
-                }),
+            Command::Format {
+                store,
+                redis,
+                compress,
+                key_file,
+            } => format_cmd(&store, redis.as_deref(), compress.as_deref(), key_file.as_deref()),
             Command::Mount {
                 store,
                 mountpoint,

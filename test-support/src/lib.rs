@@ -20,6 +20,33 @@ pub use redis_ha::{ClusterSet, SentinelSet};
 pub use s3::{moto, MotoServer, S3_BUCKET};
 pub use shell::{have, require, run_ok, sh};
 
+/// Every file under `root`, with its size (a store's objects, in tests
+/// that look at what a volume keeps on disk).
+pub fn files_under(root: &std::path::Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let len = e.metadata().map_or(0, |m| m.len());
+                out.push((p, len));
+            }
+        }
+    }
+    out
+}
+
+/// True when `data` holds `needle` anywhere.
+pub fn holds(data: &[u8], needle: &[u8]) -> bool {
+    data.windows(needle.len()).any(|w| w == needle)
+}
+
 /// A loopback port nothing listens on right now (parallel tests can still
 /// pick one twice: launchers check that what answers is theirs).
 pub fn free_port() -> u16 {

@@ -73,8 +73,21 @@ impl Mount {
 
     /// Mounts `store` on `dir` with `-o opts`.
     pub fn start_at(store: &str, dir: &Path, redis: Option<&str>, opts: &[&str]) -> Mount {
+        Self::start_env(store, dir, redis, opts, &[])
+    }
+
+    /// Mounts `store` on `dir` with `-o opts` and the environment
+    /// variables `env` set for the daemon.
+    pub fn start_env(
+        store: &str,
+        dir: &Path,
+        redis: Option<&str>,
+        opts: &[&str],
+        env: &[(&str, &str)],
+    ) -> Mount {
         let log = dir.with_extension("log");
         let mut cmd = Command::new(sopfs_bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("mount").arg(store).arg(dir);
         if let Some(r) = redis {
             cmd.arg("--redis").arg(r);

@@ -330,7 +330,10 @@ impl Log {
                     path: format!("segment record {seq}"),
                     source,
                 })?;
-            return Ok(Some(Bytes::from(buf)));
+            return self
+                .store
+                .unseal_for(&log_path(seq), Bytes::from(buf))
+                .map(Some);
         }
         if seq > self.objects_upto {
             return Ok(None);
@@ -559,6 +562,13 @@ impl Log {
         }
         let Some(seg) = segs.by_first.values_mut().next_back() else {
             return Err(Error::InvalidArgument("no segment to append to".into()));
+        };
+        let sealed;
+        let frame = if self.store.is_sealed() {
+            sealed = self.store.seal_for(&log_path(seq), frame.to_vec());
+            &sealed[..]
+        } else {
+            frame
         };
         if let Err(e) = seg.file.write_all_at(frame, seg.end) {
             // Nothing after `end` is ever read; cut what did land so a

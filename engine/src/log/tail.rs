@@ -16,7 +16,13 @@ pub(super) fn frame_at(data: &[u8], off: usize) -> Option<usize> {
     let len = u32::from_le_bytes([head[6], head[7], head[8], head[9]]) as usize;
     let total = FRAME_HEADER + len + FRAME_TRAILER;
     let frame = data.get(off..off.checked_add(total)?)?;
-    codec::unframe_versioned(Kind::Record, "segment", frame).ok()?;
+    // A record, or on a sealed volume a record sealed (`store/seal.rs`).
+    let kind = if head[4] == Kind::Sealed as u8 {
+        Kind::Sealed
+    } else {
+        Kind::Record
+    };
+    codec::unframe_versioned(kind, "segment", frame).ok()?;
     Some(total)
 }
 

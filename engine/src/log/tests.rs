@@ -270,3 +270,47 @@ fn trimming_keeps_the_segment_others_append_to() {
         Some(&rec(29, "w")[..])
     );
 }
+
+#[test]
+fn sealed_frames_are_appended_followed_and_a_torn_one_is_cut() {
+    use crate::store::{Sealer, Secret};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = Secret::new(b"a key for the log test".to_vec()).expect("key");
+    let (_, spec) = Sealer::for_format(Some(3), Some(&key))
+        .expect("spec")
+        .expect("sealing");
+    let sealed = |mode| {
+        let store =
+            BlobStore::open(&StoreLocation::Local(dir.path().to_path_buf())).expect("store");
+        store.set_sealer(Some(
+            Sealer::for_open(&spec, Some(&key), "v").expect("sealer"),
+        ));
+        Log::open(Arc::new(store), mode, 1 << 20).expect("log")
+    };
+    let (a, b) = (sealed(LogMode::Shared), sealed(LogMode::Shared));
+    assert!(a.append(2, &rec(2, "a")).expect("a appends"));
+    assert!(!b.append(2, &rec(2, "b")).expect("b loses"));
+    assert_eq!(b.read(2).expect("read").as_deref(), Some(&rec(2, "a")[..]));
+    // A writer that died halfway through a sealed record 3.
+    let seg = segment_files(dir.path()).pop().expect("a segment");
+    let whole = std::fs::read(&seg).expect("segment");
+    assert!(
+        !whole.windows(6).any(|w| w == b"record"),
+        "frames are sealed"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&seg)
+        .expect("open");
+    std::io::Write::write_all(&mut f, &whole[..whole.len() / 2]).expect("write");
+    assert_eq!(sealed(LogMode::ReadOnly).read(3).expect("read"), None);
+    assert!(b.append(3, &rec(3, "b")).expect("b appends past the cut"));
+    assert!(a.append(4, &rec(4, "a")).expect("a follows"));
+    let fresh = sealed(LogMode::ReadOnly);
+    for (seq, by) in [(2, "a"), (3, "b"), (4, "a")] {
+        assert_eq!(
+            fresh.read(seq).expect("read").as_deref(),
+            Some(&rec(seq, by)[..])
+        );
+    }
+}

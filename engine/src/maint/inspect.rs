@@ -4,11 +4,9 @@
 //! Processes serving a volume announce themselves under `members/<id>` and
 //! rewrite that object every few seconds; its age is their heartbeat.
 
-use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
 use crate::log::Registry;
-use crate::store::VolumeMarker;
-use crate::store::{volume_path, BlobStore, StoreLocation};
+use crate::store::{volume_path, BlobStore, Sealer, Secret, StoreLocation, VolumeMarker};
 use object_store::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -31,6 +29,10 @@ pub struct VolumeFacts {
     pub id: u128,
     /// On-store format version.
     pub format: u32,
+    /// zstd level objects are compressed with, if any.
+    pub compression: Option<i32>,
+    /// True when objects are encrypted.
+    pub encrypted: bool,
     /// When it was formatted.
     pub created: SystemTime,
     /// Newest commit.
@@ -74,14 +76,21 @@ pub(crate) fn members(store: &BlobStore) -> Result<Vec<Member>> {
     Ok(out)
 }
 
-/// Reads the facts of the volume at `location`; `NotAVolume` when there is none.
-pub fn inspect(location: &StoreLocation) -> Result<VolumeFacts> {
+/// Reads the facts of the volume at `location`; `NotAVolume` when there is
+/// none. An encrypted volume needs `key`.
+pub fn inspect(location: &StoreLocation, key: Option<&Secret>) -> Result<VolumeFacts> {
     let store = Arc::new(BlobStore::open(location)?);
     let data = store
         .get(&volume_path())?
         .ok_or_else(|| Error::NotAVolume(format!("{location}: no sopfs volume here")))?;
-    let marker: VolumeMarker = codec::decode(Kind::Volume, "volume", &data)
+    let marker = VolumeMarker::decode(&data)
         .map_err(|e| Error::NotAVolume(format!("{location}: not a sopfs volume ({e})")))?;
+    let spec = marker.at_rest.clone();
+    store.set_sealer(Sealer::for_volume(
+        spec.as_ref(),
+        key,
+        &location.to_string(),
+    )?);
     let log = Arc::new(crate::log::Log::open(
         store.clone(),
         crate::log::LogMode::ReadOnly,
@@ -101,6 +110,8 @@ pub fn inspect(location: &StoreLocation) -> Result<VolumeFacts> {
     Ok(VolumeFacts {
         id: marker.id,
         format: marker.format,
+        compression: spec.as_ref().and_then(|s| s.zstd_level),
+        encrypted: spec.as_ref().is_some_and(|s| s.cipher.is_some()),
         created: SystemTime::UNIX_EPOCH + Duration::from_millis(marker.created_ms),
         seq: state.seq,
         nodes: state.nodes.len(),

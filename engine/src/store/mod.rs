@@ -4,6 +4,7 @@
 pub mod durable;
 mod local;
 mod location;
+mod seal;
 mod spares;
 mod volume;
 
@@ -12,10 +13,12 @@ use local::{create_local, move_if_absent, read_local_range, start_writeback};
 use local::{START_WRITEBACK_FROM, SYNCFS_FROM};
 pub use location::StoreLocation;
 pub(crate) use location::{blob_path, checkpoint_path, intent_path, log_path, volume_path};
+pub use seal::{at_rest_summary, Secret, MIN_KEY_LEN};
+pub(crate) use seal::{AtRestSpec, Sealer};
 
 pub(crate) use volume::{
     folder_lock, format_supported, refuse_foreign_folder, ExclusiveLock, VolumeMarker,
-    VOLUME_FORMAT,
+    SEALED_FORMAT, VOLUME_FORMAT,
 };
 
 use crate::error::{Error, Result};
@@ -37,6 +40,9 @@ pub struct BlobStore {
     retries: u32,
     /// Empty files made ahead for creates (local folders).
     spares: Option<Arc<spares::Spares>>,
+    /// Compression and encryption of every object but the volume marker,
+    /// set once the marker has been read (or written, at format).
+    sealer: parking_lot::RwLock<Option<Arc<Sealer>>>,
 }
 
 impl BlobStore {
@@ -93,7 +99,51 @@ impl BlobStore {
             location: location.clone(),
             retries,
             spares,
+            sealer: parking_lot::RwLock::new(None),
         })
+    }
+
+    /// Seals every object from now on (the volume's marker says how).
+    pub(crate) fn set_sealer(&self, sealer: Option<Sealer>) {
+        *self.sealer.write() = sealer.map(Arc::new);
+    }
+
+    /// True when objects are stored compressed or encrypted; then a range
+    /// of an object cannot be read alone (`get_range` reads it whole).
+    pub fn is_sealed(&self) -> bool {
+        self.sealer.read().is_some()
+    }
+
+    /// How objects are stored: (zstd level, encrypted).
+    pub fn at_rest(&self) -> (Option<i32>, bool) {
+        match self.sealer.read().as_ref() {
+            Some(s) => (s.level(), s.encrypts()),
+            None => (None, false),
+        }
+    }
+
+    fn sealer_for(&self, path: &Path) -> Option<Arc<Sealer>> {
+        // The marker says how the rest is sealed, so it never is.
+        if path.as_ref() == VOLUME_MARKER {
+            return None;
+        }
+        self.sealer.read().clone()
+    }
+
+    /// What is stored for `data` at `path`: sealed on a sealed volume.
+    pub(crate) fn seal_for(&self, path: &Path, data: Vec<u8>) -> Vec<u8> {
+        match self.sealer_for(path) {
+            Some(s) => s.seal(path.as_ref(), &data),
+            None => data,
+        }
+    }
+
+    /// The plain bytes of what is stored at `path`.
+    pub(crate) fn unseal_for(&self, path: &Path, stored: Bytes) -> Result<Bytes> {
+        match self.sealer_for(path) {
+            Some(s) => s.unseal(path.as_ref(), &stored).map(Bytes::from),
+            None => Ok(stored),
+        }
     }
 
     /// Where this store lives.
@@ -150,6 +200,10 @@ impl BlobStore {
 
     /// Writes (or overwrites) an object.
     pub fn put(&self, path: &Path, data: Vec<u8>) -> Result<()> {
+        self.put_stored(path, self.seal_for(path, data))
+    }
+
+    fn put_stored(&self, path: &Path, data: Vec<u8>) -> Result<()> {
         if let StoreLocation::Local(root) = &self.location {
             // A spare written and renamed over the name: whole or not at all.
             if let Some((spare, mut file)) = self.spares.as_ref().and_then(|s| s.take()) {
@@ -183,8 +237,12 @@ impl BlobStore {
     /// crash mid-write leaves a partial blob nothing references, which GC
     /// removes like any orphan.
     pub fn put_fresh(&self, path: &Path, data: Vec<u8>) -> Result<()> {
+        self.put_fresh_stored(path, self.seal_for(path, data))
+    }
+
+    fn put_fresh_stored(&self, path: &Path, data: Vec<u8>) -> Result<()> {
         let StoreLocation::Local(root) = &self.location else {
-            return self.put(path, data);
+            return self.put_stored(path, data);
         };
         let full = root.join(path.as_ref());
         let io = |source| Error::Io {
@@ -225,6 +283,8 @@ impl BlobStore {
             return Ok(());
         }
         let queue = parking_lot::Mutex::new(items);
+        // Each writer seals what it takes (`put_fresh`), so sealing's CPU
+        // is spread over the writers too.
         let workers = queue.lock().len().min(PARALLEL_PUTS);
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
@@ -257,6 +317,7 @@ impl BlobStore {
 
     /// Creates an object only if absent: `Ok(false)` when it already existed.
     pub fn create(&self, path: &Path, data: Vec<u8>) -> Result<bool> {
+        let data = self.seal_for(path, data);
         if let StoreLocation::Local(root) = &self.location {
             let full = root.join(path.as_ref());
             if let Some(done) = self.create_from_spare(&full, &data)? {
@@ -303,7 +364,7 @@ impl BlobStore {
     /// writer's; without the check a retry that meets its own record takes
     /// it for a rival's, and the commit lands twice or reports a conflict.
     fn own_create_landed(&self, path: &Path, bytes: &[u8]) -> Result<bool> {
-        Ok(self.get(path)?.is_some_and(|there| there == bytes))
+        Ok(self.get_stored(path)?.is_some_and(|there| there == bytes))
     }
 
     /// Create-if-absent through a spare file: write it, move it into
@@ -373,7 +434,7 @@ impl BlobStore {
             .into_iter()
             .zip(paths)
             .map(|(r, p)| match r {
-                Ok(b) => Ok(Some(b)),
+                Ok(b) => self.unseal_for(p, b).map(Some),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(_) => self.get(p),
             })
@@ -382,6 +443,14 @@ impl BlobStore {
 
     /// Reads an object; `None` when it does not exist.
     pub fn get(&self, path: &Path) -> Result<Option<Bytes>> {
+        match self.get_stored(path)? {
+            Some(b) => self.unseal_for(path, b).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads an object as stored (sealed, on a sealed volume).
+    fn get_stored(&self, path: &Path) -> Result<Option<Bytes>> {
         if let StoreLocation::Local(root) = &self.location {
             // One open (and for a miss, nothing more): log probes ask for
             // slots that mostly do not exist yet.
@@ -411,6 +480,15 @@ impl BlobStore {
     /// Reads bytes `range` of an object; `None` when it does not exist.
     /// Fewer bytes come back when the object ends inside the range.
     pub fn get_range(&self, path: &Path, range: std::ops::Range<u64>) -> Result<Option<Bytes>> {
+        if self.sealer_for(path).is_some() {
+            // A sealed object opens whole only.
+            let Some(all) = self.get(path)? else {
+                return Ok(None);
+            };
+            let end = (range.end.min(all.len() as u64)) as usize;
+            let start = (range.start as usize).min(end);
+            return Ok(Some(all.slice(start..end)));
+        }
         if let StoreLocation::Local(root) = &self.location {
             return read_local_range(&root.join(path.as_ref()), range);
         }
@@ -511,6 +589,9 @@ fn network_runtime() -> Result<tokio::runtime::Runtime> {
             source,
         })
 }
+
+/// The volume marker's path (`location::volume_path`), never sealed.
+const VOLUME_MARKER: &str = "volume";
 
 /// Puts in flight at once for one caller of `put_fresh_all` on a network
 /// store: enough to hide a round trip behind the others' transfers.

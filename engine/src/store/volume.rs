@@ -2,7 +2,8 @@
 //! and records its on-store format; the lock file of a local folder, which
 //! keeps an embedded owner and cluster processes apart.
 
-use super::StoreLocation;
+use super::{AtRestSpec, StoreLocation};
+use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,53 @@ pub(crate) struct VolumeMarker {
     /// Names the volume in coordinator keys.
     pub id: u128,
     pub created_ms: u64,
+    /// How objects are compressed and encrypted; None (and left out of
+    /// the encoding, which is then that of formats 2 to 4) when neither.
+    pub at_rest: Option<AtRestSpec>,
+}
+
+/// The marker of formats 2 to 4, and of format 5 without `at_rest`.
+#[derive(Serialize, Deserialize)]
+struct PlainMarker {
+    name: String,
+    format: u32,
+    id: u128,
+    created_ms: u64,
+}
+
+impl VolumeMarker {
+    /// The framed marker.
+    pub fn encode(&self) -> Vec<u8> {
+        if self.at_rest.is_some() {
+            return codec::encode(Kind::Volume, self);
+        }
+        codec::encode(
+            Kind::Volume,
+            &PlainMarker {
+                name: self.name.clone(),
+                format: self.format,
+                id: self.id,
+                created_ms: self.created_ms,
+            },
+        )
+    }
+
+    /// Reads a marker of any format this version knows.
+    pub fn decode(data: &[u8]) -> Result<VolumeMarker> {
+        // postcard stops where a struct ends: a plain marker is too short
+        // for the sealed layout, which is tried first.
+        if let Ok(m) = codec::decode::<VolumeMarker>(Kind::Volume, "volume", data) {
+            return Ok(m);
+        }
+        let m: PlainMarker = codec::decode(Kind::Volume, "volume", data)?;
+        Ok(VolumeMarker {
+            name: m.name,
+            format: m.format,
+            id: m.id,
+            created_ms: m.created_ms,
+            at_rest: None,
+        })
+    }
 }
 
 /// On-store format. 2: blobs in one level of 256 folders (1 had two levels,
@@ -25,9 +73,13 @@ pub(crate) struct VolumeMarker {
 /// formats 2 and 3 and marks them 4 when it opens them to write.
 pub(crate) const VOLUME_FORMAT: u32 = 4;
 
+/// Format of a volume whose objects are compressed or encrypted
+/// (`seal.rs`): a format-4 reader would take them for damage.
+pub(crate) const SEALED_FORMAT: u32 = 5;
+
 /// Formats this version reads.
 pub(crate) fn format_supported(format: u32) -> bool {
-    (2..=VOLUME_FORMAT).contains(&format)
+    (2..=SEALED_FORMAT).contains(&format)
 }
 
 /// Top-level names of a volume (a folder holding anything else is refused).

@@ -150,7 +150,8 @@ impl Loader {
     /// Bytes `range` of value chunk `blob`, a format-2 chunk of `n` data
     /// bytes: sliced from the cache when the chunk is there, else read from
     /// the blocks that hold them alone (checked, not cached: the kernel's
-    /// page cache keeps what a reader reads again).
+    /// page cache keeps what a reader reads again), or on a sealed volume
+    /// read whole and cached.
     pub fn value_range(
         &self,
         blob: crate::ids::BlobId,
@@ -163,6 +164,12 @@ impl Loader {
         }
         if range.is_empty() {
             return Ok(Vec::new());
+        }
+        if self.store.is_sealed() {
+            // A sealed chunk opens whole only: read it once, cached, so a
+            // sequential reader's next pieces come from memory.
+            let whole = self.value(blob)?;
+            return Ok(whole.get(range).unwrap_or_default().to_vec());
         }
         let path = blob_path(blob);
         let (at, first) = crate::codec::value_blocks_for(n, range.clone());

@@ -14,7 +14,7 @@ use crate::mount::presence::{unix_now, Announcement, Heartbeat};
 use crate::mount::virt::Control;
 use anyhow::{bail, Context};
 use engine::redact_url;
-use engine::{Db, Options, RedisCoordinator, StoreLocation};
+use engine::{AtRest, Db, Options, RedisCoordinator, Secret, StoreLocation};
 use nix::sys::signal::{SigSet, Signal};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
@@ -38,8 +38,11 @@ pub struct MountArgs {
 }
 
 /// Opens the volume at `store`: embedded without `redis`, shared with it.
-pub fn open_volume(store: &str, redis: Option<&str>, opts: Options) -> anyhow::Result<Db> {
+pub fn open_volume(store: &str, redis: Option<&str>, mut opts: Options) -> anyhow::Result<Db> {
     let location = StoreLocation::parse(store)?;
+    if opts.at_rest.key.is_none() {
+        opts.at_rest.key = key_from_env()?;
+    }
     let db = match redis {
         None => Db::open(location, opts),
         Some(url) => {
@@ -49,6 +52,37 @@ pub fn open_volume(store: &str, redis: Option<&str>, opts: Options) -> anyhow::R
     }
     .with_context(|| format!("cannot open volume {store}"))?;
     Ok(db)
+}
+
+/// The volume key named by the environment: the file `SOPFS_KEY_FILE`,
+/// else the value of `SOPFS_KEY`.
+pub fn key_from_env() -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = std::env::var_os("SOPFS_KEY_FILE") {
+        return Ok(Some(Secret::from_file(Path::new(&path))?));
+    }
+    match std::env::var("SOPFS_KEY") {
+        Ok(k) => Ok(Some(
+            Secret::new(k.into_bytes()).context("SOPFS_KEY is not a usable key")?,
+        )),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Reads a compression setting: `zstd` (level 3), `zstd:N` (N from 1 to
+/// 19), or `none`.
+pub fn parse_compression(s: &str) -> anyhow::Result<Option<i32>> {
+    let level = match s {
+        "none" | "off" => return Ok(None),
+        "zstd" => 3,
+        x => x
+            .strip_prefix("zstd:")
+            .and_then(|n| n.parse::<i32>().ok())
+            .filter(|n| (1..=19).contains(n))
+            .with_context(|| {
+                format!("compression {x:?}: expected zstd, zstd:N (N from 1 to 19) or none")
+            })?,
+    };
+    Ok(Some(level))
 }
 
 /// True when `p` is a FUSE mount point whose daemon is gone: no sopfs
@@ -180,6 +214,10 @@ struct DaemonOpts {
     /// `-o store_timeout=SECS`: how long an unreachable store is waited for
     /// before an operation fails with EIO.
     store_timeout: Option<std::time::Duration>,
+    /// `-o compress=zstd[:N]`: compression of a volume this mount formats.
+    compression: Option<i32>,
+    /// `-o key_file=PATH`: the volume's key.
+    key: Option<Secret>,
 }
 
 /// Readahead of a mount unless `-o read_ahead_kb=N` says otherwise: the
@@ -208,6 +246,8 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
     let mut metrics = None;
     let mut read_ahead_kb = READ_AHEAD_KB;
     let mut store_timeout = None;
+    let mut compression = None;
+    let mut key = None;
     cfg.mount_options = vec![
         M::FSName(args.store.clone()),
         M::Subtype("sopfs".into()),
@@ -255,6 +295,13 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
                     .with_context(|| format!("store_timeout={v}: expected seconds, 1 to 86400"))?;
                 store_timeout = Some(std::time::Duration::from_secs(secs));
             }
+            x if x.starts_with("compress=") => {
+                compression = parse_compression(&x["compress=".len()..])?;
+            }
+            x if x.starts_with("key_file=") => {
+                let path = Path::new(&x["key_file=".len()..]);
+                key = Some(Secret::from_file(path)?);
+            }
             x if x.starts_with("metrics=") => {
                 let addr = &x["metrics=".len()..];
                 if addr.parse::<std::net::SocketAddr>().is_err() {
@@ -287,6 +334,8 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
             metrics,
             read_ahead_kb,
             store_timeout,
+            compression,
+            key,
         },
     ))
 }
@@ -331,10 +380,7 @@ pub fn unmount_and_wait(p: &Path) -> anyhow::Result<()> {
     unmount(p, false)?;
     let start = std::time::Instant::now();
     for pid in pids {
-        while Path::new(&format!("/proc/{pid}")).exists()
-            && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|s| !s.contains(") Z "))
-        {
+        while !has_exited(pid) {
             if start.elapsed() > Duration::from_secs(60) {
                 bail!("unmounted, but the daemon (pid {pid}) has not exited after 60 s");
             }
@@ -342,6 +388,26 @@ pub fn unmount_and_wait(p: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// True when process `pid` is gone, or a zombie with no thread left. A
+/// leader thread shows as a zombie while its other threads still exit,
+/// and they hold the process's files (the store's lock) until the last of
+/// them is done: a mount started then would find the volume in use.
+fn has_exited(pid: i32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return true;
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    let state = field("State:");
+    (state.starts_with('Z') || state.starts_with('X')) && field("Threads:") == "1"
 }
 
 /// Mounts and serves until unmounted or signalled.
@@ -440,6 +506,10 @@ fn serve(
     let opts = Options {
         pushed_stamps: true,
         store_timeout: dopts.store_timeout.unwrap_or(defaults.store_timeout),
+        at_rest: AtRest {
+            compression: dopts.compression,
+            key: dopts.key.clone(),
+        },
         ..defaults
     };
     let db = open_volume(&args.store, args.redis.as_deref(), opts)?;
