@@ -10,8 +10,8 @@ use crate::log::{now_ms, CommitRecord, NodeChange, PackedNode, Registry};
 use crate::maint::GcReport;
 use crate::options::{AtRest, Options};
 use crate::store::{
-    folder_lock, format_supported, log_path, volume_path, BlobStore, ExclusiveLock, Sealer,
-    StoreLocation, VolumeMarker, SEALED_FORMAT, VOLUME_FORMAT,
+    folder_lock, format_supported, log_path, read_lock, volume_path, BlobStore, ExclusiveLock,
+    Sealer, StoreLocation, VolumeMarker, SEALED_FORMAT, VOLUME_FORMAT,
 };
 use crate::tree::{Loader, Node, NodeCache, ValueCache, View};
 use crate::txn::{Group, LiveStashes};
@@ -100,6 +100,7 @@ pub struct Db {
 /// id. Either way the store seals objects as the volume's marker says from
 /// here on (`store/seal.rs`).
 fn format_or_check(store: &BlobStore, at_rest: &AtRest) -> Result<u128> {
+    let read_only = store.is_read_only();
     if let Some(data) = read_marker(store)? {
         let m = VolumeMarker::decode(&data).map_err(|e| {
             Error::NotAVolume(format!("{}: not a sopfs volume ({e})", store.location()))
@@ -114,7 +115,7 @@ fn format_or_check(store: &BlobStore, at_rest: &AtRest) -> Result<u128> {
         let volume = store.location().to_string();
         let sealer = Sealer::for_volume(m.at_rest.as_ref(), at_rest.key.as_ref(), &volume)?;
         store.set_sealer(sealer);
-        if m.format < VOLUME_FORMAT {
+        if m.format < VOLUME_FORMAT && !read_only {
             // From now on it may hold what older versions cannot read: they
             // must refuse it rather than miss part of its log.
             let upgraded = VolumeMarker {
@@ -131,6 +132,12 @@ fn format_or_check(store: &BlobStore, at_rest: &AtRest) -> Result<u128> {
             return Ok(upgraded.id);
         }
         return Ok(m.id);
+    }
+    if read_only {
+        return Err(Error::NotAVolume(format!(
+            "{}: no sopfs volume here (a read-only open formats nothing)",
+            store.location()
+        )));
     }
     if let Some(root) = store.location().local_root() {
         crate::store::refuse_foreign_folder(root)?;
@@ -210,6 +217,13 @@ impl Db {
     /// Opens (formatting if empty) a volume in embedded mode: one process,
     /// in-process locks. A second process on the same local folder is refused.
     pub fn open(location: StoreLocation, opts: Options) -> Result<Db> {
+        if opts.read_only {
+            // Nobody writes through this process: no coordinator needed,
+            // on S3 either.
+            let lock = read_lock(&location)?;
+            let coord = Arc::new(InProcessCoordinator::new());
+            return Self::open_inner(location, opts, coord, lock);
+        }
         if matches!(location, StoreLocation::S3 { .. }) {
             // No flock over S3: two embedded daemons could not see each other.
             return Err(Error::InvalidArgument(format!(
@@ -227,7 +241,11 @@ impl Db {
         opts: Options,
         coord: Arc<dyn Coordinator>,
     ) -> Result<Db> {
-        let lock = folder_lock(&location, false)?;
+        let lock = if opts.read_only {
+            read_lock(&location)?
+        } else {
+            folder_lock(&location, false)?
+        };
         Self::open_inner(location, opts, coord, lock)
     }
 
@@ -237,15 +255,19 @@ impl Db {
         coord: Arc<dyn Coordinator>,
         exclusive: Option<ExclusiveLock>,
     ) -> Result<Db> {
-        let store = Arc::new(BlobStore::open_tuned(
-            &location,
-            opts.store_retries,
-            opts.store_timeout,
-        )?);
+        let open = if opts.read_only {
+            BlobStore::open_read_only
+        } else {
+            BlobStore::open_tuned
+        };
+        let store = Arc::new(open(&location, opts.store_retries, opts.store_timeout)?);
         let volume_id = format_or_check(&store, &opts.at_rest)?;
         coord.attach(&format!("{volume_id:032x}"))?;
         let shared = coord.is_shared();
-        let mode = if shared {
+        let mode = if opts.read_only {
+            // Follows what others append; never repairs or appends.
+            crate::log::LogMode::ReadOnly
+        } else if shared {
             crate::log::LogMode::Shared
         } else {
             crate::log::LogMode::Owner
@@ -286,9 +308,10 @@ impl Db {
                 loader.cache_packed(seq, packed)
             }));
         }
+        let read_only = inner.opts.read_only;
         // Embedded mode: nobody else can be mid-commit, so every intent is dead,
         // and so is every half-written file.
-        if !shared {
+        if !shared && !read_only {
             let store = &inner.loader.store;
             let swept = store.sweep_staging("intents", Duration::ZERO)
                 + store.sweep_staging("checkpoints", Duration::ZERO)
@@ -299,7 +322,11 @@ impl Db {
                 tracing::info!(swept, "removed files of interrupted writes");
             }
         }
-        let (done, undone) = crate::txn::recover_all(&inner, !shared)?;
+        let (done, undone) = if read_only {
+            (0, 0)
+        } else {
+            crate::txn::recover_all(&inner, !shared)?
+        };
         if done + undone > 0 {
             tracing::info!(
                 committed = done,
@@ -308,37 +335,41 @@ impl Db {
             );
         }
         let stashes = Arc::new(LiveStashes::default());
-        let background = inner.opts.background_interval.map(|every| {
-            let stashes = stashes.clone();
-            let (tx, rx) = mpsc::channel::<()>();
-            let weak = Arc::downgrade(&inner);
-            let handle = std::thread::spawn(move || {
-                let mut last_gc = Instant::now();
-                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                    let Some(db) = weak.upgrade() else { return };
-                    stashes.refresh();
-                    if let Err(e) = crate::txn::recover_all(&db, false) {
-                        tracing::warn!(error = %e, "background recovery pass failed");
-                    }
-                    if db
-                        .opts
-                        .gc_interval
-                        .is_some_and(|gc| last_gc.elapsed() >= gc)
-                    {
-                        last_gc = Instant::now();
-                        match crate::maint::gc(&db, db.opts.gc_retention, false) {
-                            Ok(r) => tracing::info!(
-                                deleted = r.blobs_deleted,
-                                kept = r.blobs_kept,
-                                "background GC"
-                            ),
-                            Err(e) => tracing::warn!(error = %e, "background GC failed"),
+        let background = inner
+            .opts
+            .background_interval
+            .filter(|_| !read_only)
+            .map(|every| {
+                let stashes = stashes.clone();
+                let (tx, rx) = mpsc::channel::<()>();
+                let weak = Arc::downgrade(&inner);
+                let handle = std::thread::spawn(move || {
+                    let mut last_gc = Instant::now();
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                        let Some(db) = weak.upgrade() else { return };
+                        stashes.refresh();
+                        if let Err(e) = crate::txn::recover_all(&db, false) {
+                            tracing::warn!(error = %e, "background recovery pass failed");
+                        }
+                        if db
+                            .opts
+                            .gc_interval
+                            .is_some_and(|gc| last_gc.elapsed() >= gc)
+                        {
+                            last_gc = Instant::now();
+                            match crate::maint::gc(&db, db.opts.gc_retention, false) {
+                                Ok(r) => tracing::info!(
+                                    deleted = r.blobs_deleted,
+                                    kept = r.blobs_kept,
+                                    "background GC"
+                                ),
+                                Err(e) => tracing::warn!(error = %e, "background GC failed"),
+                            }
                         }
                     }
-                }
+                });
+                (tx, handle)
             });
-            (tx, handle)
-        });
         Ok(Db {
             inner,
             stashes,
@@ -385,6 +416,9 @@ impl Db {
 
     /// Begins a transaction with explicit options.
     pub fn begin_with(&self, opts: TxOptions) -> Result<Transaction> {
+        if self.inner.opts.read_only && opts.mode == TxMode::ReadWrite {
+            return Err(Error::ReadOnly);
+        }
         let state = self.inner.fresh_state(false)?;
         let view = View::new(state, self.inner.loader.clone());
         let mut tx = Transaction::new(self.inner.clone(), opts, view);

@@ -48,6 +48,12 @@ pub struct Options {
     pub segment_bytes: u64,
     /// Compression and the key (see [`AtRest`]).
     pub at_rest: AtRest,
+    /// Open without writing anything to the store (a read-only folder, a
+    /// copy of a bucket): no lock file is created (an existing one is
+    /// taken shared), nothing is formatted, upgraded, recovered or
+    /// collected, no background pass runs, and read-write transactions
+    /// fail with [`crate::Error::ReadOnly`].
+    pub read_only: bool,
 }
 
 /// How a volume's objects are stored at rest.
@@ -81,6 +87,7 @@ impl Default for Options {
             pushed_stamps: false,
             segment_bytes: 64 << 20,
             at_rest: AtRest::default(),
+            read_only: false,
         }
     }
 }

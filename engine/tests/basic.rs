@@ -534,3 +534,65 @@ fn nodes_carried_in_trimmed_records_stay_readable() {
     db.run(|tx| tx.upsert("t", &key(0), b"v0")).expect("commit");
     check(&db);
 }
+
+/// A read-only open writes nothing (no lock file, no format, no recovery,
+/// no sweep), reads everything, refuses read-write transactions, and is
+/// refused while an embedded owner holds the volume.
+#[test]
+fn a_read_only_open_reads_and_writes_nothing() {
+    use engine::{Db, Options, StoreLocation};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let loc = || StoreLocation::Local(dir.path().join("v"));
+    let ro = || Options {
+        read_only: true,
+        ..Options::default()
+    };
+    // Nothing there: refused, and nothing created.
+    let e = Db::open(loc(), ro()).err().expect("refused");
+    assert!(matches!(e, Error::NotAVolume(_)), "{e}");
+    assert!(!dir.path().join("v").exists());
+    {
+        let db = open_local(&dir.path().join("v"));
+        db.run(|tx| {
+            tx.ensure_tree("t", small_tree(4))?;
+            for i in 0..50 {
+                tx.upsert("t", &key(i), &vec![i as u8; 5000])?;
+            }
+            Ok(())
+        })
+        .expect("write");
+        // The owner holds the volume: a reader is refused.
+        assert!(matches!(Db::open(loc(), ro()), Err(Error::InUse(_))));
+    }
+    // What an owner's open would clean up: a staging file, a stray intent.
+    std::fs::create_dir_all(dir.path().join("v/intents")).expect("intents");
+    std::fs::write(dir.path().join("v/intents/dead#1"), b"x").expect("staging file");
+    let snapshot = |root: &std::path::Path| {
+        let mut v: Vec<_> = test_support::files_under(root)
+            .into_iter()
+            .map(|(p, n)| {
+                let m = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                (p, n, m)
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let before = snapshot(&dir.path().join("v"));
+    {
+        let db = Db::open(loc(), ro()).expect("read-only open");
+        let db2 = Db::open(loc(), ro()).expect("two readers at once");
+        for d in [&db, &db2] {
+            let mut tx = d.begin(TxMode::ReadOnly).expect("begin");
+            for i in 0..50 {
+                assert_eq!(
+                    tx.get("t", &key(i)).expect("get"),
+                    Some(vec![i as u8; 5000])
+                );
+            }
+        }
+        assert!(matches!(db.begin(TxMode::ReadWrite), Err(Error::ReadOnly)));
+        assert!(matches!(db.run(|_| Ok(())), Err(Error::ReadOnly)));
+    }
+    assert_eq!(snapshot(&dir.path().join("v")), before, "the store changed");
+}

@@ -142,8 +142,20 @@ pub fn dump(
     output: Option<&Path>,
     with_data: bool,
 ) -> anyhow::Result<()> {
-    let db = open_volume(store, redis, quiet())?;
-    let fs = Fs::new(db, FsOptions::default())?;
+    // Read-only: a dump writes nothing, so it works on a read-only store
+    // (and never formats an empty location).
+    let opts = engine::Options {
+        read_only: true,
+        ..quiet()
+    };
+    let db = open_volume(store, redis, opts)?;
+    let fs = Fs::new(
+        db,
+        FsOptions {
+            read_only: true,
+            ..FsOptions::default()
+        },
+    )?;
     let mut progress = Progress::new("inodes dumped");
     let d = fs.dump(with_data, &mut |n| progress.inc(n))?;
     progress.finish();

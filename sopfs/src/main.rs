@@ -281,8 +281,23 @@ fn main() {
                 store,
                 redis,
                 repair,
-            } => open_volume(&store, redis.as_deref(), quiet()).and_then(|db| {
-                let fs = Fs::new(db, FsOptions::default())?;
+            } => open_volume(
+                &store,
+                redis.as_deref(),
+                // A check alone writes nothing: it works on a read-only store.
+                Options {
+                    read_only: !repair,
+                    ..quiet()
+                },
+            )
+            .and_then(|db| {
+                let fs = Fs::new(
+                    db,
+                    FsOptions {
+                        read_only: !repair,
+                        ..FsOptions::default()
+                    },
+                )?;
                 let mut progress = admin_cli::Progress::new("files and directories checked");
                 let r = fs
                     .fsck(repair, &mut |n| progress.inc(n))

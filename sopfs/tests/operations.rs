@@ -650,16 +650,46 @@ fn a_read_only_store_is_inspected_but_never_written() {
     assert!(stdout_ok(&["status", r]).contains("commit"));
     let mp = t.path().join("mp");
     std::fs::create_dir(&mp).expect("mp");
+    // What writes is refused in one line; what only reads works.
+    let fsck = stdout_ok(&["fsck", r]);
+    assert!(
+        fsck.contains("ok:") && fsck.contains(" 0 problem"),
+        "{fsck}"
+    );
+    assert!(stdout_ok(&["dump", r]).contains("kept"));
     for args in [
         vec!["mount", r, mp.to_str().expect("utf8")],
-        vec!["fsck", r],
+        vec!["fsck", r, "--repair"],
         vec!["gc", r],
-        vec!["dump", r],
     ] {
         let err = one_line_error(&args);
         assert!(err.contains("Read-only"), "{args:?}: {err}");
+        if args[0] == "mount" {
+            assert!(err.contains("-o ro"), "the error says what to do: {err}");
+        }
     }
     assert!(!is_mounted(&mp));
+    // Mounted read-only it serves: no lock file taken for writing, no
+    // heartbeat, no recovery or GC; reads work and writes get EROFS.
+    {
+        let mut m = Mount::start_at(r, &mp, None, &["ro"]);
+        assert_eq!(
+            std::fs::read_to_string(m.path("kept")).expect("read"),
+            "kept\n"
+        );
+        assert!(std::fs::read_dir(&mp).expect("list").count() >= 1);
+        for e in [
+            std::fs::write(m.path("new"), "x").err(),
+            std::fs::create_dir(m.path("d")).err(),
+            std::fs::remove_file(m.path("kept")).err(),
+        ] {
+            let e = e.expect("a write on a read-only mount failed");
+            assert_eq!(e.raw_os_error(), Some(libc::EROFS), "{e}");
+        }
+        let status = stdout_ok(&["status", r]);
+        assert!(status.contains("daemons    0 live"), "{status}");
+        m.unmount();
+    }
     assert_eq!(walk(&store), before, "a read-only store changed");
 }
 

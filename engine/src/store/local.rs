@@ -96,7 +96,7 @@ impl BlobStore {
     /// Deletes staging files of dead writers under `prefix` that are older
     /// than `age`. Returns how many went. Only local stores have them.
     pub fn sweep_staging(&self, prefix: &str, age: Duration) -> u64 {
-        let Some(root) = self.location.local_root() else {
+        let Some(root) = self.location.local_root().filter(|_| !self.is_read_only()) else {
             return 0;
         };
         let cutoff = std::time::SystemTime::now()

@@ -17,7 +17,7 @@ pub use seal::{at_rest_summary, Secret, MIN_KEY_LEN};
 pub(crate) use seal::{AtRestSpec, Sealer};
 
 pub(crate) use volume::{
-    folder_lock, format_supported, refuse_foreign_folder, ExclusiveLock, VolumeMarker,
+    folder_lock, format_supported, read_lock, refuse_foreign_folder, ExclusiveLock, VolumeMarker,
     SEALED_FORMAT, VOLUME_FORMAT,
 };
 
@@ -43,6 +43,8 @@ pub struct BlobStore {
     /// Compression and encryption of every object but the volume marker,
     /// set once the marker has been read (or written, at format).
     sealer: parking_lot::RwLock<Option<Arc<Sealer>>>,
+    /// Opened to read only: every write is refused here, whoever asks.
+    read_only: bool,
 }
 
 impl BlobStore {
@@ -58,13 +60,41 @@ impl BlobStore {
     /// after about `timeout` (the S3 client retries each attempt for a
     /// share of it).
     pub fn open_tuned(location: &StoreLocation, retries: u32, timeout: Duration) -> Result<Self> {
+        Self::open_as(location, retries, timeout, false)
+    }
+
+    /// Opens the store at `location` to read only (as `open_tuned`): no
+    /// folder or spare file is made, and every write fails with
+    /// `Error::ReadOnly` instead of reaching the store.
+    pub fn open_read_only(
+        location: &StoreLocation,
+        retries: u32,
+        timeout: Duration,
+    ) -> Result<Self> {
+        Self::open_as(location, retries, timeout, true)
+    }
+
+    fn open_as(
+        location: &StoreLocation,
+        retries: u32,
+        timeout: Duration,
+        read_only: bool,
+    ) -> Result<Self> {
         let mut runtime = None;
         let inner: Arc<dyn ObjectStore> = match location {
             StoreLocation::Local(root) => {
-                std::fs::create_dir_all(root).map_err(|source| Error::Io {
-                    path: root.display().to_string(),
-                    source,
-                })?;
+                if read_only && !root.is_dir() {
+                    return Err(Error::NotAVolume(format!(
+                        "{}: no sopfs volume here",
+                        root.display()
+                    )));
+                }
+                if !read_only {
+                    std::fs::create_dir_all(root).map_err(|source| Error::Io {
+                        path: root.display().to_string(),
+                        source,
+                    })?;
+                }
                 let fs =
                     LocalFileSystem::new_with_prefix(root).map_err(|source| Error::Backend {
                         op: "open",
@@ -92,6 +122,7 @@ impl BlobStore {
         };
         let spares = location
             .local_root()
+            .filter(|_| !read_only)
             .map(|root| spares::Spares::new(root.join("staging")));
         Ok(BlobStore {
             inner,
@@ -100,7 +131,20 @@ impl BlobStore {
             retries,
             spares,
             sealer: parking_lot::RwLock::new(None),
+            read_only,
         })
+    }
+
+    /// True when this store was opened to read only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        Ok(())
     }
 
     /// Seals every object from now on (the volume's marker says how).
@@ -204,6 +248,7 @@ impl BlobStore {
     }
 
     fn put_stored(&self, path: &Path, data: Vec<u8>) -> Result<()> {
+        self.writable()?;
         if let StoreLocation::Local(root) = &self.location {
             // A spare written and renamed over the name: whole or not at all.
             if let Some((spare, mut file)) = self.spares.as_ref().and_then(|s| s.take()) {
@@ -241,6 +286,7 @@ impl BlobStore {
     }
 
     fn put_fresh_stored(&self, path: &Path, data: Vec<u8>) -> Result<()> {
+        self.writable()?;
         let StoreLocation::Local(root) = &self.location else {
             return self.put_stored(path, data);
         };
@@ -317,6 +363,7 @@ impl BlobStore {
 
     /// Creates an object only if absent: `Ok(false)` when it already existed.
     pub fn create(&self, path: &Path, data: Vec<u8>) -> Result<bool> {
+        self.writable()?;
         let data = self.seal_for(path, data);
         if let StoreLocation::Local(root) = &self.location {
             let full = root.join(path.as_ref());
@@ -507,6 +554,7 @@ impl BlobStore {
 
     /// Deletes an object; deleting a missing one is not an error.
     pub fn delete(&self, path: &Path) -> Result<()> {
+        self.writable()?;
         match self.retry("delete", path, || self.run(self.inner.delete(path))) {
             Ok(()) => Ok(()),
             Err(Error::Backend {

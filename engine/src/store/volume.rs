@@ -141,6 +141,35 @@ pub(crate) fn folder_lock(
     Ok(Some(lock))
 }
 
+/// The lock of a local store opened to read only: its lock file taken
+/// shared if there is one (so no embedded owner writes meanwhile, and a
+/// running one makes this fail with `InUse`), nothing if there is none,
+/// and never a file created. None for other stores.
+pub(crate) fn read_lock(location: &StoreLocation) -> Result<Option<ExclusiveLock>> {
+    let Some(root) = location.local_root() else {
+        return Ok(None);
+    };
+    let path = root.join(".embedded.lock");
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Io {
+                path: path.display().to_string(),
+                source,
+            })
+        }
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Ok(Some(ExclusiveLock { _file: file })),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse(root.display().to_string())),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
 /// Holds the exclusive lock of an embedded-mode local store while alive.
 pub struct ExclusiveLock {
     _file: std::fs::File,

@@ -84,7 +84,17 @@ impl Fs {
     pub fn new(db: Db, opts: FsOptions) -> FsResult<Fs> {
         let uid = nix::unistd::getuid().as_raw();
         let gid = nix::unistd::getgid().as_raw();
-        db.run_with(|tx| format(tx, uid, gid))?;
+        if opts.read_only {
+            // Nothing may be written: the volume must have its root already.
+            let mut tx = db.begin(TxMode::ReadOnly)?;
+            if tx.get(INODES, &ino_key(ROOT_INO))?.is_none() {
+                return Err(FsError::Corrupted(
+                    "the volume has no root directory (never mounted read-write)".into(),
+                ));
+            }
+        } else {
+            db.run_with(|tx| format(tx, uid, gid))?;
+        }
         Ok(Fs {
             prefetch: Prefetcher::start(db.reader(), db.store_is_remote()),
             db,

@@ -50,6 +50,16 @@ pub fn open_volume(store: &str, redis: Option<&str>, mut opts: Options) -> anyho
             Db::open_shared(location, opts, Arc::new(coord))
         }
     }
+    .map_err(|e| {
+        let read_only_store = matches!(&e, engine::Error::Io { source, .. }
+            if source.raw_os_error() == Some(libc::EROFS));
+        let e = anyhow::Error::from(e);
+        if read_only_store {
+            e.context("the store is read-only (mount it with -o ro to read it)")
+        } else {
+            e
+        }
+    })
     .with_context(|| format!("cannot open volume {store}"))?;
     Ok(db)
 }
@@ -510,6 +520,7 @@ fn serve(
             compression: dopts.compression,
             key: dopts.key.clone(),
         },
+        read_only: dopts.read_only,
         ..defaults
     };
     let db = open_volume(&args.store, args.redis.as_deref(), opts)?;
@@ -565,7 +576,14 @@ fn serve(
             }
         })
         .context("signal thread")?;
-    let heartbeat = Heartbeat::start(
+    // A read-only mount writes nothing to the store, not even its heartbeat.
+    let announce = |fs: Arc<Fs>, me: Announcement| -> anyhow::Result<Option<Heartbeat>> {
+        if dopts.read_only {
+            return Ok(None);
+        }
+        Ok(Some(Heartbeat::start(fs, me).context("heartbeat thread")?))
+    };
+    let heartbeat = announce(
         fs.clone(),
         Announcement {
             host: nix::unistd::gethostname()
@@ -583,8 +601,7 @@ fn serve(
             started: unix_now(),
             read_only: dopts.read_only,
         },
-    )
-    .context("heartbeat thread")?;
+    )?;
     tracing::info!(store = %redact_url(&args.store), mountpoint = %args.mountpoint.display(), "mounted");
     let background = session.spawn().context("FUSE session")?;
     // Before the parent is told: a program started right after the mount
