@@ -261,6 +261,7 @@ impl Db {
             BlobStore::open_tuned
         };
         let store = Arc::new(open(&location, opts.store_retries, opts.store_timeout)?);
+        store.check_creates_are_conditional()?;
         let volume_id = format_or_check(&store, &opts.at_rest)?;
         coord.attach(&format!("{volume_id:032x}"))?;
         let shared = coord.is_shared();

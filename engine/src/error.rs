@@ -66,6 +66,9 @@ pub enum Error {
     /// The location holds something that is not a sopfs volume, or a newer format.
     #[error("{0}")]
     NotAVolume(String),
+    /// The store lacks something sopfs rests on (conditional creates).
+    #[error("{0}")]
+    Unsupported(String),
     /// The volume's key is missing, wrong, or not wanted.
     #[error("{0}")]
     Key(String),

@@ -100,6 +100,7 @@ impl FsError {
                 | engine::Error::InUse(_)
                 | engine::Error::NotAVolume(_)
                 | engine::Error::Key(_)
+                | engine::Error::Unsupported(_)
                 | engine::Error::Coordinator(_)
                 | engine::Error::Io { .. } => libc::EIO,
             },

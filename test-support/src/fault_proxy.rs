@@ -31,6 +31,9 @@ pub enum Fault {
     Slow,
     /// Every request fails: the connection is closed at once.
     Outage,
+    /// Requests pass with their conditions (`If-None-Match`, `If-Match`)
+    /// removed: a server that ignores them, and overwrites.
+    NoConditions,
 }
 
 impl Fault {
@@ -51,6 +54,7 @@ impl Fault {
             4 => Fault::ResetAfter,
             5 => Fault::Slow,
             6 => Fault::Outage,
+            7 => Fault::NoConditions,
             _ => Fault::None,
         }
     }
@@ -178,7 +182,7 @@ fn serve(s: &State, client: TcpStream) -> std::io::Result<()> {
     let n = s.requests.fetch_add(1, Ordering::SeqCst);
     let fault = Fault::from_u8(s.fault.load(Ordering::SeqCst));
     let hit = match fault {
-        Fault::None => false,
+        Fault::None | Fault::NoConditions => false,
         Fault::Outage => true,
         _ => n.is_multiple_of(s.every),
     };
@@ -197,9 +201,20 @@ fn serve(s: &State, client: TcpStream) -> std::io::Result<()> {
                 return Ok(());
             }
             Fault::Slow => std::thread::sleep(Duration::from_secs(2)),
-            Fault::ResetAfter | Fault::None => {}
+            Fault::ResetAfter | Fault::None | Fault::NoConditions => {}
         }
     }
+    let head: Vec<String> = if fault == Fault::NoConditions {
+        head.into_iter()
+            .filter(|h| {
+                !h.split_once(':').is_some_and(|(k, _)| {
+                    k.eq_ignore_ascii_case("if-none-match") || k.eq_ignore_ascii_case("if-match")
+                })
+            })
+            .collect()
+    } else {
+        head
+    };
     let mut up = TcpStream::connect(("127.0.0.1", s.upstream))?;
     up.write_all(&closing(&head))?;
     up.write_all(&body)?;

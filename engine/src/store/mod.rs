@@ -45,6 +45,42 @@ pub struct BlobStore {
     sealer: parking_lot::RwLock<Option<Arc<Sealer>>>,
     /// Opened to read only: every write is refused here, whoever asks.
     read_only: bool,
+    /// Set when an operation failed after all its retries (the store
+    /// unreachable): until then, others fail at once instead of each
+    /// waiting out its own retries (see `Breaker`).
+    breaker: Breaker,
+}
+
+/// Fails operations fast while the store is known to be down. An outage
+/// otherwise reaches a caller only after every store call before its own
+/// waited out its retries in turn (a commit's record, the read that checks
+/// whether it landed, the commits queued behind it): minutes instead of
+/// `store_timeout`. Open for `BREAKER_OPEN` after a failure; then calls go
+/// through again, and the first that fails opens it anew.
+#[derive(Default)]
+struct Breaker {
+    open_until: parking_lot::Mutex<Option<std::time::Instant>>,
+}
+
+/// How long operations fail at once after one failed after its retries.
+const BREAKER_OPEN: Duration = Duration::from_secs(2);
+
+impl Breaker {
+    fn is_open(&self) -> bool {
+        let mut g = self.open_until.lock();
+        match *g {
+            Some(t) if std::time::Instant::now() < t => true,
+            Some(_) => {
+                *g = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn trip(&self) {
+        *self.open_until.lock() = Some(std::time::Instant::now() + BREAKER_OPEN);
+    }
 }
 
 impl BlobStore {
@@ -132,6 +168,7 @@ impl BlobStore {
             spares,
             sealer: parking_lot::RwLock::new(None),
             read_only,
+            breaker: Breaker::default(),
         })
     }
 
@@ -211,6 +248,16 @@ impl BlobStore {
         path: &Path,
         mut f: impl FnMut() -> object_store::Result<T>,
     ) -> Result<T> {
+        if self.breaker.is_open() {
+            return Err(Error::Backend {
+                op,
+                path: path.to_string(),
+                source: object_store::Error::Generic {
+                    store: "sopfs",
+                    source: "the store did not answer a moment ago (failing fast for 2 s)".into(),
+                },
+            });
+        }
         let mut attempt = 0;
         loop {
             match f() {
@@ -227,6 +274,10 @@ impl BlobStore {
                     if permanent || attempt >= self.retries {
                         if !permanent {
                             tracing::error!(op, %path, error = %e, "blob store operation failed after retries");
+                            // A local folder answers each call at once, right or wrong.
+                            if !self.probe_is_cheap() {
+                                self.breaker.trip();
+                            }
                         }
                         return Err(Error::Backend {
                             op,
@@ -404,6 +455,40 @@ impl BlobStore {
         }
     }
 
+    /// Checks that a second create of one name is refused (S3's
+    /// `If-None-Match: *`): the commit point rests on it. A server that
+    /// ignores the condition and overwrites would let two hosts take one log
+    /// position, each believing its commit landed. Network stores only
+    /// (a local folder's create is a `renameat2(RENAME_NOREPLACE)`); costs
+    /// two PUTs, a GET and a DELETE.
+    pub fn check_creates_are_conditional(&self) -> Result<()> {
+        if self.probe_is_cheap() || self.read_only {
+            return Ok(());
+        }
+        let path = Path::from(format!("probe/{:032x}", rand::random::<u128>()));
+        self.create(&path, b"first".to_vec())?;
+        let second = self.create(&path, b"second".to_vec());
+        let _ = self.delete(&path);
+        let refuse = |why: &str| {
+            Error::Unsupported(format!(
+                "{}: the store {why}; sopfs needs create-if-absent (If-None-Match: *) \
+                 to decide which commit lands",
+                self.location
+            ))
+        };
+        match second {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(refuse(
+                "overwrote an object that a conditional create should have kept",
+            )),
+            Err(Error::Backend {
+                source: object_store::Error::NotImplemented { .. },
+                ..
+            }) => Err(refuse("does not support conditional creates")),
+            Err(e) => Err(e),
+        }
+    }
+
     /// After an ambiguous create (a request sent, its reply lost): true when
     /// `path` holds exactly `bytes`, i.e. that request was carried out. What
     /// this engine creates is unique to its writer (a commit record carries a
@@ -468,7 +553,7 @@ impl BlobStore {
     /// batch takes about one round trip's time. A request that fails goes
     /// through `get`'s retries on its own.
     pub fn get_many(&self, paths: &[Path]) -> Result<Vec<Option<Bytes>>> {
-        if self.probe_is_cheap() || paths.len() < 2 {
+        if self.probe_is_cheap() || paths.len() < 2 || self.breaker.is_open() {
             return paths.iter().map(|p| self.get(p)).collect();
         }
         let inner = &self.inner;
