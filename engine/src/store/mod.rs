@@ -45,9 +45,9 @@ pub struct BlobStore {
     sealer: parking_lot::RwLock<Option<Arc<Sealer>>>,
     /// Opened to read only: every write is refused here, whoever asks.
     read_only: bool,
-    /// Set when an operation failed after all its retries (the store
-    /// unreachable): until then, others fail at once instead of each
-    /// waiting out its own retries (see `Breaker`).
+    /// Opened when an operation failed after all its retries (the store
+    /// unreachable): for a moment others then fail at once instead of
+    /// each waiting out its own retries (see `Breaker`).
     breaker: Breaker,
 }
 

@@ -150,20 +150,10 @@ pub(crate) fn read_lock(location: &StoreLocation) -> Result<Option<ExclusiveLock
         return Ok(None);
     };
     let path = root.join(".embedded.lock");
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(Error::Io {
-                path: path.display().to_string(),
-                source,
-            })
-        }
-    };
-    match file.try_lock_shared() {
-        Ok(()) => Ok(Some(ExclusiveLock { _file: file })),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse(root.display().to_string())),
-        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+    match std::fs::File::open(&path) {
+        Ok(file) => ExclusiveLock::hold(file, false, root, &path).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
             path: path.display().to_string(),
             source,
         }),
@@ -198,6 +188,17 @@ impl ExclusiveLock {
                 path: path.display().to_string(),
                 source,
             })?;
+        Self::hold(file, exclusive, root, &path)
+    }
+
+    /// Locks `file` (the lock file at `path` of the store at `root`),
+    /// failing with `InUse` when another process holds it against us.
+    fn hold(
+        file: std::fs::File,
+        exclusive: bool,
+        root: &std::path::Path,
+        path: &std::path::Path,
+    ) -> Result<Self> {
         let got = if exclusive {
             file.try_lock()
         } else {
