@@ -18,7 +18,8 @@ use parking_lot::{Condvar, Mutex};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Spares kept ready.
@@ -34,59 +35,82 @@ pub(crate) fn is_spare(name: &str) -> bool {
     name.starts_with("spare#")
 }
 
-/// A pool of empty files in one folder.
+/// A pool of empty files in one folder, refilled by a thread of its own
+/// that is stopped and joined when the pool is dropped: once the store is
+/// closed (and its lock released) nothing of this process touches the
+/// folder any more.
 pub(crate) struct Spares {
+    shared: Arc<Shared>,
+    /// The refill thread, started at the first take.
+    thread: Mutex<Option<JoinHandle<()>>>,
+    started: AtomicBool,
+}
+
+/// What the pool and its thread share.
+struct Shared {
     dir: PathBuf,
     ready: Mutex<Vec<(PathBuf, File, Instant)>>,
+    /// Signalled when the pool runs low or is closing.
     low: Condvar,
-    /// The refill thread runs (started at the first take).
-    started: AtomicBool,
+    closing: AtomicBool,
 }
 
 impl Spares {
     /// A pool in `dir` (created when first needed).
     pub fn new(dir: PathBuf) -> Arc<Spares> {
         Arc::new(Spares {
-            dir,
-            ready: Mutex::new(Vec::new()),
-            low: Condvar::new(),
+            shared: Arc::new(Shared {
+                dir,
+                ready: Mutex::new(Vec::new()),
+                low: Condvar::new(),
+                closing: AtomicBool::new(false),
+            }),
+            thread: Mutex::new(None),
             started: AtomicBool::new(false),
         })
     }
 
     /// An empty file, opened for writing, and its path; `None` when none is
     /// ready (the caller creates one itself).
-    pub fn take(self: &Arc<Self>) -> Option<(PathBuf, File)> {
+    pub fn take(&self) -> Option<(PathBuf, File)> {
         if !self.started.swap(true, Ordering::SeqCst) {
-            self.start();
+            *self.thread.lock() = self.start();
         }
-        let mut ready = self.ready.lock();
+        let mut ready = self.shared.ready.lock();
         let got = ready.pop();
         if ready.len() < TARGET / 2 {
-            self.low.notify_one();
+            self.shared.low.notify_one();
         }
         got.map(|(path, file, _)| (path, file))
     }
 
-    fn start(self: &Arc<Self>) {
-        let weak: Weak<Spares> = Arc::downgrade(self);
+    /// Starts the refill thread; `None` when it could not be made (commits
+    /// then create their files themselves).
+    fn start(&self) -> Option<JoinHandle<()>> {
+        let shared = self.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("sopfs-spares".into())
-            .spawn(move || loop {
-                let Some(pool) = weak.upgrade() else { return };
-                pool.refill();
-                let mut ready = pool.ready.lock();
-                if ready.len() >= TARGET / 2 {
-                    // Woken when the pool runs low; the timeout notices a
-                    // dropped pool (the store closed).
-                    pool.low.wait_for(&mut ready, Duration::from_secs(1));
+            .spawn(move || {
+                while !shared.closing.load(Ordering::SeqCst) {
+                    shared.refill();
+                    let mut ready = shared.ready.lock();
+                    if ready.len() >= TARGET / 2 && !shared.closing.load(Ordering::SeqCst) {
+                        // The timeout rotates old spares.
+                        shared.low.wait_for(&mut ready, Duration::from_secs(60));
+                    }
                 }
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "no spare-file thread: objects are created on the commit path");
+        match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                tracing::warn!(error = %e, "no spare-file thread: objects are created on the commit path");
+                None
+            }
         }
     }
+}
 
+impl Shared {
     fn refill(&self) {
         if std::fs::create_dir_all(&self.dir).is_err() {
             return;
@@ -102,7 +126,7 @@ impl Spares {
         for p in stale {
             let _ = std::fs::remove_file(p);
         }
-        while self.ready.lock().len() < TARGET {
+        while self.ready.lock().len() < TARGET && !self.closing.load(Ordering::SeqCst) {
             let path = self.dir.join(format!("spare#{}", rand::random::<u32>()));
             match std::fs::OpenOptions::new()
                 .write(true)
@@ -122,7 +146,17 @@ impl Spares {
 
 impl Drop for Spares {
     fn drop(&mut self) {
-        for (path, _, _) in self.ready.get_mut().drain(..) {
+        {
+            // Under the lock, so the thread cannot miss the signal between
+            // its check and its wait.
+            let _ready = self.shared.ready.lock();
+            self.shared.closing.store(true, Ordering::SeqCst);
+            self.shared.low.notify_all();
+        }
+        if let Some(thread) = self.thread.get_mut().take() {
+            let _ = thread.join();
+        }
+        for (path, _, _) in self.shared.ready.lock().drain(..) {
             let _ = std::fs::remove_file(path);
         }
     }
