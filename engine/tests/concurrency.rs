@@ -237,3 +237,76 @@ fn gc_in_a_loop_never_deletes_what_a_concurrent_commit_needs() {
         }
     }
 }
+
+/// A transaction that touches every leaf of a tree lands while other
+/// threads stream small commits into the same leaves: once sent back, it
+/// holds the process's commit turn for its next attempt instead of being
+/// sent back by every small commit until its deadline.
+#[test]
+fn a_big_transaction_lands_under_a_stream_of_small_commits() {
+    use engine::Options;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Arc::new(
+        engine::Db::open(
+            engine::StoreLocation::Local(dir.path().to_path_buf()),
+            Options {
+                background_interval: None,
+                tx_timeout: std::time::Duration::from_secs(20),
+                ..Options::default()
+            },
+        )
+        .expect("open"),
+    );
+    db.run(|tx| {
+        tx.ensure_tree("t", small_tree(16))?;
+        for i in 0..20_000u32 {
+            tx.upsert("t", format!("{i:06}").as_bytes(), b"old")?;
+        }
+        Ok(())
+    })
+    .expect("fill");
+    let stop = Arc::new(AtomicBool::new(false));
+    let small = Arc::new(AtomicU64::new(0));
+    let streams: Vec<_> = (0..2u32)
+        .map(|t| {
+            let (db, stop, small) = (db.clone(), stop.clone(), small.clone());
+            std::thread::spawn(move || {
+                let mut i = t as u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // Keys of their own, spread over every leaf.
+                    let k = format!("{:06}-s{t}", i.wrapping_mul(7919) % 20_000);
+                    db.run(|tx| tx.upsert("t", k.as_bytes(), b"small"))
+                        .expect("small commit");
+                    small.fetch_add(1, Ordering::Relaxed);
+                    i += 2;
+                }
+            })
+        })
+        .collect();
+    while small.load(Ordering::Relaxed) < 200 {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let before = small.load(Ordering::Relaxed);
+    let big = db.run(|tx| {
+        for i in 0..20_000u32 {
+            tx.upsert("t", format!("{i:06}").as_bytes(), b"new")?;
+        }
+        Ok(())
+    });
+    let during = small.load(Ordering::Relaxed) - before;
+    stop.store(true, Ordering::Relaxed);
+    for s in streams {
+        s.join().expect("stream");
+    }
+    big.expect("the big transaction landed");
+    assert!(during > 0, "the small commits kept landing meanwhile");
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    for i in (0..20_000u32).step_by(997) {
+        assert_eq!(
+            tx.get("t", format!("{i:06}").as_bytes()).expect("get"),
+            Some(b"new".to_vec())
+        );
+    }
+    tx.check_tree("t").expect("structure");
+}

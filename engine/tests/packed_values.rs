@@ -209,3 +209,81 @@ fn cluster_mode_packs_small_values_too_and_other_processes_read_them() {
     let mut tx = c.begin(TxMode::ReadOnly).expect("begin");
     assert_eq!(tx.get("t", b"k105").expect("get"), Some(value(105, 3000)));
 }
+
+/// `put_value` shares a stored value with a second key: packed values (in
+/// a record), blob values and inline ones. Overwriting or removing the
+/// source leaves the copy whole, also after GC trims every record and
+/// collects every blob nothing names; a value the transaction wrote itself
+/// is copied by its bytes.
+#[test]
+fn a_shared_value_outlives_its_source_through_gc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open(dir.path());
+    db.run(|tx| tx.ensure_tree("t", small_tree(8)))
+        .expect("tree");
+    for (i, len) in sizes() {
+        db.run(|tx| tx.upsert("t", format!("k{i:02}").as_bytes(), &value(i, len)))
+            .expect("commit");
+    }
+    let files_before = value_blob_files(dir.path());
+    db.run(|tx| {
+        for (i, _) in sizes() {
+            let v = tx
+                .get_value("t", format!("k{i:02}").as_bytes())?
+                .expect("source");
+            tx.put_value("t", format!("copy{i:02}").as_bytes(), &v)?;
+        }
+        // Written in this very transaction, then copied: by its bytes.
+        tx.upsert("t", b"fresh", &value(77, 300_000))?;
+        let v = tx.get_value("t", b"fresh")?.expect("fresh");
+        tx.put_value("t", b"fresh-copy", &v)?;
+        Ok(())
+    })
+    .expect("copy");
+    assert_eq!(
+        value_blob_files(dir.path()),
+        files_before + 2,
+        "only the fresh value and its copy are new files: shared values are not rewritten"
+    );
+    // The sources go away: overwritten or removed.
+    db.run(|tx| {
+        for (i, len) in sizes() {
+            let k = format!("k{i:02}");
+            if i % 2 == 0 {
+                tx.upsert("t", k.as_bytes(), &value(i + 1000, len / 2 + 1))?;
+            } else {
+                tx.remove("t", k.as_bytes())?;
+            }
+        }
+        tx.remove("t", b"fresh")?;
+        Ok(())
+    })
+    .expect("overwrite");
+    let (mut trimmed, mut deleted) = (0, 0);
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(30));
+        let r = db.gc(Duration::ZERO, false).expect("gc");
+        trimmed += r.log_records_deleted;
+        deleted += r.blobs_deleted;
+    }
+    // GC did run over them: every record that carried a packed source was
+    // trimmed, and the removed "fresh" value's blob was collected.
+    assert!(trimmed > 40, "{trimmed} records trimmed");
+    assert!(deleted >= 1, "{deleted} blobs collected");
+    drop(db);
+    let db = open(dir.path());
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    for (i, len) in sizes() {
+        assert_eq!(
+            tx.get("t", format!("copy{i:02}").as_bytes()).expect("get"),
+            Some(value(i, len)),
+            "copy{i:02}"
+        );
+    }
+    assert_eq!(
+        tx.get("t", b"fresh-copy").expect("get"),
+        Some(value(77, 300_000))
+    );
+    assert_eq!(tx.get("t", b"fresh").expect("get"), None);
+    tx.check_tree("t").expect("structure");
+}

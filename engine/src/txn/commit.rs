@@ -38,7 +38,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Node bytes one commit record carries at most; the rest of a big commit's
-/// nodes are written as blobs of their own.
+/// nodes are written as blobs of their own. Not more: a reader of one node
+/// a record carries decodes and caches all of them, and a record of
+/// 32 MiB of nodes (tried for clones) filled the node cache with each
+/// read, so reads of its nodes thrashed it and later clones timed out.
 const PACK_MAX: usize = 512 * 1024;
 /// Values up to this size travel inside the record:
 /// one whole file chunk of sopfs, so a file up to a few chunks costs no
@@ -327,19 +330,39 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
     // Value blobs are written once and reused by every attempt: in flight
     // for the whole commit.
     let _values_inflight = InFlight::new(&db, value_ids.to_vec());
+    // An attempt sent back once holds this process's commit turn from its
+    // merge to its record: a transaction that touches many nodes (a clone,
+    // a big file's chunks) is otherwise sent back again by every small
+    // commit of other threads that lands while it merges and writes ahead,
+    // and it starves until its deadline.
+    let mut turn: Option<parking_lot::MutexGuard<'_, ()>> = None;
+    let mut sent_back = false;
     loop {
         tx.check_deadline()?;
+        if sent_back && turn.is_none() {
+            turn = Some(db.commit_serial.lock());
+        }
+        sent_back = true;
         merged |= merge(tx)?;
         let plan = plan(tx, value_ids);
-        let (mut locks, base_seq) = match lock_and_recheck(tx, &plan)? {
+        let (mut locks, base_seq) = match lock_and_recheck(tx, &plan, turn.is_some())? {
             Step::Go(v) => v,
             Step::Again => continue,
+            Step::YieldTurn => {
+                // A thread holding locks we need waits for the turn: let
+                // it have it, and take it back for the next attempt.
+                if let Some(t) = turn.take() {
+                    parking_lot::MutexGuard::unlock_fair(t);
+                }
+                continue;
+            }
         };
         let ahead = write_ahead(tx, &db, &plan, value_ids, base_seq, &mut locks)?;
-        let seq = match append(tx, &plan, ahead.parts, base_seq)? {
+        let seq = match append(tx, &plan, ahead.parts, base_seq, turn.is_some())? {
             Step::Go(seq) => seq,
-            Step::Again => continue,
+            Step::Again | Step::YieldTurn => continue,
         };
+        drop(turn);
         return Ok(publish(tx, seq, ahead.fresh, locks, merged));
     }
 }
@@ -349,6 +372,8 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
 enum Step<T> {
     Go(T),
     Again,
+    /// Start over, and give up this process's commit turn first.
+    YieldTurn,
 }
 
 /// Phase 1, merge: catches up with the log and, if the state moved since the
@@ -442,7 +467,11 @@ fn recheck(tx: &Transaction, from: u64, probe: bool, touched: &[NodeId]) -> Resu
 /// the round trips locks take. Locks are for commits with blobs to write
 /// first, and with an intent a peer must be able to recover. Returns the
 /// locks and the seq the record will follow.
-fn lock_and_recheck(tx: &mut Transaction, plan: &Plan) -> Result<Step<(Locks, u64)>> {
+fn lock_and_recheck(
+    tx: &mut Transaction,
+    plan: &Plan,
+    holds_turn: bool,
+) -> Result<Step<(Locks, u64)>> {
     let db = tx.db.clone();
     let mut locks = Locks {
         db: db.clone(),
@@ -457,11 +486,23 @@ fn lock_and_recheck(tx: &mut Transaction, plan: &Plan) -> Result<Step<(Locks, u6
     let outcome = if locks.keys.is_empty() {
         LockOutcome::default()
     } else {
+        // Holding the commit turn, wait only briefly: the holder of a
+        // lock we need may be a thread of ours waiting for that turn.
+        let deadline = if holds_turn {
+            tx.deadline()
+                .min(std::time::Instant::now() + std::time::Duration::from_millis(100))
+        } else {
+            tx.deadline()
+        };
         match db
             .coord
-            .lock(&locks.keys, tx.id, db.opts.lock_ttl, tx.deadline())
+            .lock(&locks.keys, tx.id, db.opts.lock_ttl, deadline)
         {
             Ok(o) => o,
+            Err(Error::Timeout(_)) if holds_turn && tx.check_deadline().is_ok() => {
+                locks.keys.clear();
+                return Ok(Step::YieldTurn);
+            }
             Err(e) => {
                 locks.keys.clear();
                 return Err(e);
@@ -486,6 +527,7 @@ fn lock_and_recheck(tx: &mut Transaction, plan: &Plan) -> Result<Step<(Locks, u6
     Ok(match recheck(tx, tx.view.base.seq, probe, &plan.touched)? {
         Step::Go(base) => Step::Go((locks, base)),
         Step::Again => Step::Again,
+        Step::YieldTurn => Step::YieldTurn,
     })
 }
 
@@ -652,6 +694,7 @@ fn append(
     plan: &Plan,
     parts: RecordParts,
     base_seq: u64,
+    holds_turn: bool,
 ) -> Result<Step<u64>> {
     let db = tx.db.clone();
     let RecordParts {
@@ -661,7 +704,8 @@ fn append(
         changes,
     } = parts;
     let (writes, replaced_trees) = record_writes(tx);
-    let serial = db.commit_serial.lock();
+    // The caller may hold the turn for its whole attempt already.
+    let serial = (!holds_turn).then(|| db.commit_serial.lock());
     let mut from = base_seq;
     let mut at = match recheck(tx, from, false, &plan.touched) {
         Ok(Step::Go(seq)) => seq,

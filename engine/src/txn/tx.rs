@@ -109,23 +109,25 @@ impl Transaction {
         self.check_deadline()
     }
 
+    /// The read set of `tree`, made on first use (no tree name is
+    /// allocated for the reads after the first: a big transaction makes
+    /// hundreds of thousands).
+    fn reads_of(&mut self, tree: &str) -> &mut ReadSet {
+        if !self.reads.contains_key(tree) {
+            self.reads.insert(tree.to_string(), ReadSet::default());
+        }
+        self.reads.get_mut(tree).expect("inserted above")
+    }
+
     fn read_point(&mut self, tree: &str, key: &[u8]) {
         if self.opts.mode == TxMode::ReadWrite {
-            self.reads
-                .entry(tree.to_string())
-                .or_default()
-                .points
-                .insert(key.to_vec());
+            self.reads_of(tree).points.insert(key.to_vec());
         }
     }
 
     fn read_range(&mut self, tree: &str, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) {
         if self.opts.mode == TxMode::ReadWrite {
-            self.reads
-                .entry(tree.to_string())
-                .or_default()
-                .ranges
-                .push((lo, hi));
+            self.reads_of(tree).ranges.push((lo, hi));
         }
     }
 
@@ -495,6 +497,40 @@ impl Transaction {
                 packed: None,
             },
         })
+    }
+
+    /// Inserts or replaces `key` (a blind write, like `upsert`) with a value
+    /// as a key of this transaction's view holds it (from `get_value` or
+    /// `scan_values`). An out-of-line value already in the store is
+    /// shared, not copied: the new key names the same blobs, so copying a
+    /// big value costs a key. Blobs are immutable and GC keeps one while
+    /// any key names it, so writes to either key never show in the other.
+    /// A value this transaction wrote itself (not yet in the store) is
+    /// copied by its bytes.
+    pub fn put_value(&mut self, tree: &str, key: &[u8], value: &Value) -> Result<()> {
+        self.writable()?;
+        Self::user_tree(tree)?;
+        Self::check_key(key)?;
+        self.meta(tree)?;
+        let own = |tx: &Transaction, id: &BlobId| {
+            tx.values.contains_key(id)
+                || tx.staged.contains(id)
+                || tx.stashed.iter().any(|(_, s)| s == id)
+        };
+        match value {
+            Value::Inline(bytes) => self.put_op(tree, key, bytes),
+            Value::External { chunks, packed, .. }
+                if *packed == Some(Packed::Here) || chunks.iter().any(|id| own(self, id)) =>
+            {
+                let bytes = self.load(value)?;
+                self.put_op(tree, key, &bytes)
+            }
+            shared => self.apply(Op::Put {
+                tree: tree.to_string(),
+                key: key.to_vec(),
+                value: shared.clone(),
+            }),
+        }
     }
 
     /// Removes a key; returns whether it was present.
