@@ -32,6 +32,11 @@ pub enum FsError {
     /// Not allowed for this caller.
     #[error("operation not permitted")]
     NotPermitted,
+    /// The caller lacks a permission bit the operation needs (checked by
+    /// sopfs itself where the kernel does not: requests made through
+    /// `/.sopfs` files).
+    #[error("permission denied")]
+    Access,
     /// An extended attribute that is not there.
     #[error("no such attribute")]
     NoAttr,
@@ -73,6 +78,7 @@ impl FsError {
             FsError::NameTooLong => libc::ENAMETOOLONG,
             FsError::Invalid(_) | FsError::InvalidDump(_) => libc::EINVAL,
             FsError::NotPermitted => libc::EPERM,
+            FsError::Access => libc::EACCES,
             FsError::NoAttr => libc::ENODATA,
             FsError::Range => libc::ERANGE,
             FsError::TooBig => libc::EFBIG,

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 mod admin_cli;
 mod bench_cli;
+mod clone_cli;
 mod stats_cli;
 mod swarm_cli;
 
@@ -96,6 +97,10 @@ enum Command {
     /// written and read, small files created, read, stat'ed, renamed,
     /// unlinked; a table, or JSON with --json.
     Bench(bench_cli::BenchArgs),
+    /// Copy a directory tree (or a file) inside a mount in one
+    /// transaction, sharing its content: fast, and the copy is
+    /// independent of the source from then on.
+    Clone(clone_cli::CloneArgs),
     /// Unmount a sopfs mount point; its daemon commits and exits.
     Umount {
         /// The mount point.
@@ -243,6 +248,7 @@ fn main() {
             }
             Command::Stats(a) => stats_cli::stats(a),
             Command::Bench(a) => bench_cli::bench(a),
+            Command::Clone(a) => clone_cli::clone(a),
             Command::Umount { mountpoint } => unmount_and_wait(&mountpoint),
             Command::Info { store, redis } => open_volume(&store, redis.as_deref(), quiet())
                 .and_then(|db| {

@@ -3,6 +3,7 @@
 
 use super::Fs;
 use crate::error::{FsError, FsResult};
+use crate::ns::clone::{self, CloneReport};
 use crate::ns::content::delete_inode;
 use crate::ns::schema::{check_name_len, load};
 use crate::ns::{names, Attr, Caller, Host, NodeSpec};
@@ -19,6 +20,18 @@ fn delete_if_unlinked(tx: &mut Transaction, ino: u64) -> FsResult<()> {
 }
 
 impl Fs {
+    /// Clones the tree at `src` to the new path `dst` (both from the
+    /// volume's root) in one transaction, content shared: see
+    /// [`clone::clone_tree`]. What is committed is copied (the source as of
+    /// one snapshot): a file open for writing here is copied as of its last
+    /// close or fsync.
+    pub fn clone_path(&self, caller: Caller, src: &str, dst: &str) -> FsResult<CloneReport> {
+        self.write_tx(|tx| {
+            let mut snap = self.read_tx()?;
+            clone::clone_path(&mut snap, tx, self, caller, src, dst)
+        })
+    }
+
     /// Creates a node of any kind (files, directories, symlinks, devices).
     pub fn make_node(
         &self,

@@ -354,9 +354,9 @@ impl Filesystem for FuseFs {
         self.entry(Side::Volume, r, reply);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _t = self.metrics.op(Op::Open);
-        match self.route.open(ino.0, flags.0) {
+        match self.route.open(ino.0, flags.0, caller(req)) {
             (side, Ok(fh)) => reply.opened(FileHandle(fh), open_flags(side)),
             (_, Err(e)) => reply.error(self.errno(&e)),
         }

@@ -95,9 +95,9 @@ impl Router {
     }
 
     /// Opens a file.
-    pub(crate) fn open(&self, ino: u64, flags: i32) -> (Side, FsResult<u64>) {
+    pub(crate) fn open(&self, ino: u64, flags: i32, caller: Caller) -> (Side, FsResult<u64>) {
         if Virtual::owns(ino) {
-            (Side::Virtual, self.virt.open(ino))
+            (Side::Virtual, self.virt.open(ino, caller))
         } else {
             (Side::Volume, self.fs.open(ino, flags))
         }

@@ -4,7 +4,7 @@
 //! submits a job). They live in the macro and job trees, not in directories.
 
 use crate::error::{FsError, FsResult};
-use crate::fs::{Attr, DirEntry, Fs};
+use crate::fs::{Attr, Caller, DirEntry, Fs};
 use crate::macros::jobs::{self, Status};
 use crate::macros::run::{run, RunConfig};
 use crate::macros::{format, store};
@@ -28,6 +28,8 @@ pub const CONTROL_INO: u64 = 5;
 pub const STATS_INO: u64 = 6;
 /// `/.sopfs/config`: what this mount was started with (no credentials).
 pub const CONFIG_INO: u64 = 7;
+/// `/.sopfs/clone`: write a clone request, read the answer.
+pub const CLONE_INO: u64 = 8;
 /// First line of every macro file: runs it through the runner.
 pub const SHEBANG: &str = "#!/usr/bin/env sopfs-macro\n";
 
@@ -38,12 +40,34 @@ const RESULT: u64 = 0xB;
 const NEW: u64 = 0xC;
 const FH_BIT: u64 = 1 << 63;
 
+/// What a request file serves.
+#[derive(Clone, Copy)]
+enum Request {
+    /// `/.macros/.run`: a macro run.
+    Run,
+    /// `/.sopfs/clone`: a clone.
+    Clone,
+}
+
 enum Handle {
     Read(Vec<u8>),
     Dir(Vec<DirEntry>),
-    Run { req: Vec<u8>, resp: Option<Vec<u8>> },
-    NewMacro { buf: Vec<u8>, done: bool },
-    NewJob { buf: Vec<u8>, done: bool },
+    /// A request file: what was written is served at the first read, and
+    /// the answer is what reads return.
+    Request {
+        what: Request,
+        caller: Caller,
+        req: Vec<u8>,
+        resp: Option<Vec<u8>>,
+    },
+    NewMacro {
+        buf: Vec<u8>,
+        done: bool,
+    },
+    NewJob {
+        buf: Vec<u8>,
+        done: bool,
+    },
 }
 
 /// What `/.sopfs` shows.
@@ -121,7 +145,7 @@ impl Virtual {
 
     /// True for an inode this module serves.
     pub fn owns(ino: u64) -> bool {
-        (MACROS_INO..=CONFIG_INO).contains(&ino) || class(ino) >= MACRO
+        (MACROS_INO..=CLONE_INO).contains(&ino) || class(ino) >= MACRO
     }
 
     /// True for a handle this module gave out.
@@ -192,6 +216,7 @@ impl Virtual {
             CONTROL_INO => Some(match name.as_str() {
                 "stats" => self.getattr(STATS_INO),
                 "config" => self.getattr(CONFIG_INO),
+                "clone" => self.getattr(CLONE_INO),
                 _ => Err(FsError::NotFound),
             }),
             MACROS_INO if name == ".run" => Some(Ok(self.attr(RUN_INO, Kind::File, 0o666, 0))),
@@ -232,7 +257,7 @@ impl Virtual {
                 Ok(self.attr(ino, Kind::File, 0o444, len))
             }
             CONFIG_INO => Ok(self.attr(ino, Kind::File, 0o444, self.control.config.len() as u64)),
-            RUN_INO => Ok(self.attr(ino, Kind::File, 0o666, 0)),
+            RUN_INO | CLONE_INO => Ok(self.attr(ino, Kind::File, 0o666, 0)),
             i if class(i) == MACRO => {
                 let text = self
                     .macro_text(&self.name_of(i)?)?
@@ -291,7 +316,11 @@ impl Virtual {
                 }
             }
             CONTROL_INO => {
-                for (n, fi) in [("stats", STATS_INO), ("config", CONFIG_INO)] {
+                for (n, fi) in [
+                    ("stats", STATS_INO),
+                    ("config", CONFIG_INO),
+                    ("clone", CLONE_INO),
+                ] {
                     list.push(DirEntry {
                         name: n.as_bytes().to_vec(),
                         ino: fi,
@@ -332,9 +361,15 @@ impl Virtual {
     }
 
     /// Opens a virtual file.
-    pub fn open(&self, ino: u64) -> FsResult<u64> {
+    pub fn open(&self, ino: u64, caller: Caller) -> FsResult<u64> {
         let h = match ino {
-            RUN_INO => Handle::Run {
+            RUN_INO | CLONE_INO => Handle::Request {
+                what: if ino == RUN_INO {
+                    Request::Run
+                } else {
+                    Request::Clone
+                },
+                caller,
                 req: Vec::new(),
                 resp: None,
             },
@@ -376,19 +411,28 @@ impl Virtual {
         let h = hs.get_mut(&fh).ok_or(FsError::BadHandle)?;
         let data: &[u8] = match h {
             Handle::Read(d) => d,
-            Handle::Run { req, resp } => {
+            Handle::Request {
+                what,
+                caller,
+                req,
+                resp,
+            } => {
                 if resp.is_none() {
-                    let request = std::mem::take(req);
+                    let (what, caller, request) = (*what, *caller, std::mem::take(req));
+                    // Served unlocked: a macro or a clone may take long.
                     drop(hs);
-                    let answer = self.serve_run(&request);
+                    let answer = match what {
+                        Request::Run => self.serve_run(&request),
+                        Request::Clone => self.serve_clone(caller, &request),
+                    };
                     hs = self.handles.lock();
                     match hs.get_mut(&fh) {
-                        Some(Handle::Run { resp, .. }) => *resp = Some(answer),
+                        Some(Handle::Request { resp, .. }) => *resp = Some(answer),
                         _ => return Err(FsError::BadHandle),
                     }
                 }
                 match hs.get(&fh) {
-                    Some(Handle::Run { resp: Some(r), .. }) => r,
+                    Some(Handle::Request { resp: Some(r), .. }) => r,
                     _ => return Err(FsError::BadHandle),
                 }
             }
@@ -436,11 +480,45 @@ impl Virtual {
         out
     }
 
+    /// Answers a clone request (`{"src": PATH, "dst": PATH}`, paths from
+    /// the volume's root) as one JSON line: what was made, or the error
+    /// and its errno (nothing made).
+    fn serve_clone(&self, caller: Caller, request: &[u8]) -> Vec<u8> {
+        #[derive(serde::Deserialize)]
+        struct Req {
+            src: String,
+            dst: String,
+        }
+        let answer = match serde_json::from_slice::<Req>(request) {
+            Err(e) => {
+                serde_json::json!({"ok": false, "errno": libc::EINVAL, "error": format!("bad request: {e}")})
+            }
+            Ok(r) => match self.fs.clone_path(caller, &r.src, &r.dst) {
+                Ok(rep) => serde_json::json!({
+                    "ok": true,
+                    "ino": rep.ino,
+                    "inodes": rep.inodes,
+                    "entries": rep.entries,
+                    "chunks": rep.chunks,
+                    "bytes": rep.bytes,
+                }),
+                Err(e) => {
+                    serde_json::json!({"ok": false, "errno": e.errno(), "error": e.to_string()})
+                }
+            },
+        };
+        let mut out = answer.to_string().into_bytes();
+        out.push(b'\n');
+        out
+    }
+
     /// Writes to a virtual handle (a request, a macro, a job).
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let mut hs = self.handles.lock();
         let buf = match hs.get_mut(&fh) {
-            Some(Handle::Run { req, resp: None }) => req,
+            Some(Handle::Request {
+                req, resp: None, ..
+            }) => req,
             Some(Handle::NewMacro { buf, .. }) | Some(Handle::NewJob { buf, .. }) => buf,
             _ => return Err(FsError::BadHandle),
         };

@@ -4,6 +4,7 @@
 //! serving the volume is behind [`Host`]. `crate::fs` (the mounted host)
 //! and the macros, fsck and dump all build on it.
 
+pub mod clone;
 pub mod content;
 pub mod dirs;
 pub mod names;
