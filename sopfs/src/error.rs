@@ -1,4 +1,5 @@
-//! Filesystem errors and the one place where each becomes an errno.
+//! Filesystem errors, the one place where each becomes an errno, and the
+//! one-line form of an error chain the CLI and the daemon print.
 
 use thiserror::Error;
 
@@ -143,5 +144,43 @@ pub type FsResult<T> = std::result::Result<T, FsError>;
 impl engine::RetryableError for FsError {
     fn is_conflict(&self) -> bool {
         matches!(self, FsError::Engine(e) if e.is_retryable())
+    }
+}
+
+/// The error and its causes on one line, each cause once: an error type
+/// that prints its source in its own message (the engine's I/O errors do)
+/// would otherwise show the OS's message twice.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::one_line;
+
+    #[test]
+    fn a_cause_already_printed_is_not_printed_again() {
+        let os = std::io::Error::from_raw_os_error(libc::EROFS);
+        let engine = engine::Error::Io {
+            path: "/v/lock".into(),
+            source: std::io::Error::from_raw_os_error(libc::EROFS),
+        };
+        let e = anyhow::Error::new(engine).context("cannot open volume /v");
+        let line = one_line(&e);
+        assert_eq!(line.matches(&os.to_string()).count(), 1, "{line}");
+        assert!(line.starts_with("cannot open volume /v: "), "{line}");
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(one_line(&plain), "outer: inner");
     }
 }

@@ -335,7 +335,7 @@ fn main() {
             }),
         };
     if let Err(e) = result {
-        eprintln!("sopfs: {e:#}");
+        eprintln!("sopfs: {}", sopfs::error::one_line(&e));
         std::process::exit(1);
     }
 }

@@ -445,7 +445,7 @@ pub fn run_mount(args: MountArgs) -> anyhow::Result<()> {
     };
     let result = serve(&args, cfg, &dopts, &mut ready);
     if let (Some(pipe), Err(e)) = (ready, &result) {
-        report(pipe, &format!("{e:#}"));
+        report(pipe, &crate::error::one_line(e));
     }
     result
 }
