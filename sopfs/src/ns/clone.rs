@@ -16,6 +16,7 @@
 //! only the destination.
 
 use super::dirs::{fold_stamps, touch, Entries};
+use super::names::is_under;
 use super::schema::*;
 use super::{Caller, Host};
 use crate::error::{FsError, FsResult};
@@ -52,21 +53,6 @@ fn granted(inode: &Inode, caller: Caller) -> u32 {
     } else {
         inode.perm & 0o7
     }
-}
-
-/// True when `dir` is `ancestor` or lies below it.
-fn is_below(tx: &mut Transaction, mut dir: u64, ancestor: u64) -> FsResult<bool> {
-    // Bounded: a damaged parent chain must not loop forever.
-    for _ in 0..4096 {
-        if dir == ancestor {
-            return Ok(true);
-        }
-        if dir == ROOT_INO {
-            return Ok(false);
-        }
-        dir = load_dir(tx, dir)?.parent;
-    }
-    Err(FsError::Corrupted(format!("parent chain of {dir:#x}")))
 }
 
 /// The inode at `path` (from the volume's root, symlinks not followed),
@@ -143,7 +129,7 @@ pub fn clone_tree(
         return Err(FsError::Exists);
     }
     let top = load(snap, src)?;
-    if top.kind == Kind::Dir && is_below(tx, dst_parent, src)? {
+    if top.kind == Kind::Dir && is_under(tx, dst_parent, src)? {
         return Err(FsError::Invalid("a tree cannot be cloned into itself"));
     }
     let mut copier = Copier {

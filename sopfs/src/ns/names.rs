@@ -186,7 +186,7 @@ pub fn rmdir(tx: &mut Transaction, host: &dyn Host, parent: u64, name: &[u8]) ->
 }
 
 /// True when `dir` is `ancestor` or lies below it.
-fn is_under(tx: &mut Transaction, mut dir: u64, ancestor: u64) -> FsResult<bool> {
+pub(crate) fn is_under(tx: &mut Transaction, mut dir: u64, ancestor: u64) -> FsResult<bool> {
     for _ in 0..4096 {
         if dir == ancestor {
             return Ok(true);
