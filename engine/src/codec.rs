@@ -57,6 +57,8 @@ pub enum Kind {
     /// Another frame, compressed and/or encrypted (volumes formatted with
     /// compression or a key; `store/seal.rs`).
     Sealed = 8,
+    /// A snapshot: a name pinned to one commit (`snapshots/<hex name>`).
+    Snapshot = 9,
 }
 
 impl Kind {
@@ -81,6 +83,7 @@ impl Kind {
             Kind::Volume => "volume marker",
             Kind::Index => "segment index",
             Kind::Sealed => "sealed object",
+            Kind::Snapshot => "snapshot",
         }
     }
 }

@@ -40,6 +40,12 @@ pub(crate) struct DbInner {
     pub inflight: parking_lot::Mutex<std::collections::HashSet<BlobId>>,
     /// Clean-up jobs (intent deletes) still queued: waited for at close.
     pub cleanups: Arc<std::sync::atomic::AtomicUsize>,
+    /// States of snapshots read lately, by seq: rebuilding one replays
+    /// a checkpoint and part of the log.
+    pub pinned: parking_lot::Mutex<lru::LruCache<u64, Arc<RegState>>>,
+    /// Held by a GC pass and by a snapshot being taken: in one process a
+    /// pass never misses a snapshot made while it runs.
+    pub gc_turn: parking_lot::Mutex<()>,
     /// Held for as long as the volume is open (embedded mode).
     pub _exclusive: Option<ExclusiveLock>,
 }

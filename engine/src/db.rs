@@ -7,7 +7,7 @@ use crate::ctx::{DbInner, Stats};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, NodeId, TxId};
 use crate::log::{now_ms, CommitRecord, NodeChange, PackedNode, Registry};
-use crate::maint::GcReport;
+use crate::maint::{GcReport, SnapshotInfo};
 use crate::options::{AtRest, Options};
 use crate::store::{
     folder_lock, format_supported, log_path, read_lock, volume_path, BlobStore, ExclusiveLock,
@@ -77,14 +77,19 @@ impl Reader {
             Ok(s) => s,
             Err(e) => return Some(Err(e)),
         };
-        let view = View::new(state, inner.loader.clone());
-        let opts = TxOptions {
-            mode: TxMode::ReadOnly,
-            timeout: inner.opts.tx_timeout,
-            sync: false,
-        };
-        Some(Ok(Transaction::new(inner, opts, view)))
+        Some(Ok(read_only_tx(inner, state)))
     }
+}
+
+/// A read-only transaction on `state`.
+fn read_only_tx(inner: Arc<DbInner>, state: Arc<crate::log::RegState>) -> Transaction {
+    let view = View::new(state, inner.loader.clone());
+    let opts = TxOptions {
+        mode: TxMode::ReadOnly,
+        timeout: inner.opts.tx_timeout,
+        sync: false,
+    };
+    Transaction::new(inner, opts, view)
 }
 
 /// An open volume.
@@ -298,6 +303,10 @@ impl Db {
             own_commits: parking_lot::Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(65_536).unwrap_or(std::num::NonZeroUsize::MIN),
             )),
+            pinned: parking_lot::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(4).unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+            gc_turn: parking_lot::Mutex::new(()),
             _exclusive: exclusive,
         });
         // Other processes' records arrive with their nodes: where reading a
@@ -406,13 +415,7 @@ impl Db {
     /// before this call is in it, even if its pushed stamp has not arrived.
     pub fn begin_fresh(&self) -> Result<Transaction> {
         let state = self.inner.fresh_state(true)?;
-        let view = View::new(state, self.inner.loader.clone());
-        let opts = TxOptions {
-            mode: TxMode::ReadOnly,
-            timeout: self.inner.opts.tx_timeout,
-            sync: false,
-        };
-        Ok(Transaction::new(self.inner.clone(), opts, view))
+        Ok(read_only_tx(self.inner.clone(), state))
     }
 
     /// Begins a transaction with explicit options.
@@ -488,6 +491,44 @@ impl Db {
     /// Deletes what no state within `retention` can reach. `dry_run` only counts.
     pub fn gc(&self, retention: Duration, dry_run: bool) -> Result<GcReport> {
         crate::maint::gc(&self.inner, retention, dry_run)
+    }
+
+    /// Takes snapshot `name`: the newest state this process can learn of
+    /// (another process's commit that returned before this call is in it),
+    /// kept readable until the snapshot is deleted. One small object; no
+    /// lock a writer waits on. `InvalidArgument` for a bad or taken name.
+    pub fn create_snapshot(&self, name: &str) -> Result<SnapshotInfo> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        crate::maint::snapshots::create(&self.inner, name)
+    }
+
+    /// Every snapshot of the volume, by name (one listing of the store).
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        crate::maint::snapshots::list(&self.inner)
+    }
+
+    /// Snapshot `name`, if there is one.
+    pub fn snapshot(&self, name: &str) -> Result<Option<SnapshotInfo>> {
+        crate::maint::snapshots::get(&self.inner, name)
+    }
+
+    /// Deletes snapshot `name`; false if there was none. The next GC pass
+    /// frees what only it kept.
+    pub fn delete_snapshot(&self, name: &str) -> Result<bool> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly);
+        }
+        crate::maint::snapshots::delete(&self.inner, name)
+    }
+
+    /// Begins a read-only transaction on the state of commit `seq` (a
+    /// snapshot's). What GC no longer keeps (a deleted snapshot's state)
+    /// fails to read with `Missing`.
+    pub fn begin_at(&self, seq: u64) -> Result<Transaction> {
+        let state = crate::maint::snapshots::state_at(&self.inner, seq)?;
+        Ok(read_only_tx(self.inner.clone(), state))
     }
 
     /// Finishes or rolls back every unfinished commit whose owner's time ran

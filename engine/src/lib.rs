@@ -26,7 +26,7 @@ pub use coord::{redact_url, Coordinator, InProcessCoordinator, LockOutcome, Redi
 pub use db::{Db, DbStats, Reader, RetryableError};
 pub use error::{Error, Result};
 pub use maint::inspect;
-pub use maint::GcReport;
+pub use maint::{check_snapshot_name, GcReport, SnapshotInfo, SNAPSHOT_NAME_MAX};
 pub use options::{AtRest, Options};
 pub use store::{at_rest_summary, durable, BlobStore, Secret, StoreLocation, MIN_KEY_LEN};
 pub use tree::{Packed, Value};

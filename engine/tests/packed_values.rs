@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::{small_tree, value_blob_files, RedisServer};
-use engine::{Db, Options, RedisCoordinator, StoreLocation, TxMode};
+use common::{shared_local, small_tree, value_blob_files, RedisServer};
+use engine::{Db, Options, StoreLocation, TxMode};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 fn value(i: u32, len: usize) -> Vec<u8> {
@@ -166,15 +165,7 @@ fn a_crash_before_the_record_loses_the_commit_whole() {
 fn cluster_mode_packs_small_values_too_and_other_processes_read_them() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let open = || {
-        let coord = Arc::new(RedisCoordinator::connect(&redis.url()).expect("redis"));
-        Db::open_shared(
-            StoreLocation::Local(dir.path().to_path_buf()),
-            opts(),
-            coord,
-        )
-        .expect("open")
-    };
+    let open = || shared_local(dir.path(), &redis.url(), opts());
     let (a, b) = (open(), open());
     a.run(|tx| tx.ensure_tree("t", small_tree(8)))
         .expect("tree");

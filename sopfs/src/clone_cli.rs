@@ -52,6 +52,56 @@ fn in_mount(path: &Path) -> anyhow::Result<(PathBuf, String)> {
     bail!("{} is not in a sopfs mount", path.display())
 }
 
+/// Sends `request` to the mount's `/.sopfs/<file>` request file and
+/// returns its JSON answer.
+pub(crate) fn ask(
+    root: &Path,
+    file: &str,
+    request: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let path = root.join(".sopfs").join(file);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("{}", path.display()))?;
+    f.write_all(request.to_string().as_bytes())
+        .with_context(|| format!("sending the request to {}", path.display()))?;
+    // The answer is read from the start of the file (the write moved the
+    // offset past the request).
+    let mut answer = String::new();
+    f.seek(SeekFrom::Start(0))
+        .and_then(|_| f.read_to_string(&mut answer))
+        .with_context(|| format!("reading the answer of {}", path.display()))?;
+    serde_json::from_str(answer.trim()).with_context(|| format!("the mount answered {answer:?}"))
+}
+
+/// Why an answer with `"ok": false` refused: the mount's message where it
+/// says more than the errno (bad input), else the errno's description.
+pub(crate) fn refusal(a: &serde_json::Value) -> String {
+    let errno = a["errno"].as_i64().unwrap_or(0) as i32;
+    match (errno, a["error"].as_str()) {
+        (libc::EINVAL, Some(e)) => e.to_string(),
+        (0, e) => e.unwrap_or("failed").to_string(),
+        (n, _) => nix::errno::Errno::from_raw(n).desc().to_string(),
+    }
+}
+
+/// The root of the sopfs mount at or above `dir`.
+pub(crate) fn mount_root(dir: &Path) -> anyhow::Result<PathBuf> {
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("{}", dir.display()))?;
+    let mut at = Some(dir.as_path());
+    while let Some(d) = at {
+        if d.join(".sopfs/clone").exists() {
+            return Ok(d.to_path_buf());
+        }
+        at = d.parent();
+    }
+    bail!("{} is not in a sopfs mount", dir.display())
+}
+
 /// Runs `sopfs clone`.
 pub fn clone(args: CloneArgs) -> anyhow::Result<()> {
     let (src, dst) = (absolute(&args.src)?, absolute(&args.dst)?);
@@ -73,34 +123,14 @@ pub fn clone(args: CloneArgs) -> anyhow::Result<()> {
         );
     }
     let t = Instant::now();
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(root.join(".sopfs/clone"))
-        .with_context(|| format!("{}/.sopfs/clone", root.display()))?;
-    let request = serde_json::json!({"src": src_rel, "dst": dst_rel}).to_string();
-    file.write_all(request.as_bytes())
-        .context("sending the clone request")?;
-    // The answer is read from the start of the file (the write moved the
-    // offset past the request).
-    file.seek(SeekFrom::Start(0))
-        .context("reading the clone answer")?;
-    let mut answer = String::new();
-    file.read_to_string(&mut answer)
-        .context("reading the clone answer")?;
-    let a: serde_json::Value = serde_json::from_str(answer.trim())
-        .with_context(|| format!("the mount answered {answer:?}"))?;
+    let request = serde_json::json!({"src": src_rel, "dst": dst_rel});
+    let a = ask(&root, "clone", &request)?;
     if a["ok"].as_bool() != Some(true) {
-        let errno = a["errno"].as_i64().unwrap_or(0) as i32;
-        let why = match (errno, a["error"].as_str()) {
-            (libc::EINVAL, Some(e)) => e.to_string(),
-            (0, e) => e.unwrap_or("failed").to_string(),
-            (n, _) => nix::errno::Errno::from_raw(n).desc().to_string(),
-        };
         bail!(
-            "cannot clone {} to {}: {why}",
+            "cannot clone {} to {}: {}",
             args.src.display(),
-            args.dst.display()
+            args.dst.display(),
+            refusal(&a)
         );
     }
     println!(

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 mod admin_cli;
 mod bench_cli;
 mod clone_cli;
+mod snapshot_cli;
 mod stats_cli;
 mod swarm_cli;
 
@@ -101,6 +102,9 @@ enum Command {
     /// transaction, sharing its content: fast, and the copy is
     /// independent of the source from then on.
     Clone(clone_cli::CloneArgs),
+    /// Read-only snapshots of the whole volume: create, list, delete.
+    #[command(subcommand)]
+    Snapshot(snapshot_cli::SnapshotCmd),
     /// Unmount a sopfs mount point; its daemon commits and exits.
     Umount {
         /// The mount point.
@@ -249,6 +253,7 @@ fn main() {
             Command::Stats(a) => stats_cli::stats(a),
             Command::Bench(a) => bench_cli::bench(a),
             Command::Clone(a) => clone_cli::clone(a),
+            Command::Snapshot(c) => snapshot_cli::snapshot(c),
             Command::Umount { mountpoint } => unmount_and_wait(&mountpoint),
             Command::Info { store, redis } => open_volume(&store, redis.as_deref(), quiet())
                 .and_then(|db| {

@@ -38,6 +38,30 @@ pub struct RegState {
     pub nodes: NodeMap,
 }
 
+impl RegState {
+    /// Folds in `rec`, the record right after `self.seq`.
+    pub fn apply(&mut self, rec: &CommitRecord) {
+        for c in &rec.nodes {
+            match c.new {
+                Some(blob) => {
+                    self.nodes.insert(
+                        c.node,
+                        NodeLoc {
+                            blob,
+                            version: rec.seq,
+                            packed: c.packed,
+                        },
+                    );
+                }
+                None => {
+                    self.nodes.remove(&c.node);
+                }
+            }
+        }
+        self.seq = rec.seq;
+    }
+}
+
 /// One node changed by a commit.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeChange {
@@ -465,25 +489,9 @@ impl Registry {
                 }
                 None => break,
             };
-            let s = next_state.get_or_insert_with(|| (*state).clone());
-            for c in &rec.nodes {
-                match c.new {
-                    Some(blob) => {
-                        s.nodes.insert(
-                            c.node,
-                            NodeLoc {
-                                blob,
-                                version: rec.seq,
-                                packed: c.packed,
-                            },
-                        );
-                    }
-                    None => {
-                        s.nodes.remove(&c.node);
-                    }
-                }
-            }
-            s.seq = rec.seq;
+            next_state
+                .get_or_insert_with(|| (*state).clone())
+                .apply(&rec);
             let mut recent = self.recent.lock();
             recent.insert(rec.seq, rec);
             while recent.len() > RECENT_WINDOW {
@@ -543,6 +551,52 @@ impl Registry {
         self.recent.lock().clear();
         self.pending.lock().retain(|s, _| *s > cp.seq);
         Ok(())
+    }
+
+    /// The state as of commit `seq`: the current one, or the newest
+    /// checkpoint at or before it, and the records after that replayed. For
+    /// readers of pinned states (snapshots), which GC keeps reachable.
+    pub fn state_at(&self, seq: u64) -> Result<RegState> {
+        let mut current = self.current();
+        if seq > current.seq {
+            // Pinned by a process further along the log than this one.
+            current = self.catch_up_past(seq)?;
+        }
+        if seq == current.seq {
+            return Ok((*current).clone());
+        }
+        if seq > current.seq {
+            return Err(Error::Missing {
+                what: "commit record",
+                path: log_path(seq).to_string(),
+            });
+        }
+        let mut state = RegState::default();
+        for (cp, _) in self.checkpoints()?.into_iter().rev() {
+            if cp > seq {
+                continue;
+            }
+            let path = checkpoint_path(cp);
+            let Some(data) = self.store.get(&path)? else {
+                continue;
+            };
+            let c = decode_checkpoint(path.as_ref(), &data)?;
+            state.seq = c.seq;
+            state.nodes = c.nodes.into_iter().collect();
+            break;
+        }
+        let records = self.records(state.seq, seq).map_err(|e| match e {
+            // `records` calls a gap a conflict, for validation.
+            Error::Conflict { .. } => Error::Missing {
+                what: "commit record",
+                path: format!("log between {} and {seq}", state.seq),
+            },
+            e => e,
+        })?;
+        for rec in records {
+            state.apply(&rec);
+        }
+        Ok(state)
     }
 
     /// Records in `(after, upto]`, from memory or the store (those not in

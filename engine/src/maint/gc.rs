@@ -122,6 +122,14 @@ fn write_out(store: &BlobStore, path: &Path, bytes: Vec<u8>) -> Result<()> {
     store.put(path, bytes)
 }
 
+/// A snapshot whose state cannot be rebuilt stops the pass: what it needs
+/// cannot be told from what it does not.
+fn pin_unreadable(name: &str, e: crate::error::Error) -> crate::error::Error {
+    crate::error::Error::Unsupported(format!(
+        "GC stopped: snapshot {name:?} cannot be read ({e}); delete it to let GC run"
+    ))
+}
+
 /// In cluster mode other processes may be up to `RESYNC_AFTER` behind the log
 /// end before they resync from a checkpoint; trimming records younger than
 /// twice that could make one of them re-create a trimmed log slot.
@@ -134,6 +142,8 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
     } else {
         retention
     };
+    // A snapshot taken by this process while the pass runs is seen by it.
+    let _turn = db.gc_turn.lock();
     let store = &db.loader.store;
     let cutoff = now_ms().saturating_sub(retention.as_millis() as u64);
     // Order matters: blobs first, then intents, then the registry. A blob in
@@ -156,6 +166,19 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
     for loc in state.nodes.values() {
         let packed_in = loc.packed.then_some(loc.version);
         keep_node(db, loc.blob, packed_in, &mut keep, &mut scanned);
+    }
+    // Snapshots: everything their states reach, kept as long as they are.
+    // Listed after the registry was read: one taken since is at or after
+    // its seq, so what it reaches is the state's or younger than the listing.
+    let mut pins = Vec::new();
+    for snap in crate::maint::snapshots::list(db)? {
+        let pinned = crate::maint::snapshots::state_at(db, snap.seq)
+            .map_err(|e| pin_unreadable(&snap.name, e))?;
+        for loc in pinned.nodes.values() {
+            let packed_in = loc.packed.then_some(loc.version);
+            keep_node(db, loc.blob, packed_in, &mut keep, &mut scanned);
+        }
+        pins.push(pinned);
     }
     // One read of the log: which record carries which node version, and
     // the changes of records inside the window (their old versions may
@@ -228,7 +251,15 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
     }
     // A fresh checkpoint lets the next pass trim the log up to here.
     db.registry.write_checkpoint(&state)?;
-    let checkpoints = db.registry.checkpoints()?;
+    // A pinned state is rebuilt from a checkpoint at its own seq once the
+    // records before it are trimmed; that checkpoint stays while the pin does.
+    let mut checkpoints = db.registry.checkpoints()?;
+    for pinned in &pins {
+        if !checkpoints.iter().any(|(s, _)| *s == pinned.seq) {
+            db.registry.write_checkpoint(pinned)?;
+        }
+    }
+    checkpoints.retain(|(s, _)| !pins.iter().any(|p| p.seq == *s));
     let old_enough: Vec<u64> = checkpoints
         .iter()
         .filter(|(_, t)| *t < cutoff)

@@ -105,6 +105,13 @@ pub fn checkpoint_path(seq: u64) -> Path {
     Path::from(format!("checkpoints/{seq:016x}"))
 }
 
+/// Store path of snapshot `name`: its bytes in hex, so any name the caller
+/// allows is one path segment on every store.
+pub fn snapshot_path(name: &str) -> Path {
+    let hex: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    Path::from(format!("snapshots/{hex}"))
+}
+
 /// Store path of a transaction's intent record.
 pub fn intent_path(tx: TxId) -> Path {
     Path::from(format!("intents/{tx}"))

@@ -12,7 +12,9 @@ pub(crate) use local::STAGING_MIN_AGE;
 use local::{create_local, move_if_absent, read_local_range, start_writeback};
 use local::{START_WRITEBACK_FROM, SYNCFS_FROM};
 pub use location::StoreLocation;
-pub(crate) use location::{blob_path, checkpoint_path, intent_path, log_path, volume_path};
+pub(crate) use location::{
+    blob_path, checkpoint_path, intent_path, log_path, snapshot_path, volume_path,
+};
 pub use seal::{at_rest_summary, Secret, MIN_KEY_LEN};
 pub(crate) use seal::{AtRestSpec, Sealer};
 

@@ -92,6 +92,7 @@ const OUR_TOP_LEVEL: &[&str] = &[
     "intents",
     "volume",
     "members",
+    "snapshots",
 ];
 
 /// Refuses a folder that holds other things than a volume's (checked before

@@ -57,3 +57,15 @@ pub fn shared_host(store: &std::sync::Arc<object_store::memory::InMemory>, url: 
     )
     .expect("open")
 }
+
+/// A process of a shared volume in the local folder `dir`, coordinated by
+/// the Redis at `url`.
+pub fn shared_local(dir: &Path, url: &str, opts: Options) -> Db {
+    let coord = engine::RedisCoordinator::connect(url).expect("redis");
+    Db::open_shared(
+        StoreLocation::Local(dir.to_path_buf()),
+        opts,
+        std::sync::Arc::new(coord),
+    )
+    .expect("open")
+}

@@ -51,6 +51,8 @@ fn open_flags(side: Side) -> FopenFlags {
     match side {
         Side::Volume => FopenFlags::empty(),
         Side::Virtual => FopenFlags::FOPEN_DIRECT_IO,
+        // A snapshot never changes: what the kernel cached stays true.
+        Side::Snapshot => FopenFlags::FOPEN_KEEP_CACHE,
     }
 }
 
@@ -105,8 +107,10 @@ impl FuseFs {
     fn entry(&self, side: Side, r: Result<Attr, FsError>, reply: ReplyEntry) {
         match r {
             Ok(a) => {
-                if side == Side::Volume {
-                    self.fs.remember(a.ino);
+                match side {
+                    Side::Volume => self.fs.remember(a.ino),
+                    // Counted by the lookup itself.
+                    Side::Snapshot | Side::Virtual => {}
                 }
                 reply.entry(&self.ttl(side), &to_attr(&a), Generation(0))
             }
@@ -119,6 +123,8 @@ impl FuseFs {
         match side {
             Side::Volume => self.ttl,
             Side::Virtual => Duration::ZERO,
+            // Names in `/.snapshots` come and go; what is inside never changes.
+            Side::Snapshot => Duration::from_secs(1),
         }
     }
 
@@ -186,7 +192,7 @@ impl Filesystem for FuseFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.fs.forget(ino.0, nlookup);
+        self.route.forget(ino.0, nlookup);
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -241,7 +247,7 @@ impl Filesystem for FuseFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         let _t = self.metrics.op(Op::Readlink);
-        match self.fs.readlink(ino.0) {
+        match self.route.readlink(ino.0) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(self.errno(&e)),
         }
@@ -278,6 +284,9 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         let _t = self.metrics.op(Op::Create);
+        if let Some(r) = self.route.mkdir(caller(req), parent.0, name.as_bytes()) {
+            return self.entry(Side::Snapshot, r, reply);
+        }
         let spec = NodeSpec::new(Kind::Dir, mode);
         self.make_node(req, parent, name.as_bytes(), spec, reply);
     }
@@ -287,8 +296,11 @@ impl Filesystem for FuseFs {
         self.empty(self.route.unlink(parent.0, name.as_bytes()), reply);
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.metrics.op(Op::Remove);
+        if let Some(r) = self.route.rmdir(caller(req), parent.0, name.as_bytes()) {
+            return self.empty(r, reply);
+        }
         let r = self
             .route
             .volume_only(&[parent.0])
@@ -444,6 +456,9 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.metrics.op(Op::Fsync);
+        if crate::mount::snapshots::Snapshots::owns(ino.0) {
+            return reply.ok();
+        }
         self.empty(self.fs.fsync(ino.0), reply);
     }
 
@@ -509,8 +524,12 @@ impl Filesystem for FuseFs {
                         Generation(0),
                     ),
                 };
-                if !full && attr.is_some() && side == Side::Volume {
-                    self.fs.remember(e.ino);
+                if !full && attr.is_some() {
+                    match side {
+                        Side::Volume => self.fs.remember(e.ino),
+                        Side::Snapshot => self.route.snaps.remember(e.ino),
+                        Side::Virtual => {}
+                    }
                 }
                 full
             });
@@ -565,15 +584,16 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.metrics.op(Op::Xattr);
-        self.empty(
-            self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
-            reply,
-        );
+        let r = self
+            .route
+            .volume_only(&[ino.0])
+            .and_then(|()| self.fs.setxattr(ino.0, name.as_bytes(), value, flags));
+        self.empty(r, reply);
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let _t = self.metrics.op(Op::Xattr);
-        let r = self.fs.getxattr(ino.0, name.as_bytes());
+        let r = self.route.getxattr(ino.0, name.as_bytes());
         if matches!(r, Err(FsError::NoAttr)) && name.as_bytes() == SELINUX_LABEL {
             // No file here carries a label unless a user set one: "not
             // supported" rather than "absent" lets `ls -l` (coreutils caches
@@ -585,12 +605,16 @@ impl Filesystem for FuseFs {
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let _t = self.metrics.op(Op::Xattr);
-        self.xattr(self.fs.listxattr(ino.0), size, reply);
+        self.xattr(self.route.listxattr(ino.0), size, reply);
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let _t = self.metrics.op(Op::Xattr);
-        self.empty(self.fs.removexattr(ino.0, name.as_bytes()), reply);
+        let r = self
+            .route
+            .volume_only(&[ino.0])
+            .and_then(|()| self.fs.removexattr(ino.0, name.as_bytes()));
+        self.empty(r, reply);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
@@ -639,6 +663,10 @@ impl Filesystem for FuseFs {
         reply: ReplyEmpty,
     ) {
         let _t = self.metrics.op(Op::Other);
-        self.empty(self.fs.fallocate(ino.0, offset, length, mode), reply);
+        let r = self
+            .route
+            .volume_only(&[ino.0])
+            .and_then(|()| self.fs.fallocate(ino.0, offset, length, mode));
+        self.empty(r, reply);
     }
 }

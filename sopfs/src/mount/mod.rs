@@ -1,5 +1,6 @@
 //! A volume mounted: the FUSE adapter over [`crate::fs::Fs`], the virtual
-//! files beside the volume's own (`/.macros`, `/.jobs`, `/.stats`), the
+//! files beside the volume's own (`/.macros`, `/.jobs`, `/.sopfs`), the
+//! snapshots (`/.snapshots`), the
 //! daemon that mounts and unmounts, metrics and their exporter, and the
 //! presence record other hosts see.
 
@@ -9,4 +10,5 @@ pub mod fuse;
 pub mod metrics;
 pub mod presence;
 mod route;
+pub mod snapshots;
 pub mod virt;

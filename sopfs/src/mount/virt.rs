@@ -30,6 +30,8 @@ pub const STATS_INO: u64 = 6;
 pub const CONFIG_INO: u64 = 7;
 /// `/.sopfs/clone`: write a clone request, read the answer.
 pub const CLONE_INO: u64 = 8;
+/// `/.sopfs/snapshot`: write a snapshot request, read the answer.
+pub const SNAPSHOT_INO: u64 = 10;
 /// First line of every macro file: runs it through the runner.
 pub const SHEBANG: &str = "#!/usr/bin/env sopfs-macro\n";
 
@@ -47,6 +49,8 @@ enum Request {
     Run,
     /// `/.sopfs/clone`: a clone.
     Clone,
+    /// `/.sopfs/snapshot`: a snapshot taken, deleted or listed.
+    Snapshot,
 }
 
 enum Handle {
@@ -145,12 +149,14 @@ impl Virtual {
 
     /// True for an inode this module serves.
     pub fn owns(ino: u64) -> bool {
-        (MACROS_INO..=CLONE_INO).contains(&ino) || class(ino) >= MACRO
+        (MACROS_INO..=CLONE_INO).contains(&ino)
+            || ino == SNAPSHOT_INO
+            || (MACRO..=NEW).contains(&class(ino))
     }
 
     /// True for a handle this module gave out.
     pub fn owns_fh(fh: u64) -> bool {
-        fh & FH_BIT != 0
+        fh & FH_BIT != 0 && !crate::mount::snapshots::Snapshots::owns_fh(fh)
     }
 
     fn attr(&self, ino: u64, kind: Kind, perm: u32, size: u64) -> Attr {
@@ -217,6 +223,7 @@ impl Virtual {
                 "stats" => self.getattr(STATS_INO),
                 "config" => self.getattr(CONFIG_INO),
                 "clone" => self.getattr(CLONE_INO),
+                "snapshot" => self.getattr(SNAPSHOT_INO),
                 _ => Err(FsError::NotFound),
             }),
             MACROS_INO if name == ".run" => Some(Ok(self.attr(RUN_INO, Kind::File, 0o666, 0))),
@@ -257,7 +264,7 @@ impl Virtual {
                 Ok(self.attr(ino, Kind::File, 0o444, len))
             }
             CONFIG_INO => Ok(self.attr(ino, Kind::File, 0o444, self.control.config.len() as u64)),
-            RUN_INO | CLONE_INO => Ok(self.attr(ino, Kind::File, 0o666, 0)),
+            RUN_INO | CLONE_INO | SNAPSHOT_INO => Ok(self.attr(ino, Kind::File, 0o666, 0)),
             i if class(i) == MACRO => {
                 let text = self
                     .macro_text(&self.name_of(i)?)?
@@ -320,6 +327,7 @@ impl Virtual {
                     ("stats", STATS_INO),
                     ("config", CONFIG_INO),
                     ("clone", CLONE_INO),
+                    ("snapshot", SNAPSHOT_INO),
                 ] {
                     list.push(DirEntry {
                         name: n.as_bytes().to_vec(),
@@ -363,11 +371,11 @@ impl Virtual {
     /// Opens a virtual file.
     pub fn open(&self, ino: u64, caller: Caller) -> FsResult<u64> {
         let h = match ino {
-            RUN_INO | CLONE_INO => Handle::Request {
-                what: if ino == RUN_INO {
-                    Request::Run
-                } else {
-                    Request::Clone
+            RUN_INO | CLONE_INO | SNAPSHOT_INO => Handle::Request {
+                what: match ino {
+                    RUN_INO => Request::Run,
+                    CLONE_INO => Request::Clone,
+                    _ => Request::Snapshot,
                 },
                 caller,
                 req: Vec::new(),
@@ -424,6 +432,9 @@ impl Virtual {
                     let answer = match what {
                         Request::Run => self.serve_run(&request),
                         Request::Clone => self.serve_clone(caller, &request),
+                        Request::Snapshot => {
+                            crate::mount::snapshots::serve_request(&self.fs, caller, &request)
+                        }
                     };
                     hs = self.handles.lock();
                     match hs.get_mut(&fh) {

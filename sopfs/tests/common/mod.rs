@@ -4,5 +4,6 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod power_cut;
+pub mod trees;
 
 pub use test_support::*;
