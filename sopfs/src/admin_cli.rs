@@ -96,6 +96,16 @@ pub fn status(store: &str) -> anyhow::Result<()> {
         mib(f.blob_bytes),
         mib(f.log_bytes)
     );
+    println!("snapshots  {}", f.snapshots.len());
+    for s in &f.snapshots {
+        let taken = SystemTime::UNIX_EPOCH + Duration::from_millis(s.time_ms);
+        println!(
+            "  {} (commit {}, taken {})",
+            s.name,
+            s.seq,
+            humantime::format_rfc3339_seconds(taken)
+        );
+    }
     let (live, stale): (Vec<_>, Vec<_>) = f.members.iter().partition(|m| m.age <= LIVE_WITHIN);
     println!("daemons    {} live", live.len());
     for m in &live {

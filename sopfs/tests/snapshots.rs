@@ -143,6 +143,11 @@ fn a_snapshot_is_the_volume_as_taken_until_deleted_then_gc_frees_it() {
     assert_eq!(names(&m.dir), ["s1"]);
     let listed = snapshot_ok(&m.dir, "list", None);
     assert_eq!(listed.lines().count(), 2, "{listed}");
+    let status = String::from_utf8_lossy(&sopfs(&["status", &store_s]).stdout).into_owned();
+    assert!(
+        status.contains("snapshots  1") && status.contains("  s1 (commit "),
+        "{status}"
+    );
 
     // mkdir and rmdir in /.snapshots take and delete one too.
     std::fs::create_dir(m.path(".snapshots/s2")).expect("mkdir a snapshot");

@@ -48,6 +48,8 @@ pub struct VolumeFacts {
     pub log_bytes: u64,
     /// Processes that announced themselves, freshest first.
     pub members: Vec<Member>,
+    /// Snapshots, by name.
+    pub snapshots: Vec<crate::maint::SnapshotInfo>,
 }
 
 pub(crate) fn member_path(id: &str) -> Path {
@@ -119,5 +121,6 @@ pub fn inspect(location: &StoreLocation, key: Option<&Secret>) -> Result<VolumeF
         blob_bytes,
         log_bytes,
         members: members(&store)?,
+        snapshots: crate::maint::snapshots::list_in(&store)?,
     })
 }

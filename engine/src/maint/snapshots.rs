@@ -9,7 +9,7 @@ use crate::codec::{self, Kind};
 use crate::ctx::DbInner;
 use crate::error::{Error, Result};
 use crate::log::{now_ms, RegState};
-use crate::store::snapshot_path;
+use crate::store::{snapshot_path, BlobStore};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -76,7 +76,11 @@ pub(crate) fn create(db: &DbInner, name: &str) -> Result<SnapshotInfo> {
 
 /// Every snapshot, by name.
 pub(crate) fn list(db: &DbInner) -> Result<Vec<SnapshotInfo>> {
-    let store = &db.loader.store;
+    list_in(&db.loader.store)
+}
+
+/// Every snapshot of the volume in `store`, by name.
+pub(crate) fn list_in(store: &BlobStore) -> Result<Vec<SnapshotInfo>> {
     let mut out = Vec::new();
     for m in store.list("snapshots")? {
         let Some(data) = store.get(&m.location)? else {

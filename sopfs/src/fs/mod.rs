@@ -15,7 +15,7 @@ pub use crate::host::Stale;
 use crate::host::{DirSnapshots, Invalidation, Invalidator, KernelRefs, NewNames, OpenFiles};
 use crate::ns::dirs::attr;
 use crate::ns::schema::*;
-use crate::ns::{paths, Host};
+use crate::ns::{paths, trash, Host};
 pub use crate::ns::{Attr, Caller, DirEntry, NodeSpec, SetAttr};
 use engine::{Db, Transaction, TxMode};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +60,8 @@ pub struct Fs {
     new_names: NewNames,
     kernel: KernelRefs,
     dirs: DirSnapshots,
+    /// Directory names learned for trash paths.
+    dir_names: crate::ns::trash::DirNames,
     invalidation: Invalidation,
     next_fh: AtomicU64,
 }
@@ -76,6 +78,10 @@ impl Host for Fs {
 
     fn overlay(&self, ino: u64, inode: &mut Inode) {
         self.files.overlay(ino, inode);
+    }
+
+    fn dir_names(&self) -> Option<&crate::ns::trash::DirNames> {
+        Some(&self.dir_names)
     }
 }
 
@@ -103,6 +109,7 @@ impl Fs {
             new_names: NewNames::default(),
             kernel: KernelRefs::default(),
             dirs: DirSnapshots::default(),
+            dir_names: Default::default(),
             invalidation: Invalidation::default(),
             next_fh: AtomicU64::new(1),
         })
@@ -226,6 +233,24 @@ impl Fs {
             Ok(mut tx) => paths::path_of(&mut tx, ino),
             Err(_) => format!("<inode {ino:#x}>"),
         }
+    }
+
+    /// Sets how many days removed files stay in the volume's trash (0:
+    /// off), for every host.
+    pub fn set_trash_days(&self, days: u32) -> FsResult<()> {
+        self.write_tx(|tx| {
+            if trash::days(tx)? != days {
+                trash::set_days(tx, days)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Empties the trash of what is older than the volume's `trash_days`;
+    /// returns the names removed.
+    pub fn empty_trash(&self) -> FsResult<u64> {
+        let now = std::time::SystemTime::now();
+        trash::empty_expired(self, now, |f| self.write_tx(|tx| f(tx)))
     }
 
     /// Filesystem statistics: (files in use). Sizes are the store's to know.

@@ -228,6 +228,8 @@ struct DaemonOpts {
     compression: Option<i32>,
     /// `-o key_file=PATH`: the volume's key.
     key: Option<Secret>,
+    /// `-o trash_days=N`: sets the volume's trash (0: off).
+    trash_days: Option<u32>,
 }
 
 /// Readahead of a mount unless `-o read_ahead_kb=N` says otherwise: the
@@ -258,6 +260,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
     let mut store_timeout = None;
     let mut compression = None;
     let mut key = None;
+    let mut trash_days = None;
     cfg.mount_options = vec![
         M::FSName(args.store.clone()),
         M::Subtype("sopfs".into()),
@@ -312,6 +315,15 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
                 let path = Path::new(&x["key_file=".len()..]);
                 key = Some(Secret::from_file(path)?);
             }
+            x if x.starts_with("trash_days=") => {
+                let v = &x["trash_days=".len()..];
+                trash_days = Some(
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|d| *d <= 36_500)
+                        .with_context(|| format!("trash_days={v}: expected days, 0 to 36500"))?,
+                );
+            }
             x if x.starts_with("metrics=") => {
                 let addr = &x["metrics=".len()..];
                 if addr.parse::<std::net::SocketAddr>().is_err() {
@@ -346,6 +358,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
             store_timeout,
             compression,
             key,
+            trash_days,
         },
     ))
 }
@@ -532,6 +545,13 @@ fn serve(
             ..FsOptions::default()
         },
     )?);
+    if let Some(days) = dopts.trash_days {
+        if dopts.read_only {
+            bail!("trash_days cannot be set by a read-only mount");
+        }
+        fs.set_trash_days(days)
+            .context("setting the volume's trash_days")?;
+    }
     let run_cfg = RunConfig {
         allow_exec: dopts.allow_exec,
         llm: LlmConfig::from_env(),
@@ -624,6 +644,35 @@ fn serve(
             })
             .context("reaper thread")?
     };
+    // The trash is emptied of expired hours soon after the mount, then
+    // hourly (a no-op while the volume's trash is off).
+    let _trash = (!dopts.read_only)
+        .then(|| {
+            let weak = Arc::downgrade(&fs);
+            std::thread::Builder::new()
+                .name("sopfs-trash".into())
+                .spawn(move || {
+                    let mut wait = Duration::from_secs(5);
+                    loop {
+                        let until = std::time::Instant::now() + wait;
+                        while std::time::Instant::now() < until {
+                            std::thread::sleep(Duration::from_millis(500));
+                            if weak.strong_count() == 0 {
+                                return;
+                            }
+                        }
+                        let Some(fs) = weak.upgrade() else { return };
+                        match fs.empty_trash() {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(removed = n, "trash emptied of expired hours"),
+                            Err(e) => tracing::warn!(error = %e, "emptying the trash failed"),
+                        }
+                        wait = Duration::from_secs(3_600);
+                    }
+                })
+        })
+        .transpose()
+        .context("trash thread")?;
     background.join().context("FUSE session")?;
     drop(heartbeat);
     fs.flush_all()?;

@@ -10,6 +10,7 @@ pub mod dirs;
 pub mod names;
 pub mod paths;
 pub mod schema;
+pub mod trash;
 
 use schema::{Inode, Kind, Time};
 
@@ -24,6 +25,10 @@ pub trait Host {
     /// Shows in `inode` what this host buffered for it and has not
     /// committed yet (size, times, mode of a file being written).
     fn overlay(&self, _ino: u64, _inode: &mut Inode) {}
+    /// Where this host remembers directory names for trash paths.
+    fn dir_names(&self) -> Option<&trash::DirNames> {
+        None
+    }
 }
 
 /// A host with nothing open and nothing buffered: a tool working on a

@@ -162,7 +162,9 @@ pub fn unlink(tx: &mut Transaction, host: &dyn Host, parent: u64, name: &[u8]) -
         return Err(FsError::IsDir);
     }
     tx.remove(&dir_tree(parent), name)?;
-    drop_link(tx, host, e.ino)?;
+    if !super::trash::keep(tx, host, parent, name, e.ino)? {
+        drop_link(tx, host, e.ino)?;
+    }
     touch(tx, host.id(), parent, 0)?;
     Ok(e.ino)
 }
@@ -283,7 +285,7 @@ pub fn rename(
             tx.drop_tree(&dir_tree(dst.ino))?;
             tx.remove(INODES, &ino_key(dst.ino))?;
             touch(tx, me, newparent, -1)?;
-        } else {
+        } else if !super::trash::keep(tx, host, newparent, newname, dst.ino)? {
             drop_link(tx, host, dst.ino)?;
             replaced = Some(dst.ino);
         }
