@@ -56,6 +56,12 @@ pub enum FsError {
     /// The volume is mounted read-only.
     #[error("read-only filesystem")]
     ReadOnly,
+    /// A directory quota would be passed.
+    #[error("disk quota exceeded")]
+    Quota,
+    /// A link or move across directory quota boundaries.
+    #[error("across directory quotas")]
+    CrossQuota,
     /// The store or coordinator failed, or a record did not decode.
     #[error(transparent)]
     Engine(engine::Error),
@@ -86,6 +92,8 @@ impl FsError {
             FsError::NotSupported => libc::EOPNOTSUPP,
             FsError::BadHandle => libc::EBADF,
             FsError::ReadOnly => libc::EROFS,
+            FsError::Quota => libc::EDQUOT,
+            FsError::CrossQuota => libc::EXDEV,
             FsError::Corrupted(_) => libc::EIO,
             // ENOSPC of a full cache folder is the truth the writer needs.
             FsError::Cache(e) => e.raw_os_error().unwrap_or(libc::EIO),

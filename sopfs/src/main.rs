@@ -10,6 +10,7 @@ use std::path::PathBuf;
 mod admin_cli;
 mod bench_cli;
 mod clone_cli;
+mod quota_cli;
 mod snapshot_cli;
 mod stats_cli;
 mod swarm_cli;
@@ -105,6 +106,9 @@ enum Command {
     /// Read-only snapshots of the whole volume: create, list, delete.
     #[command(subcommand)]
     Snapshot(snapshot_cli::SnapshotCmd),
+    /// Directory quotas of bytes and inodes: set, get, list, check, remove.
+    #[command(subcommand)]
+    Quota(quota_cli::QuotaCmd),
     /// Unmount a sopfs mount point; its daemon commits and exits.
     Umount {
         /// The mount point.
@@ -254,6 +258,7 @@ fn main() {
             Command::Bench(a) => bench_cli::bench(a),
             Command::Clone(a) => clone_cli::clone(a),
             Command::Snapshot(c) => snapshot_cli::snapshot(c),
+            Command::Quota(c) => quota_cli::quota(c),
             Command::Umount { mountpoint } => unmount_and_wait(&mountpoint),
             Command::Info { store, redis } => open_volume(&store, redis.as_deref(), quiet())
                 .and_then(|db| {

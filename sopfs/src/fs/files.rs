@@ -7,7 +7,7 @@ use crate::host::dirty::Dirty;
 use crate::host::{claim_key, FileState, NewFile, PendingAttrs, Stale, CLAIM_TTL};
 use crate::ns::content::{cut, read_into, Patcher};
 use crate::ns::schema::*;
-use crate::ns::{names, Attr, Caller, NodeSpec};
+use crate::ns::{names, quota, Attr, Caller, NodeSpec};
 use engine::Transaction;
 
 impl Fs {
@@ -249,6 +249,23 @@ impl Fs {
             if at.saturating_add(data.len() as u64) > MAX_FILE_SIZE {
                 return Err(FsError::TooBig);
             }
+            // Past a quota's room the write fails now, not only at close
+            // (which many programs never check).
+            let growth = d
+                .size
+                .max(at + data.len() as u64)
+                .saturating_sub(d.base_size);
+            if growth > 0 {
+                let home = st.new.as_ref().map(|n| n.parent);
+                if let Some(room) = self.quota_room(ino, home)? {
+                    if growth > room {
+                        return Err(FsError::Quota);
+                    }
+                }
+            }
+            let Some(d) = st.dirty.as_mut() else {
+                return Err(FsError::BadHandle);
+            };
             d.write(at, data, append)?;
             let end = at + data.len() as u64;
             d.park_full_chunks(&self.db, CHUNK, at, end, PARK_FROM)?;
@@ -363,6 +380,7 @@ impl Fs {
                 names::insert_node(tx, self, n.parent, &n.name, Some(ino), &n.inode)?;
             }
             let mut inode = load(tx, ino)?;
+            let was = inode.size;
             if dirty.append_only && inode.size != dirty.base_size {
                 dirty.rebase(inode.size)?;
             }
@@ -384,6 +402,9 @@ impl Fs {
             } else {
                 inode.size.max(dirty.size)
             };
+            if inode.nlink > 0 && inode.kind == Kind::File {
+                quota::charge(tx, quota::home(&inode), size as i64 - was as i64, 0)?;
+            }
             inode.size = size;
             inode.mtime = when;
             inode.ctime = when;
@@ -410,14 +431,15 @@ impl Fs {
                 // Another host made the name (or removed the directory)
                 // first: this file never existed for anyone else.
                 tracing::info!(ino, error = %e, "a file made here lost its name to another host; its writes are dropped");
-                st.dirty = None;
-                st.attrs = PendingAttrs::default();
-                if let Some(n) = st.new.take() {
-                    self.new_names.release(n.parent, &n.name, ino);
-                    self.db.release_claim(n.claim.0, n.claim.1);
-                    self.invalidation
-                        .later([Stale::Entry(n.parent, n.name), Stale::Inode(ino)]);
-                }
+                self.drop_uncommitted(ino, st);
+                Err(e)
+            }
+            Err(e @ FsError::Quota) => {
+                // What did not fit is dropped, like writes a full disk
+                // refuses: the file stays as last committed (a file made
+                // here, not at all), and the error reaches the close.
+                tracing::info!(ino, "buffered writes dropped: a directory quota is full");
+                self.drop_uncommitted(ino, st);
                 Err(e)
             }
             Err(FsError::NotFound) => {
@@ -431,6 +453,19 @@ impl Fs {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets what this host buffered for `ino`, and its create if the
+    /// file was made here and never committed.
+    fn drop_uncommitted(&self, ino: u64, st: &mut FileState) {
+        st.dirty = None;
+        st.attrs = PendingAttrs::default();
+        if let Some(n) = st.new.take() {
+            self.new_names.release(n.parent, &n.name, ino);
+            self.db.release_claim(n.claim.0, n.claim.1);
+            self.invalidation
+                .later([Stale::Entry(n.parent, n.name), Stale::Inode(ino)]);
         }
     }
 

@@ -8,6 +8,9 @@ mod attrs;
 mod dirs;
 mod files;
 mod names;
+mod quotas;
+
+pub use quotas::{QuotaCheck, QuotaInfo};
 
 use crate::error::{FsError, FsResult};
 use crate::host::prefetch::Prefetcher;
@@ -62,6 +65,8 @@ pub struct Fs {
     dirs: DirSnapshots,
     /// Directory names learned for trash paths.
     dir_names: crate::ns::trash::DirNames,
+    /// Whether the volume has quotas, and when that was asked.
+    quotas_seen: parking_lot::Mutex<Option<(std::time::Instant, bool)>>,
     invalidation: Invalidation,
     next_fh: AtomicU64,
 }
@@ -110,6 +115,7 @@ impl Fs {
             kernel: KernelRefs::default(),
             dirs: DirSnapshots::default(),
             dir_names: Default::default(),
+            quotas_seen: parking_lot::Mutex::new(None),
             invalidation: Invalidation::default(),
             next_fh: AtomicU64::new(1),
         })

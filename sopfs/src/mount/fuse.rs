@@ -564,8 +564,39 @@ impl Filesystem for FuseFs {
         self.empty(self.fs.sync_store(), reply);
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, ino: INodeNo, reply: ReplyStatfs) {
         let _t = self.metrics.op(Op::Other);
+        // `df` on a directory under a quota shows the quota.
+        let quota = if crate::mount::snapshots::Snapshots::owns(ino.0)
+            || crate::mount::virt::Virtual::owns(ino.0)
+        {
+            None
+        } else {
+            self.fs.quota_of(ino.0).ok().flatten()
+        };
+        if let Some(q) = quota.filter(|q| q.max_bytes > 0 || q.max_inodes > 0) {
+            let (bsize, unlimited) = (4096u64, 1u64 << 40);
+            let blocks = match q.max_bytes {
+                0 => unlimited,
+                m => m.div_ceil(bsize),
+            };
+            let bfree = blocks.saturating_sub(q.bytes.div_ceil(bsize));
+            let files = match q.max_inodes {
+                0 => unlimited,
+                m => m,
+            };
+            let ffree = files.saturating_sub(q.inodes);
+            return reply.statfs(
+                blocks,
+                bfree,
+                bfree,
+                files,
+                ffree,
+                bsize as u32,
+                255,
+                bsize as u32,
+            );
+        }
         // The store has no fixed size: report a large, steady capacity.
         let used = self.fs.inode_count().unwrap_or(0);
         let blocks = 1u64 << 40;

@@ -9,6 +9,7 @@ pub mod exporter;
 pub mod fuse;
 pub mod metrics;
 pub mod presence;
+mod quota_req;
 mod route;
 pub mod snapshots;
 pub mod virt;

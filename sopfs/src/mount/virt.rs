@@ -32,6 +32,8 @@ pub const CONFIG_INO: u64 = 7;
 pub const CLONE_INO: u64 = 8;
 /// `/.sopfs/snapshot`: write a snapshot request, read the answer.
 pub const SNAPSHOT_INO: u64 = 10;
+/// `/.sopfs/quota`: write a quota request, read the answer.
+pub const QUOTA_INO: u64 = 11;
 /// First line of every macro file: runs it through the runner.
 pub const SHEBANG: &str = "#!/usr/bin/env sopfs-macro\n";
 
@@ -51,6 +53,8 @@ enum Request {
     Clone,
     /// `/.sopfs/snapshot`: a snapshot taken, deleted or listed.
     Snapshot,
+    /// `/.sopfs/quota`: a directory quota set, read or checked.
+    Quota,
 }
 
 enum Handle {
@@ -151,6 +155,7 @@ impl Virtual {
     pub fn owns(ino: u64) -> bool {
         (MACROS_INO..=CLONE_INO).contains(&ino)
             || ino == SNAPSHOT_INO
+            || ino == QUOTA_INO
             || (MACRO..=NEW).contains(&class(ino))
     }
 
@@ -224,6 +229,7 @@ impl Virtual {
                 "config" => self.getattr(CONFIG_INO),
                 "clone" => self.getattr(CLONE_INO),
                 "snapshot" => self.getattr(SNAPSHOT_INO),
+                "quota" => self.getattr(QUOTA_INO),
                 _ => Err(FsError::NotFound),
             }),
             MACROS_INO if name == ".run" => Some(Ok(self.attr(RUN_INO, Kind::File, 0o666, 0))),
@@ -264,7 +270,9 @@ impl Virtual {
                 Ok(self.attr(ino, Kind::File, 0o444, len))
             }
             CONFIG_INO => Ok(self.attr(ino, Kind::File, 0o444, self.control.config.len() as u64)),
-            RUN_INO | CLONE_INO | SNAPSHOT_INO => Ok(self.attr(ino, Kind::File, 0o666, 0)),
+            RUN_INO | CLONE_INO | SNAPSHOT_INO | QUOTA_INO => {
+                Ok(self.attr(ino, Kind::File, 0o666, 0))
+            }
             i if class(i) == MACRO => {
                 let text = self
                     .macro_text(&self.name_of(i)?)?
@@ -328,6 +336,7 @@ impl Virtual {
                     ("config", CONFIG_INO),
                     ("clone", CLONE_INO),
                     ("snapshot", SNAPSHOT_INO),
+                    ("quota", QUOTA_INO),
                 ] {
                     list.push(DirEntry {
                         name: n.as_bytes().to_vec(),
@@ -371,11 +380,12 @@ impl Virtual {
     /// Opens a virtual file.
     pub fn open(&self, ino: u64, caller: Caller) -> FsResult<u64> {
         let h = match ino {
-            RUN_INO | CLONE_INO | SNAPSHOT_INO => Handle::Request {
+            RUN_INO | CLONE_INO | SNAPSHOT_INO | QUOTA_INO => Handle::Request {
                 what: match ino {
                     RUN_INO => Request::Run,
                     CLONE_INO => Request::Clone,
-                    _ => Request::Snapshot,
+                    SNAPSHOT_INO => Request::Snapshot,
+                    _ => Request::Quota,
                 },
                 caller,
                 req: Vec::new(),
@@ -434,6 +444,9 @@ impl Virtual {
                         Request::Clone => self.serve_clone(caller, &request),
                         Request::Snapshot => {
                             crate::mount::snapshots::serve_request(&self.fs, caller, &request)
+                        }
+                        Request::Quota => {
+                            crate::mount::quota_req::serve(&self.fs, caller, &request)
                         }
                     };
                     hs = self.handles.lock();

@@ -141,6 +141,12 @@ pub fn clone_tree(
     };
     let new_top = copier.copy(snap, tx, src, top, dst_parent)?;
     copier.finish(tx)?;
+    super::quota::charge(
+        tx,
+        dst_parent,
+        copier.report.bytes as i64,
+        copier.report.inodes as i64,
+    )?;
     tx.insert(
         &dir_tree(dst_parent),
         dst_name,
@@ -253,6 +259,9 @@ impl Copier {
             tx.create_tree(&dir_tree(ino), DIR_TREE)?;
         } else {
             inode.nlink = 1;
+            // Charged to the directory it is copied into (the first, for
+            // hard links: all of them are inside the copy).
+            inode.parent = parent;
             if inode.kind == Kind::File {
                 self.share_content(snap, tx, old, ino)?;
                 self.report.bytes += inode.size;

@@ -9,6 +9,7 @@ pub mod content;
 pub mod dirs;
 pub mod names;
 pub mod paths;
+pub mod quota;
 pub mod schema;
 pub mod trash;
 

@@ -61,9 +61,8 @@ pub fn new_node(
         inode.size = target.len() as u64;
         inode.perm = 0o777;
     }
-    if kind == Kind::Dir {
-        inode.parent = parent;
-    }
+    // Directories for `..`; files for the quotas they are charged to.
+    inode.parent = parent;
     Ok(inode)
 }
 
@@ -97,6 +96,8 @@ pub fn insert_node(
         }
     }
     let kind = inode.kind;
+    let bytes = if kind == Kind::File { inode.size } else { 0 };
+    super::quota::charge(tx, parent, bytes as i64, 1)?;
     match tx.insert(&dir_tree(parent), name, &Entry { ino, kind }.encode()) {
         Err(engine::Error::KeyExists) => return Err(FsError::Exists),
         r => r?,
@@ -128,6 +129,9 @@ pub fn link(
     if entry(tx, newparent, newname)?.is_some() {
         return Err(FsError::Exists);
     }
+    if !super::quota::same_realm(tx, super::quota::home(&inode), newparent)? {
+        return Err(FsError::CrossQuota);
+    }
     inode.nlink += 1;
     inode.ctime = Time::now();
     store(tx, ino, &inode)?;
@@ -140,12 +144,24 @@ pub fn link(
     Ok(Attr { ino, inode })
 }
 
-/// Drops one link of a non-directory; deletes it with its content at the
-/// last link unless it is in use on the host.
-fn drop_link(tx: &mut Transaction, host: &dyn Host, ino: u64) -> FsResult<()> {
+/// Drops one link of a non-directory, whose name in `dir` went; deletes
+/// it with its content at the last link unless it is in use on the host.
+/// Its quotas are uncharged at its last link.
+fn drop_link(tx: &mut Transaction, host: &dyn Host, dir: u64, ino: u64) -> FsResult<()> {
     let mut inode = load(tx, ino)?;
     inode.nlink = inode.nlink.saturating_sub(1);
     inode.ctime = Time::now();
+    if inode.nlink == 0 {
+        let bytes = if inode.kind == Kind::File {
+            inode.size
+        } else {
+            0
+        };
+        super::quota::charge(tx, dir, -(bytes as i64), -1)?;
+    } else if inode.parent == dir {
+        // Its home name went: another directory under the same quotas.
+        inode.parent = super::quota::anchor(tx, dir)?;
+    }
     if inode.nlink > 0 || host.in_use(ino) {
         store(tx, ino, &inode)
     } else {
@@ -163,7 +179,7 @@ pub fn unlink(tx: &mut Transaction, host: &dyn Host, parent: u64, name: &[u8]) -
     }
     tx.remove(&dir_tree(parent), name)?;
     if !super::trash::keep(tx, host, parent, name, e.ino)? {
-        drop_link(tx, host, e.ino)?;
+        drop_link(tx, host, parent, e.ino)?;
     }
     touch(tx, host.id(), parent, 0)?;
     Ok(e.ino)
@@ -183,6 +199,8 @@ pub fn rmdir(tx: &mut Transaction, host: &dyn Host, parent: u64, name: &[u8]) ->
     tx.remove(&dir_tree(parent), name)?;
     tx.drop_tree(&dir_tree(e.ino))?;
     tx.remove(INODES, &ino_key(e.ino))?;
+    super::quota::remove(tx, e.ino)?;
+    super::quota::charge(tx, parent, 0, -1)?;
     touch(tx, host.id(), parent, -1)?;
     Ok(())
 }
@@ -243,6 +261,9 @@ pub fn rename(
         if parent != newparent {
             check_move(tx, &src, newparent)?;
             check_move(tx, &dst, parent)?;
+            if !super::quota::same_realm(tx, parent, newparent)? {
+                return Err(FsError::CrossQuota);
+            }
         }
         tx.upsert(&dir_tree(parent), name, &dst.encode())?;
         tx.upsert(&dir_tree(newparent), newname, &src.encode())?;
@@ -284,9 +305,11 @@ pub fn rename(
             check_move(tx, &src, newparent)?;
             tx.drop_tree(&dir_tree(dst.ino))?;
             tx.remove(INODES, &ino_key(dst.ino))?;
+            super::quota::remove(tx, dst.ino)?;
+            super::quota::charge(tx, newparent, 0, -1)?;
             touch(tx, me, newparent, -1)?;
         } else if !super::trash::keep(tx, host, newparent, newname, dst.ino)? {
-            drop_link(tx, host, dst.ino)?;
+            drop_link(tx, host, newparent, dst.ino)?;
             replaced = Some(dst.ino);
         }
     } else if parent != newparent {
@@ -295,8 +318,21 @@ pub fn rename(
     tx.remove(&dir_tree(parent), name)?;
     tx.upsert(&dir_tree(newparent), newname, &src.encode())?;
     let mut i = load(tx, src.ino)?;
+    if parent != newparent && !super::quota::same_realm(tx, parent, newparent)? {
+        // Only a file with one name can say where it is charged after.
+        if src.kind == Kind::Dir || i.nlink > 1 {
+            return Err(FsError::CrossQuota);
+        }
+        let bytes = if src.kind == Kind::File {
+            i.size as i64
+        } else {
+            0
+        };
+        super::quota::charge(tx, parent, -bytes, -1)?;
+        super::quota::charge(tx, newparent, bytes, 1)?;
+    }
     i.ctime = now;
-    if src.kind == Kind::Dir {
+    if src.kind == Kind::Dir || i.nlink == 1 || i.parent == parent {
         i.parent = newparent;
     }
     store(tx, src.ino, &i)?;

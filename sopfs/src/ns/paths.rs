@@ -72,7 +72,9 @@ pub fn write_file(
     patch.write(tx, offset, data)?;
     patch.finish(tx)?;
     let now = Time::now();
-    inode.size = if append { end } else { data.len() as u64 };
+    let size = if append { end } else { data.len() as u64 };
+    super::quota::charge(tx, dir, size as i64 - inode.size as i64, 0)?;
+    inode.size = size;
     inode.mtime = now;
     inode.ctime = now;
     store(tx, ino, &inode)?;

@@ -145,7 +145,9 @@ pub struct Inode {
     pub crtime: Time,
     /// Device number (devices).
     pub rdev: u32,
-    /// The parent directory (directories only; for `..` and move checks).
+    /// The parent directory: of a directory for `..` and move checks; of a
+    /// file, the directory its quotas are charged to (0 in files made before
+    /// quotas: the root).
     pub parent: u64,
     /// Symlink target.
     pub target: Vec<u8>,

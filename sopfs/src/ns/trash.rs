@@ -216,6 +216,15 @@ pub fn keep(
         Err(engine::Error::KeyExists) => return Err(FsError::Exists),
         r => r?,
     }
+    // Its usage moves with it, from the quotas of where it was to the trash's.
+    let bytes = if inode.kind == Kind::File {
+        inode.size as i64
+    } else {
+        0
+    };
+    super::quota::charge(tx, parent, -bytes, -1)?;
+    super::quota::charge(tx, dir, bytes, 1)?;
+    inode.parent = dir;
     inode.ctime = Time::now();
     store(tx, ino, &inode)?;
     touch(tx, host.id(), dir, 0)?;
