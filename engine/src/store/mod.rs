@@ -373,9 +373,12 @@ impl BlobStore {
     /// Writes every `(path, bytes)` of fresh objects (as `put_fresh`). On a
     /// network store they go out together, up to `PARALLEL_PUTS` at a
     /// time, so a commit with several blobs waits about one round trip
-    /// instead of one per blob; local writes stay on the caller's thread.
+    /// instead of one per blob; in a local folder a commit of fewer than
+    /// `LOCAL_PARALLEL_FROM` stays on the caller's thread, a bigger one
+    /// uses `LOCAL_PARALLEL_PUTS` writers.
     pub fn put_fresh_all(&self, items: Vec<(Path, Vec<u8>)>) -> Result<()> {
-        if self.probe_is_cheap() || items.len() < 2 {
+        let local = self.probe_is_cheap();
+        if items.len() < 2 || (local && items.len() < LOCAL_PARALLEL_FROM) {
             for (path, data) in items {
                 self.put_fresh(&path, data)?;
             }
@@ -384,7 +387,12 @@ impl BlobStore {
         let queue = parking_lot::Mutex::new(items);
         // Each writer seals what it takes (`put_fresh`), so sealing's CPU
         // is spread over the writers too.
-        let workers = queue.lock().len().min(PARALLEL_PUTS);
+        let most = if local {
+            LOCAL_PARALLEL_PUTS
+        } else {
+            PARALLEL_PUTS
+        };
+        let workers = queue.lock().len().min(most);
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
@@ -727,6 +735,15 @@ fn network_runtime() -> Result<tokio::runtime::Runtime> {
 
 /// The volume marker's path (`location::volume_path`), never sealed.
 const VOLUME_MARKER: &str = "volume";
+
+/// Fresh objects of one `put_fresh_all` from which a local folder writes
+/// them from several threads: most of a file creation on ext4 is CPU in
+/// the kernel's inode allocation, so a big commit's node blobs (a clone of
+/// a big tree writes thousands) go faster spread over the cores, while a
+/// small commit's few stay on the caller's thread.
+const LOCAL_PARALLEL_FROM: usize = 64;
+/// Writer threads of such a commit on a local folder.
+const LOCAL_PARALLEL_PUTS: usize = 4;
 
 /// Puts in flight at once for one caller of `put_fresh_all` on a network
 /// store: enough to hide a round trip behind the others' transfers.
