@@ -64,7 +64,13 @@ impl StoreLocation {
         if s.is_empty() {
             return Err(Error::InvalidArgument("empty store location".into()));
         }
-        Ok(StoreLocation::Local(PathBuf::from(s)))
+        // Made absolute now (without needing it to exist): a daemon that
+        // goes to the background leaves the working directory it was
+        // relative to.
+        let path = std::path::absolute(s).map_err(|e| {
+            Error::InvalidArgument(format!("{s}: cannot be made an absolute path ({e})"))
+        })?;
+        Ok(StoreLocation::Local(path))
     }
 
     /// The local folder, when the store is one.

@@ -810,6 +810,13 @@ mod tests {
             StoreLocation::parse("file:///v"),
             Ok(StoreLocation::Local(_))
         ));
+        // A relative path is taken from the working directory now, so it
+        // still names the same folder from a daemon that left it.
+        let cwd = std::env::current_dir().expect("cwd");
+        match StoreLocation::parse("not-there-yet/v") {
+            Ok(StoreLocation::Local(p)) => assert_eq!(p, cwd.join("not-there-yet/v")),
+            other => panic!("{other:?}"),
+        }
         assert!(StoreLocation::parse("file://v").is_err());
         assert!(StoreLocation::parse("ftp://x").is_err());
         assert!(StoreLocation::parse("").is_err());

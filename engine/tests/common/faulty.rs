@@ -149,7 +149,14 @@ pub struct ChaosStore {
     served: AtomicU64,
     /// Requests that met a fault.
     pub faults: AtomicU64,
+    /// Faults in a row per object: past `STREAK_MAX` the next request to
+    /// it is served, so a fault short of an outage stays one that the
+    /// store's retries (3) get past, as S3's transient faults are.
+    streaks: parking_lot::Mutex<std::collections::HashMap<String, u32>>,
 }
+
+/// Most faults in a row one object meets outside an outage.
+const STREAK_MAX: u32 = 2;
 
 impl std::fmt::Display for ChaosStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -168,6 +175,7 @@ impl ChaosStore {
             mode: parking_lot::Mutex::new(Chaos::Healthy),
             served: AtomicU64::new(0),
             faults: AtomicU64::new(0),
+            streaks: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -181,6 +189,30 @@ impl ChaosStore {
             store: "chaos",
             source: what.into(),
         }
+    }
+
+    /// The fault a request for object `key` meets (see `streaks`).
+    fn draw_for(&self, key: &Path) -> (Option<object_store::Error>, Option<object_store::Error>) {
+        let outage = *self.mode.lock() == Chaos::Outage;
+        let key = key.to_string();
+        if !outage
+            && self
+                .streaks
+                .lock()
+                .get(&key)
+                .is_some_and(|n| *n >= STREAK_MAX)
+        {
+            self.streaks.lock().remove(&key);
+            return (None, None);
+        }
+        let r = self.draw();
+        let mut streaks = self.streaks.lock();
+        if r.0.is_some() || r.1.is_some() {
+            *streaks.entry(key).or_insert(0) += 1;
+        } else {
+            streaks.remove(&key);
+        }
+        r
     }
 
     /// The fault this request meets: Some(before, after) where `before`
@@ -219,8 +251,8 @@ impl ChaosStore {
 }
 
 macro_rules! chaotic {
-    ($self:ident, $call:expr) => {{
-        let (before, after) = $self.draw();
+    ($self:ident, $key:expr, $call:expr) => {{
+        let (before, after) = $self.draw_for($key);
         if let Some(e) = before {
             return Err(e);
         }
@@ -249,7 +281,11 @@ impl ObjectStore for ChaosStore {
             }
             return r;
         }
-        chaotic!(self, self.inner.put_opts(location, payload, opts).await)
+        chaotic!(
+            self,
+            location,
+            self.inner.put_opts(location, payload, opts).await
+        )
     }
 
     async fn put_multipart_opts(
@@ -257,11 +293,15 @@ impl ObjectStore for ChaosStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        chaotic!(self, self.inner.put_multipart_opts(location, opts).await)
+        chaotic!(
+            self,
+            location,
+            self.inner.put_multipart_opts(location, opts).await
+        )
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        let (before, _) = self.draw();
+        let (before, _) = self.draw_for(location);
         if let Some(e) = before {
             return Err(e);
         }
@@ -294,6 +334,6 @@ impl ObjectStore for ChaosStore {
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        chaotic!(self, self.inner.copy_opts(from, to, options).await)
+        chaotic!(self, from, self.inner.copy_opts(from, to, options).await)
     }
 }
