@@ -7,18 +7,11 @@
 mod common;
 
 use common::trees::{build, pattern, seen, store_bytes};
-use common::{assert_fsck_clean, sopfs_bin, Mount, RedisServer};
+use common::{assert_fsck_clean, gc_now, sopfs_bin, two_hosts, Mount, RedisServer};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn sopfs(args: &[&str]) -> Output {
-    Command::new(sopfs_bin())
-        .args(args)
-        .output()
-        .expect("run sopfs")
-}
+use std::process::Command;
 
 fn clone_ok(src: &Path, dst: &Path) -> String {
     let out = Command::new(sopfs_bin())
@@ -111,18 +104,7 @@ fn a_clone_is_a_whole_independent_copy_that_outlives_its_source() {
     std::fs::remove_dir_all(&src).expect("rm -rf src");
     std::fs::remove_file(m.path("outside-link")).expect("rm");
     m.unmount();
-    let out = sopfs(&["gc", &store_s, "--retention", "0"]);
-    let report = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "gc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let deleted: u64 = report
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
+    let (report, deleted) = gc_now(&store_s);
     assert!(
         deleted > 0,
         "gc collected the chunk only the source named: {report}"
@@ -232,10 +214,8 @@ fn a_user_clones_what_it_may_read_and_owns_the_copy() {
 fn a_clone_made_on_one_host_is_whole_on_another_while_files_land() {
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = tmp.path().join("v");
+    let (store, a, b) = two_hosts(tmp.path(), &redis);
     let store_s = store.to_str().expect("utf-8").to_string();
-    let a = Mount::start(&store_s, tmp.path(), "a", Some(&redis.url()));
-    let b = Mount::start(&store_s, tmp.path(), "b", Some(&redis.url()));
     let src = build(&a.dir);
     std::fs::create_dir(src.join("incoming")).expect("mkdir");
     let built = seen(&src).len();

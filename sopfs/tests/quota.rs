@@ -7,7 +7,7 @@
 mod common;
 
 use common::trees::pattern;
-use common::{sopfs_bin, Mount, RedisServer};
+use common::{sopfs_bin, two_hosts, Mount, RedisServer};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -179,9 +179,7 @@ fn a_quota_limits_bytes_and_inodes_below_a_directory() {
 fn two_hosts_racing_to_fill_one_quota_never_pass_it() {
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = tmp.path().join("v");
-    let a = Mount::start(s(&store), tmp.path(), "a", Some(&redis.url()));
-    let b = Mount::start(s(&store), tmp.path(), "b", Some(&redis.url()));
+    let (_, a, b) = two_hosts(tmp.path(), &redis);
     std::fs::create_dir(a.path("q")).expect("mkdir");
     const LIMIT: u64 = 2 << 20;
     const FILE: usize = 64 << 10;

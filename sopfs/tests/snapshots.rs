@@ -7,7 +7,7 @@
 mod common;
 
 use common::trees::{build, pattern, seen, store_bytes};
-use common::{assert_fsck_clean, sopfs_bin, Mount, RedisServer};
+use common::{assert_fsck_clean, gc_now, sopfs_bin, two_hosts, Mount, RedisServer};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -54,21 +54,6 @@ fn names(mount: &Path) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-fn gc(store: &str) -> u64 {
-    let out = sopfs(&["gc", store, "--retention", "0"]);
-    assert!(
-        out.status.success(),
-        "gc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout).to_string();
-    report
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
 }
 
 fn erofs(r: std::io::Result<impl Sized>, what: &str) {
@@ -161,7 +146,7 @@ fn a_snapshot_is_the_volume_as_taken_until_deleted_then_gc_frees_it() {
     // GC with no retention trims the log past the snapshot: after a
     // remount it is read from the checkpoint GC wrote at its commit.
     m.unmount();
-    gc(&store_s);
+    gc_now(&store_s);
     assert_fsck_clean(&store_s, None);
     let mut m = Mount::start(&store_s, tmp.path(), "m2", None);
     check(&m.path(".snapshots/s1"));
@@ -171,7 +156,10 @@ fn a_snapshot_is_the_volume_as_taken_until_deleted_then_gc_frees_it() {
     assert!(names(&m.dir).is_empty());
     m.unmount();
     let held = store_bytes(&store);
-    assert!(gc(&store_s) > 0, "GC freed blobs of the deleted snapshot");
+    assert!(
+        gc_now(&store_s).1 > 0,
+        "GC freed blobs of the deleted snapshot"
+    );
     let freed = held - store_bytes(&store);
     assert!(
         freed >= 3 << 20,
@@ -204,10 +192,7 @@ fn written_by(root: &Path, w: usize) -> usize {
 fn a_snapshot_taken_while_two_hosts_write_is_one_cut_on_both() {
     let redis = RedisServer::start();
     let tmp = tempfile::tempdir().expect("tempdir");
-    let store = tmp.path().join("v");
-    let store_s = store.to_str().expect("utf-8").to_string();
-    let a = Mount::start(&store_s, tmp.path(), "a", Some(&redis.url()));
-    let b = Mount::start(&store_s, tmp.path(), "b", Some(&redis.url()));
+    let (_, a, b) = two_hosts(tmp.path(), &redis);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Two writers per host, each writing whole files one after another.
     let writers: Vec<_> = (0..4usize)

@@ -8,7 +8,7 @@
 mod common;
 
 use common::trees::{pattern, store_bytes};
-use common::{assert_fsck_clean, sopfs_bin, Mount, RedisServer};
+use common::{assert_fsck_clean, gc_now, sopfs_bin, Mount, RedisServer};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -121,16 +121,7 @@ fn expired_hours_are_emptied_by_gc_and_by_a_mount_and_their_space_comes_back() {
     std::fs::write(old.join("small"), b"s").expect("write");
     m.unmount();
     let before = store_bytes(&store);
-    let out = Command::new(sopfs_bin())
-        .args(["gc", &store_s, "--retention", "0"])
-        .output()
-        .expect("gc");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (text, _) = gc_now(&store_s);
     assert!(text.contains("emptied 4 names from the trash"), "{text}");
     let freed = before.saturating_sub(store_bytes(&store));
     assert!(freed >= 3 << 20, "{freed} bytes freed");

@@ -1,8 +1,7 @@
 //! A volume mounted: the FUSE adapter over [`crate::fs::Fs`], the virtual
 //! files beside the volume's own (`/.macros`, `/.jobs`, `/.sopfs`), the
-//! snapshots (`/.snapshots`), the
-//! daemon that mounts and unmounts, metrics and their exporter, and the
-//! presence record other hosts see.
+//! snapshots (`/.snapshots`), the daemon that mounts and unmounts, metrics
+//! and their exporter, and the presence record other hosts see.
 
 pub mod daemon;
 pub mod exporter;

@@ -1,8 +1,9 @@
 //! The one place that decides whether an inode or a handle belongs to the
 //! volume, to the snapshots (`/.snapshots`) or to the virtual tree
-//! (`/.macros`, `/.jobs`, `/.sopfs`), and sends each operation there. The FUSE adapter asks it, then only
-//! converts types and replies; `Side` tells it how to reply (the kernel
-//! caches nothing of the virtual tree, whose files it reads directly).
+//! (`/.macros`, `/.jobs`, `/.sopfs`), and sends each operation there. The
+//! FUSE adapter asks it, then only converts types and replies; `Side` tells
+//! it how to reply (the kernel caches nothing of the virtual tree, whose
+//! files it reads directly, and keeps what it read of a snapshot).
 
 use crate::error::{FsError, FsResult};
 use crate::fs::{Attr, Caller, DirEntry, Fs, SetAttr};

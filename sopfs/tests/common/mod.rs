@@ -7,3 +7,36 @@ pub mod power_cut;
 pub mod trees;
 
 pub use test_support::*;
+
+use std::path::{Path, PathBuf};
+
+/// A volume in `base/v` mounted twice (hosts `a` and `b`), coordinated by
+/// `redis`: the store's path and the two mounts.
+pub fn two_hosts(base: &Path, redis: &RedisServer) -> (PathBuf, Mount, Mount) {
+    let store = base.join("v");
+    let s = store.to_str().expect("utf-8");
+    let a = Mount::start(s, base, "a", Some(&redis.url()));
+    let b = Mount::start(s, base, "b", Some(&redis.url()));
+    (store, a, b)
+}
+
+/// `sopfs gc STORE --retention 0`, which must succeed: its report and
+/// the number of blobs it deleted (the report's second word).
+pub fn gc_now(store: &str) -> (String, u64) {
+    let out = std::process::Command::new(sopfs_bin())
+        .args(["gc", store, "--retention", "0"])
+        .output()
+        .expect("run sopfs gc");
+    assert!(
+        out.status.success(),
+        "gc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let deleted = report
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    (report, deleted)
+}
