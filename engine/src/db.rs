@@ -292,6 +292,10 @@ impl Db {
                 values: ValueCache::new(opts.value_cache_bytes),
                 loading: parking_lot::Mutex::new(std::collections::HashSet::new()),
                 loaded: parking_lot::Condvar::new(),
+                big_records: parking_lot::Mutex::new(lru::LruCache::new(
+                    std::num::NonZeroUsize::new(crate::tree::BIG_RECORDS_KEPT)
+                        .unwrap_or(std::num::NonZeroUsize::MIN),
+                )),
             }),
             registry,
             coord,

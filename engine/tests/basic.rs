@@ -596,3 +596,55 @@ fn a_read_only_open_reads_and_writes_nothing() {
     }
     assert_eq!(snapshot(&dir.path().join("v")), before, "the store changed");
 }
+
+/// A commit whose changed nodes are far past what a record object carries
+/// is still one segment frame in a local folder (no node file written),
+/// reads back whole in a cold process, one node at a time, and stays
+/// readable once GC has trimmed its record.
+#[test]
+fn a_big_commit_is_one_frame_and_reads_back_cold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 40_000u32;
+    let value = |i: u32| format!("value {i:>20}").into_bytes();
+    let db = open_local(dir.path());
+    db.run(|tx| {
+        tx.ensure_tree("t", small_tree(64))?;
+        for i in 0..n {
+            tx.upsert("t", &key(i), &value(i))?;
+        }
+        Ok(())
+    })
+    .expect("commit");
+    // About 1.5 MiB of leaves, three times a record object's share: all in
+    // the frame.
+    assert_eq!(files_in(&dir.path().join("blobs")), 0);
+    drop(db);
+    let check = |db: &engine::Db| {
+        let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+        assert_eq!(tx.check_tree("t").expect("structure"), u64::from(n));
+        for i in (0..n).step_by(7) {
+            assert_eq!(
+                tx.get("t", &key(i)).expect("get"),
+                Some(value(i)),
+                "key {i}"
+            );
+        }
+    };
+    let db = open_local(dir.path());
+    check(&db);
+    // Trimmed: its live nodes are written out first, and read from there.
+    db.run(|tx| tx.upsert("t", &key(0), &value(0)))
+        .expect("commit");
+    let mut trimmed = 0;
+    for _ in 0..3 {
+        trimmed += db
+            .gc(std::time::Duration::ZERO, false)
+            .expect("gc")
+            .log_records_deleted;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(trimmed >= 2, "only {trimmed} records trimmed");
+    assert!(files_in(&dir.path().join("blobs")) > 100);
+    drop(db);
+    check(&open_local(dir.path()));
+}

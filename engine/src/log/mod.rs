@@ -341,6 +341,12 @@ impl Log {
         self.store.get(&log_path(seq))
     }
 
+    /// True when records are frames in local segment files (an `fstat` and
+    /// a `pread` away), not objects.
+    pub fn holds_segments(&self) -> bool {
+        self.dir.is_some()
+    }
+
     /// True where reading records costs a round trip each (record objects
     /// on a network store), so reading several at once pays.
     pub fn reads_in_batches(&self) -> bool {

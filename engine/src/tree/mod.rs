@@ -14,4 +14,4 @@ pub(crate) use leaf::Leaf;
 pub(crate) use node::Node;
 pub use value::Packed;
 pub use value::Value;
-pub(crate) use view::{Loader, View};
+pub(crate) use view::{Loader, View, BIG_RECORDS_KEPT};

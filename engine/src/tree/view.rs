@@ -11,6 +11,15 @@ use crate::tree::{NodeCache, ValueCache};
 use std::collections::HashSet;
 use std::sync::Arc;
 
+/// A record that should carry `what` `blob` does not.
+fn not_carried(seq: u64, what: &str, blob: BlobId) -> Error {
+    Error::Corrupted {
+        what: "commit record",
+        path: log_path(seq).to_string(),
+        detail: format!("does not carry {what} {blob}"),
+    }
+}
+
 /// What a view needs to load nodes it did not change.
 pub(crate) struct Loader {
     pub store: Arc<BlobStore>,
@@ -22,7 +31,20 @@ pub(crate) struct Loader {
     /// reading it again.
     pub loading: parking_lot::Mutex<HashSet<crate::ids::BlobId>>,
     pub loaded: parking_lot::Condvar,
+    /// The node bodies of the last few big records read (see
+    /// `load_packed`), by seq.
+    pub big_records: parking_lot::Mutex<lru::LruCache<u64, Arc<BigRecord>>>,
 }
+
+/// Records whose nodes are past this many bytes are "big": a reader decodes
+/// only the node it wants and keeps the record's bodies in
+/// `Loader::big_records`, instead of decoding and caching all its nodes.
+const BIG_RECORD: usize = 512 * 1024;
+/// Big records whose bodies `Loader::big_records` keeps.
+pub(crate) const BIG_RECORDS_KEPT: usize = 2;
+
+/// The node bodies a big record carries, by blob id.
+pub(crate) type BigRecord = std::collections::HashMap<BlobId, Vec<u8>>;
 
 impl Loader {
     /// Loads the node version `loc` names (cache first).
@@ -56,30 +78,62 @@ impl Loader {
 impl Loader {
     /// Reads node `blob` out of record `seq`; `None` if the record is gone
     /// (trimmed by GC, which wrote its live nodes out as blobs first). The
-    /// record's other nodes are cached too: they are the newest versions
-    /// of nodes the caller's neighbours are likely to want next.
+    /// other nodes of a small record are cached too: they are the newest
+    /// versions of nodes the caller's neighbours are likely to want next.
+    /// A big record (a clone's thousands of nodes) would flood the node
+    /// cache that way, and every read of one of its nodes would evict the
+    /// others: its bodies are kept as bytes instead, and nodes decoded one
+    /// by one as they are wanted.
     fn load_packed(&self, seq: u64, blob: BlobId) -> Result<Option<Arc<Node>>> {
         let path = log_path(seq);
-        let Some(data) = self.log.read(seq)? else {
-            return Ok(None);
+        let kept = self.big_records.lock().get(&seq).cloned();
+        let big = match kept {
+            Some(big) => big,
+            None => {
+                let Some(data) = self.log.read(seq)? else {
+                    return Ok(None);
+                };
+                let record = decode_record(path.as_ref(), &data)?;
+                let bytes: usize = record.packed.iter().map(|p| p.body.len()).sum();
+                if bytes <= BIG_RECORD {
+                    return self.cache_all(seq, blob, record.packed).map(Some);
+                }
+                let big: Arc<BigRecord> = Arc::new(
+                    record
+                        .packed
+                        .into_iter()
+                        .map(|p| (p.blob, p.body))
+                        .collect(),
+                );
+                self.big_records.lock().put(seq, big.clone());
+                big
+            }
         };
-        let record = decode_record(path.as_ref(), &data)?;
+        let body = big
+            .get(&blob)
+            .ok_or_else(|| not_carried(seq, "node", blob))?;
+        let node = Arc::new(Node::decode_in_record(path.as_ref(), body, seq)?);
+        self.cache.insert(blob, node.clone());
+        Ok(Some(node))
+    }
+
+    /// Decodes and caches every node of a small record; returns `blob`.
+    fn cache_all(
+        &self,
+        seq: u64,
+        blob: BlobId,
+        packed: Vec<crate::log::PackedNode>,
+    ) -> Result<Arc<Node>> {
+        let path = log_path(seq);
         let mut wanted = None;
-        for p in record.packed {
+        for p in packed {
             let node = Arc::new(Node::decode_in_record(path.as_ref(), &p.body, seq)?);
             if p.blob == blob {
                 wanted = Some(node.clone());
             }
             self.cache.insert(p.blob, node);
         }
-        match wanted {
-            Some(node) => Ok(Some(node)),
-            None => Err(Error::Corrupted {
-                what: "commit record",
-                path: path.to_string(),
-                detail: format!("does not carry node {blob}"),
-            }),
-        }
+        wanted.ok_or_else(|| not_carried(seq, "node", blob))
     }
 
     /// The bytes of value chunk `blob`, carried in commit record `packed_in`
@@ -106,11 +160,7 @@ impl Loader {
             }
             self.values.insert(v.blob, body);
         }
-        wanted.ok_or_else(|| Error::Corrupted {
-            what: "commit record",
-            path: path.to_string(),
-            detail: format!("does not carry value {blob}"),
-        })
+        wanted.ok_or_else(|| not_carried(seq, "value", blob))
     }
 
     /// Caches the nodes record `seq` carries (read for another reason).
@@ -203,13 +253,30 @@ impl Loader {
 }
 
 /// Snapshot plus private changes.
-#[derive(Clone)]
 pub(crate) struct View {
     pub base: Arc<RegState>,
     loader: Arc<Loader>,
     pub dirty: IdMap<NodeId, Arc<Node>>,
     pub freed: IdSet<NodeId>,
     pub created: IdSet<NodeId>,
+    /// Catalog entries found through this view, by tree name (raw bytes of
+    /// the entry). A tree keeps its entry until it is dropped, so only a
+    /// drop (`forget_tree`) invalidates one; without this every operation
+    /// walked the catalog, a tenth of a big clone's time.
+    metas: parking_lot::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+}
+
+impl Clone for View {
+    fn clone(&self) -> Self {
+        View {
+            base: self.base.clone(),
+            loader: self.loader.clone(),
+            dirty: self.dirty.clone(),
+            freed: self.freed.clone(),
+            created: self.created.clone(),
+            metas: parking_lot::Mutex::new(self.metas.lock().clone()),
+        }
+    }
 }
 
 impl View {
@@ -220,7 +287,23 @@ impl View {
             dirty: IdMap::default(),
             freed: IdSet::default(),
             created: IdSet::default(),
+            metas: parking_lot::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// The catalog entry of tree `name` this view found before, if any.
+    pub fn known_tree(&self, name: &str) -> Option<Vec<u8>> {
+        self.metas.lock().get(name).cloned()
+    }
+
+    /// Remembers tree `name`'s catalog entry as found through this view.
+    pub fn remember_tree(&self, name: &str, entry: &[u8]) {
+        self.metas.lock().insert(name.to_string(), entry.to_vec());
+    }
+
+    /// Forgets tree `name`'s catalog entry (the tree is being dropped).
+    pub fn forget_tree(&self, name: &str) {
+        self.metas.lock().remove(name);
     }
 
     /// The node as this view sees it.

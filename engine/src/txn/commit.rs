@@ -37,12 +37,16 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Node bytes one commit record carries at most; the rest of a big commit's
-/// nodes are written as blobs of their own. Not more: a reader of one node
-/// a record carries decodes and caches all of them, and a record of
-/// 32 MiB of nodes (tried for clones) filled the node cache with each
-/// read, so reads of its nodes thrashed it and later clones timed out.
+/// Node bytes one record object (S3) carries at most; the rest of a big
+/// commit's nodes are written as blobs of their own. Not more: another
+/// host catching up GETs the whole record and caches every node it carries.
 const PACK_MAX: usize = 512 * 1024;
+/// Node bytes one segment frame (a local folder) carries at most. A big
+/// commit (a clone, a load) then writes one frame instead of thousands of
+/// node files, whose inode allocation was most of a clone's time; a reader
+/// of a record past `PACK_MAX` decodes only the node it wants
+/// (`Loader::load_packed`), so such a record does not flood the node cache.
+const SEGMENT_PACK_MAX: usize = 32 << 20;
 /// Values up to this size travel inside the record:
 /// one whole file chunk of sopfs, so a file up to a few chunks costs no
 /// blob, and so no blob to make durable before its record (one journal
@@ -263,7 +267,11 @@ impl Transaction {
     pub fn commit(mut self) -> Result<CommitInfo> {
         match self.group.take() {
             Some(group) if super::group::eligible(&self) => group.commit(self),
-            _ => commit_one(&mut self),
+            _ => {
+                let info = commit_one(&mut self);
+                self.shed_after_commit();
+                info
+            }
         }
     }
 }
@@ -416,9 +424,14 @@ fn plan(tx: &mut Transaction, value_ids: &[BlobId]) -> Plan {
     ids.sort_unstable();
     let mut carried = HashSet::new();
     let mut carried_bytes = 0;
+    let pack_max = if tx.db.loader.log.holds_segments() {
+        SEGMENT_PACK_MAX
+    } else {
+        PACK_MAX
+    };
     for id in ids {
         let len = tx.view.dirty.get(&id).map_or(0, |n| n.encoded_len());
-        if carried_bytes + len <= PACK_MAX {
+        if carried_bytes + len <= pack_max {
             carried_bytes += len;
             carried.insert(id);
         }
@@ -553,7 +566,7 @@ struct Ahead<'a> {
 
 /// Phase 4, write ahead: the intent (cluster mode, when blobs are written),
 /// the value and node blobs, each durable before the record that names
-/// them. Changed nodes travel inside the record up to PACK_MAX bytes (one
+/// them. Changed nodes travel inside the record up to PACK_MAX bytes (SEGMENT_PACK_MAX in a local folder; one
 /// object write for a small commit); beyond that, as blobs of their own.
 fn write_ahead<'a>(
     tx: &mut Transaction,

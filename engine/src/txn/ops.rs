@@ -189,14 +189,22 @@ pub(crate) fn lookup_meta(view: &View, name: &str) -> Result<Option<TreeMeta>> {
     if name == CATALOG {
         return Ok(Some(TreeMeta::CATALOG));
     }
+    let decode = |bytes: &[u8]| {
+        postcard::from_bytes(bytes).map_err(|e| Error::Corrupted {
+            what: "catalog entry",
+            path: name.to_string(),
+            detail: e.to_string(),
+        })
+    };
+    if let Some(bytes) = view.known_tree(name) {
+        return decode(&bytes).map(Some);
+    }
     match btree::get(view, NodeId::CATALOG_ROOT, name.as_bytes())? {
-        Some(Value::Inline(bytes)) => Ok(Some(postcard::from_bytes(&bytes).map_err(|e| {
-            Error::Corrupted {
-                what: "catalog entry",
-                path: name.to_string(),
-                detail: e.to_string(),
-            }
-        })?)),
+        Some(Value::Inline(bytes)) => {
+            let meta = decode(&bytes)?;
+            view.remember_tree(name, &bytes);
+            Ok(Some(meta))
+        }
         Some(Value::External { .. }) => Err(Error::Corrupted {
             what: "catalog entry",
             path: name.to_string(),
@@ -242,6 +250,7 @@ pub(crate) fn apply_op(view: &mut View, op: &Op) -> Result<bool> {
         }
         Op::DropTree { name } => {
             let meta = existing(view, name)?;
+            view.forget_tree(name);
             let mut nodes = Vec::new();
             btree::collect_nodes(view, meta.root, &mut nodes)?;
             for n in nodes {
