@@ -14,18 +14,11 @@ use std::path::Path;
 use std::process::Command;
 
 fn clone_ok(src: &Path, dst: &Path) -> String {
-    let out = Command::new(sopfs_bin())
-        .arg("clone")
-        .arg(src)
-        .arg(dst)
-        .output()
-        .expect("run sopfs clone");
-    assert!(
-        out.status.success(),
-        "clone: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::sopfs_ok(&[
+        std::ffi::OsStr::new("clone"),
+        src.as_os_str(),
+        dst.as_os_str(),
+    ])
 }
 
 /// The one line `sopfs clone` fails with.

@@ -180,10 +180,10 @@ struct Copier {
 /// Copies are numbered in one run from a random start below 2^62, so
 /// that their inode and content keys land side by side: each fills the
 /// B-tree leaf before it in key order, instead of one random leaf each
-/// (which made the trees' inserts most of a clone's time). A run of up to
-/// 2^62 numbers above a random start in 2^62 meets an existing (random
-/// 63-bit) number with odds of about run length x files / 2^63; `finish`
-/// refuses the clone if one does.
+/// (which made the trees' inserts most of a clone's time). The run cannot
+/// pass 2^63; it meets an existing (random 63-bit) number with odds of
+/// about run length x files / 2^63, and `finish` refuses the clone if it
+/// does.
 fn clone_base() -> u64 {
     (rand::random::<u64>() >> 2).max(ROOT_INO + 1)
 }

@@ -23,20 +23,26 @@ pub fn two_hosts(base: &Path, redis: &RedisServer) -> (PathBuf, Mount, Mount) {
 /// `sopfs gc STORE --retention 0`, which must succeed: its report and
 /// the number of blobs it deleted (the report's second word).
 pub fn gc_now(store: &str) -> (String, u64) {
-    let out = std::process::Command::new(sopfs_bin())
-        .args(["gc", store, "--retention", "0"])
-        .output()
-        .expect("run sopfs gc");
-    assert!(
-        out.status.success(),
-        "gc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    let report = sopfs_ok(&["gc", store, "--retention", "0"]);
     let deleted = report
         .split_whitespace()
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     (report, deleted)
+}
+
+/// Runs `sopfs ARGS`, which must succeed; its standard output.
+pub fn sopfs_ok<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = std::process::Command::new(sopfs_bin())
+        .args(args)
+        .output()
+        .expect("run sopfs");
+    assert!(
+        out.status.success(),
+        "sopfs {:?}: {}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
