@@ -93,6 +93,46 @@ fn cursors_scan_both_ways_and_resume_in_another_transaction() {
 }
 
 #[test]
+fn a_sorted_multi_get_agrees_with_one_get_per_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = open_local(dir.path());
+    // Four slots a node: 3,000 keys make a tree five levels deep, so the
+    // walk splits key runs at every level. Every third key is left out.
+    db.run(|tx| {
+        tx.ensure_tree("t", small_tree(4))?;
+        for i in (0..3000).filter(|i| i % 3 != 0) {
+            tx.insert("t", &key(i), format!("v{i}").as_bytes())?;
+        }
+        tx.upsert("t", &key(4001), &vec![9u8; 10_000])
+    })
+    .expect("fill");
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    // Runs within one leaf, gaps across many, both ends and past them.
+    let wanted: Vec<Vec<u8>> = (0..3000)
+        .filter(|i| i % 7 == 0 || (1000..1040).contains(i))
+        .chain([2999, 4001, 5000])
+        .map(key)
+        .collect();
+    let refs: Vec<&[u8]> = wanted.iter().map(|k| k.as_slice()).collect();
+    let many = tx.get_values_sorted("t", &refs).expect("multi-get");
+    assert_eq!(many.len(), refs.len());
+    let mut present = 0;
+    for (k, got) in refs.iter().zip(&many) {
+        assert_eq!(got, &tx.get_value("t", k).expect("get"), "key {k:?}");
+        present += got.is_some() as usize;
+    }
+    // Keys 0, 3, 6 ... are absent: the comparison above saw both kinds.
+    assert!(present > 100 && present < refs.len(), "{present}");
+    assert_eq!(tx.get_values_sorted("t", &[]).expect("none"), vec![]);
+    let unsorted = [key(5), key(4)];
+    let unsorted: Vec<&[u8]> = unsorted.iter().map(|k| k.as_slice()).collect();
+    assert!(matches!(
+        tx.get_values_sorted("t", &unsorted),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
 fn trees_are_created_dropped_and_named_errors_come_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = open_local(dir.path());

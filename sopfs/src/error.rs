@@ -71,6 +71,10 @@ pub enum FsError {
     /// The local cache folder (spill files of big writes) failed.
     #[error("local cache folder: {0}")]
     Cache(#[from] std::io::Error),
+    /// A helper thread could not be started (the process is out of
+    /// threads or memory): the caller may try again.
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
 }
 
 impl FsError {
@@ -95,6 +99,7 @@ impl FsError {
             FsError::Quota => libc::EDQUOT,
             FsError::CrossQuota => libc::EXDEV,
             FsError::Corrupted(_) => libc::EIO,
+            FsError::Thread(_) => libc::EAGAIN,
             // ENOSPC of a full cache folder is the truth the writer needs.
             FsError::Cache(e) => e.raw_os_error().unwrap_or(libc::EIO),
             FsError::Engine(e) => match e {

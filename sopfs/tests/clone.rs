@@ -213,14 +213,19 @@ fn a_clone_made_on_one_host_is_whole_on_another_while_files_land() {
     std::fs::create_dir(src.join("incoming")).expect("mkdir");
     let built = seen(&src).len();
     // Host b keeps adding whole files to the source while host a clones it.
+    // O_EXCL creates: such a file's name lands with its data in one commit.
+    // (A plain O_CREAT commits the empty file first, and a clone, like any
+    // snapshot, may catch it empty: one run in about forty did.)
     let incoming = b.path("src/incoming");
     let writer = std::thread::spawn(move || {
         for i in 0..150u64 {
-            std::fs::write(
-                incoming.join(format!("n{i}")),
-                pattern(1000 + i, 5000 + i as usize),
-            )
-            .expect("write on b");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(incoming.join(format!("n{i}")))
+                .expect("create on b");
+            std::io::Write::write_all(&mut f, &pattern(1000 + i, 5000 + i as usize))
+                .expect("write on b");
         }
     });
     std::thread::sleep(std::time::Duration::from_millis(100));

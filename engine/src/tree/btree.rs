@@ -33,6 +33,43 @@ pub(crate) fn get(view: &View, root: NodeId, key: &[u8]) -> Result<Option<Value>
     }
 }
 
+/// The values stored under `keys` (ascending), appended to `out` in their
+/// order. One walk serves them all: each node on their paths is fetched
+/// once, where a `get` per key would fetch the top of the tree each time.
+pub(crate) fn get_sorted(
+    view: &View,
+    id: NodeId,
+    keys: &[&[u8]],
+    out: &mut Vec<Option<Value>>,
+) -> Result<()> {
+    let node = view.node(id)?;
+    match &*node {
+        Node::Leaf(leaf) => {
+            out.extend(
+                keys.iter()
+                    .map(|k| leaf.search(k).ok().map(|i| leaf.value(i))),
+            );
+        }
+        Node::Internal {
+            keys: seps,
+            children,
+        } => {
+            let mut rest = keys;
+            while let Some(first) = rest.first() {
+                let c = seps.partition_point(|s| s.as_slice() <= *first);
+                // Child c holds the keys below seps[c]: at least `first`.
+                let n = match seps.get(c) {
+                    Some(sep) => rest.partition_point(|k| *k < sep.as_slice()),
+                    None => rest.len(),
+                };
+                get_sorted(view, children[c], &rest[..n], out)?;
+                rest = &rest[n..];
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The child of internal node `id` that covers `key`, with its index;
 /// `None` when `id` is a leaf.
 fn child_for(view: &View, id: NodeId, key: &[u8]) -> Result<Option<(usize, NodeId)>> {

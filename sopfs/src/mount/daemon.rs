@@ -379,8 +379,13 @@ fn daemons_of(mountpoint: &Path) -> Vec<i32> {
                 return false;
             };
             let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-            let is_sopfs_mount = args.first().is_some_and(|a| a.ends_with(b"sopfs"))
-                && args.iter().any(|a| *a == b"mount");
+            // A renamed copy (`sopfs-1.2`, a bench's `sopfs-before`) counts.
+            let program = |a: &&[u8]| {
+                let name = Path::new(std::ffi::OsStr::from_bytes(a)).file_name();
+                name.is_some_and(|n| n.as_bytes().starts_with(b"sopfs"))
+            };
+            let is_sopfs_mount =
+                args.first().is_some_and(program) && args.iter().any(|a| *a == b"mount");
             is_sopfs_mount
                 && args.iter().skip(1).any(|a| {
                     // Never canonicalize a mount point itself: a dead one

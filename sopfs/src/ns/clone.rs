@@ -15,13 +15,19 @@
 //! clone back nor show in it. The read-write transaction (`tx`) validates
 //! only the destination.
 
-use super::dirs::{fold_stamps, touch, Entries};
+use super::clone_source::{self as source, Found, Source};
+use super::dirs::touch;
 use super::names::is_under;
 use super::schema::*;
 use super::{Caller, Host};
 use crate::error::{FsError, FsResult};
 use engine::{Cursor, Direction, Transaction};
 use std::collections::HashMap;
+use std::sync::mpsc::sync_channel;
+
+/// Batches the source walk may read ahead of the copier: enough to keep
+/// both threads busy, few enough to bound what a clone holds in memory.
+const QUEUED_BATCHES: usize = 8;
 
 /// What a clone made.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -136,9 +142,9 @@ pub fn clone_tree(
         caller,
         now: Time::now(),
         map: HashMap::new(),
-        inodes: HashMap::new(),
+        inodes: Vec::new(),
         report: CloneReport::default(),
-        next_ino: clone_base(),
+        first: clone_base(),
     };
     let new_top = copier.copy(snap, tx, src, top, dst_parent)?;
     copier.finish(tx)?;
@@ -169,12 +175,15 @@ pub fn clone_tree(
 struct Copier {
     caller: Caller,
     now: Time,
+    /// The copies of the source's directories and of its files with more
+    /// than one link: the only inodes the walk meets again.
     map: HashMap<u64, (u64, Kind)>,
-    /// The copies' inodes (links counted so far), by new number.
-    inodes: HashMap<u64, Inode>,
+    /// The copies' inodes (links counted so far), in number order from
+    /// `first + 1`.
+    inodes: Vec<Inode>,
     report: CloneReport,
-    /// The number the next copy gets.
-    next_ino: u64,
+    /// The number before the first copy's.
+    first: u64,
 }
 
 /// Copies are numbered in one run from a random start below 2^62, so
@@ -190,17 +199,22 @@ fn clone_base() -> u64 {
 
 impl Copier {
     /// A fresh inode number for a copy (see `clone_base`). Checked against
-    /// the volume only when the copies are written (`finish` inserts, which
-    /// fails on a taken number), refusing the clone rather than mixing two
-    /// files.
-    fn fresh_ino(&mut self) -> u64 {
-        self.next_ino += 1;
-        self.next_ino
+    /// the volume only when the copies are written (`finish` reads the
+    /// whole run first), refusing the clone rather than mixing two files.
+    fn fresh_ino(&self) -> u64 {
+        self.first + 1 + self.inodes.len() as u64
+    }
+
+    /// The copy numbered `ino`, if it is one.
+    fn copy_mut(&mut self, ino: u64) -> Option<&mut Inode> {
+        let at = ino.checked_sub(self.first + 1)?;
+        self.inodes.get_mut(usize::try_from(at).ok()?)
     }
 
     /// The copy of `old` (already loaded as `inode`), placed under the new
-    /// directory `parent`; its number and kind. A directory is walked
-    /// without recursion, so depth costs no stack.
+    /// directory `parent`; its number and kind. Below a directory, the
+    /// source is walked on a thread of its own (`clone_source::walk`)
+    /// while this one writes the copies.
     fn copy(
         &mut self,
         snap: &mut Transaction,
@@ -209,51 +223,64 @@ impl Copier {
         inode: Inode,
         parent: u64,
     ) -> FsResult<(u64, Kind)> {
-        let top = self.copy_one(snap, tx, old, inode, parent)?;
-        let mut dirs = vec![(old, top.0)];
-        while let Some((old_dir, new_dir)) = dirs.pop() {
-            let mut entries = Entries::of(old_dir);
-            while let Some(batch) = entries.next_batch(snap, 512)? {
-                for (name, bytes) in batch {
-                    let e = Entry::decode(&bytes)
-                        .ok_or_else(|| FsError::Corrupted(format!("entry in {old_dir:#x}")))?;
-                    let (ino, kind) = match self.map.get(&e.ino) {
-                        // A hard link to a file copied already: one more link.
-                        Some(&(ino, kind)) => {
-                            if let Some(copy) = self.inodes.get_mut(&ino) {
-                                copy.nlink += 1;
-                            }
-                            (ino, kind)
-                        }
-                        None => {
-                            let child = load(snap, e.ino)?;
-                            let made = self.copy_one(snap, tx, e.ino, child, new_dir)?;
-                            if made.1 == Kind::Dir {
-                                dirs.push((e.ino, made.0));
-                            }
-                            made
-                        }
-                    };
-                    // A blind write: the tree is new, and names in one
-                    // source directory are distinct.
-                    tx.upsert(&dir_tree(new_dir), &name, &Entry { ino, kind }.encode())?;
-                    self.report.entries += 1;
+        let top = self.copy_one(tx, old, source::read(snap, old, inode)?, parent)?;
+        if top.1 != Kind::Dir {
+            return Ok(top);
+        }
+        let (sender, found) = sync_channel(QUEUED_BATCHES);
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("sopfs-clone-read".into())
+                .spawn_scoped(scope, move || source::walk(snap, old, sender))
+                .map_err(FsError::Thread)?;
+            // Returning early drops `found`: the walk stops at its next send.
+            for batch in found {
+                for f in batch? {
+                    self.place(tx, f)?;
                 }
             }
-        }
-        Ok(top)
+            Ok(top)
+        })
+    }
+
+    /// Writes the copy of one source entry into the copy of its directory.
+    fn place(&mut self, tx: &mut Transaction, f: Found) -> FsResult<()> {
+        let dir = match self.map.get(&f.dir) {
+            Some(&(dir, _)) => dir,
+            None => return Err(FsError::Corrupted(format!("clone met {:#x} first", f.dir))),
+        };
+        let (ino, kind) = match f.source {
+            Some(source) => self.copy_one(tx, f.old, source, dir)?,
+            // A hard link to a file copied already: one more link.
+            None => {
+                let &(ino, kind) = self
+                    .map
+                    .get(&f.old)
+                    .ok_or_else(|| FsError::Corrupted(format!("link to {:#x}", f.old)))?;
+                if let Some(copy) = self.copy_mut(ino) {
+                    copy.nlink += 1;
+                }
+                (ino, kind)
+            }
+        };
+        // A blind write: the tree is new, and names in one source
+        // directory are distinct.
+        tx.upsert(&dir_tree(dir), &f.name, &Entry { ino, kind }.encode())?;
+        self.report.entries += 1;
+        Ok(())
     }
 
     /// Copies one inode (and a file's content keys); a directory gets its
     /// empty tree, filled by the walk.
     fn copy_one(
         &mut self,
-        snap: &mut Transaction,
         tx: &mut Transaction,
         old: u64,
-        mut inode: Inode,
+        source: Source,
         parent: u64,
     ) -> FsResult<(u64, Kind)> {
+        let Source { mut inode, chunks } = source;
+        let source_links = inode.nlink;
         let need = if inode.kind == Kind::Dir { 0o5 } else { 0o4 };
         let readable = matches!(inode.kind, Kind::File | Kind::Dir);
         if readable && granted(&inode, self.caller) & need != need {
@@ -261,9 +288,9 @@ impl Copier {
         }
         let ino = self.fresh_ino();
         if inode.kind == Kind::Dir {
-            // The stamps' link counts and times folded in; the copy's own
-            // count is made by the walk (2, plus one per subdirectory).
-            fold_stamps(snap, old, &mut inode, false)?;
+            // The source's link count has its stamps folded in; the
+            // copy's own count is made by the walk (2, plus one per
+            // subdirectory).
             inode.nlink = 2;
             inode.parent = parent;
             tx.create_tree(&dir_tree(ino), DIR_TREE)?;
@@ -273,7 +300,11 @@ impl Copier {
             // hard links: all of them are inside the copy).
             inode.parent = parent;
             if inode.kind == Kind::File {
-                self.share_content(snap, tx, old, ino)?;
+                // The same values, not a copy of their bytes.
+                for (index, value) in &chunks {
+                    tx.put_value(CONTENT, &chunk_key(ino, *index), value)?;
+                }
+                self.report.chunks += chunks.len() as u64;
                 self.report.bytes += inode.size;
             }
         }
@@ -287,57 +318,77 @@ impl Copier {
         if inode.kind == Kind::Dir {
             // One more subdirectory in the new parent, when the parent is
             // part of the copy (the top's parent counts it through its stamp).
-            if let Some(copy) = self.inodes.get_mut(&parent) {
+            if let Some(copy) = self.copy_mut(parent) {
                 copy.nlink += 1;
             }
         }
         let kind = inode.kind;
-        self.map.insert(old, (ino, kind));
-        self.inodes.insert(ino, inode);
+        if kind == Kind::Dir || source_links > 1 {
+            self.map.insert(old, (ino, kind));
+        }
+        self.inodes.push(inode);
         self.report.inodes += 1;
         Ok((ino, kind))
     }
 
-    /// The file `new` names every content chunk of `old`: the same values,
-    /// not a copy of their bytes.
-    fn share_content(
-        &mut self,
-        snap: &mut Transaction,
-        tx: &mut Transaction,
-        old: u64,
-        new: u64,
-    ) -> FsResult<()> {
-        let mut cur = Cursor::new(
-            chunk_key(old, 0).to_vec()..chunk_key(old + 1, 0).to_vec(),
+    /// Writes every copied inode, links counted. One range read checks
+    /// that the run of numbers is free (and, being in the read set, makes
+    /// a commit taking one of them meanwhile send this one back); the
+    /// writes then need no check each.
+    fn finish(&mut self, tx: &mut Transaction) -> FsResult<()> {
+        let end = self.first + 1 + self.inodes.len() as u64;
+        let mut run = Cursor::new(
+            ino_key(self.first + 1).to_vec()..ino_key(end).to_vec(),
             Direction::Forward,
         );
-        loop {
-            let batch = snap.scan_values(CONTENT, &mut cur, 512)?;
-            for (key, value) in &batch {
-                let index = chunk_index(key)
-                    .ok_or_else(|| FsError::Corrupted(format!("content key of {old:#x}")))?;
-                tx.put_value(CONTENT, &chunk_key(new, index), value)?;
-                self.report.chunks += 1;
-            }
-            if cur.is_done() {
-                return Ok(());
-            }
+        if let Some((key, _)) = tx.scan_values(INODES, &mut run, 1)?.first() {
+            return Err(FsError::Corrupted(format!(
+                "clone numbers meet the existing inode {key:02x?}"
+            )));
+        }
+        // In number order: the inode tree's leaves are filled left to right.
+        for (ino, inode) in (self.first + 1..).zip(&self.inodes) {
+            tx.upsert(INODES, &ino_key(ino), &inode.encode())?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use engine::{Db, Options, StoreLocation};
+
+    fn copier(first: u64, inodes: Vec<Inode>) -> Copier {
+        Copier {
+            caller: Caller { uid: 0, gid: 0 },
+            now: Time::now(),
+            map: HashMap::new(),
+            inodes,
+            report: CloneReport::default(),
+            first,
         }
     }
 
-    /// Writes every copied inode, links counted.
-    fn finish(&mut self, tx: &mut Transaction) -> FsResult<()> {
-        // In number order: the inode tree's leaves are filled left to right.
-        let mut inodes: Vec<_> = self.inodes.iter().collect();
-        inodes.sort_unstable_by_key(|(ino, _)| **ino);
-        for (ino, inode) in inodes {
-            match tx.insert(INODES, &ino_key(*ino), &inode.encode()) {
-                Err(engine::Error::KeyExists) => {
-                    return Err(FsError::Corrupted(format!("inode {ino:#x} taken twice")))
-                }
-                r => r?,
-            }
-        }
-        Ok(())
+    #[test]
+    fn a_run_of_numbers_meeting_an_inode_is_refused_and_writes_nothing() {
+        let db = Db::open(
+            StoreLocation::Memory(Default::default()),
+            Options::default(),
+        )
+        .expect("open");
+        db.run_with(|tx| format(tx, 0, 0)).expect("format");
+        let file = Inode::new(Kind::File, 0o644, 0, 0);
+        // Numbers 1, 2, 3: the root is 1.
+        let refused = db.run_with(|tx| copier(0, vec![file.clone(); 3]).finish(tx));
+        assert!(matches!(refused, Err(FsError::Corrupted(_))), "{refused:?}");
+        let mut tx = db.begin(engine::TxMode::ReadOnly).expect("begin");
+        assert_eq!(tx.count(INODES).expect("count"), 1, "nothing written");
+        drop(tx);
+        // Numbers 2, 3, 4 are free.
+        db.run_with(|tx| copier(ROOT_INO, vec![file.clone(); 3]).finish(tx))
+            .expect("a free run");
+        let mut tx = db.begin(engine::TxMode::ReadOnly).expect("begin");
+        assert_eq!(tx.count(INODES).expect("count"), 4);
     }
 }

@@ -5,6 +5,7 @@
 //! and the macros, fsck and dump all build on it.
 
 pub mod clone;
+mod clone_source;
 pub mod content;
 pub mod dirs;
 pub mod names;
