@@ -9,8 +9,9 @@
 //! only. So a clone costs its metadata (inodes, entries, chunk keys),
 //! never its data.
 //!
-//! The source is read through a read-only transaction (`src`): the copy
-//! is the source exactly as it was at that snapshot, and its reads are not
+//! The source is read through a read-only transaction (`snap`), walked on
+//! a thread of its own (`clone_source`): the copy is the source exactly as
+//! it was at that snapshot, and its reads are not
 //! validated, so files landing in the source meanwhile neither send the
 //! clone back nor show in it. The read-write transaction (`tx`) validates
 //! only the destination.
@@ -247,7 +248,12 @@ impl Copier {
     fn place(&mut self, tx: &mut Transaction, f: Found) -> FsResult<()> {
         let dir = match self.map.get(&f.dir) {
             Some(&(dir, _)) => dir,
-            None => return Err(FsError::Corrupted(format!("clone met {:#x} first", f.dir))),
+            None => {
+                return Err(FsError::Corrupted(format!(
+                    "clone met an entry of directory {:#x} before the directory",
+                    f.dir
+                )))
+            }
         };
         let (ino, kind) = match f.source {
             Some(source) => self.copy_one(tx, f.old, source, dir)?,
