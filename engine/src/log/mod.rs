@@ -43,7 +43,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tail::{cut_torn_tail, frame_at, lost_write, read_tail, valid_frame_after};
+use tail::{cut_torn_tail, frame_at, never_durable, read_tail};
 
 /// Frame header: magic, kind, version, payload length (see `codec.rs`).
 const FRAME_HEADER: usize = 10;
@@ -283,10 +283,11 @@ impl Log {
 
     /// Reads a segment whole and finds its frames. The last segment may end
     /// in frames a power cut or a dying writer tore: the owner cuts them
-    /// off (`cut_torn_tail`), readers stop before them. A bad frame with
-    /// whole ones after it is a write a power cut dropped only if it shows
-    /// the zeros of one (`lost_write`); otherwise, and anywhere in another
-    /// segment (made durable before the next one began), it is damage.
+    /// off (`cut_torn_tail`), readers stop before them. A bad frame there
+    /// is a write that never became durable only if it shows a lost write's
+    /// zeros or is the last one and stops short (`never_durable`);
+    /// otherwise, and anywhere in another segment (made durable before the
+    /// next one began), it is damage.
     fn scan(&self, file: &File, path: &Path, last: bool) -> Result<Vec<(u64, u32)>> {
         let data = std::fs::read(path).map_err(io(path))?;
         let mut frames = Vec::new();
@@ -297,7 +298,7 @@ impl Log {
                     frames.push((off as u64, len as u32));
                     off += len;
                 }
-                None if last && (!valid_frame_after(&data, off) || lost_write(&data, off)) => {
+                None if last && never_durable(&data, off, off as u64) => {
                     if self.mode == LogMode::Owner {
                         cut_torn_tail(file, path, off as u64, &data[off..])?;
                     }

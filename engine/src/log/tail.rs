@@ -60,7 +60,7 @@ pub(super) fn read_tail(seg: &mut Segment, path: &Path, repair: bool) -> Result<
     }
     seg.end += off as u64;
     if repair && off < buf.len() {
-        if valid_frame_after(&buf, off) && !lost_write_at(&buf, off, seg.end) {
+        if !never_durable(&buf, off, seg.end) {
             return Err(Error::Corrupted {
                 what: "commit log",
                 path: path.display().to_string(),
@@ -72,22 +72,48 @@ pub(super) fn read_tail(seg: &mut Segment, path: &Path, repair: bool) -> Result<
     Ok(())
 }
 
+/// True when the bad frame at `off` of `data` (byte `file_off` of its
+/// segment, the last one) may be cut as a write that never became durable:
+/// it shows a lost write's zeros (`lost_write`), or it is the last frame
+/// and its bytes stop before its stated end (a writer that died mid-write,
+/// a power cut that kept a prefix). A whole frame whose checksum fails is
+/// damage wherever it is: a torn write never leaves one behind, and cutting
+/// it could drop a commit whose sync had returned.
+pub(super) fn never_durable(data: &[u8], off: usize, file_off: u64) -> bool {
+    lost_write(data, off, file_off) || (!valid_frame_after(data, off) && stops_short(&data[off..]))
+}
+
+/// True when `rest`, the bytes from a bad frame to the end, end before the
+/// frame's stated end, and do not check out as a frame whose length field
+/// alone went bad (the same bytes read to the end of `rest`).
+fn stops_short(rest: &[u8]) -> bool {
+    let Some(h) = rest.get(6..10) else {
+        return true;
+    };
+    let stated =
+        FRAME_HEADER + u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize + FRAME_TRAILER;
+    if stated <= rest.len() || rest.len() < FRAME_HEADER + FRAME_TRAILER {
+        return stated > rest.len();
+    }
+    let body_end = rest.len() - FRAME_TRAILER;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&rest[..6]);
+    crc.update(&((body_end - FRAME_HEADER) as u32).to_le_bytes());
+    crc.update(&rest[FRAME_HEADER..body_end]);
+    crc.finalize().to_le_bytes() != rest[body_end..]
+}
+
 /// Sector size for telling a lost write from damage.
 const SECTOR: usize = 512;
 
-/// True when the bad frame at `off` of a whole segment `data` looks like a
-/// write that never reached the disk rather than bytes that went bad: it
-/// begins with zeros, or holds a whole zeroed sector. A write a power cut
-/// dropped reads back as a hole (zeros) or as its page's older state, which
-/// ended where the file ended then (zeros again); a flipped bit leaves the
-/// rest of its frame intact.
-pub(super) fn lost_write(data: &[u8], off: usize) -> bool {
-    lost_write_at(data, off, off as u64)
-}
-
-/// `lost_write` for a buffer whose byte `off` sits at `file_off` in its file
-/// (sectors are aligned to the file).
-fn lost_write_at(data: &[u8], off: usize, file_off: u64) -> bool {
+/// True when the bad frame at `off` of `data` (byte `file_off` of its
+/// file, to which sectors are aligned) looks like a write that never
+/// reached the disk rather than bytes that went bad: it begins with zeros,
+/// or one of its sectors, or its last piece of one, is all zeros. A write
+/// a power cut dropped reads back as a hole (zeros) or as its page's older
+/// state, which ended where the file ended then (zeros again); a flipped
+/// bit leaves the rest of its frame intact.
+fn lost_write(data: &[u8], off: usize, file_off: u64) -> bool {
     let rest = &data[off..];
     if rest.iter().take(4).all(|&b| b == 0) {
         return true;
@@ -102,10 +128,21 @@ fn lost_write_at(data: &[u8], off: usize, file_off: u64) -> bool {
         _ => rest.len(),
     };
     let frame = &rest[..len];
-    let skip = (SECTOR - (file_off as usize % SECTOR)) % SECTOR;
-    frame
-        .get(skip..)
-        .is_some_and(|f| f.chunks_exact(SECTOR).any(|s| s.iter().all(|&b| b == 0)))
+    // Each piece of the frame within one file-aligned sector: a whole
+    // sector, or the frame's last piece (which holds its checksum, zero
+    // only when lost), all zeros is a sector that never reached the disk.
+    let mut at = 0;
+    while at < frame.len() {
+        let sector_end = SECTOR - ((file_off as usize + at) % SECTOR);
+        let next = (at + sector_end).min(frame.len());
+        let piece = &frame[at..next];
+        let whole_or_last = piece.len() == SECTOR || (next == frame.len() && sector_end == SECTOR);
+        if whole_or_last && piece.iter().all(|&b| b == 0) {
+            return true;
+        }
+        at = next;
+    }
+    false
 }
 
 /// Cuts the log's last segment at `at`, its first frame that does not

@@ -314,3 +314,86 @@ fn sealed_frames_are_appended_followed_and_a_torn_one_is_cut() {
         );
     }
 }
+
+/// Damage done to a segment's bytes, given the offset of its last frame.
+type Damage = fn(&mut Vec<u8>, usize);
+
+/// Record 3, of `len` payload bytes, as the last frame of the one segment
+/// after record 2, with `damage` done to its bytes (offsets in the file).
+fn last_frame_damaged(dir: &Path, len: usize, damage: Damage) -> PathBuf {
+    let a = shared(dir, LogMode::Owner, 1 << 20);
+    assert!(a.append(2, &rec(2, "a")).expect("append"));
+    let big = codec::frame(Kind::Record, &vec![0x5a; len]);
+    assert!(a.append(3, &big).expect("append"));
+    drop(a);
+    let seg = segment_files(dir).pop().expect("a segment");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    let at = bytes.len() - big.len();
+    damage(&mut bytes, at);
+    std::fs::write(&seg, &bytes).expect("damage");
+    seg
+}
+
+#[test]
+fn a_whole_last_frame_that_fails_its_check_is_damage_not_a_torn_end() {
+    // A flipped bit in the body, and one in the length field: the frame is
+    // all there, so its sync may have returned; cutting it would drop a
+    // commit. Both owner and appender refuse, and cut nothing.
+    let flips: [(&str, Damage); 2] = [
+        ("body", |b, at| b[at + 20] ^= 0x10),
+        ("length", |b, at| b[at + 8] ^= 0x01),
+    ];
+    for (what, flip) in flips {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = last_frame_damaged(dir.path(), 2000, flip);
+        let before = std::fs::read(&seg).expect("read");
+        let opened = Log::open(
+            Arc::new(
+                BlobStore::open(&StoreLocation::Local(dir.path().to_path_buf())).expect("store"),
+            ),
+            LogMode::Owner,
+            1 << 20,
+        );
+        assert!(
+            matches!(opened, Err(Error::Corrupted { .. })),
+            "{what}: owner open gave {:?}",
+            opened.err()
+        );
+        assert_eq!(
+            std::fs::read(&seg).expect("read"),
+            before,
+            "{what}: nothing cut"
+        );
+    }
+}
+
+#[test]
+fn a_last_frame_a_power_cut_tore_or_zeroed_is_cut() {
+    // What a cut leaves of a frame whose sync never returned: a prefix, or
+    // its pages with some lost (zeros), the last piece of a sector included.
+    let tears: [(&str, Damage); 4] = [
+        ("prefix", |b, at| b.truncate(at + 700)),
+        ("interior sector", |b, at| {
+            let s = (at / 512 + 2) * 512;
+            b[s..s + 512].fill(0);
+        }),
+        ("last piece", |b, _| {
+            let s = (b.len() - 1) / 512 * 512;
+            b[s..].fill(0);
+        }),
+        ("start", |b, at| b[at..at + 40].fill(0)),
+    ];
+    for (what, tear) in tears {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let seg = last_frame_damaged(dir.path(), 2000, tear);
+        let owner = shared(dir.path(), LogMode::Owner, 1 << 20);
+        assert!(owner.read(2).expect("read").is_some(), "{what}");
+        assert_eq!(owner.read(3).expect("read"), None, "{what}: cut");
+        assert!(owner.append(3, &rec(3, "again")).expect("append"), "{what}");
+        drop(owner);
+        assert!(
+            std::fs::metadata(&seg).expect("meta").len() < 2000,
+            "{what}: the torn frame is gone"
+        );
+    }
+}
