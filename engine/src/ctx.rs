@@ -20,6 +20,7 @@ pub(crate) struct Stats {
     pub merges: AtomicU64,
     pub conflicts: AtomicU64,
     pub collisions: AtomicU64,
+    pub queued: AtomicU64,
     pub retries: AtomicU64,
     pub stashed: AtomicU64,
 }

@@ -31,6 +31,8 @@ pub struct DbStats {
     pub conflicts: u64,
     /// Times a commit found its log slot taken and moved on.
     pub collisions: u64,
+    /// Times a commit waited in the log's queue for other hosts' records.
+    pub queued: u64,
     /// Transactions `run` retried.
     pub retries: u64,
     /// Values written ahead of their commit through a [`crate::Stash`].
@@ -652,6 +654,7 @@ impl Db {
             merges: s.merges.load(Ordering::Relaxed),
             conflicts: s.conflicts.load(Ordering::Relaxed),
             collisions: s.collisions.load(Ordering::Relaxed),
+            queued: s.queued.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
             stashed: s.stashed.load(Ordering::Relaxed),
             cache_hits: hits,

@@ -22,7 +22,10 @@ mod store;
 mod tree;
 mod txn;
 
-pub use coord::{redact_url, Coordinator, InProcessCoordinator, LockOutcome, RedisCoordinator};
+pub use coord::{
+    redact_url, Coordinator, InProcessCoordinator, LockOutcome, Place, PlaceView, RedisCoordinator,
+    PLACE_WINDOW,
+};
 pub use db::{Db, DbStats, Reader, RetryableError};
 pub use error::{Error, Result};
 pub use maint::inspect;

@@ -28,6 +28,28 @@ pub struct LockOutcome {
     pub stamp: Option<u64>,
 }
 
+/// Where `take_place` put this process in the queue for the log's next
+/// positions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    /// The coordinator keeps no queue (or could not be asked): race for the
+    /// position at the commit point, as without one.
+    Unqueued,
+    /// This process holds log position `seq`: others wait for its record.
+    Holds(u64),
+    /// Every position of the window is another process's.
+    Behind,
+}
+
+/// What `take_place` answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlaceView {
+    /// This process's place.
+    pub place: Place,
+    /// The newest commit seq announced, when the coordinator vouches for it.
+    pub stamp: Option<u64>,
+}
+
 /// Coordination between the transactions of one or many processes.
 pub trait Coordinator: Send + Sync {
     /// Takes every key for `owner`, in ascending order (so two transactions
@@ -87,7 +109,31 @@ pub trait Coordinator: Send + Sync {
         self.unlock(keys, owner);
         self.publish_stamp(committed);
     }
+    /// Queues this process for the log: holds the first of the `window`
+    /// positions after `after` (the newest record it has read; at most
+    /// [`PLACE_WINDOW`]) that is free or its own already, and gives up
+    /// `held`, the place it held, if that one is later. A hint that makes
+    /// hosts take turns instead of racing: the commit point still decides
+    /// who fills a position.
+    fn take_place(&self, _after: u64, _window: u64, _held: Option<u64>) -> PlaceView {
+        PlaceView {
+            place: Place::Unqueued,
+            stamp: None,
+        }
+    }
+    /// Sleeps up to `pause`, or until a stamp above `seen` is announced
+    /// (where the coordinator hears them pushed).
+    fn wait_past(&self, _seen: u64, pause: Duration) {
+        std::thread::sleep(pause);
+    }
+    /// Gives up log position `seq` if this process holds it (its commit
+    /// will not fill it).
+    fn leave_place(&self, _seq: u64) {}
 }
+
+/// How many log positions past the newest one read a process may queue
+/// for: more hosts than this waiting at once race for the rest.
+pub const PLACE_WINDOW: u64 = 64;
 
 /// Locks for the threads of one process (embedded mode).
 #[derive(Default)]

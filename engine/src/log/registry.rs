@@ -441,6 +441,14 @@ impl Registry {
         self.catch_up_to(newest, true)
     }
 
+    /// Reads the records up to `newest` (known to exist: a coordinator's
+    /// stamp), together, and no further: for a caller that knows the
+    /// position after them is its own to fill, probing past them would
+    /// cost a round trip for nothing.
+    pub fn catch_up_through(&self, newest: u64) -> Result<Arc<RegState>> {
+        self.catch_up_to(newest, false)
+    }
+
     fn catch_up_to(&self, target: u64, probe_store: bool) -> Result<Arc<RegState>> {
         let _g = self.apply.lock();
         let mut state = self.current();

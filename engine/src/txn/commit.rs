@@ -22,6 +22,7 @@
 //! Every way an attempt can start over goes through [`recheck`]'s `Again`.
 
 use super::ops::{apply_op, Op, TxMode, CATALOG};
+use super::place::Queue;
 use super::recovery::{recover_owner, Intent};
 use super::stager;
 use super::tx::Transaction;
@@ -345,6 +346,10 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
     // and it starves until its deadline.
     let mut turn: Option<parking_lot::MutexGuard<'_, ()>> = None;
     let mut sent_back = false;
+    // A place in the log's queue is kept across attempts: an attempt sent
+    // back by a record that landed before its place merges again and
+    // keeps its turn, instead of queueing behind the others once more.
+    let mut queue = Queue::for_commit(tx);
     loop {
         tx.check_deadline()?;
         if sent_back && turn.is_none() {
@@ -366,7 +371,14 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             }
         };
         let ahead = write_ahead(tx, &db, &plan, value_ids, base_seq, &mut locks)?;
-        let seq = match append(tx, &plan, ahead.parts, base_seq, turn.is_some())? {
+        let seq = match append(
+            tx,
+            &plan,
+            ahead.parts,
+            base_seq,
+            turn.is_some(),
+            queue.as_mut(),
+        )? {
             Step::Go(seq) => seq,
             Step::Again | Step::YieldTurn => continue,
         };
@@ -377,7 +389,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
 
 /// How a phase of one attempt ended: go on with its result, or start the
 /// attempt over (another commit changed this one's nodes).
-enum Step<T> {
+pub(super) enum Step<T> {
     Go(T),
     Again,
     /// Start over, and give up this process's commit turn first.
@@ -461,17 +473,34 @@ fn plan(tx: &mut Transaction, value_ids: &[BlobId]) -> Plan {
 /// `Go(newest)` when none touched its nodes, `Again` when one did (the
 /// merge must be redone), a conflict when one touched its keys.
 fn recheck(tx: &Transaction, from: u64, probe: bool, touched: &[NodeId]) -> Result<Step<u64>> {
+    let now = tx.db.registry.catch_up(probe)?.seq;
+    validate_since(tx, from, now, touched)
+}
+
+/// `recheck` when the log is known to reach `newest` (a coordinator's
+/// stamp): the records up to it are read together, and none past it.
+pub(super) fn recheck_through(
+    tx: &Transaction,
+    from: u64,
+    newest: u64,
+    touched: &[NodeId],
+) -> Result<Step<u64>> {
+    let now = tx.db.registry.catch_up_through(newest)?.seq;
+    validate_since(tx, from, now, touched)
+}
+
+/// Validates against the records in `(from, now]`, all folded in already.
+fn validate_since(tx: &Transaction, from: u64, now: u64, touched: &[NodeId]) -> Result<Step<u64>> {
     let db = &tx.db;
-    let now = db.registry.catch_up(probe)?;
-    if now.seq <= from {
+    if now <= from {
         return Ok(Step::Go(from));
     }
-    let recs = db.registry.records(from, now.seq)?;
+    let recs = db.registry.records(from, now)?;
     validate(tx, &recs)?;
     if recs.iter().any(|r| r.touches(touched)) {
         return Ok(Step::Again);
     }
-    Ok(Step::Go(now.seq))
+    Ok(Step::Go(now))
 }
 
 /// Phase 3, lock and recheck. A commit that writes no blob (its nodes and
@@ -700,14 +729,16 @@ fn write_ahead<'a>(
 /// processes can collide with it): a last recheck, the record, the commit
 /// point, then the record folded into the registry. A slot taken by
 /// another process's record moves the record to the next one after
-/// validating against it. Any way out but landing deletes the node blobs
-/// written ahead.
+/// validating against it. With a `queue` (S3 with Redis), the record is
+/// written only when this commit's place in the log's queue comes up.
+/// Any way out but landing deletes the node blobs written ahead.
 fn append(
     tx: &mut Transaction,
     plan: &Plan,
     parts: RecordParts,
     base_seq: u64,
     holds_turn: bool,
+    mut queue: Option<&mut Queue>,
 ) -> Result<Step<u64>> {
     let db = tx.db.clone();
     let RecordParts {
@@ -758,12 +789,26 @@ fn append(
             discard(tx, &node_ids);
             return Err(e);
         }
+        if let Some(q) = queue.as_mut() {
+            match q.wait_turn(tx, at, &plan.touched) {
+                Ok(Step::Go(seq)) => at = seq,
+                other => {
+                    drop(serial);
+                    discard(tx, &node_ids);
+                    return other.map(|_| Step::Again);
+                }
+            }
+            record.seq = at + 1;
+        }
         let hint = packed_bytes + packed_value_bytes + 64 * record.nodes.len() + 1024;
         let frame = codec::encode_sized(Kind::Record, &record, hint);
         if log.append(record.seq, &frame)? {
             break;
         }
         db.stats.collisions.fetch_add(1, Ordering::Relaxed);
+        if let Some(q) = queue.as_mut() {
+            q.refused_at(tx, record.seq);
+        }
         from = at;
         at = match recheck(tx, from, true, &plan.touched) {
             Ok(Step::Go(seq)) => seq,
@@ -781,6 +826,9 @@ fn append(
         record.seq = at + 1;
     }
     tx.landed = true;
+    if let Some(q) = queue.as_mut() {
+        q.landed();
+    }
     for (stash, id) in &tx.stashed {
         stash.landed(*id);
     }

@@ -6,6 +6,7 @@
 mod commit;
 mod group;
 mod ops;
+mod place;
 mod recovery;
 mod stager;
 mod stash;

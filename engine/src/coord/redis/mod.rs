@@ -9,15 +9,17 @@
 //! - `sopfs:V:last:N`  owner tx id, PX = 20 x TTL; outlives the lock, so a
 //!   taker can tell an expired lock (owner maybe dead) from a released one
 //! - `sopfs:V:seq`     newest commit seq announced
+//! - `sopfs:V:place:S` the process queued to fill log position S (see
+//!   `Coordinator::take_place`), PX = `PLACE_TTL`
 
 mod background;
 mod scripts;
 mod servers;
 
 use self::background::{Outbox, Watch};
-use self::scripts::{LOCK, READ_STAMP, RELEASE, RENEW, STAMP, UNLOCK};
+use self::scripts::{LEAVE_PLACE, LOCK, READ_STAMP, RELEASE, RENEW, STAMP, TAKE_PLACE, UNLOCK};
 use self::servers::{Con, Servers};
-use crate::coord::{Coordinator, LockOutcome};
+use crate::coord::{Coordinator, LockOutcome, Place, PlaceView, PLACE_WINDOW};
 use crate::error::{Error, Result};
 use crate::ids::TxId;
 use parking_lot::Mutex;
@@ -40,6 +42,10 @@ pub struct RedisCoordinator {
     renew: redis::Script,
     stamp: redis::Script,
     read_stamp: redis::Script,
+    take_place: redis::Script,
+    leave_place: redis::Script,
+    /// This process in the log's queue: a fresh random token.
+    me: String,
     /// How long one operation keeps retrying an unreachable server.
     patience: Duration,
     /// Stamps the server pushes to this process (see `Watch`).
@@ -112,6 +118,9 @@ impl RedisCoordinator {
             renew: redis::Script::new(RENEW),
             stamp: redis::Script::new(STAMP),
             read_stamp: redis::Script::new(READ_STAMP),
+            take_place: redis::Script::new(TAKE_PLACE),
+            leave_place: redis::Script::new(LEAVE_PLACE),
+            me: TxId::fresh().to_string(),
             patience: Duration::from_secs(30),
             watch: Arc::new(Watch::default()),
             outbox: Arc::new(Outbox::default()),
@@ -192,6 +201,16 @@ impl RedisCoordinator {
             .iter()
             .flat_map(|k| [format!("{p}lock:{k:016x}"), format!("{p}last:{k:016x}")])
             .collect()
+    }
+
+    fn place_key(&self, seq: u64) -> String {
+        format!(
+            "{}place:{seq:016x}",
+            self.prefix
+                .get()
+                .map(String::as_str)
+                .unwrap_or("sopfs:unattached:")
+        )
     }
 
     fn channel(&self) -> String {
@@ -418,7 +437,72 @@ impl Coordinator for RedisCoordinator {
     fn publish_stamp(&self, seq: u64) {
         self.raise_stamp(seq);
     }
+
+    fn take_place(&self, after: u64, window: u64, held: Option<u64>) -> PlaceView {
+        let window = window.clamp(1, PLACE_WINDOW);
+        // Where in the window the place held now is, for the script to
+        // free it if it finds an earlier one (and to stop looking there).
+        let held_at = held
+            .filter(|&p| p > after && p <= after + window)
+            .map_or(0, |p| p - after);
+        let mut names: Vec<String> = (after + 1..=after + window)
+            .map(|s| self.place_key(s))
+            .collect();
+        names.push(self.seq_key());
+        // A queue is a courtesy: a server that does not answer at once
+        // leaves the commit to race, not to wait.
+        let reply: Result<(i64, i64)> = self.with(Instant::now() + PLACE_PATIENCE, |con| {
+            let mut inv = self.take_place.prepare_invoke();
+            for n in &names {
+                inv.key(n);
+            }
+            inv.arg(&self.me)
+                .arg(PLACE_TTL.as_millis() as u64)
+                .arg(held_at)
+                .invoke(con)
+        });
+        match reply {
+            Ok((got, stamp)) => PlaceView {
+                place: match u64::try_from(got) {
+                    Ok(0) | Err(_) => Place::Behind,
+                    Ok(i) => Place::Holds(after + i),
+                },
+                stamp: u64::try_from(stamp)
+                    .ok()
+                    .filter(|_| !self.trust.distrusted()),
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "could not queue for the log");
+                PlaceView {
+                    place: Place::Unqueued,
+                    stamp: None,
+                }
+            }
+        }
+    }
+
+    fn wait_past(&self, seen: u64, pause: Duration) {
+        self.watch.wait_past(seen, pause);
+    }
+
+    fn leave_place(&self, seq: u64) {
+        let key = self.place_key(seq);
+        let r: Result<i64> = self.with(Instant::now() + PLACE_PATIENCE, |con| {
+            self.leave_place.key(&key).arg(&self.me).invoke(con)
+        });
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "could not leave a place in the log's queue (it expires)");
+        }
+    }
 }
+
+/// How long a place in the log's queue holds: long enough for its holder
+/// to read the records before it and write its own on a slow store; a
+/// holder that died costs those behind it this long, once.
+const PLACE_TTL: Duration = Duration::from_secs(2);
+/// How long a queue request waits for an unreachable server before the
+/// commit goes on without a place.
+const PLACE_PATIENCE: Duration = Duration::from_millis(200);
 
 impl Drop for RedisCoordinator {
     fn drop(&mut self) {

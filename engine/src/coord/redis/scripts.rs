@@ -73,3 +73,29 @@ pub(super) const READ_STAMP: &str = r#"
 local id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
 return {redis.call('GET', KEYS[1]) or false, id or false}
 "#;
+
+/// Takes ARGV[1]'s place in the queue for the log positions whose keys are
+/// KEYS[1..n-1] (in order; the seq key last): the first that is free or
+/// already ARGV[1]'s is set to it for ARGV[2] ms, and the one it held at
+/// index ARGV[3] (0: none in the window), if later, is freed. Returns
+/// {index of the place or 0, stamp}.
+pub(super) const TAKE_PLACE: &str = r#"
+local me, ttl, held, got = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), 0
+for i = 1, #KEYS - 1 do
+  if got ~= 0 and i > held then break end
+  local cur = redis.call('GET', KEYS[i])
+  if got == 0 and (not cur or cur == me) then
+    redis.call('SET', KEYS[i], me, 'PX', ttl)
+    got = i
+  elseif got ~= 0 and cur == me then
+    redis.call('DEL', KEYS[i])
+  end
+end
+return {got, tonumber(redis.call('GET', KEYS[#KEYS]) or '-1')}
+"#;
+
+/// Frees the log position KEYS[1] if ARGV[1] holds it.
+pub(super) const LEAVE_PLACE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"#;
