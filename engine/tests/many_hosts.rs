@@ -26,6 +26,20 @@ fn host(location: StoreLocation, url: &str) -> Db {
     .expect("open")
 }
 
+/// `n` hosts on one in-memory store behind `latency` per request and one
+/// private redis-server, with tree "t" made.
+fn hosts(n: usize, latency: Duration) -> (RedisServer, Arc<LatencyStore>, Vec<Arc<Db>>) {
+    let redis = RedisServer::start();
+    let slow = Arc::new(LatencyStore::new(Arc::new(InMemory::new()), latency));
+    let dbs: Vec<Arc<Db>> = (0..n)
+        .map(|_| Arc::new(host(StoreLocation::Custom(slow.clone()), &redis.url())))
+        .collect();
+    dbs[0]
+        .run(|tx| tx.ensure_tree("t", small_tree(16)))
+        .expect("tree");
+    (redis, slow, dbs)
+}
+
 #[test]
 fn a_host_behind_by_hundreds_of_commits_reads_them_in_batches() {
     let redis = RedisServer::start();
@@ -71,15 +85,7 @@ fn a_host_behind_by_hundreds_of_commits_reads_them_in_batches() {
 fn hosts_committing_at_once_lose_no_key_and_no_increment() {
     const HOSTS: usize = 4;
     const EACH: u64 = 25;
-    let redis = RedisServer::start();
-    let mem = Arc::new(InMemory::new());
-    let slow = Arc::new(LatencyStore::new(mem, Duration::from_millis(2)));
-    let dbs: Vec<Arc<Db>> = (0..HOSTS)
-        .map(|_| Arc::new(host(StoreLocation::Custom(slow.clone()), &redis.url())))
-        .collect();
-    dbs[0]
-        .run(|tx| tx.ensure_tree("t", small_tree(16)))
-        .expect("tree");
+    let (_redis, _, dbs) = hosts(HOSTS, Duration::from_millis(2));
     let workers: Vec<_> = dbs
         .iter()
         .enumerate()
@@ -205,15 +211,7 @@ fn hosts_take_turns_at_the_log_instead_of_one_starving_the_others() {
     // queued, they take turns.
     const HOSTS: usize = 4;
     const EACH: u64 = 30;
-    let redis = RedisServer::start();
-    let mem = Arc::new(InMemory::new());
-    let slow = Arc::new(LatencyStore::new(mem, Duration::from_millis(5)));
-    let dbs: Vec<Arc<Db>> = (0..HOSTS)
-        .map(|_| Arc::new(host(StoreLocation::Custom(slow.clone()), &redis.url())))
-        .collect();
-    dbs[0]
-        .run(|tx| tx.ensure_tree("t", small_tree(16)))
-        .expect("tree");
+    let (_redis, slow, dbs) = hosts(HOSTS, Duration::from_millis(5));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = dbs
         .iter()
