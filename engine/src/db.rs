@@ -31,7 +31,8 @@ pub struct DbStats {
     pub conflicts: u64,
     /// Times a commit found its log slot taken and moved on.
     pub collisions: u64,
-    /// Times a commit waited in the log's queue for other hosts' records.
+    /// Commits that queued for a turn at the log (S3 with Redis): refused
+    /// at the commit point, or finding their position another's.
     pub queued: u64,
     /// Transactions `run` retried.
     pub retries: u64,

@@ -45,6 +45,8 @@ pub(super) struct Queue {
     /// Queued: the first position this commit waits for (`RUN` past the
     /// end of the log it knew), until records stop landing before it.
     from: Option<u64>,
+    /// Joined the queue: refused at the commit point, or found the
+    /// position it was about to write another's.
     queued: bool,
 }
 

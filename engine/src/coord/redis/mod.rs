@@ -9,8 +9,8 @@
 //! - `sopfs:V:last:N`  owner tx id, PX = 20 x TTL; outlives the lock, so a
 //!   taker can tell an expired lock (owner maybe dead) from a released one
 //! - `sopfs:V:seq`     newest commit seq announced
-//! - `sopfs:V:place:S` the process queued to fill log position S (see
-//!   `Coordinator::take_place`), PX = `PLACE_TTL`
+//! - `sopfs:V:place:S` the process about to write, or queued to write, log
+//!   position S (see `Coordinator::take_place`), PX = `PLACE_TTL`
 
 mod background;
 mod scripts;
