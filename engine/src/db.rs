@@ -11,7 +11,7 @@ use crate::maint::{GcReport, SnapshotInfo};
 use crate::options::{AtRest, Options};
 use crate::store::{
     folder_lock, format_supported, log_path, read_lock, volume_path, BlobStore, ExclusiveLock,
-    Sealer, StoreLocation, VolumeMarker, SEALED_FORMAT, VOLUME_FORMAT,
+    Sealer, StoreLocation, VolumeMarker, VOLUME_FORMAT,
 };
 use crate::tree::{Loader, Node, NodeCache, ValueCache, View};
 use crate::txn::{Group, LiveStashes};
@@ -184,11 +184,7 @@ fn format_or_check(store: &BlobStore, at_rest: &AtRest) -> Result<u128> {
     store.sync(&[log_path(1)])?;
     let marker = VolumeMarker {
         name: "sopfs".into(),
-        format: if spec.is_some() {
-            SEALED_FORMAT
-        } else {
-            VOLUME_FORMAT
-        },
+        format: VOLUME_FORMAT,
         id: rand::random(),
         created_ms: now_ms(),
         at_rest: spec,

@@ -93,6 +93,118 @@ fn a_commit_that_fails_leaves_its_stashed_values_to_the_stash() {
     assert_eq!(tx.get("t", b"k").expect("get"), Some(chunk(1)));
 }
 
+#[test]
+fn a_run_of_values_is_one_blob_kept_while_any_piece_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(StoreLocation::Local(dir.path().to_path_buf()), small_opts()).expect("open");
+    db.run(|tx| tx.ensure_tree("t", small_tree(8)))
+        .expect("tree");
+    let stash = db.stash();
+    // Two runs of four values each, and pieces of unequal lengths.
+    let pieces = [100_000, 100_000, 77, 100_000];
+    let run = |first: u32| -> Vec<u8> {
+        pieces
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &n)| chunk(first + i as u32)[..n].to_vec())
+            .collect()
+    };
+    let a = stash.put_run(run(0), &pieces).expect("run a");
+    let b = stash.put_run(run(10), &pieces).expect("run b");
+    assert!(
+        stash.put_run(run(0), &[1, 2]).is_err(),
+        "pieces that do not add up to the run are refused"
+    );
+    for v in a.iter().chain(&b) {
+        stash.wait(v).expect("written");
+    }
+    assert_eq!(value_blob_files(dir.path()), 2, "one blob per run");
+    assert_eq!(
+        stash.read(&a[2]).expect("read back"),
+        chunk(2)[..77].to_vec()
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    db.gc(Duration::ZERO, false).expect("gc");
+    assert_eq!(value_blob_files(dir.path()), 2, "GC kept the waiting runs");
+
+    // Pieces 0 and 2 of run a land; 1 and 3 are dropped: the blob stays,
+    // named by the keys. Every piece of run b is dropped: its blob goes.
+    db.run(|tx| {
+        tx.put_stashed("t", b"k0", &stash, &a[0])?;
+        tx.put_stashed("t", b"k2", &stash, &a[2])
+    })
+    .expect("commit");
+    stash.discard(&a[1]);
+    for v in &b {
+        stash.discard(v);
+    }
+    assert_eq!(value_blob_files(dir.path()), 1, "run b deleted, run a kept");
+    drop(stash);
+    assert_eq!(
+        value_blob_files(dir.path()),
+        1,
+        "a landed run outlives its stash"
+    );
+    std::thread::sleep(Duration::from_millis(20));
+    db.gc(Duration::ZERO, false).expect("gc");
+    assert_eq!(
+        value_blob_files(dir.path()),
+        1,
+        "GC keeps a run a key names"
+    );
+
+    // Read through a fresh process: whole, by small range (blocks of the
+    // blob alone) and by big range (the blob whole).
+    drop(db);
+    let db =
+        Db::open(StoreLocation::Local(dir.path().to_path_buf()), small_opts()).expect("reopen");
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(tx.get("t", b"k0").expect("get"), Some(chunk(0)));
+    assert_eq!(
+        tx.get_range("t", b"k0", 99_990..100_010).expect("range"),
+        Some(chunk(0)[99_990..].to_vec()),
+        "a range is clipped to its piece, not read on into the next"
+    );
+    assert_eq!(
+        tx.get_range("t", b"k2", 10..70).expect("range"),
+        Some(chunk(2)[10..70].to_vec())
+    );
+    assert_eq!(
+        tx.get_range("t", b"k2", 0..77).expect("range"),
+        Some(chunk(2)[..77].to_vec())
+    );
+    // A copy shares the piece; once neither key names it, GC takes it.
+    db.run(|tx| {
+        let v = tx.get_value("t", b"k0")?.expect("k0");
+        tx.put_value("t", b"copy", &v)
+    })
+    .expect("copy");
+    db.run(|tx| {
+        tx.upsert("t", b"k0", b"x")?;
+        tx.upsert("t", b"k2", b"y")
+    })
+    .expect("overwrite");
+    std::thread::sleep(Duration::from_millis(20));
+    db.gc(Duration::ZERO, false).expect("gc");
+    assert_eq!(
+        value_blob_files(dir.path()),
+        1,
+        "the copy still names the run"
+    );
+    let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+    assert_eq!(tx.get("t", b"copy").expect("get"), Some(chunk(0)));
+    drop(tx);
+    db.run(|tx| tx.upsert("t", b"copy", b"z"))
+        .expect("overwrite");
+    std::thread::sleep(Duration::from_millis(20));
+    db.gc(Duration::ZERO, false).expect("gc");
+    assert_eq!(
+        value_blob_files(dir.path()),
+        0,
+        "no key names the run: deleted"
+    );
+}
+
 /// Every value blob file, with its last-modified time set an hour back.
 fn age_value_blobs(dir: &Path) {
     let old = std::time::SystemTime::now() - Duration::from_secs(3600);

@@ -53,33 +53,6 @@ fn pjdfstest_passes_with_no_failure() {
     assert!(passed >= 382, "only {passed} passed: {summary}");
 }
 
-fn fsx(m: &Mount, name: &str, config: &str, ops: u32) {
-    let cfg = m.dir.with_extension(format!("{name}.toml"));
-    std::fs::write(&cfg, config).expect("fsx config");
-    let artifacts = tempfile::tempdir().expect("tempdir");
-    let out = Command::new("fsx")
-        .arg("-N")
-        .arg(ops.to_string())
-        .arg("-S")
-        .arg("20261124")
-        .arg("-f")
-        .arg(&cfg)
-        .arg("-P")
-        .arg(artifacts.path())
-        .arg(m.path(name))
-        .output()
-        .expect("fsx");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let log = std::fs::read_to_string(&m.log).unwrap_or_default();
-    assert!(
-        out.status.success() && text.contains("All operations completed A-OK"),
-        "fsx {name} failed:\n{}\ndaemon log (last lines):\n{}",
-        text.lines().rev().take(40).collect::<Vec<_>>().join("\n"),
-        log.lines().rev().take(30).collect::<Vec<_>>().join("\n")
-    );
-}
-
 /// fsx's default mix (pread/pwrite, mmap reads and writes, truncate, fsync,
 /// close/reopen) plus fallocate and hole punching, then a mix without mmap.
 #[test]

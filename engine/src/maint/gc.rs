@@ -7,7 +7,7 @@ use crate::error::Result;
 use crate::ids::BlobId;
 use crate::log::{decode_record, now_ms};
 use crate::store::{blob_path, checkpoint_path, log_path, BlobStore};
-use crate::tree::{Node, Value};
+use crate::tree::Node;
 use crate::txn::Intent;
 use object_store::path::Path;
 use std::collections::{HashMap, HashSet};
@@ -56,9 +56,7 @@ fn keep_node(
         Ok(node) => {
             if let Node::Leaf(leaf) = &*node {
                 for i in 0..leaf.len() {
-                    if let Value::External { chunks, .. } = leaf.value(i) {
-                        keep.extend(chunks);
-                    }
+                    keep.extend(leaf.value(i).blobs());
                 }
             }
         }

@@ -20,7 +20,7 @@ pub(crate) use seal::{AtRestSpec, Sealer};
 
 pub(crate) use volume::{
     folder_lock, format_supported, read_lock, refuse_foreign_folder, ExclusiveLock, VolumeMarker,
-    SEALED_FORMAT, VOLUME_FORMAT,
+    VOLUME_FORMAT,
 };
 
 use crate::error::{Error, Result};

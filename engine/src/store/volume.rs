@@ -16,11 +16,11 @@ pub(crate) struct VolumeMarker {
     pub id: u128,
     pub created_ms: u64,
     /// How objects are compressed and encrypted; None (and left out of
-    /// the encoding, which is then that of formats 2 to 4) when neither.
+    /// the encoding, which is then the plain one) when neither.
     pub at_rest: Option<AtRestSpec>,
 }
 
-/// The marker of formats 2 to 4, and of format 5 without `at_rest`.
+/// The marker of formats 2 to 4, and of later ones without `at_rest`.
 #[derive(Serialize, Deserialize)]
 struct PlainMarker {
     name: String,
@@ -69,17 +69,17 @@ impl VolumeMarker {
 /// also live in segment files (`log/`), which a format-2 reader would not
 /// see. 4: cluster-mode processes on a local folder append to those
 /// segments too (taking turns), where a format-3 process would keep
-/// creating record objects for seqs already taken. This version opens
-/// formats 2 and 3 and marks them 4 when it opens them to write.
-pub(crate) const VOLUME_FORMAT: u32 = 4;
-
-/// Format of a volume whose objects are compressed or encrypted
-/// (`seal.rs`): a format-4 reader would take them for damage.
-pub(crate) const SEALED_FORMAT: u32 = 5;
+/// creating record objects for seqs already taken. 5: objects may be
+/// compressed or encrypted (`seal.rs`, said by the marker's `at_rest`),
+/// which a format-4 reader would take for damage. 6: a leaf value may be a
+/// slice of a blob holding several values (`Value::Slice`, leaf tag 5),
+/// which a format-5 reader cannot decode; sealed or not. This version
+/// opens formats 2 to 5 and marks them 6 when it opens them to write.
+pub(crate) const VOLUME_FORMAT: u32 = 6;
 
 /// Formats this version reads.
 pub(crate) fn format_supported(format: u32) -> bool {
-    (2..=SEALED_FORMAT).contains(&format)
+    (2..=VOLUME_FORMAT).contains(&format)
 }
 
 /// Top-level names of a volume (a folder holding anything else is refused).

@@ -25,6 +25,10 @@
 //!                                                           chunk carried in
 //!                                                           the record that
 //!                                                           carries this leaf)
+//!       | varint 5, varint u128, varint u64 x 3            (Slice: blob id, the
+//!                                                           blob's data length,
+//!                                                           start, length;
+//!                                                           volume format 6)
 //!
 //! Tag 4 exists only in leaves inside commit records: decoding one there
 //! turns it into tag 3 with the record's seq, and GC writes a leaf out to
@@ -141,6 +145,18 @@ pub(crate) fn encode_value(value: &Value, out: &mut Vec<u8>) {
                 put_varint(out, *seq as u128);
             }
         }
+        Value::Slice {
+            blob,
+            total,
+            at,
+            len,
+        } => {
+            out.push(5);
+            put_varint(out, blob.0);
+            for n in [total, at, len] {
+                put_varint(out, *n as u128);
+            }
+        }
     }
 }
 
@@ -182,6 +198,22 @@ fn read_value(data: &[u8], pos: &mut usize, decode: bool) -> Option<Option<Value
                 len,
                 blocks: tag != 1,
                 packed,
+            }))
+        }
+        5 => {
+            let blob = BlobId(get_varint(data, pos, 128)?);
+            let total = get_varint(data, pos, 64)? as u64;
+            let at = get_varint(data, pos, 64)? as u64;
+            let len = get_varint(data, pos, 64)? as u64;
+            // A piece that ends past its blob is damage.
+            if at.checked_add(len)? > total {
+                return None;
+            }
+            Some(decode.then_some(Value::Slice {
+                blob,
+                total,
+                at,
+                len,
             }))
         }
         _ => None,
@@ -523,6 +555,12 @@ mod tests {
                 chunks: Vec<u128>,
                 len: u64,
             },
+            Slice {
+                blob: u128,
+                total: u64,
+                at: u64,
+                len: u64,
+            },
         }
         #[derive(serde::Serialize)]
         enum PlainNode {
@@ -571,6 +609,17 @@ mod tests {
                             chunks: chunks.iter().map(|c| c.0).collect(),
                             len: *len,
                         },
+                        Value::Slice {
+                            blob,
+                            total,
+                            at,
+                            len,
+                        } => PlainValue::Slice {
+                            blob: blob.0,
+                            total: *total,
+                            at: *at,
+                            len: *len,
+                        },
                     };
                     (k.clone(), v)
                 })
@@ -584,6 +633,17 @@ mod tests {
             proptest::collection::vec(any::<u8>(), 0..300).prop_map(Value::Inline),
             (proptest::collection::vec(any::<u128>(), 0..4), any::<u64>())
                 .prop_map(|(ids, len)| ext(&ids, len)),
+            (any::<u128>(), any::<u64>(), any::<u64>(), any::<u64>()).prop_map(
+                |(blob, total, at, len)| {
+                    let at = at % (total / 2 + 1);
+                    Value::Slice {
+                        blob: BlobId(blob),
+                        total,
+                        at,
+                        len: len % (total - at).saturating_add(1),
+                    }
+                }
+            ),
         ]
     }
 
@@ -690,6 +750,24 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_slice_that_ends_past_its_blob_is_damage() {
+        let slice = |at, len| Value::Slice {
+            blob: BlobId(3),
+            total: 100,
+            at,
+            len,
+        };
+        let good = Leaf::from_entries([(&b"k"[..], &slice(40, 60))]);
+        let parsed = Leaf::parse(&good.data).expect("a slice to the blob's end");
+        assert_eq!(parsed.value(0), slice(40, 60));
+        assert_eq!(parsed.value(0).blobs(), &[BlobId(3)]);
+        let bad = Leaf::from_entries([(&b"k"[..], &slice(41, 60))]);
+        assert!(Leaf::parse(&bad.data).is_none());
+        let wrapping = Leaf::from_entries([(&b"k"[..], &slice(u64::MAX, 2))]);
+        assert!(Leaf::parse(&wrapping.data).is_none());
     }
 
     #[test]

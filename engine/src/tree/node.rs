@@ -180,6 +180,18 @@ mod tests {
             len: u64,
             seq: u64,
         },
+        // Tag 4 lives only inside commit records.
+        #[allow(dead_code)]
+        Here {
+            chunks: Vec<BlobId>,
+            len: u64,
+        },
+        Slice {
+            blob: BlobId,
+            total: u64,
+            at: u64,
+            len: u64,
+        },
     }
     #[derive(Serialize)]
     enum PlainNode {
@@ -214,12 +226,19 @@ mod tests {
                 blocks: true,
                 packed: Some(super::super::value::Packed::In(300)),
             },
+            Value::Slice {
+                blob: BlobId(6),
+                total: 4 << 20,
+                at: 1 << 20,
+                len: 256 << 10,
+            },
         ];
         let keys = [
             b"a".to_vec(),
             vec![0xff; 300],
             vec![0xff; 301],
             vec![0xff; 302],
+            vec![0xff; 303],
         ];
         let leaf = Node::Leaf(Leaf::from_entries(
             keys.iter().map(|k| k.as_slice()).zip(values.iter()),
@@ -247,6 +266,15 @@ mod tests {
                         chunks: vec![BlobId(8)],
                         len: 7,
                         seq: 300,
+                    },
+                ),
+                (
+                    keys[4].clone(),
+                    PlainValue::Slice {
+                        blob: BlobId(6),
+                        total: 4 << 20,
+                        at: 1 << 20,
+                        len: 256 << 10,
                     },
                 ),
             ],

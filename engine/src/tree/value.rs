@@ -23,6 +23,19 @@ pub enum Value {
         /// written the chunk out there (format 2) first.
         packed: Option<Packed>,
     },
+    /// A piece of a blob that holds several values one after another
+    /// (value format 2): on S3, where every request costs a round trip, a
+    /// big file's consecutive chunks go to the store as one object.
+    Slice {
+        /// The blob holding the piece.
+        blob: BlobId,
+        /// Data bytes in the whole blob (they fix its block layout).
+        total: u64,
+        /// Where the piece starts in the blob's data.
+        at: u64,
+        /// Length of the piece in bytes.
+        len: u64,
+    },
 }
 
 /// Which commit record carries a packed value's one chunk.
@@ -68,13 +81,22 @@ impl Value {
     pub fn len(&self) -> u64 {
         match self {
             Value::Inline(v) => v.len() as u64,
-            Value::External { len, .. } => *len,
+            Value::External { len, .. } | Value::Slice { len, .. } => *len,
         }
     }
 
     /// True for a zero-length value.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The blobs holding the value's bytes (none for an inline value).
+    pub fn blobs(&self) -> &[BlobId] {
+        match self {
+            Value::Inline(_) => &[],
+            Value::External { chunks, .. } => chunks,
+            Value::Slice { blob, .. } => std::slice::from_ref(blob),
+        }
     }
 }
 

@@ -175,14 +175,30 @@ impl Loader {
     /// The payload of value blob `blob`: from the cache, from a load already
     /// under way, or read and checked here.
     pub fn value(&self, blob: crate::ids::BlobId) -> Result<Arc<Vec<u8>>> {
+        self.value_unless_loading(blob, true)?
+            .ok_or_else(|| Error::InvalidArgument(format!("value {blob} was not loaded")))
+    }
+
+    /// Loads value blob `blob` into the cache unless it is there or being
+    /// loaded already: read-ahead threads go on to the next blob instead
+    /// of waiting for one another.
+    pub fn warm_value(&self, blob: BlobId) -> Result<()> {
+        self.value_unless_loading(blob, false).map(drop)
+    }
+
+    /// `value`, or (`wait` false) None when another thread is loading it.
+    fn value_unless_loading(&self, blob: BlobId, wait: bool) -> Result<Option<Arc<Vec<u8>>>> {
         loop {
             if let Some(hit) = self.values.get(blob) {
-                return Ok(hit);
+                return Ok(Some(hit));
             }
             let mut loading = self.loading.lock();
             if !loading.contains(&blob) {
                 loading.insert(blob);
                 break;
+            }
+            if !wait {
+                return Ok(None);
             }
             // Its loader inserts it into the cache (or fails): look again.
             self.loaded
@@ -194,7 +210,7 @@ impl Loader {
         }
         self.loading.lock().remove(&blob);
         self.loaded.notify_all();
-        result
+        result.map(Some)
     }
 
     /// Bytes `range` of value chunk `blob`, a format-2 chunk of `n` data
@@ -240,6 +256,26 @@ impl Loader {
             });
         };
         Ok(part.to_vec())
+    }
+
+    /// Bytes `range` of value blob `blob`, which is read whole (and
+    /// cached): a blob holding several values is a run of a file's chunks,
+    /// and a reader of one piece reads the next.
+    pub fn value_piece(&self, blob: BlobId, range: std::ops::Range<usize>) -> Result<Vec<u8>> {
+        let whole = self.value(blob)?;
+        match whole.get(range.clone()) {
+            Some(piece) => Ok(piece.to_vec()),
+            None => Err(Error::Corrupted {
+                what: "value",
+                path: blob_path(blob).to_string(),
+                detail: format!(
+                    "{} bytes, a piece at {}..{} named",
+                    whole.len(),
+                    range.start,
+                    range.end
+                ),
+            }),
+        }
     }
 
     fn read_value(&self, blob: crate::ids::BlobId) -> Result<Arc<Vec<u8>>> {

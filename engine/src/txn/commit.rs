@@ -709,7 +709,9 @@ fn write_ahead<'a>(
             .filter(|b| !plan.packed_values.contains(b))
             .map(|b| blob_path(*b)),
     );
-    paths.extend(tx.stashed.iter().map(|(_, b)| blob_path(*b)));
+    let stashed: std::collections::BTreeSet<BlobId> =
+        tx.stashed.iter().map(|(_, v)| v.id).collect();
+    paths.extend(stashed.into_iter().map(blob_path));
     if !paths.is_empty() {
         store.sync(&paths)?;
     }
@@ -829,8 +831,8 @@ fn append(
     if let Some(q) = queue.as_mut() {
         q.landed();
     }
-    for (stash, id) in &tx.stashed {
-        stash.landed(*id);
+    for (stash, value) in &tx.stashed {
+        stash.landed(value);
     }
     if tx.opts.sync {
         log.sync(record.seq)?;

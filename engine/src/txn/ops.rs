@@ -205,7 +205,7 @@ pub(crate) fn lookup_meta(view: &View, name: &str) -> Result<Option<TreeMeta>> {
             view.remember_tree(name, &bytes);
             Ok(Some(meta))
         }
-        Some(Value::External { .. }) => Err(Error::Corrupted {
+        Some(Value::External { .. } | Value::Slice { .. }) => Err(Error::Corrupted {
             what: "catalog entry",
             path: name.to_string(),
             detail: "stored out of line".into(),

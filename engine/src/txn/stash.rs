@@ -17,6 +17,10 @@
 //!
 //! A commit that puts a stashed value marks it landed at its commit point;
 //! what is still unlanded when the stash is dropped is deleted.
+//!
+//! On S3 a run of values can go out as one blob ([`Stash::put_run`]): each
+//! is a piece of it (a [`crate::Value::Slice`] once put), and the blob is
+//! deleted only when no piece of it landed.
 
 use super::recovery::Intent;
 use super::stager;
@@ -36,6 +40,9 @@ use std::time::{Duration, Instant};
 /// waits a round trip.
 const MAX_WRITING: usize = 8;
 const REMOTE_MAX_WRITING: usize = 32;
+/// Bytes one stash may have under way before `put` waits (runs of chunks
+/// are 4 MiB each): what a big file's writer holds in memory is bounded.
+const MAX_WRITING_BYTES: u64 = 64 << 20;
 
 /// A value written to the store by a [`Stash`], for a later transaction to
 /// put with [`crate::Transaction::put_stashed`].
@@ -43,6 +50,10 @@ const REMOTE_MAX_WRITING: usize = 32;
 pub struct StashedValue {
     pub(crate) id: BlobId,
     pub(crate) len: u64,
+    /// Where the value starts in the blob's data.
+    pub(crate) at: u64,
+    /// Data bytes of the whole blob (more than `len` for a piece of a run).
+    pub(crate) total: u64,
 }
 
 impl StashedValue {
@@ -55,6 +66,30 @@ impl StashedValue {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+
+    /// Where the value starts in its blob's data (0 unless it is a piece
+    /// of a run).
+    pub fn offset(&self) -> u64 {
+        self.at
+    }
+
+    /// True when the value is the whole of its blob.
+    pub(crate) fn is_whole(&self) -> bool {
+        self.at == 0 && self.len == self.total
+    }
+
+    fn bytes(&self) -> std::ops::Range<usize> {
+        self.at as usize..(self.at + self.len) as usize
+    }
+}
+
+/// A stashed blob that no landed commit names whole yet.
+#[derive(Default)]
+struct Live {
+    /// Starts of its pieces neither landed nor discarded.
+    waiting: std::collections::BTreeSet<u64>,
+    /// Some piece landed: the blob is named by the log and must stay.
+    landed: bool,
 }
 
 /// Value blobs written ahead of their transaction; see the module comment.
@@ -64,10 +99,12 @@ pub struct Stash {
 
 #[derive(Default)]
 struct State {
-    /// Written or being written, and in no landed commit yet.
-    live: HashSet<BlobId>,
+    /// Written or being written, with pieces in no landed commit yet.
+    live: HashMap<BlobId, Live>,
     /// Background writes under way.
     writing: HashSet<BlobId>,
+    /// Their bytes.
+    writing_bytes: u64,
     /// Writes that failed, with what went wrong.
     failed: HashMap<BlobId, String>,
     /// Live blobs no intent record lists yet (cluster mode).
@@ -123,9 +160,38 @@ impl Stash {
     /// Starts writing `data` as one value blob and returns its handle at
     /// once (waiting first while too many writes are under way).
     pub fn put(&self, data: Vec<u8>) -> Result<StashedValue> {
+        let len = data.len();
+        let mut values = self.put_run(data, &[len])?;
+        values
+            .pop()
+            .ok_or_else(|| Error::InvalidArgument("an empty run".into()))
+    }
+
+    /// Starts writing `data` as one blob holding consecutive values of the
+    /// lengths `pieces` (which add up to its length), and returns their
+    /// handles at once: one store request for a run of a file's chunks.
+    pub fn put_run(&self, data: Vec<u8>, pieces: &[usize]) -> Result<Vec<StashedValue>> {
+        if pieces.iter().sum::<usize>() != data.len() || pieces.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "pieces of {} bytes in all do not make a run of {}",
+                pieces.iter().sum::<usize>(),
+                data.len()
+            )));
+        }
         let inner = &self.inner;
         let id = BlobId::fresh();
-        let len = data.len() as u64;
+        let total = data.len() as u64;
+        let mut values = Vec::with_capacity(pieces.len());
+        let mut at = 0u64;
+        for &n in pieces {
+            values.push(StashedValue {
+                id,
+                len: n as u64,
+                at,
+                total,
+            });
+            at += n as u64;
+        }
         {
             let mut st = inner.state.lock();
             let max = if inner.db.loader.store.probe_is_cheap() {
@@ -133,10 +199,19 @@ impl Stash {
             } else {
                 REMOTE_MAX_WRITING
             };
-            while st.writing.len() >= max {
+            while st.writing.len() >= max
+                || (!st.writing.is_empty() && st.writing_bytes + total > MAX_WRITING_BYTES)
+            {
                 inner.changed.wait(&mut st);
             }
-            st.live.insert(id);
+            st.writing_bytes += total;
+            st.live.insert(
+                id,
+                Live {
+                    waiting: values.iter().map(|v| v.at).collect(),
+                    landed: false,
+                },
+            );
             st.writing.insert(id);
             if inner.db.coord.is_shared() {
                 st.unlisted.push(id);
@@ -169,13 +244,14 @@ impl Stash {
                     .put_fresh(&blob_path(id), codec::frame_value(&data));
                 let mut st = job_inner.state.lock();
                 st.writing.remove(&id);
+                st.writing_bytes -= total;
                 if let Err(e) = r {
                     st.failed.insert(id, e.to_string());
                 }
                 job_inner.changed.notify_all();
             }),
         );
-        Ok(StashedValue { id, len })
+        Ok(values)
     }
 
     /// Waits until `value` is in the store; its write's failure, if any.
@@ -186,15 +262,34 @@ impl Stash {
     /// Reads a stashed value back (its writer reading what it wrote).
     pub fn read(&self, value: &StashedValue) -> Result<Vec<u8>> {
         self.inner.wait(value.id)?;
-        let v = self.inner.db.loader.value(value.id)?;
-        Ok(v.as_ref().clone())
+        if value.is_whole() {
+            let v = self.inner.db.loader.value(value.id)?;
+            return Ok(v.as_ref().clone());
+        }
+        self.inner.db.loader.value_piece(value.id, value.bytes())
     }
 
     /// Drops a value no transaction will put (overwritten before its
-    /// commit): its blob is deleted.
+    /// commit): its blob is deleted once none of its pieces is waiting and
+    /// none landed.
     pub fn discard(&self, value: &StashedValue) {
-        if self.inner.state.lock().live.remove(&value.id) {
+        let gone = {
+            let mut st = self.inner.state.lock();
+            let Some(live) = st.live.get_mut(&value.id) else {
+                return;
+            };
+            live.waiting.remove(&value.at);
+            if !live.waiting.is_empty() {
+                return;
+            }
+            let landed = live.landed;
+            st.live.remove(&value.id);
+            !landed
+        };
+        if gone {
             self.inner.delete(vec![value.id]);
+        } else {
+            self.inner.db.inflight.lock().remove(&value.id);
         }
     }
 }
@@ -215,17 +310,27 @@ impl StashInner {
                 path: blob_path(id).to_string(),
                 source: std::io::Error::other(msg.clone()),
             }),
-            None if st.live.contains(&id) => Ok(()),
+            None if st.live.contains_key(&id) => Ok(()),
             None => Err(Error::InvalidArgument(format!(
                 "value {id} is not held by this stash"
             ))),
         }
     }
 
-    /// A commit naming `id` landed: the blob is reachable now.
-    pub(crate) fn landed(&self, id: BlobId) {
-        self.state.lock().live.remove(&id);
-        self.db.inflight.lock().remove(&id);
+    /// A commit naming `value` landed: its blob is reachable now, and
+    /// needs the stash's keeping no more once no piece of it waits.
+    pub(crate) fn landed(&self, value: &StashedValue) {
+        let mut st = self.state.lock();
+        let Some(live) = st.live.get_mut(&value.id) else {
+            return;
+        };
+        live.landed = true;
+        live.waiting.remove(&value.at);
+        if live.waiting.is_empty() {
+            st.live.remove(&value.id);
+            drop(st);
+            self.db.inflight.lock().remove(&value.id);
+        }
     }
 
     /// Deletes blobs no commit will name, once their writes are done.
@@ -311,7 +416,7 @@ impl StashInner {
                 .map(|(name, blobs, _)| {
                     let still: Vec<BlobId> = blobs
                         .iter()
-                        .filter(|b| st.live.contains(b))
+                        .filter(|b| st.live.contains_key(b))
                         .copied()
                         .collect();
                     (*name, still)
@@ -337,9 +442,15 @@ impl StashInner {
 
 impl Drop for StashInner {
     fn drop(&mut self) {
-        let left: Vec<BlobId> = self.state.lock().live.drain().collect();
+        let (left, kept): (Vec<_>, Vec<_>) =
+            self.state.lock().live.drain().partition(|(_, l)| !l.landed);
         if !left.is_empty() {
-            self.delete(left);
+            self.delete(left.into_iter().map(|(id, _)| id).collect());
+        }
+        // Named by a landed commit: GC decides, by reachability.
+        let mut inflight = self.db.inflight.lock();
+        for (id, _) in kept {
+            inflight.remove(&id);
         }
         let batches = std::mem::take(&mut self.state.lock().batches);
         if !batches.is_empty() {

@@ -37,7 +37,7 @@ pub struct Transaction {
     /// `Options::stage_bytes` writes them as it goes, so its memory stays bounded).
     pub(crate) staged: Vec<BlobId>,
     /// Values put from stashes: told when the commit lands.
-    pub(crate) stashed: Vec<(Arc<super::stash::StashInner>, BlobId)>,
+    pub(crate) stashed: Vec<(Arc<super::stash::StashInner>, crate::StashedValue)>,
     /// Staged writes still under way in the background.
     pub(crate) pending: parking_lot::Mutex<super::stager::Pending>,
     /// Time spent writing staged values: it does not count against the timeout.
@@ -355,6 +355,21 @@ impl Transaction {
                 }
                 self.db.loader.value_range(chunks[0], n, want).map(Some)
             }
+            Value::Slice {
+                blob, total, at, ..
+            } => {
+                let at = *at as usize;
+                let piece = at + want.start..at + want.end;
+                // As above, and the whole blob (a run of a file's chunks)
+                // is what a sequential reader reads next.
+                if want.len() * 4 > len as usize {
+                    return self.db.loader.value_piece(*blob, piece).map(Some);
+                }
+                self.db
+                    .loader
+                    .value_range(*blob, *total as usize, piece)
+                    .map(Some)
+            }
             _ => {
                 let whole = self.load(&value)?;
                 Ok(Some(whole[want].to_vec()))
@@ -362,10 +377,32 @@ impl Transaction {
         }
     }
 
+    /// Brings the value stored under `key` into the value cache (read-ahead):
+    /// its blobs that are neither cached nor being loaded by another thread
+    /// are read; nothing is returned.
+    pub fn warm(&mut self, tree: &str, key: &[u8]) -> Result<()> {
+        match self.get_value(tree, key)? {
+            Some(Value::External {
+                chunks,
+                packed: None,
+                ..
+            }) => chunks
+                .iter()
+                .try_for_each(|c| self.db.loader.warm_value(*c)),
+            Some(Value::Slice { blob, .. }) => self.db.loader.warm_value(blob),
+            Some(v) => self.load(&v).map(drop),
+            None => Ok(()),
+        }
+    }
+
     /// The bytes of a value returned by `get_value` or `scan_values`.
     pub fn load(&self, value: &Value) -> Result<Vec<u8>> {
         match value {
             Value::Inline(v) => Ok(v.clone()),
+            Value::Slice { blob, at, len, .. } => self
+                .db
+                .loader
+                .value_piece(*blob, *at as usize..(*at + *len) as usize),
             Value::External {
                 chunks,
                 len,
@@ -505,16 +542,26 @@ impl Transaction {
         Self::check_key(key)?;
         self.meta(tree)?;
         stash.wait(value)?;
-        self.stashed.push((stash.inner.clone(), value.id));
-        self.apply(Op::Put {
-            tree: tree.to_string(),
-            key: key.to_vec(),
-            value: Value::External {
+        self.stashed.push((stash.inner.clone(), value.clone()));
+        let stored = if value.is_whole() {
+            Value::External {
                 chunks: vec![value.id],
                 len: value.len,
                 blocks: true,
                 packed: None,
-            },
+            }
+        } else {
+            Value::Slice {
+                blob: value.id,
+                total: value.total,
+                at: value.at,
+                len: value.len,
+            }
+        };
+        self.apply(Op::Put {
+            tree: tree.to_string(),
+            key: key.to_vec(),
+            value: stored,
         })
     }
 
@@ -534,12 +581,18 @@ impl Transaction {
         let own = |tx: &Transaction, id: &BlobId| {
             tx.values.contains_key(id)
                 || tx.staged.contains(id)
-                || tx.stashed.iter().any(|(_, s)| s == id)
+                || tx.stashed.iter().any(|(_, s)| s.id == *id)
         };
         match value {
             Value::Inline(bytes) => self.put_op(tree, key, bytes),
-            Value::External { chunks, packed, .. }
-                if *packed == Some(Packed::Here) || chunks.iter().any(|id| own(self, id)) =>
+            Value::External { .. } | Value::Slice { .. }
+                if matches!(
+                    value,
+                    Value::External {
+                        packed: Some(Packed::Here),
+                        ..
+                    }
+                ) || value.blobs().iter().any(|id| own(self, id)) =>
             {
                 let bytes = self.load(value)?;
                 self.put_op(tree, key, &bytes)

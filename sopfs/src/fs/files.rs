@@ -1,7 +1,7 @@
 //! Files on the mounted host: handles, buffered writes, and their commit at
 //! flush, fsync and close (one transaction per file).
 
-use super::{Fs, PARK_FROM};
+use super::Fs;
 use crate::error::{FsError, FsResult};
 use crate::host::dirty::Dirty;
 use crate::host::{claim_key, FileState, NewFile, PendingAttrs, Stale, CLAIM_TTL};
@@ -268,7 +268,7 @@ impl Fs {
             };
             d.write(at, data, append)?;
             let end = at + data.len() as u64;
-            d.park_full_chunks(&self.db, CHUNK, at, end, PARK_FROM)?;
+            d.park_full_chunks(&self.db, self.parking, at, end)?;
             if d.bytes > self.opts.spill_bytes && !d.is_spilled() {
                 d.spill_to(&self.opts.cache_dir)?;
                 tracing::debug!(

@@ -53,6 +53,11 @@ impl Default for FsOptions {
 /// sequential pieces is in the store by the time it is closed.
 const PARK_FROM: usize = 1 << 20;
 
+/// Chunks parked as one blob on a remote store: 4 MiB objects, where each
+/// object costs a request (latency, a per-request charge, and a server's
+/// CPU). A local folder parks chunk by chunk.
+const REMOTE_RUN: u64 = 16;
+
 /// A mounted (or directly driven) volume: the engine, and this host's state
 /// beside it, one type per concern.
 pub struct Fs {
@@ -68,6 +73,8 @@ pub struct Fs {
     /// Whether the volume has quotas, and when that was asked.
     quotas_seen: parking_lot::Mutex<Option<(std::time::Instant, bool)>>,
     invalidation: Invalidation,
+    /// How full chunks of big files go to the store ahead of their commit.
+    parking: crate::host::dirty::Parking,
     next_fh: AtomicU64,
 }
 
@@ -106,8 +113,14 @@ impl Fs {
         } else {
             db.run_with(|tx| format(tx, uid, gid))?;
         }
+        let remote = db.store_is_remote();
         Ok(Fs {
-            prefetch: Prefetcher::start(db.reader(), db.store_is_remote()),
+            prefetch: Prefetcher::start(db.reader(), remote),
+            parking: crate::host::dirty::Parking {
+                chunk: CHUNK,
+                run: if remote { REMOTE_RUN } else { 1 },
+                min_buffered: PARK_FROM,
+            },
             db,
             opts,
             files: OpenFiles::default(),

@@ -6,8 +6,10 @@
 //! A big file written in order does not stay here: each chunk it fills
 //! completely is handed to an engine [`Stash`] ("parked"), which writes it
 //! to the store while the program goes on writing; the commit then only
-//! names it. A later write, truncation or rebase that touches a parked
-//! chunk first brings it back into the buffer.
+//! names it. On S3 chunks are parked a run at a time (an aligned run of
+//! consecutive chunks, one object), since every object costs a request. A
+//! later write, truncation or rebase that touches a parked chunk first
+//! brings it back into the buffer.
 
 use crate::error::{FsError, FsResult};
 use engine::{Stash, StashedValue};
@@ -81,6 +83,18 @@ impl Spill {
         }
         Ok(Some(buf))
     }
+}
+
+/// How full chunks are parked: `chunk` bytes each, `run` of them to a
+/// blob, once `min_buffered` bytes are buffered.
+#[derive(Clone, Copy, Debug)]
+pub struct Parking {
+    /// Bytes in a chunk.
+    pub chunk: u64,
+    /// Chunks written as one blob.
+    pub run: u64,
+    /// Buffered bytes before anything is parked.
+    pub min_buffered: usize,
 }
 
 /// Full chunks of the file already handed to the store.
@@ -204,20 +218,25 @@ impl Dirty {
         Ok(())
     }
 
-    /// Hands every full chunk of `chunk` bytes within `[from, to)` (the range
-    /// a write just filled) to a stash of `db`, out of the buffer. Small
-    /// files are written at their commit: nothing is parked until
-    /// `min_buffered` bytes are buffered, and then every full chunk before
-    /// `to` is.
+    /// Hands every full run of `run` chunks of `chunk` bytes (runs start
+    /// at multiples of `run` chunks) that `[from, to)`, the range a write
+    /// just filled, touches to a stash of `db` as one blob, out of the
+    /// buffer. Small files are written at their commit: nothing is parked
+    /// until `min_buffered` bytes are buffered, and then every full run
+    /// before `to` is.
     pub fn park_full_chunks(
         &mut self,
         db: &engine::Db,
-        chunk: u64,
+        shape: Parking,
         from: u64,
         to: u64,
-        min_buffered: usize,
     ) -> FsResult<()> {
-        if chunk == 0 || to <= from {
+        let Parking {
+            chunk,
+            run,
+            min_buffered,
+        } = shape;
+        if chunk == 0 || run == 0 || to <= from {
             return Ok(());
         }
         let from = match self.parked.stash {
@@ -225,19 +244,25 @@ impl Dirty {
             None if self.bytes >= min_buffered => 0,
             None => return Ok(()),
         };
-        for idx in from / chunk..to.div_ceil(chunk) {
-            let start = idx * chunk;
-            let end = start + chunk;
-            if self.parked.chunks.contains_key(&start) || end > self.size {
+        let span = chunk * run;
+        for r in from / span..to.div_ceil(span) {
+            let start = r * span;
+            let end = start + span;
+            if end > self.size || self.parked.chunks.range(start..end).next().is_some() {
                 continue;
             }
+            // Only a run the buffer holds whole is taken.
             let Some(bytes) = self.take(start, end)? else {
                 continue;
             };
             let stash = self.parked.stash.get_or_insert_with(|| db.stash());
-            match stash.put(bytes) {
-                Ok(v) => {
-                    self.parked.chunks.insert(start, v);
+            let pieces = vec![chunk as usize; run as usize];
+            match stash.put_run(bytes, &pieces) {
+                Ok(values) => {
+                    for v in values {
+                        let at = start + v.offset();
+                        self.parked.chunks.insert(at, v);
+                    }
                 }
                 Err(e) => {
                     // The bytes are gone from the buffer: losing them is
@@ -564,6 +589,15 @@ mod tests {
         ]
     }
 
+    /// Parking of `chunk`-byte chunks, `run` to a blob, from the first byte.
+    fn shape(chunk: u64, run: u64) -> Parking {
+        Parking {
+            chunk,
+            run,
+            min_buffered: 0,
+        }
+    }
+
     /// A volume for the stash parked chunks go to.
     fn db() -> (tempfile::TempDir, engine::Db) {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -579,7 +613,12 @@ mod tests {
     /// Replays `ops` over a committed file of `base_len` bytes, moving the
     /// buffer to a spill file after `spill_after` operations (if any), and
     /// returns what a commit would produce next to a plain byte vector model.
-    fn replay(base_len: u64, ops: &[Op], spill_after: Option<usize>) -> (Vec<u8>, Vec<u8>, Dirty) {
+    fn replay(
+        base_len: u64,
+        ops: &[Op],
+        spill_after: Option<usize>,
+        run: u64,
+    ) -> (Vec<u8>, Vec<u8>, Dirty) {
         let base: Vec<u8> = (0..base_len).map(|i| (i % 251) as u8).collect();
         let mut model = base.clone();
         let mut d = Dirty::new(base_len);
@@ -606,7 +645,8 @@ mod tests {
                     d.truncate(*t).expect("truncate");
                 }
                 Op::Park(from, to) => {
-                    d.park_full_chunks(&db, 16, *from, *to, 0).expect("park");
+                    d.park_full_chunks(&db, shape(16, run), *from, *to)
+                        .expect("park");
                 }
             }
         }
@@ -639,8 +679,8 @@ mod tests {
         /// The overlay over a committed file reads like a plain byte vector
         /// that got the same writes and truncations.
         #[test]
-        fn overlay_matches_a_byte_vector(base_len in 0u64..200, ops in proptest::collection::vec(op(), 1..30)) {
-            let (got, model, d) = replay(base_len, &ops, None);
+        fn overlay_matches_a_byte_vector(base_len in 0u64..200, ops in proptest::collection::vec(op(), 1..30), run in 1u64..4) {
+            let (got, model, d) = replay(base_len, &ops, None, run);
             prop_assert_eq!(d.size, model.len() as u64);
             prop_assert_eq!(&got, &model);
             let mut total = 0;
@@ -650,8 +690,8 @@ mod tests {
 
         /// The same with the buffer moved to a spill file part-way.
         #[test]
-        fn a_spilled_buffer_reads_the_same(base_len in 0u64..200, ops in proptest::collection::vec(op(), 1..30), at in 0usize..30) {
-            let (got, model, d) = replay(base_len, &ops, Some(at.min(ops.len() - 1)));
+        fn a_spilled_buffer_reads_the_same(base_len in 0u64..200, ops in proptest::collection::vec(op(), 1..30), at in 0usize..30, run in 1u64..4) {
+            let (got, model, d) = replay(base_len, &ops, Some(at.min(ops.len() - 1)), run);
             prop_assert!(d.is_spilled());
             prop_assert_eq!(d.size, model.len() as u64);
             prop_assert_eq!(&got, &model);
@@ -682,7 +722,7 @@ mod tests {
         let mut d = Dirty::new(0);
         let data: Vec<u8> = (0..100u8).collect();
         d.write(0, &data, true).expect("append");
-        d.park_full_chunks(&db, 16, 0, 100, 0).expect("park");
+        d.park_full_chunks(&db, shape(16, 1), 0, 100).expect("park");
         assert_eq!(d.bytes, 4, "six chunks parked, the tail buffered");
         assert!(d.append_only);
         // Another host appended 7 bytes: everything moves, parked or not.
