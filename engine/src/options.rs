@@ -34,6 +34,12 @@ pub struct Options {
     /// What GC keeps beyond the reachable: everything younger than this. Must
     /// exceed the longest transaction.
     pub gc_retention: Duration,
+    /// Cluster mode: how long blobs a [`crate::Stash`] wrote may go without
+    /// an intent record listing them for other processes' GC. Those keep
+    /// every blob younger than their retention (never under 2 minutes in
+    /// cluster mode), so a big file written and closed sooner costs no
+    /// intent record at all.
+    pub stash_list_after: Duration,
     /// A transaction holds at most this many bytes of out-of-line values in
     /// memory; beyond, it writes them to the store as it goes.
     pub stage_bytes: usize,
@@ -84,6 +90,7 @@ impl Default for Options {
             gc_interval: Some(Duration::from_secs(600)),
             gc_retention: Duration::from_secs(600),
             stage_bytes: 16 << 20,
+            stash_list_after: Duration::from_secs(30),
             pushed_stamps: false,
             segment_bytes: 64 << 20,
             at_rest: AtRest::default(),

@@ -233,6 +233,8 @@ fn in_cluster_mode_another_process_gc_keeps_what_a_stash_waits_with() {
         let coord = Arc::new(RedisCoordinator::connect(&redis.url()).expect("redis"));
         let opts = Options {
             background_interval: None,
+            // Listed at once: the test ages the blobs by hand.
+            stash_list_after: Duration::ZERO,
             ..Options::default()
         };
         Db::open_shared(location.clone(), opts, coord).expect("open")
@@ -298,6 +300,7 @@ fn in_cluster_mode_a_stash_leaves_no_intent_record_behind() {
         location.clone(),
         Options {
             background_interval: None,
+            stash_list_after: Duration::ZERO,
             ..Options::default()
         },
         coord,
@@ -334,5 +337,57 @@ fn in_cluster_mode_a_stash_leaves_no_intent_record_behind() {
     let db = Db::open_shared(location, Options::default(), coord).expect("reopen");
     let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
     assert_eq!(tx.get("t", b"a").expect("get"), Some(chunk(1)));
+    assert_eq!(tx.get("t", b"b").expect("get"), Some(chunk(2)));
+}
+
+#[test]
+fn in_cluster_mode_a_short_lived_stash_writes_no_intent_and_an_old_one_does() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = StoreLocation::Local(dir.path().to_path_buf());
+    let open = |list_after| {
+        let coord = Arc::new(RedisCoordinator::connect(&redis.url()).expect("redis"));
+        let opts = Options {
+            background_interval: None,
+            stash_list_after: list_after,
+            ..Options::default()
+        };
+        Db::open_shared(location.clone(), opts, coord).expect("open")
+    };
+    let store = engine::BlobStore::open(&location).expect("store");
+    let intents = || store.list("intents").expect("list").len();
+
+    // The default: a file written and committed at once lists nothing.
+    let db = open(Options::default().stash_list_after);
+    db.run(|tx| tx.ensure_tree("t", small_tree(8)))
+        .expect("tree");
+    let stash = db.stash();
+    let v = stash
+        .put_run([chunk(1), chunk(2)].concat(), &[100_000; 2])
+        .expect("put");
+    stash.wait(&v[0]).expect("written");
+    assert_eq!(intents(), 0, "young blobs need no intent record");
+    db.run(|tx| {
+        tx.put_stashed("t", b"a", &stash, &v[0])?;
+        tx.put_stashed("t", b"b", &stash, &v[1])
+    })
+    .expect("commit");
+    drop(stash);
+    drop(db);
+    assert_eq!(intents(), 0, "no intent record was written");
+
+    // Past the delay, the next put or wait lists what waits.
+    let db = open(Duration::from_millis(200));
+    let stash = db.stash();
+    let v = stash.put(chunk(3)).expect("put");
+    stash.wait(&v).expect("written");
+    assert_eq!(intents(), 0, "not yet");
+    std::thread::sleep(Duration::from_millis(250));
+    stash.wait(&v).expect("written");
+    assert_eq!(intents(), 1, "listed once older than the delay");
+    drop(stash);
+    drop(db);
+    assert_eq!(intents(), 0, "the stash's record goes with it");
+    let mut tx = open(Duration::ZERO).begin(TxMode::ReadOnly).expect("begin");
     assert_eq!(tx.get("t", b"b").expect("get"), Some(chunk(2)));
 }

@@ -9,11 +9,13 @@
 //!
 //! - in this process, through the in-flight set GC reads;
 //! - for other processes (cluster mode), through intent records listing
-//!   them: each batch of new blobs gets one (`intents/<fresh id>`, written
-//!   at most once a second while values come in, and at once when a value
-//!   is waited for), and the background pass rewrites old ones well before
-//!   their deadline, so that no GC takes them however long the file stays
-//!   open. Until listed, a blob is younger than any GC's retention window.
+//!   them: the blobs not listed yet get one (`intents/<fresh id>`) once the
+//!   oldest of them is `Options::stash_list_after` old (30 s), when a value
+//!   is put or waited for or by the background pass, which also rewrites
+//!   old records well before their deadline, so that no GC takes them
+//!   however long the file stays open. Until listed, a blob is younger than
+//!   any GC's retention window (never under 2 minutes in cluster mode), so
+//!   a file written and closed within seconds costs no intent record.
 //!
 //! A commit that puts a stashed value marks it landed at its commit point;
 //! what is still unlanded when the stash is dropped is deleted.
@@ -109,10 +111,10 @@ struct State {
     failed: HashMap<BlobId, String>,
     /// Live blobs no intent record lists yet (cluster mode).
     unlisted: Vec<BlobId>,
+    /// When the oldest of them was written.
+    unlisted_since: Option<Instant>,
     /// Intent records written: (name, blobs listed, when written).
     batches: Vec<(TxId, Vec<BlobId>, Instant)>,
-    /// When a batch was last written.
-    listed_at: Option<Instant>,
 }
 
 pub(crate) struct StashInner {
@@ -215,6 +217,7 @@ impl Stash {
             st.writing.insert(id);
             if inner.db.coord.is_shared() {
                 st.unlisted.push(id);
+                st.unlisted_since.get_or_insert_with(Instant::now);
             }
         }
         // Before the write: GC lists blobs first, then reads the in-flight set.
@@ -224,14 +227,7 @@ impl Stash {
             .stats
             .stashed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let due = inner
-            .state
-            .lock()
-            .listed_at
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
-        if due {
-            inner.list_new()?;
-        }
+        inner.list_if_due(inner.db.opts.stash_list_after)?;
         let job_inner = inner.clone();
         stager::background(
             &inner.db.cleanups,
@@ -298,9 +294,7 @@ impl StashInner {
     /// Waits until blob `id` is written and listed where other processes'
     /// GC looks.
     pub(crate) fn wait(&self, id: BlobId) -> Result<()> {
-        if self.state.lock().unlisted.contains(&id) {
-            self.list_new()?;
-        }
+        self.list_if_due(self.db.opts.stash_list_after)?;
         let mut st = self.state.lock();
         while st.writing.contains(&id) {
             self.changed.wait(&mut st);
@@ -360,21 +354,36 @@ impl StashInner {
         );
     }
 
+    /// Cluster mode: lists the blobs no record lists yet once the oldest
+    /// of them is `after` old.
+    fn list_if_due(&self, after: Duration) -> Result<()> {
+        let due = self
+            .state
+            .lock()
+            .unlisted_since
+            .is_some_and(|t| t.elapsed() >= after);
+        if due {
+            self.list_new()?;
+        }
+        Ok(())
+    }
+
     /// Cluster mode: writes one intent record listing the blobs no record
     /// lists yet.
     fn list_new(&self) -> Result<()> {
         let _one = self.listing.lock();
-        let batch = {
+        let (batch, since) = {
             let mut st = self.state.lock();
-            st.listed_at = Some(Instant::now());
-            std::mem::take(&mut st.unlisted)
+            (std::mem::take(&mut st.unlisted), st.unlisted_since.take())
         };
         if batch.is_empty() {
             return Ok(());
         }
         let name = TxId::fresh();
         if let Err(e) = self.write_intent(name, &batch) {
-            self.state.lock().unlisted.extend(batch);
+            let mut st = self.state.lock();
+            st.unlisted.extend(batch);
+            st.unlisted_since = since;
             return Err(e);
         }
         self.state
@@ -405,7 +414,8 @@ impl StashInner {
         if !self.db.coord.is_shared() {
             return Ok(());
         }
-        self.list_new()?;
+        // Half the delay: the next pass may be a whole interval away.
+        self.list_if_due(self.db.opts.stash_list_after / 2)?;
         let _one = self.listing.lock();
         let old_after = self.db.opts.gc_retention / 4;
         let stale: Vec<(TxId, Vec<BlobId>)> = {
