@@ -6,12 +6,15 @@ while; every file is then checked from another mount.
 A local S3 server (moto) sits behind a small proxy that adds a chosen delay
 to every request and counts requests by method; one private redis-server
 coordinates the mounts. Prints files/s, S3 requests per file, p50/p99 of
-one file's create-write-close, and the slowest and fastest writer.
+one file's create-write-close, and the slowest and fastest writer. Each
+writer has a folder of its own, or (--dirs shared) all write into one; a
+file's content is its name, read back from another mount.
 
 Usage (as root, from the repository, after `cargo build --release -p sopfs`):
 
     python3 bench/s3_scale.py                          # 1 mount x 1 and 16 writers, 10 ms
     python3 bench/s3_scale.py --mounts 1,2,4 --writers 1,16 --latency-ms 10 --secs 20
+    python3 bench/s3_scale.py --mounts 8 --writers 1 --dirs own,shared
     python3 bench/s3_scale.py --bin a=/tmp/sopfs-before --bin b=target/release/sopfs
     python3 bench/s3_scale.py --big 256 --rounds 2 --bin sopfs=target/release/sopfs --bin juicefs=juicefs
         # one big file: write+fsync, then a cold read on another mount; a --bin
@@ -131,15 +134,26 @@ def start_servers(delay):
     return proxy, f"redis://127.0.0.1:{rport}/", [moto, redis]
 
 
-def writer(mnt, d, stop, out):
-    os.makedirs(f"{mnt}/{d}", exist_ok=True)
+def content(name):
+    """A file's bytes: its name, repeated to SIZE (every file differs)."""
+    unit = (name + "\n").encode()
+    return (unit * (SIZE // len(unit) + 1))[:SIZE]
+
+
+def path_of(d, i, shared):
+    """Writer `d`'s file `i`: in its own folder, or all in one folder."""
+    return f"shared/{d}-f{i}" if shared else f"{d}/f{i}"
+
+
+def writer(mnt, d, shared, stop, out):
+    os.makedirs(f"{mnt}/{'shared' if shared else d}", exist_ok=True)
     lat, i = [], 0
-    data = b"x" * SIZE
     while not stop.is_set():
         t = time.time()
         try:
-            fd = os.open(f"{mnt}/{d}/f{i}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
-            os.write(fd, data)
+            rel = path_of(d, i, shared)
+            fd = os.open(f"{mnt}/{rel}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+            os.write(fd, content(rel))
             os.close(fd)
         except OSError as e:
             out.put((d, i, lat, f"{e}"))
@@ -180,7 +194,23 @@ def jfs_mounts(proxy, redis, mounts, db):
     return mnts
 
 
-def case(name, binary, proxy, redis, mounts, writers, secs, db=1):
+def check_files(mnt, results, shared):
+    """Files not readable with their content from mount `mnt` (read by 16
+    threads: on JuiceFS each cold read waits a round trip)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def bad(rel):
+        try:
+            with open(f"{mnt}/{rel}", "rb") as f:
+                return f.read() != content(rel)
+        except OSError:
+            return True
+    rels = [path_of(d, i, shared) for d, n, _, _ in results for i in range(n)]
+    with ThreadPoolExecutor(16) as pool:
+        return sum(pool.map(bad, rels))
+
+
+def case(name, binary, proxy, redis, mounts, writers, secs, shared, db=1):
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                AWS_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
     if name == "juicefs":
@@ -193,7 +223,7 @@ def case(name, binary, proxy, redis, mounts, writers, secs, db=1):
     time.sleep(1)
     stop, out = mp.Event(), mp.Queue()
     before = proxy.total()
-    procs = [mp.Process(target=writer, args=(m, f"h{k}w{w}", stop, out))
+    procs = [mp.Process(target=writer, args=(m, f"h{k}w{w}", shared, stop, out))
              for k, m in enumerate(mnts) for w in range(writers)]
     t0 = time.time()
     for p in procs:
@@ -208,16 +238,9 @@ def case(name, binary, proxy, redis, mounts, writers, secs, db=1):
     files = sum(r[1] for r in results)
     errors = [r[3] for r in results if r[3]]
     lat = sorted(x for r in results for x in r[2])
-    # Every file visible, with its size, from another mount.
+    # Every file readable, with its content, from another mount.
     check = mnts[-1] if mounts > 1 else mnts[0]
-    missing = 0
-    for d, n, _, _ in results:
-        for i in range(n):
-            try:
-                if os.stat(f"{check}/{d}/f{i}").st_size != SIZE:
-                    missing += 1
-            except OSError:
-                missing += 1
+    missing = check_files(check, results, shared)
     for m in mnts:
         if name == "juicefs":
             subprocess.run(["juicefs", "umount", m], capture_output=True)
@@ -225,7 +248,8 @@ def case(name, binary, proxy, redis, mounts, writers, secs, db=1):
             unmount(binary, m)
     per = [r[1] for r in results]
     pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0
-    return (f"| {name} | {mounts} | {writers} | {files / elapsed:.0f} | {requests / max(files, 1):.2f} "
+    return (f"| {name} | {'shared' if shared else 'own'} | {mounts} | {writers} "
+            f"| {files / elapsed:.0f} | {requests / max(files, 1):.2f} "
             f"| {pct(0.5):.0f} | {pct(0.99):.0f} | {min(per)} / {max(per)} | {missing} | "
             f"{len(errors)} |")
 
@@ -307,6 +331,8 @@ def main():
                     help="name=path of a sopfs binary (default: target/release/sopfs)")
     ap.add_argument("--mounts", default="1")
     ap.add_argument("--writers", default="1,16")
+    ap.add_argument("--dirs", default="own",
+                    help="own (a folder per writer), shared (one folder for all), or own,shared")
     ap.add_argument("--latency-ms", type=float, default=10)
     ap.add_argument("--secs", type=int, default=15)
     ap.add_argument("--big", type=int, default=0,
@@ -334,14 +360,16 @@ def main():
                 p.kill()
         return
     print(f"moto behind a proxy adding {a.latency_ms:g} ms per request, {a.secs} s per case")
-    print("| build | mounts | writers/mount | files/s | S3 requests/file | p50 ms | p99 ms "
-          "| slowest / fastest writer (files) | not visible | failed writers |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| build | folder | mounts | writers/mount | files/s | S3 requests/file | p50 ms | p99 ms "
+          "| slowest / fastest writer (files) | not read back | failed writers |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     try:
         for m in [int(x) for x in a.mounts.split(",")]:
             for w in [int(x) for x in a.writers.split(",")]:
-                for k, (name, path) in enumerate(bins):
-                    print(case(name, path, proxy, redis, m, w, a.secs, 1 + k % 15), flush=True)
+                for dirs in a.dirs.split(","):
+                    for k, (name, path) in enumerate(bins):
+                        print(case(name, path, proxy, redis, m, w, a.secs, dirs == "shared",
+                                   1 + k % 15), flush=True)
     finally:
         for p in procs:
             p.kill()
