@@ -291,7 +291,13 @@ impl Dirty {
             return Ok(None);
         };
         let tail = ext.split_off((end - s) as usize);
-        let mine = ext.split_off((start - s) as usize);
+        // An extent that starts where the range does is handed over as it
+        // is (`split_off(0)` would copy it: a 4 MiB run per park).
+        let mine = if s == start {
+            std::mem::take(&mut ext)
+        } else {
+            ext.split_off((start - s) as usize)
+        };
         if !ext.is_empty() {
             self.extents.insert(s, ext);
         }
@@ -381,9 +387,13 @@ impl Dirty {
                 let at = (offset - start) as usize;
                 let old = ext.len();
                 if at + data.len() > old {
-                    ext.resize(at + data.len(), 0);
+                    // Past the end: cut and append, so no byte is zeroed
+                    // first only to be overwritten.
+                    ext.truncate(at);
+                    ext.extend_from_slice(data);
+                } else {
+                    ext[at..at + data.len()].copy_from_slice(data);
                 }
-                ext[at..at + data.len()].copy_from_slice(data);
                 self.bytes += ext.len() - old;
                 return;
             }
