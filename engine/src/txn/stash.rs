@@ -291,8 +291,8 @@ impl Stash {
 }
 
 impl StashInner {
-    /// Waits until blob `id` is written and listed where other processes'
-    /// GC looks.
+    /// Waits until blob `id` is written (and the blobs waiting to be
+    /// listed for other processes' GC are, if they are due).
     pub(crate) fn wait(&self, id: BlobId) -> Result<()> {
         self.list_if_due(self.db.opts.stash_list_after)?;
         let mut st = self.state.lock();
