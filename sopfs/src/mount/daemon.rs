@@ -237,6 +237,12 @@ struct DaemonOpts {
 /// piece per round trip; 1 MiB lets each FUSE read carry four whole chunks.
 const READ_AHEAD_KB: u32 = 1024;
 
+/// Value cache of a mount on S3: read-ahead keeps 32 MiB of a big file's
+/// 4 MiB objects in flight there (at 50 ms a request, fewer left reads
+/// waiting on the store), and they must not push each other out before
+/// they are read.
+const S3_VALUE_CACHE: usize = 64 << 20;
+
 /// FUSE worker threads of a mount on a local folder.
 const FUSE_THREADS: usize = 4;
 /// FUSE worker threads of a mount on S3.
@@ -539,6 +545,11 @@ fn serve(
             key: dopts.key.clone(),
         },
         read_only: dopts.read_only,
+        value_cache_bytes: if args.store.starts_with("s3://") {
+            S3_VALUE_CACHE
+        } else {
+            defaults.value_cache_bytes
+        },
         ..defaults
     };
     let db = open_volume(&args.store, args.redis.as_deref(), opts)?;
