@@ -775,10 +775,10 @@ fn s3_store(bucket: &str, retry_for: Duration) -> Result<object_store::aws::Amaz
     let mut b = object_store::aws::AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
         .with_retry(retry);
-    // A body is checked by the server against a CRC64-NVME header instead
-    // of being signed with SHA-256: the signature's digest was a third of
-    // the daemon's CPU writing a big file (and of the server's), and the
-    // server refuses a body damaged in transit either way. For a server
+    // A body is checked by S3 against a CRC64-NVME header instead of being
+    // signed with SHA-256: the signature's digest was a third of the
+    // daemon's CPU writing a big file, and S3 refuses a body damaged in
+    // transit either way (moto, the tests' server, checks neither). For a server
     // that does not know the header, the standard variables bring the
     // signed payload back (AWS_UNSIGNED_PAYLOAD=false,
     // AWS_CHECKSUM_ALGORITHM=sha256).

@@ -85,12 +85,13 @@ impl StashedValue {
     }
 }
 
-/// A stashed blob that no landed commit names whole yet.
+/// A stashed blob some of whose pieces no landed commit names yet.
 #[derive(Default)]
 struct Live {
     /// Starts of its pieces neither landed nor discarded.
     waiting: std::collections::BTreeSet<u64>,
-    /// Some piece landed: the blob is named by the log and must stay.
+    /// Some piece landed: the log names the blob, so the stash must not
+    /// delete it (GC decides, by reachability).
     landed: bool,
 }
 

@@ -238,9 +238,8 @@ struct DaemonOpts {
 const READ_AHEAD_KB: u32 = 1024;
 
 /// Value cache of a mount on S3: read-ahead keeps 32 MiB of a big file's
-/// 4 MiB objects in flight there (at 50 ms a request, fewer left reads
-/// waiting on the store), and they must not push each other out before
-/// they are read.
+/// 4 MiB objects in flight there, and the objects loaded ahead must not
+/// push each other out before they are read.
 const S3_VALUE_CACHE: usize = 64 << 20;
 
 /// FUSE worker threads of a mount on a local folder.
