@@ -241,6 +241,7 @@ def case(name, binary, proxy, redis, mounts, writers, secs, shared, db=1):
     # Every file readable, with its content, from another mount.
     check = mnts[-1] if mounts > 1 else mnts[0]
     missing = check_files(check, results, shared)
+    ahead = commit_paths(mnts) if name != "juicefs" else "-"
     for m in mnts:
         if name == "juicefs":
             subprocess.run(["juicefs", "umount", m], capture_output=True)
@@ -251,7 +252,24 @@ def case(name, binary, proxy, redis, mounts, writers, secs, shared, db=1):
     return (f"| {name} | {'shared' if shared else 'own'} | {mounts} | {writers} "
             f"| {files / elapsed:.0f} | {requests / max(files, 1):.2f} "
             f"| {pct(0.5):.0f} | {pct(0.99):.0f} | {min(per)} / {max(per)} | {missing} | "
-            f"{len(errors)} |")
+            f"{len(errors)} | {ahead} |")
+
+
+def commit_paths(mnts):
+    """Commits placed ahead / void / queued, summed over the mounts' stats."""
+    keys = ["sopfs_commits_ahead_total", "sopfs_commits_ahead_void_total",
+            "sopfs_commits_queued_total"]
+    sums = dict.fromkeys(keys, 0)
+    for m in mnts:
+        try:
+            text = open(f"{m}/.sopfs/stats").read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0] in sums:
+                sums[parts[0]] += int(float(parts[1]))
+    return " / ".join(str(sums[k]) for k in keys)
 
 
 def big_io(proxy, a, b, mib, name):
@@ -361,8 +379,9 @@ def main():
         return
     print(f"moto behind a proxy adding {a.latency_ms:g} ms per request, {a.secs} s per case")
     print("| build | folder | mounts | writers/mount | files/s | S3 requests/file | p50 ms | p99 ms "
-          "| slowest / fastest writer (files) | not read back | failed writers |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "| slowest / fastest writer (files) | not read back | failed writers "
+          "| commits ahead / void / queued |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     try:
         for m in [int(x) for x in a.mounts.split(",")]:
             for w in [int(x) for x in a.writers.split(",")]:

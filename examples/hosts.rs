@@ -2,12 +2,14 @@
 //! one in-memory store behind a chosen latency per request (as S3 from a
 //! data centre), coordinated by a private redis-server, each committing
 //! small transactions in its own key range. Prints aggregate commits per
-//! second against the number of hosts, and the store requests per commit,
-//! then checks every acknowledged key is there once.
+//! second against the number of hosts, the store requests per commit and
+//! how many commits were placed ahead of the log's end (and void), then
+//! checks every acknowledged key is there once.
 //!
 //! ```text
 //! cargo run --release --example hosts                  # 1..64 hosts, 10 ms, 5 s each
 //! options: --hosts 1,2,4,8  --threads 1 (per host)  --latency-ms 10  --secs 5
+//!          --trees shared|own (one tree for all hosts, or one each)
 //! cargo run --release --example hosts -- --history 100000   # opening a long log
 //! ```
 //!
@@ -39,13 +41,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let latency = Duration::from_millis(arg("--latency-ms").map_or(Ok(10), |v| v.parse())?);
     let secs: u64 = arg("--secs").map_or(Ok(5), |v| v.parse())?;
     let threads: usize = arg("--threads").map_or(Ok(1), |v| v.parse())?;
+    // `shared`: every host writes its own keys of one tree; `own`: a tree
+    // per host (as hosts writing their own directories).
+    let own = match arg("--trees").as_deref() {
+        None | Some("shared") => false,
+        Some("own") => true,
+        Some(other) => return Err(format!("--trees: {other:?} is not own or shared").into()),
+    };
+    let tree_of = move |h: usize| {
+        if own {
+            format!("t{h:03}")
+        } else {
+            "t".to_string()
+        }
+    };
     let redis = RedisServer::start();
     if let Some(n) = arg("--history") {
         return open_after_history(n.parse()?, latency, &redis);
     }
-    println!("latency {latency:?} per request, {threads} thread(s) per host, {secs} s per row");
-    println!("| hosts | commits/s | per host | GET/commit | PUT/commit | slowest host |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "latency {latency:?} per request, {threads} thread(s) per host, {secs} s per row, {} tree(s)",
+        if own { "own" } else { "one shared" }
+    );
+    println!(
+        "| hosts | commits/s | per host | GET/commit | PUT/commit | slowest host | placed ahead | void | holes |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for n in hosts {
         let mem = Arc::new(InMemory::new());
         let store = Arc::new(LatencyStore::new(mem.clone(), latency));
@@ -61,7 +82,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?)
         };
         let first = open()?;
-        first.run(|tx| tx.ensure_tree("t", TreeConfig::default()))?;
+        first.run(|tx| {
+            for h in 0..n * threads {
+                tx.ensure_tree(&tree_of(h), TreeConfig::default())?;
+            }
+            Ok(())
+        })?;
         let dbs: Vec<Arc<Db>> = std::iter::once(Ok(first))
             .chain((1..n).map(|_| open()))
             .map(|d| d.map(Arc::new))
@@ -76,11 +102,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|h| (h, &dbs[h / threads]))
             .map(|(h, db)| {
                 let (db, stop) = (db.clone(), stop.clone());
+                let tree = tree_of(h);
                 std::thread::spawn(move || {
                     let mut done = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let key = format!("h{h:03}-{done:08}");
-                        if db.run(|tx| tx.insert("t", key.as_bytes(), b"v")).is_err() {
+                        if db.run(|tx| tx.insert(&tree, key.as_bytes(), b"v")).is_err() {
                             break;
                         }
                         done += 1;
@@ -97,8 +124,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let gets = store.gets.load(Ordering::SeqCst) - gets0;
         let puts = store.puts.load(Ordering::SeqCst) - puts0;
         let per = |x: u64| x as f64 / total.max(1) as f64;
+        let stats: Vec<_> = dbs.iter().map(|d| d.stats()).collect();
+        let sum = |f: fn(&engine::DbStats) -> u64| stats.iter().map(f).sum::<u64>();
         println!(
-            "| {n} | {:.0} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {n} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
             total as f64 / elapsed,
             total as f64 / elapsed / n as f64,
             per(gets),
@@ -107,18 +136,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|h| counts[h * threads..(h + 1) * threads].iter().sum::<u64>())
                 .min()
                 .unwrap_or(0),
+            sum(|s| s.ahead),
+            sum(|s| s.ahead_void),
+            sum(|s| s.holes),
         );
         // Every acknowledged key is there, once.
         let mut tx = dbs[0].begin_fresh()?;
         for (h, &c) in counts.iter().enumerate() {
             for i in 0..c {
                 let key = format!("h{h:03}-{i:08}");
-                if tx.get("t", key.as_bytes())?.is_none() {
+                if tx.get(&tree_of(h), key.as_bytes())?.is_none() {
                     return Err(format!("{key} acknowledged but missing").into());
                 }
             }
         }
-        let found = tx.count("t")?;
+        let mut found = 0;
+        for h in 0..if own { n * threads } else { 1 } {
+            found += tx.count(&tree_of(h))?;
+        }
         if found != total {
             return Err(format!("{found} keys for {total} commits").into());
         }

@@ -62,12 +62,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The payload version written for this kind: records 3 (small values
-    /// packed into them), checkpoints 2 (nodes packed into records), values
-    /// 2 (checked per block); every kind still reads its older versions.
+    /// The payload version written for this kind: records 4 (a base and a
+    /// read set, for records placed ahead; 3 packed small values),
+    /// checkpoints 2 (nodes packed into records), values 2 (checked per
+    /// block); every kind still reads its older versions.
     pub fn version(self) -> u8 {
         match self {
-            Kind::Record => 3,
+            Kind::Record => 4,
             Kind::Checkpoint | Kind::Value => 2,
             _ => 1,
         }

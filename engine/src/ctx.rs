@@ -23,6 +23,9 @@ pub(crate) struct Stats {
     pub queued: AtomicU64,
     pub retries: AtomicU64,
     pub stashed: AtomicU64,
+    pub ahead: AtomicU64,
+    pub ahead_void: AtomicU64,
+    pub holes: AtomicU64,
 }
 
 /// One open volume's shared state.
@@ -32,6 +35,8 @@ pub(crate) struct DbInner {
     pub coord: Arc<dyn Coordinator>,
     pub opts: Options,
     pub stats: Stats,
+    /// Whether commits go ahead of the log's end (`txn/ahead.rs`).
+    pub ahead_credit: crate::txn::Credit,
     /// Serializes this process's claims of log slots.
     pub commit_serial: parking_lot::Mutex<()>,
     /// Recent commits of this handle, told apart from other processes' ones.

@@ -34,6 +34,15 @@ pub struct DbStats {
     /// Commits that queued for a turn at the log (S3 with Redis): refused
     /// at the commit point, or finding their position another's.
     pub queued: u64,
+    /// Commits whose record was placed ahead of the log's end and
+    /// committed (S3 with Redis; `ahead_void`: placed ahead, overtaken by
+    /// a record before it, and started over).
+    pub ahead: u64,
+    /// Records placed ahead that were void.
+    pub ahead_void: u64,
+    /// Log positions this process filled with an empty record because
+    /// their holder never wrote them.
+    pub holes: u64,
     /// Transactions `run` retried.
     pub retries: u64,
     /// Values written ahead of their commit through a [`crate::Stash`].
@@ -164,6 +173,9 @@ fn format_or_check(store: &BlobStore, at_rest: &AtRest) -> Result<u128> {
         time_ms: now_ms(),
         writes: Vec::new(),
         replaced_trees: Vec::new(),
+        base: 0,
+        reads: Vec::new(),
+        void: false,
         nodes: vec![NodeChange {
             node: NodeId::CATALOG_ROOT,
             old: None,
@@ -300,6 +312,7 @@ impl Db {
             coord,
             opts,
             stats: Stats::default(),
+            ahead_credit: Default::default(),
             commit_serial: parking_lot::Mutex::new(()),
             inflight: parking_lot::Mutex::new(std::collections::HashSet::new()),
             cleanups: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
@@ -599,7 +612,7 @@ impl Db {
         }
         let mut records = self.inner.registry.records(after, state.seq)?;
         let own = self.inner.own_commits.lock();
-        records.retain(|r| !own.contains(&r.txid));
+        records.retain(|r| !own.contains(&r.txid) && !r.void);
         Ok((state.seq, records))
     }
 
@@ -652,6 +665,9 @@ impl Db {
             conflicts: s.conflicts.load(Ordering::Relaxed),
             collisions: s.collisions.load(Ordering::Relaxed),
             queued: s.queued.load(Ordering::Relaxed),
+            ahead: s.ahead.load(Ordering::Relaxed),
+            ahead_void: s.ahead_void.load(Ordering::Relaxed),
+            holes: s.holes.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
             stashed: s.stashed.load(Ordering::Relaxed),
             cache_hits: hits,

@@ -149,7 +149,7 @@ fn an_encrypted_volume_stores_no_plaintext_and_opens_only_with_its_key() {
     let facts = engine::inspect::inspect(&loc(), Some(&k)).expect("inspect");
     assert_eq!(
         (facts.compression, facts.encrypted, facts.format),
-        (Some(3), true, 6)
+        (Some(3), true, 7)
     );
     assert!(engine::inspect::inspect(&loc(), None).is_err());
 }

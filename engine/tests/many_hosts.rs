@@ -291,3 +291,97 @@ fn places_taken_by_a_process_that_died_hold_the_log_up_only_until_they_expire() 
     let mut tx = db.begin_fresh().expect("begin");
     assert!(tx.get("t", b"after").expect("get").is_some());
 }
+
+#[test]
+fn hosts_writing_trees_of_their_own_place_records_ahead_and_lose_nothing() {
+    // Commits whose nodes no other host changes go ahead of the log's end
+    // without waiting for a turn; every host then reads every key, once.
+    const HOSTS: usize = 4;
+    const EACH: u64 = 30;
+    let (redis, slow, dbs) = hosts(HOSTS, Duration::from_millis(5));
+    for h in 0..HOSTS {
+        dbs[0]
+            .run(|tx| tx.ensure_tree(&format!("own{h}"), small_tree(64)))
+            .expect("tree");
+    }
+    let workers: Vec<_> = dbs
+        .iter()
+        .enumerate()
+        .map(|(h, db)| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    db.run(|tx| tx.insert(&format!("own{h}"), format!("k{i:04}").as_bytes(), b"v"))
+                        .expect("commit");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let ahead: u64 = dbs.iter().map(|d| d.stats().ahead).sum();
+    let void: u64 = dbs.iter().map(|d| d.stats().ahead_void).sum();
+    let queued: u64 = dbs.iter().map(|d| d.stats().queued).sum();
+    eprintln!(
+        "{} commits: {ahead} placed ahead, {void} void, {queued} queued; {} PUTs",
+        HOSTS as u64 * EACH,
+        slow.puts.load(Ordering::SeqCst)
+    );
+    assert!(ahead > 0, "no commit went ahead");
+    for db in &dbs {
+        let mut tx = db.begin_fresh().expect("begin");
+        for h in 0..HOSTS {
+            assert_eq!(
+                tx.count(&format!("own{h}")).expect("count"),
+                EACH,
+                "host {h}'s keys, each once"
+            );
+        }
+    }
+    // A host opened now replays the same log to the same state.
+    let late = host(StoreLocation::Custom(slow.clone()), &redis.url());
+    let mut tx = late.begin_fresh().expect("begin");
+    for h in 0..HOSTS {
+        assert_eq!(tx.count(&format!("own{h}")).expect("count"), EACH);
+    }
+}
+
+#[test]
+fn a_position_its_holder_never_writes_is_filled_and_the_commit_after_it_stands() {
+    let redis = RedisServer::start();
+    let mem = Arc::new(InMemory::new());
+    let slow = Arc::new(LatencyStore::new(mem.clone(), Duration::from_millis(2)));
+    let db = host(StoreLocation::Custom(slow), &redis.url());
+    db.run(|tx| tx.ensure_tree("t", small_tree(16)))
+        .expect("tree");
+    let mut con = redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection()
+        .expect("connection");
+    let seq_keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sopfs:*seq")
+        .query(&mut con)
+        .expect("keys");
+    let prefix = seq_keys[0].trim_end_matches("seq").to_string();
+    // A process took the next position for a long while and died there.
+    let next = db.seq() + 1;
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}place:{next:016x}"))
+        .arg("a-dead-process")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut con)
+        .expect("set");
+    db.run(|tx| tx.insert("t", b"after", b"v"))
+        .expect("the commit goes ahead of the dead place");
+    let stats = db.stats();
+    assert!(stats.ahead >= 1, "the commit went ahead: {stats:?}");
+    assert!(stats.holes >= 1, "the dead place was filled: {stats:?}");
+    assert!(db.seq() > next, "the commit landed past the hole");
+    // Another host reads the filled hole as nothing and the commit as made.
+    let other = host(StoreLocation::Custom(mem), &redis.url());
+    let mut tx = other.begin_fresh().expect("begin");
+    assert!(tx.get("t", b"after").expect("get").is_some());
+    assert_eq!(tx.count("t").expect("count"), 1);
+}

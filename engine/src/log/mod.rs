@@ -25,9 +25,11 @@
 //! Readers follow the tail without a turn: they stop at the first frame
 //! that does not check out (one being written), and look for it again later.
 
+mod ahead;
 mod registry;
 mod tail;
 
+pub(crate) use ahead::{in_range, TreeReads, AHEAD_SPAN};
 pub(crate) use registry::{
     decode_record, now_ms, CommitRecord, NodeChange, NodeLoc, PackedNode, PackedValue, RegState,
     Registry, TreeWrites,
@@ -354,15 +356,14 @@ impl Log {
         self.dir.is_none() && !self.store.probe_is_cheap()
     }
 
-    /// Records `first`, `first + 1`, ... up to `n` of them, as `read` would
-    /// return each. Record objects on a store where a request is a round
-    /// trip are asked for together (see `BlobStore::get_many`).
-    pub fn read_many(&self, first: u64, n: usize) -> Result<Vec<Option<Bytes>>> {
-        let seqs = first..first.saturating_add(n as u64);
+    /// Records at the positions `seqs`, as `read` would return each. Record objects
+    /// on a store where a request is a round trip are asked for together
+    /// (see `BlobStore::get_many`).
+    pub fn read_seqs(&self, seqs: &[u64]) -> Result<Vec<Option<Bytes>>> {
         if !self.reads_in_batches() {
-            return seqs.map(|seq| self.read(seq)).collect();
+            return seqs.iter().map(|&seq| self.read(seq)).collect();
         }
-        let paths: Vec<_> = seqs.map(log_path).collect();
+        let paths: Vec<_> = seqs.iter().map(|&s| log_path(s)).collect();
         self.store.get_many(&paths)
     }
 

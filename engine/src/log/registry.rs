@@ -2,6 +2,7 @@
 //! commit log. Creating `log/<seq>` (create-if-absent) is the commit point;
 //! checkpoints bound how much of the log an opening process replays.
 
+use super::ahead::{self, TreeReads};
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, NodeId, TxId};
@@ -41,7 +42,8 @@ pub struct RegState {
 impl RegState {
     /// Folds in `rec`, the record right after `self.seq`.
     pub fn apply(&mut self, rec: &CommitRecord) {
-        for c in &rec.nodes {
+        let changes = if rec.void { &[][..] } else { &rec.nodes[..] };
+        for c in changes {
             match c.new {
                 Some(blob) => {
                     self.nodes.insert(
@@ -122,19 +124,31 @@ pub struct CommitRecord {
     pub replaced_trees: Vec<String>,
     /// Node-level changes, applied to the registry.
     pub nodes: Vec<NodeChange>,
+    /// The newest record this one was built and validated on: `seq - 1`,
+    /// or earlier for a record placed ahead (format 4), which commits only
+    /// if the records between did not touch what it did (`ahead.rs`).
+    pub base: u64,
+    /// Keys it read, for that decision (placed-ahead records only).
+    pub reads: Vec<TreeReads>,
     /// Bodies of the new node versions marked `packed`. Empty in the copies
     /// the registry keeps in memory (only readers of nodes need them).
     pub packed: Vec<PackedNode>,
     /// Small values of this commit (format 3; empty in memory too).
     pub values: Vec<PackedValue>,
+    /// Decided void when folded (placed ahead and overtaken): its changes
+    /// did not land. Never stored; set by the registry.
+    #[serde(skip)]
+    pub void: bool,
 }
 
 impl CommitRecord {
-    /// True if this commit changed any of the given nodes.
+    /// True if this commit changed any of the given nodes (sorted).
     pub fn touches(&self, nodes: &[NodeId]) -> bool {
-        self.nodes
-            .iter()
-            .any(|c| nodes.binary_search(&c.node).is_ok())
+        !self.void
+            && self
+                .nodes
+                .iter()
+                .any(|c| nodes.binary_search(&c.node).is_ok())
     }
 }
 
@@ -196,6 +210,23 @@ mod v2 {
     }
 }
 
+/// Format 3 of records (small values packed; no base or reads), still read.
+mod v3 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct CommitRecord {
+        pub seq: u64,
+        pub txid: TxId,
+        pub time_ms: u64,
+        pub writes: Vec<TreeWrites>,
+        pub replaced_trees: Vec<String>,
+        pub nodes: Vec<NodeChange>,
+        pub packed: Vec<PackedNode>,
+        pub values: Vec<PackedValue>,
+    }
+}
+
 /// The leading fields of a record of format 2 or later (what the registry
 /// and validation need), without the node and value bodies that follow.
 #[derive(Deserialize)]
@@ -208,6 +239,13 @@ struct RecordHead {
     nodes: Vec<NodeChange>,
 }
 
+/// `RecordHead`'s fields of format 4 that follow it.
+#[derive(Deserialize)]
+struct RecordHeadAhead {
+    base: u64,
+    reads: Vec<TreeReads>,
+}
+
 /// Decodes a commit record without its node and value bodies (left empty):
 /// they are the bulk of a record, and a reader that will not read those
 /// nodes (another process's directories) need not copy them.
@@ -216,12 +254,19 @@ pub(crate) fn decode_record_head(path: &str, data: &[u8]) -> Result<CommitRecord
     if version < 2 {
         return decode_record(path, data);
     }
-    let (head, _bodies) =
-        postcard::take_from_bytes::<RecordHead>(payload).map_err(|e| Error::Corrupted {
-            what: "commit record",
-            path: path.to_string(),
-            detail: format!("does not decode: {e}"),
-        })?;
+    let corrupted = |e: postcard::Error| Error::Corrupted {
+        what: "commit record",
+        path: path.to_string(),
+        detail: format!("does not decode: {e}"),
+    };
+    let (head, rest) = postcard::take_from_bytes::<RecordHead>(payload).map_err(corrupted)?;
+    let (base, reads) = if version >= 4 {
+        let (ahead, _bodies) =
+            postcard::take_from_bytes::<RecordHeadAhead>(rest).map_err(corrupted)?;
+        (ahead.base, ahead.reads)
+    } else {
+        (head.seq.saturating_sub(1), Vec::new())
+    };
     Ok(CommitRecord {
         seq: head.seq,
         txid: head.txid,
@@ -229,8 +274,11 @@ pub(crate) fn decode_record_head(path: &str, data: &[u8]) -> Result<CommitRecord
         writes: head.writes,
         replaced_trees: head.replaced_trees,
         nodes: head.nodes,
+        base,
+        reads,
         packed: Vec::new(),
         values: Vec::new(),
+        void: false,
     })
 }
 
@@ -239,6 +287,22 @@ pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
     let (version, payload) = codec::unframe_versioned(Kind::Record, path, data)?;
     if version == Kind::Record.version() {
         return codec::decode_payload(Kind::Record, path, payload);
+    }
+    if version == 3 {
+        let old: v3::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
+        return Ok(CommitRecord {
+            base: old.seq.saturating_sub(1),
+            seq: old.seq,
+            txid: old.txid,
+            time_ms: old.time_ms,
+            writes: old.writes,
+            replaced_trees: old.replaced_trees,
+            nodes: old.nodes,
+            reads: Vec::new(),
+            packed: old.packed,
+            values: old.values,
+            void: false,
+        });
     }
     if version == 2 {
         let old: v2::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
@@ -249,8 +313,11 @@ pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
             writes: old.writes,
             replaced_trees: old.replaced_trees,
             nodes: old.nodes,
+            base: old.seq.saturating_sub(1),
+            reads: Vec::new(),
             packed: old.packed,
             values: Vec::new(),
+            void: false,
         });
     }
     let old: v1::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
@@ -270,8 +337,11 @@ pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
                 packed: false,
             })
             .collect(),
+        base: old.seq.saturating_sub(1),
+        reads: Vec::new(),
         packed: Vec::new(),
         values: Vec::new(),
+        void: false,
     })
 }
 
@@ -302,6 +372,9 @@ fn decode_checkpoint(path: &str, data: &[u8]) -> Result<Checkpoint> {
 /// How many recent records stay in memory for validating transactions.
 const RECENT_WINDOW: usize = 16_384;
 
+/// Most records read past a gap kept for the next catch-up.
+const EARLY_MAX: usize = 1024;
+
 /// Most record positions one catch-up read asks the store for at once.
 const READ_AHEAD_MAX: usize = 64;
 
@@ -314,6 +387,10 @@ pub struct Registry {
     apply: Mutex<()>,
     /// Records this process committed, waiting to be folded in order.
     pending: Mutex<BTreeMap<u64, Arc<CommitRecord>>>,
+    /// Records read past a position not written yet (records placed
+    /// ahead land out of order), kept so the next catch-up does not ask
+    /// the store for them again.
+    early: Mutex<BTreeMap<u64, Arc<CommitRecord>>>,
     recent: Mutex<BTreeMap<u64, Arc<CommitRecord>>>,
     checkpointing: Mutex<u64>,
     /// When the store was last probed to the end of the log.
@@ -368,6 +445,7 @@ impl Registry {
             state: RwLock::new(Arc::new(state)),
             apply: Mutex::new(()),
             pending: Mutex::new(BTreeMap::new()),
+            early: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(BTreeMap::new()),
             checkpointing: Mutex::new(cp_seq),
             probed_at: Mutex::new(std::time::Instant::now()),
@@ -388,11 +466,17 @@ impl Registry {
     }
 
     /// Records `first`, `first + 1`, ... up to `n` of them, read together
-    /// (`Log::read_many`); `None` where one is not there.
+    /// (`Log::read_seqs`); `None` where one is not there.
     fn read_records(&self, first: u64, n: usize) -> Result<Vec<Option<Arc<CommitRecord>>>> {
-        let data = self.log.read_many(first, n)?;
+        let seqs: Vec<u64> = (first..first.saturating_add(n as u64)).collect();
+        self.read_seqs(&seqs)
+    }
+
+    /// Records at the positions `seqs`, read together.
+    fn read_seqs(&self, seqs: &[u64]) -> Result<Vec<Option<Arc<CommitRecord>>>> {
+        let data = self.log.read_seqs(seqs)?;
         let mut out = Vec::with_capacity(data.len());
-        for (seq, d) in (first..).zip(data) {
+        for (&seq, d) in seqs.iter().zip(data) {
             out.push(match d {
                 Some(d) => Some(self.decode_at(seq, &d)?),
                 None => None,
@@ -467,6 +551,7 @@ impl Registry {
         loop {
             let next = next_state.as_ref().map_or(state.seq, |s| s.seq) + 1;
             let local = self.pending.lock().remove(&next);
+            let local = local.or_else(|| self.early.lock().remove(&next));
             let rec = match local {
                 Some(r) => r,
                 None if probe_store || next <= target => {
@@ -478,9 +563,16 @@ impl Registry {
                         } else {
                             0
                         };
-                        let n = window.max(known);
-                        for (seq, r) in (next..).zip(self.read_records(next, n)?) {
-                            ahead.insert(seq, r);
+                        let n = window.max(known) as u64;
+                        // Not those this process holds already.
+                        let seqs: Vec<u64> = {
+                            let (pending, early) = (self.pending.lock(), self.early.lock());
+                            (next..next + n)
+                                .filter(|s| !pending.contains_key(s) && !early.contains_key(s))
+                                .collect()
+                        };
+                        for (seq, r) in seqs.iter().zip(self.read_seqs(&seqs)?) {
+                            ahead.insert(*seq, r);
                         }
                         reads += 1;
                         if reads >= 2 && self.log.reads_in_batches() {
@@ -491,12 +583,14 @@ impl Registry {
                         Some(r) => r,
                         None => {
                             *self.probed_at.lock() = std::time::Instant::now();
+                            self.keep_early(&mut ahead);
                             break;
                         }
                     }
                 }
                 None => break,
             };
+            let rec = self.decide(rec)?;
             next_state
                 .get_or_insert_with(|| (*state).clone())
                 .apply(&rec);
@@ -509,8 +603,24 @@ impl Registry {
         if let Some(s) = next_state {
             state = Arc::new(s);
             *self.state.write() = state.clone();
+            let seq = state.seq;
+            self.early.lock().retain(|s, _| *s > seq);
         }
         Ok(state)
+    }
+
+    /// Keeps the records of `read` that lie past a position not written
+    /// yet, for the next catch-up.
+    fn keep_early(&self, read: &mut BTreeMap<u64, Option<Arc<CommitRecord>>>) {
+        let mut early = self.early.lock();
+        for (seq, r) in std::mem::take(read) {
+            if let Some(r) = r {
+                early.insert(seq, r);
+            }
+        }
+        while early.len() > EARLY_MAX {
+            early.pop_last();
+        }
     }
 
     /// The current state when the log shows at a glance that nothing
@@ -557,6 +667,7 @@ impl Registry {
         };
         *self.state.write() = Arc::new(state);
         self.recent.lock().clear();
+        self.early.lock().retain(|s, _| *s > cp.seq);
         self.pending.lock().retain(|s, _| *s > cp.seq);
         Ok(())
     }
@@ -602,13 +713,50 @@ impl Registry {
             e => e,
         })?;
         for rec in records {
+            let rec = self.decide(rec)?;
             state.apply(&rec);
         }
         Ok(state)
     }
 
+    /// `rec` as folded: marked void if it was placed ahead and overtaken
+    /// (`ahead.rs`), which reads the records between its base and it from
+    /// memory or the store.
+    fn decide(&self, rec: Arc<CommitRecord>) -> Result<Arc<CommitRecord>> {
+        if !ahead::placed_ahead(&rec) {
+            return Ok(rec);
+        }
+        let void = rec.seq - rec.base > ahead::AHEAD_SPAN || {
+            let between = self
+                .records(rec.base, rec.seq - 1)
+                .map_err(|_| Error::Missing {
+                    what: "commit record",
+                    path: format!(
+                        "log between {} and {} (to decide record {})",
+                        rec.base,
+                        rec.seq - 1,
+                        rec.seq
+                    ),
+                })?;
+            ahead::overtaken(&rec, &between)
+        };
+        if void == rec.void {
+            return Ok(rec);
+        }
+        let mut r = (*rec).clone();
+        r.void = void;
+        Ok(Arc::new(r))
+    }
+
+    /// Whether record `seq`, folded in recently, committed (`false`: it
+    /// was void); `None` once it is out of memory.
+    pub fn committed(&self, seq: u64) -> Option<bool> {
+        self.recent.lock().get(&seq).map(|r| !r.void)
+    }
+
     /// Records in `(after, upto]`, from memory or the store (those not in
-    /// memory read together).
+    /// memory read together). Those folded in already say whether they
+    /// were void; those read from the store do not (they count as landed).
     pub fn records(&self, after: u64, upto: u64) -> Result<Vec<Arc<CommitRecord>>> {
         let mut out = Vec::new();
         let mut seq = after + 1;
@@ -714,6 +862,13 @@ mod tests {
     fn a_record_head_is_the_record_without_its_bodies() {
         let rec = CommitRecord {
             seq: 9,
+            base: 7,
+            reads: vec![TreeReads {
+                tree: "d1".into(),
+                points: vec![b"other".to_vec()],
+                ranges: Vec::new(),
+            }],
+            void: false,
             txid: TxId(5),
             time_ms: 77,
             writes: vec![TreeWrites {

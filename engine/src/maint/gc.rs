@@ -264,7 +264,15 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
         .map(|(s, _)| *s)
         .collect();
     if let Some(&horizon) = old_enough.last() {
-        let plan = log.trim_plan(horizon)?;
+        // A record placed ahead of a record before the checkpoint is
+        // decided from the records between: those stay. Only hosts sharing
+        // a coordinator place records ahead.
+        let keep_back = if db.coord.is_shared() {
+            crate::log::AHEAD_SPAN
+        } else {
+            0
+        };
+        let plan = log.trim_plan(horizon.saturating_sub(keep_back))?;
         write_out_packed(db, &plan.seqs(), &keep)?;
         report.log_records_deleted += log.trim(&plan)?;
         for (seq, _) in checkpoints.iter().filter(|(s, _)| *s < horizon) {

@@ -73,9 +73,12 @@ impl VolumeMarker {
 /// compressed or encrypted (`seal.rs`, said by the marker's `at_rest`),
 /// which a format-4 reader would take for damage. 6: a leaf value may be a
 /// slice of a blob holding several values (`Value::Slice`, leaf tag 5),
-/// which a format-5 reader cannot decode; sealed or not. This version
-/// opens formats 2 to 5 and marks them 6 when it opens them to write.
-pub(crate) const VOLUME_FORMAT: u32 = 6;
+/// which a format-5 reader cannot decode; sealed or not. 7: commit records
+/// of version 4 (a base and a read set: records placed ahead, which a
+/// format-6 reader would fold without deciding whether they are void).
+/// This version opens formats 2 to 6 and marks them 7 when it opens them
+/// to write.
+pub(crate) const VOLUME_FORMAT: u32 = 7;
 
 /// Formats this version reads.
 pub(crate) fn format_supported(format: u32) -> bool {

@@ -21,6 +21,7 @@
 //!
 //! Every way an attempt can start over goes through [`recheck`]'s `Again`.
 
+use super::ahead;
 use super::ops::{apply_op, Op, TxMode, CATALOG};
 use super::place::Queue;
 use super::recovery::{recover_owner, Intent};
@@ -104,7 +105,8 @@ impl Drop for Locks {
 
 /// Raises `Conflict` if any record touches a key this transaction read or wrote.
 pub(super) fn validate(tx: &Transaction, records: &[Arc<CommitRecord>]) -> Result<()> {
-    for rec in records {
+    // A void record (placed ahead and overtaken) changed nothing.
+    for rec in records.iter().filter(|r| !r.void) {
         for t in &rec.replaced_trees {
             let used =
                 tx.reads.contains_key(t) || tx.writes.contains_key(t) || tx.ensured.contains(t);
@@ -350,6 +352,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
     // back by a record that landed before its place merges again and
     // keeps its turn, instead of queueing behind the others once more.
     let mut queue = Queue::for_commit(tx);
+    let mut first = true;
     loop {
         tx.check_deadline()?;
         if sent_back && turn.is_none() {
@@ -371,6 +374,13 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             }
         };
         let ahead = write_ahead(tx, &db, &plan, value_ids, base_seq, &mut locks)?;
+        // Only a first attempt with nothing to undo goes ahead (`ahead.rs`).
+        let try_ahead = first
+            && turn.is_none()
+            && !plan.writes_blobs
+            && tx.stashed.is_empty()
+            && db.ahead_credit.allows();
+        first = false;
         let seq = match append(
             tx,
             &plan,
@@ -378,6 +388,7 @@ fn commit_inner(tx: &mut Transaction, value_ids: &[BlobId]) -> Result<CommitInfo
             base_seq,
             turn.is_some(),
             queue.as_mut(),
+            try_ahead,
         )? {
             Step::Go(seq) => seq,
             Step::Again | Step::YieldTurn => continue,
@@ -741,6 +752,7 @@ fn append(
     base_seq: u64,
     holds_turn: bool,
     mut queue: Option<&mut Queue>,
+    try_ahead: bool,
 ) -> Result<Step<u64>> {
     let db = tx.db.clone();
     let RecordParts {
@@ -774,6 +786,9 @@ fn append(
     let packed_value_bytes: usize = packed_values.iter().map(|v| v.body.len()).sum();
     let mut record = CommitRecord {
         seq: at + 1,
+        base: at,
+        reads: Vec::new(),
+        void: false,
         txid: tx.id,
         time_ms: now_ms(),
         writes,
@@ -784,7 +799,34 @@ fn append(
     };
     hooks::pause(true);
     let log = db.registry.log();
-    loop {
+    // Placed ahead: written at once at a free position past `at`, decided
+    // once the records before it are read (`ahead.rs`).
+    let mut landed = false;
+    if let Some(q) = queue.as_mut().filter(|_| try_ahead) {
+        if let Some(p) = q.place_ahead(at) {
+            // Right after `at` it is an ordinary record; further on it
+            // carries its reads, unless they are too many to.
+            let reads = if p > at + 1 {
+                ahead::record_reads(tx)
+            } else {
+                Some(Vec::new())
+            };
+            if let Some(reads) = reads {
+                record.seq = p;
+                record.base = at;
+                record.reads = reads;
+                let frame = encode_record(&record, packed_bytes + packed_value_bytes);
+                landed = log.append(p, &frame)?;
+                if !landed {
+                    db.stats.collisions.fetch_add(1, Ordering::Relaxed);
+                    q.refused_at(tx, p);
+                    record.reads = Vec::new();
+                    record.seq = at + 1;
+                }
+            }
+        }
+    }
+    while !landed {
         // A commit past its deadline may have been rolled back by a peer.
         if let Err(e) = tx.check_deadline() {
             drop(serial);
@@ -802,10 +844,11 @@ fn append(
             }
             record.seq = at + 1;
         }
-        let hint = packed_bytes + packed_value_bytes + 64 * record.nodes.len() + 1024;
-        let frame = codec::encode_sized(Kind::Record, &record, hint);
+        record.base = record.seq - 1;
+        let frame = encode_record(&record, packed_bytes + packed_value_bytes);
         if log.append(record.seq, &frame)? {
-            break;
+            landed = true;
+            continue;
         }
         db.stats.collisions.fetch_add(1, Ordering::Relaxed);
         if let Some(q) = queue.as_mut() {
@@ -827,32 +870,49 @@ fn append(
         };
         record.seq = at + 1;
     }
-    tx.landed = true;
     if let Some(q) = queue.as_mut() {
         q.landed();
     }
-    for (stash, value) in &tx.stashed {
-        stash.landed(value);
-    }
-    if tx.opts.sync {
-        log.sync(record.seq)?;
-    }
-    hooks::pause(false);
     // The registry keeps records without node bodies; this process has
     // the nodes themselves (cached at publish), and its packed values.
     record.packed = Vec::new();
-    for v in std::mem::take(&mut record.values) {
+    let values = std::mem::take(&mut record.values);
+    let seq = record.seq;
+    let placed_ahead = record.base + 1 < seq;
+    let record = Arc::new(record);
+    if placed_ahead && !ahead::settle(tx, record.clone())? {
+        // Overtaken: nothing of it landed. Merge again, through the queue.
+        drop(serial);
+        return Ok(Step::Again);
+    }
+    tx.landed = true;
+    for (stash, value) in &tx.stashed {
+        stash.landed(value);
+    }
+    for v in values {
         tx.values.remove(&v.blob);
         db.loader.values.insert(v.blob, Arc::new(v.body));
     }
-    let seq = record.seq;
-    if let Err(e) = db.registry.publish(Arc::new(record)) {
-        // The record is in the log: every reader, this process's next
-        // catch-up included, will fold it in. Nothing to undo.
-        tracing::warn!(tx = %tx.id, error = %e, "could not fold a landed commit in yet");
+    if tx.opts.sync {
+        log.sync(seq)?;
+    }
+    hooks::pause(false);
+    if !placed_ahead {
+        if let Err(e) = db.registry.publish(record) {
+            // The record is in the log: every reader, this process's next
+            // catch-up included, will fold it in. Nothing to undo.
+            tracing::warn!(tx = %tx.id, error = %e, "could not fold a landed commit in yet");
+        }
     }
     drop(serial);
     Ok(Step::Go(seq))
+}
+
+/// A record framed for the log; `extra` is the bytes of the bodies it
+/// carries (the frame's size hint).
+fn encode_record(record: &CommitRecord, extra: usize) -> Vec<u8> {
+    let hint = extra + 64 * record.nodes.len() + 1024;
+    codec::encode_sized(Kind::Record, record, hint)
 }
 
 /// Phase 6, publish: the new commit stamp (with the locks' release when it

@@ -226,8 +226,11 @@ fn join(group: &mut Transaction, m: &mut Transaction, latest: u64) -> Result<()>
         writes,
         replaced_trees,
         nodes: Vec::new(),
+        base: latest.saturating_sub(1),
+        reads: Vec::new(),
         packed: Vec::new(),
         values: Vec::new(),
+        void: false,
     };
     validate(m, &[Arc::new(before)])?;
     let mut view = group.view.clone();

@@ -3,6 +3,7 @@
 //! whose owner died, stashes (values written ahead of their transaction) and
 //! the stager that writes a big transaction's values in the background.
 
+mod ahead;
 mod commit;
 mod group;
 mod ops;
@@ -12,6 +13,7 @@ mod stager;
 mod stash;
 mod tx;
 
+pub(crate) use ahead::Credit;
 pub use commit::CommitInfo;
 pub(crate) use group::Group;
 pub use ops::{Cursor, Direction, TreeConfig, TxMode, TxOptions};

@@ -111,19 +111,7 @@ impl ReadSet {
     }
 }
 
-pub(crate) fn in_range(key: &[u8], lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
-    let above = match lo {
-        Bound::Unbounded => true,
-        Bound::Included(l) => key >= l.as_slice(),
-        Bound::Excluded(l) => key > l.as_slice(),
-    };
-    let below = match hi {
-        Bound::Unbounded => true,
-        Bound::Included(h) => key <= h.as_slice(),
-        Bound::Excluded(h) => key < h.as_slice(),
-    };
-    above && below
-}
+pub(crate) use crate::log::in_range;
 
 /// Direction of a scan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

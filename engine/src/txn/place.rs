@@ -97,6 +97,19 @@ impl Queue {
         view
     }
 
+    /// Takes the first position after `at` (the newest record validated
+    /// against) that no other process holds, for a record placed there at
+    /// once (`ahead.rs`); `None` when the coordinator keeps no queue or
+    /// every position of the window is held.
+    pub(super) fn place_ahead(&mut self, at: u64) -> Option<u64> {
+        let view = self.coord.take_place(at, PLACE_WINDOW, self.held);
+        self.held = match view.place {
+            Place::Holds(p) => Some(p),
+            _ => None,
+        };
+        self.held
+    }
+
     /// Waits until this commit's place is the position after `at` (the
     /// newest record validated against), validating against each record
     /// that lands before it. `Go(newest)` when it is (or the coordinator

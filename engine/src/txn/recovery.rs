@@ -119,5 +119,5 @@ pub(crate) fn committed_between(db: &DbInner, txid: TxId, after: u64, upto: u64)
         .registry
         .records(after, upto)?
         .iter()
-        .any(|r| r.txid == txid))
+        .any(|r| r.txid == txid && !r.void))
 }

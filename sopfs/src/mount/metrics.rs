@@ -287,6 +287,30 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "sopfs_commits_queued_total",
+            "Commits that waited for a turn at the log (S3 with Redis).",
+            db.queued,
+        );
+        counter(
+            &mut out,
+            "sopfs_commits_ahead_total",
+            "Commits whose record was placed ahead of the log's end and held.",
+            db.ahead,
+        );
+        counter(
+            &mut out,
+            "sopfs_commits_ahead_void_total",
+            "Records placed ahead that a record before them made void.",
+            db.ahead_void,
+        );
+        counter(
+            &mut out,
+            "sopfs_log_holes_filled_total",
+            "Log positions filled with an empty record after their holder died.",
+            db.holes,
+        );
+        counter(
+            &mut out,
             "sopfs_stashed_chunks_total",
             "Chunks of big files written to the store ahead of their commit.",
             db.stashed,

@@ -86,12 +86,13 @@ pub fn insert_node(
     let encoded = inode.encode();
     loop {
         match tx.insert(INODES, &ino_key(ino), &encoded) {
-            // A number handed out earlier that another host took since:
-            // 2^-63 per file, and then the file is refused, never mixed.
+            // A number handed out earlier that another host took since
+            // (its prefix drawn by two processes): the file is refused,
+            // never mixed.
             Err(engine::Error::KeyExists) if fixed => {
                 return Err(FsError::Corrupted(format!("inode {ino:#x} taken twice")))
             }
-            Err(engine::Error::KeyExists) => ino = new_ino(),
+            Err(engine::Error::KeyExists) => ino = new_ino_after(ino),
             r => break r?,
         }
     }

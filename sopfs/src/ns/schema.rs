@@ -313,12 +313,39 @@ pub fn check_name_len(name: &[u8]) -> FsResult<()> {
     Ok(())
 }
 
-/// A fresh random inode number.
+/// The last inode number handed out (0: none yet).
+static NEXT_INO: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A fresh inode number after `taken` was found taken: from a new prefix,
+/// as the rest of the old one's range may well be taken too.
+pub(crate) fn new_ino_after(taken: u64) -> u64 {
+    use std::sync::atomic::Ordering;
+    let _ = NEXT_INO.compare_exchange(taken, 0, Ordering::Relaxed, Ordering::Relaxed);
+    new_ino()
+}
+
+/// A fresh inode number: this process's random prefix (31 bits) and the
+/// next of its counter (32 bits). One process's new inodes and their
+/// chunks sit side by side at the end of its own range of the `i` and `c`
+/// trees, so hosts creating files at once change different leaves, and a
+/// commit placed ahead of another host's is rarely void. A prefix another
+/// process took too shows as a taken number (the caller asks again); the
+/// counter running out draws a new prefix.
 pub(crate) fn new_ino() -> u64 {
     loop {
-        let i = rand::random::<u64>() >> 1;
-        if i > ROOT_INO {
-            return i;
+        use std::sync::atomic::Ordering;
+        let cur = NEXT_INO.load(Ordering::Relaxed);
+        let next = if cur == 0 || cur & 0xffff_ffff == 0xffff_ffff {
+            // Prefix 1 and up (0 holds the root), counter from 0.
+            ((rand::random::<u64>() >> 33).max(1)) << 32
+        } else {
+            cur + 1
+        };
+        if NEXT_INO
+            .compare_exchange(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            return next;
         }
     }
 }
