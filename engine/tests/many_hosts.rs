@@ -40,6 +40,28 @@ fn hosts(n: usize, latency: Duration) -> (RedisServer, Arc<LatencyStore>, Vec<Ar
     (redis, slow, dbs)
 }
 
+/// Takes log position `seq` in the volume's Redis for `ttl_ms` as a
+/// process would just before it died: the key `Coordinator::take_place`
+/// sets, held by no live process.
+fn hold_place_and_die(redis: &RedisServer, seq: u64, ttl_ms: u64) {
+    let mut con = redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection()
+        .expect("connection");
+    let seq_keys: Vec<String> = redis::cmd("KEYS")
+        .arg("sopfs:*seq")
+        .query(&mut con)
+        .expect("keys");
+    let prefix = seq_keys[0].trim_end_matches("seq");
+    let _: () = redis::cmd("SET")
+        .arg(format!("{prefix}place:{seq:016x}"))
+        .arg("a-dead-process")
+        .arg("PX")
+        .arg(ttl_ms)
+        .query(&mut con)
+        .expect("set");
+}
+
 #[test]
 fn a_host_behind_by_hundreds_of_commits_reads_them_in_batches() {
     let redis = RedisServer::start();
@@ -264,25 +286,10 @@ fn places_taken_by_a_process_that_died_hold_the_log_up_only_until_they_expire() 
     let db = host(StoreLocation::Custom(slow), &redis.url());
     db.run(|tx| tx.ensure_tree("t", small_tree(16)))
         .expect("tree");
-    let mut con = redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection()
-        .expect("connection");
-    let seq_keys: Vec<String> = redis::cmd("KEYS")
-        .arg("sopfs:*seq")
-        .query(&mut con)
-        .expect("keys");
-    let prefix = seq_keys[0].trim_end_matches("seq").to_string();
     // A process took every place the next commit could queue for, then died.
     let next = db.seq() + 1;
     for s in next..next + engine::PLACE_WINDOW + 8 {
-        let _: () = redis::cmd("SET")
-            .arg(format!("{prefix}place:{s:016x}"))
-            .arg("a-dead-process")
-            .arg("PX")
-            .arg(1500)
-            .query(&mut con)
-            .expect("set");
+        hold_place_and_die(&redis, s, 1500);
     }
     db.run(|tx| tx.insert("t", b"after", b"v"))
         .expect("the commit waits the dead places out, it does not fail");
@@ -355,24 +362,9 @@ fn a_position_its_holder_never_writes_is_filled_and_the_commit_after_it_stands()
     let db = host(StoreLocation::Custom(slow), &redis.url());
     db.run(|tx| tx.ensure_tree("t", small_tree(16)))
         .expect("tree");
-    let mut con = redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection()
-        .expect("connection");
-    let seq_keys: Vec<String> = redis::cmd("KEYS")
-        .arg("sopfs:*seq")
-        .query(&mut con)
-        .expect("keys");
-    let prefix = seq_keys[0].trim_end_matches("seq").to_string();
     // A process took the next position for a long while and died there.
     let next = db.seq() + 1;
-    let _: () = redis::cmd("SET")
-        .arg(format!("{prefix}place:{next:016x}"))
-        .arg("a-dead-process")
-        .arg("PX")
-        .arg(60_000)
-        .query(&mut con)
-        .expect("set");
+    hold_place_and_die(&redis, next, 60_000);
     db.run(|tx| tx.insert("t", b"after", b"v"))
         .expect("the commit goes ahead of the dead place");
     let stats = db.stats();
