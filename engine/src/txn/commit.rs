@@ -105,7 +105,8 @@ impl Drop for Locks {
 
 /// Raises `Conflict` if any record touches a key this transaction read or wrote.
 pub(super) fn validate(tx: &Transaction, records: &[Arc<CommitRecord>]) -> Result<()> {
-    // A void record (placed ahead and overtaken) changed nothing.
+    // A void record (placed ahead and overtaken) changed nothing; one read
+    // back from the store undecided counts as landed: at worst a retry.
     for rec in records.iter().filter(|r| !r.void) {
         for t in &rec.replaced_trees {
             let used =
