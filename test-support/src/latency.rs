@@ -45,6 +45,11 @@ impl LatencyStore {
             max_in_flight: AtomicU64::new(0),
         }
     }
+
+    /// A fresh, empty in-memory store behind `latency` per request.
+    pub fn in_memory(latency: Duration) -> Self {
+        Self::new(Arc::new(InMemory::new()), latency)
+    }
 }
 
 #[async_trait]
