@@ -50,11 +50,13 @@ def free_port():
 class Proxy:
     """TCP proxy: each HTTP request from a client waits `delay` seconds
     before it is forwarded (the request head starts a read with a method);
-    counts requests by method."""
+    counts requests by method, and by method and kind of object (`log`
+    records, everything else), and the 404 answers."""
 
     def __init__(self, upstream, delay):
         self.upstream, self.delay = upstream, delay
         self.counts = {}
+        self.kinds = {}
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self._run, daemon=True).start()
@@ -91,7 +93,11 @@ class Proxy:
                     break
                 for m in METHODS:
                     if data.startswith(m):
-                        self.counts[m.strip().decode()] = self.counts.get(m.strip().decode(), 0) + 1
+                        name = m.strip().decode()
+                        self.counts[name] = self.counts.get(name, 0) + 1
+                        path = data.split(b" ", 2)[1] if data.count(b" ") >= 2 else b""
+                        kind = f"{name} {'log' if b'/log/' in path else 'other'}"
+                        self.kinds[kind] = self.kinds.get(kind, 0) + 1
                         await asyncio.sleep(self.delay)
                         break
                 uw.write(data)
@@ -103,6 +109,10 @@ class Proxy:
                 data = await ur.read(65536)
                 if not data:
                     break
+                # A response that fits one read starts it (keep-alive
+                # connections answer one request at a time).
+                if data.startswith(b"HTTP/1.1 404"):
+                    self.kinds["404"] = self.kinds.get("404", 0) + 1
                 cw.write(data)
                 await cw.drain()
             cw.close()
@@ -222,7 +232,7 @@ def case(name, binary, proxy, redis, mounts, writers, secs, shared, db=1):
             mount(binary, store, m, redis, env)
     time.sleep(1)
     stop, out = mp.Event(), mp.Queue()
-    before = proxy.total()
+    before, kinds_before = proxy.total(), dict(proxy.kinds)
     procs = [mp.Process(target=writer, args=(m, f"h{k}w{w}", shared, stop, out))
              for k, m in enumerate(mnts) for w in range(writers)]
     t0 = time.time()
@@ -235,6 +245,9 @@ def case(name, binary, proxy, redis, mounts, writers, secs, shared, db=1):
     for p in procs:
         p.join()
     requests = proxy.total() - before
+    kinds = {k: v - kinds_before.get(k, 0) for k, v in sorted(proxy.kinds.items())}
+    print(f"  ({name}, {mounts} mounts, {'shared' if shared else 'own'}: requests by kind "
+          f"{kinds})", file=sys.stderr, flush=True)
     files = sum(r[1] for r in results)
     errors = [r[3] for r in results if r[3]]
     lat = sorted(x for r in results for x in r[2])
@@ -393,6 +406,7 @@ def main():
         for p in procs:
             p.kill()
         print(f"requests by method: {proxy.counts}")
+        print(f"requests by kind: {dict(sorted(proxy.kinds.items()))}")
 
 
 if __name__ == "__main__":

@@ -294,6 +294,9 @@ impl Db {
             mode,
             opts.segment_bytes,
         )?);
+        if shared {
+            log.set_mirror(coord.clone());
+        }
         let registry = Registry::open(store.clone(), log.clone())?;
         let inner = Arc::new(DbInner {
             loader: Arc::new(Loader {

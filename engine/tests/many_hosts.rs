@@ -336,6 +336,15 @@ fn hosts_writing_trees_of_their_own_place_records_ahead_and_lose_nothing() {
         slow.puts.load(Ordering::SeqCst)
     );
     assert!(ahead > 0, "no commit went ahead");
+    // Each host followed the others' records through the copies in Redis:
+    // without them, each of the other three hosts GETs each record.
+    let records = dbs[0].seq();
+    let record_gets = slow.record_gets.load(Ordering::SeqCst);
+    eprintln!("{records} records, {record_gets} record GETs");
+    assert!(
+        record_gets < records,
+        "{record_gets} GETs of {records} records"
+    );
     for db in &dbs {
         let mut tx = db.begin_fresh().expect("begin");
         for h in 0..HOSTS {
@@ -376,4 +385,102 @@ fn a_position_its_holder_never_writes_is_filled_and_the_commit_after_it_stands()
     let mut tx = other.begin_fresh().expect("begin");
     assert!(tx.get("t", b"after").expect("get").is_some());
     assert_eq!(tx.count("t").expect("count"), 1);
+}
+
+/// A connection to the volume's Redis and the keys of the record copies
+/// it holds (`Coordinator::mirror_record`).
+fn record_copies(redis: &RedisServer) -> (redis::Connection, Vec<String>) {
+    let mut con = redis::Client::open(redis.url())
+        .expect("client")
+        .get_connection()
+        .expect("connection");
+    let copies: Vec<String> = redis::cmd("KEYS")
+        .arg("sopfs:*rec:*")
+        .query(&mut con)
+        .expect("keys");
+    (con, copies)
+}
+
+#[test]
+fn a_damaged_or_lost_copy_of_a_record_in_redis_costs_a_store_read_and_nothing_else() {
+    let (redis, slow, dbs) = hosts(2, Duration::from_millis(2));
+    let (a, b) = (&dbs[0], &dbs[1]);
+    for i in 0..6u32 {
+        a.run(|tx| tx.insert("t", format!("k{i}").as_bytes(), b"v"))
+            .expect("commit");
+    }
+    let (mut con, copies) = record_copies(&redis);
+    assert!(copies.len() >= 6, "a copy of each record: {copies:?}");
+    // Half the copies damaged (a flipped byte), half gone (expired, or a
+    // Redis that restarted empty).
+    for (i, key) in copies.iter().enumerate() {
+        if i % 2 == 0 {
+            let mut bytes: Vec<u8> = redis::cmd("GET").arg(key).query(&mut con).expect("get");
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x40;
+            let _: () = redis::cmd("SET")
+                .arg(key)
+                .arg(bytes)
+                .query(&mut con)
+                .expect("set");
+        } else {
+            let _: () = redis::cmd("DEL").arg(key).query(&mut con).expect("del");
+        }
+    }
+    let before = slow.record_gets.load(Ordering::SeqCst);
+    let mut tx = b.begin_fresh().expect("begin");
+    assert_eq!(
+        tx.count("t").expect("count"),
+        6,
+        "every key, from the store"
+    );
+    assert!(
+        slow.record_gets.load(Ordering::SeqCst) > before,
+        "the records were read from the store"
+    );
+}
+
+#[test]
+fn copies_of_an_encrypted_volumes_records_are_sealed_and_read_back() {
+    const MARK: &[u8] = b"PLAINTEXT-IN-A-RECORD";
+    let redis = RedisServer::start();
+    let slow = Arc::new(LatencyStore::in_memory(Duration::from_millis(2)));
+    let open = || {
+        let coord = RedisCoordinator::connect(&redis.url()).expect("redis");
+        let opts = Options {
+            background_interval: None,
+            at_rest: engine::AtRest {
+                compression: None,
+                key: Some(engine::Secret::new(b"a key of the volume".to_vec()).expect("key")),
+            },
+            ..Options::default()
+        };
+        Db::open_shared(StoreLocation::Custom(slow.clone()), opts, Arc::new(coord)).expect("open")
+    };
+    let (a, b) = (open(), open());
+    a.run(|tx| tx.ensure_tree("t", small_tree(16)))
+        .expect("tree");
+    for i in 0..4u32 {
+        a.run(|tx| tx.insert("t", format!("k{i}").as_bytes(), MARK))
+            .expect("commit");
+    }
+    let (mut con, copies) = record_copies(&redis);
+    assert!(copies.len() >= 4, "a copy of each record: {copies:?}");
+    for key in &copies {
+        let bytes: Vec<u8> = redis::cmd("GET").arg(key).query(&mut con).expect("get");
+        assert!(
+            !bytes.windows(MARK.len()).any(|w| w == MARK),
+            "{key} holds the value in the clear"
+        );
+    }
+    // The other host reads the records from the copies (no store GET).
+    let before = slow.record_gets.load(Ordering::SeqCst);
+    let mut tx = b.begin_fresh().expect("begin");
+    assert_eq!(tx.count("t").expect("count"), 4);
+    assert_eq!(tx.get("t", b"k3").expect("get").as_deref(), Some(MARK));
+    assert_eq!(
+        slow.record_gets.load(Ordering::SeqCst),
+        before,
+        "read from the copies"
+    );
 }

@@ -22,6 +22,8 @@ pub struct LatencyStore {
     pub gets: AtomicU64,
     /// PUT requests served.
     pub puts: AtomicU64,
+    /// GETs of commit records (`log/...`) that found one.
+    pub record_gets: AtomicU64,
     in_flight: AtomicU64,
     /// The most GETs that were in flight at one moment.
     pub max_in_flight: AtomicU64,
@@ -41,6 +43,7 @@ impl LatencyStore {
             latency,
             gets: AtomicU64::new(0),
             puts: AtomicU64::new(0),
+            record_gets: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
         }
@@ -79,6 +82,9 @@ impl ObjectStore for LatencyStore {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
         let r = self.inner.get_opts(location, options).await;
+        if r.is_ok() && location.as_ref().starts_with("log/") {
+            self.record_gets.fetch_add(1, Ordering::SeqCst);
+        }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         r
     }

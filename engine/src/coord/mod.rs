@@ -129,6 +129,18 @@ pub trait Coordinator: Send + Sync {
     /// Gives up log position `seq` if this process holds it (its commit
     /// will not fill it).
     fn leave_place(&self, _seq: u64) {}
+    /// Keeps a short-lived copy of record `seq`, `bytes` as the store now
+    /// holds them, so that other processes following the log read it from
+    /// here instead of the store (best effort; a record too big to copy
+    /// leaves an empty copy: "read the store"). Only for a record whose
+    /// create-if-absent succeeded: a record never changes once created, so
+    /// a copy can be lost or outlive a server change, never be wrong.
+    fn mirror_record(&self, _seq: u64, _bytes: &[u8]) {}
+    /// The copies `mirror_record` kept of the records at `seqs` (`None`
+    /// where there is none); `None` when the server could not be asked.
+    fn mirrored_records(&self, _seqs: &[u64]) -> Option<Vec<Option<Vec<u8>>>> {
+        None
+    }
 }
 
 /// How many log positions past the newest one read a process may queue

@@ -36,6 +36,7 @@ pub(crate) use registry::{
 };
 
 use crate::codec::{self, Kind};
+use crate::coord::Coordinator;
 use crate::error::{Error, Result};
 use crate::store::{log_path, BlobStore};
 use bytes::Bytes;
@@ -44,7 +45,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tail::{cut_torn_tail, frame_at, never_durable, read_tail};
 
 /// Frame header: magic, kind, version, payload length (see `codec.rs`).
@@ -99,6 +100,18 @@ impl Segments {
     }
 }
 
+/// What the mirror answered for one position.
+#[derive(Clone)]
+enum Copied {
+    /// A checked copy of the record.
+    Frame(Bytes),
+    /// Read the store: the record is not copied (too big), the copy does
+    /// not check out, or the mirror could not be asked.
+    Store,
+    /// No copy: the record may not be written yet, or its copy expired.
+    Unknown,
+}
+
 /// Records `trim` is to delete: objects by seq, segments by (first, count).
 #[derive(Clone, Debug, Default)]
 pub struct TrimPlan {
@@ -137,6 +150,9 @@ pub struct Log {
     /// appends segments, so a record past it that no segment holds does not
     /// exist yet, and a probe for it needs no failed `open` of its object.
     objects_upto: u64,
+    /// Where copies of records are kept for other processes (a shared
+    /// volume's coordinator), when records are objects on a network store.
+    mirror: OnceLock<Arc<dyn Coordinator>>,
 }
 
 /// Longest wait for the turn to append before a commit fails.
@@ -195,6 +211,7 @@ impl Log {
             turn,
             turn_patience: TURN_PATIENCE,
             objects_upto,
+            mirror: OnceLock::new(),
         };
         log.index()?;
         Ok(log)
@@ -318,6 +335,44 @@ impl Log {
         Ok(frames)
     }
 
+    /// Has `coord` keep a copy of every record this process creates, and
+    /// asks it for copies before the store: where records are objects on
+    /// a network store, each host would otherwise GET every other host's
+    /// records, hosts x records requests. Elsewhere a read is cheap and
+    /// this does nothing.
+    pub fn set_mirror(&self, coord: Arc<dyn Coordinator>) {
+        if self.reads_in_batches() {
+            let _ = self.mirror.set(coord);
+        }
+    }
+
+    /// What the mirror holds of the records at `seqs`, each copy checked
+    /// to be one whole frame (a copy that is not, an empty one, and every
+    /// answer of a mirror that could not be asked send the reader to the
+    /// store).
+    fn mirrored(&self, seqs: &[u64]) -> Vec<Copied> {
+        let Some(mirror) = self.mirror.get() else {
+            return vec![Copied::Store; seqs.len()];
+        };
+        let Some(copies) = mirror.mirrored_records(seqs) else {
+            return vec![Copied::Store; seqs.len()];
+        };
+        copies
+            .into_iter()
+            .zip(seqs)
+            .map(|(copy, &seq)| {
+                let Some(copy) = copy else {
+                    return Copied::Unknown;
+                };
+                let frame = self.store.unseal_for(&log_path(seq), Bytes::from(copy));
+                match frame {
+                    Ok(f) if frame_at(&f, 0) == Some(f.len()) => Copied::Frame(f),
+                    _ => Copied::Store,
+                }
+            })
+            .collect()
+    }
+
     /// The framed bytes of record `seq`, if the log still has it.
     pub fn read(&self, seq: u64) -> Result<Option<Bytes>> {
         let mut found = self.segs.lock().find(seq);
@@ -341,6 +396,9 @@ impl Log {
         if seq > self.objects_upto {
             return Ok(None);
         }
+        if let Some(Copied::Frame(copy)) = self.mirrored(&[seq]).pop() {
+            return Ok(Some(copy));
+        }
         self.store.get(&log_path(seq))
     }
 
@@ -356,15 +414,41 @@ impl Log {
         self.dir.is_none() && !self.store.probe_is_cheap()
     }
 
-    /// Records at the positions `seqs`, as `read` would return each. Record objects
-    /// on a store where a request is a round trip are asked for together
-    /// (see `BlobStore::get_many`).
-    pub fn read_seqs(&self, seqs: &[u64]) -> Result<Vec<Option<Bytes>>> {
+    /// Records at the positions `seqs`, as `read` would return each. Record
+    /// objects on a store where a request is a round trip come from the
+    /// mirror's copies where it has them, the rest asked of the store
+    /// together (see `BlobStore::get_many`). Without `unknown_from_store`,
+    /// a position the mirror knows nothing of is not asked of the store
+    /// but answered `None`: for a caller waiting on positions other
+    /// processes are writing right now, whose copies follow their records
+    /// within a Redis round trip, so polling the store for them would
+    /// mostly find nothing or race the copy, a request each time.
+    pub fn read_seqs_from(
+        &self,
+        seqs: &[u64],
+        unknown_from_store: bool,
+    ) -> Result<Vec<Option<Bytes>>> {
         if !self.reads_in_batches() {
             return seqs.iter().map(|&seq| self.read(seq)).collect();
         }
-        let paths: Vec<_> = seqs.iter().map(|&s| log_path(s)).collect();
-        self.store.get_many(&paths)
+        let copies = self.mirrored(seqs);
+        let mut out = vec![None; seqs.len()];
+        let mut ask = Vec::new();
+        for (i, copy) in copies.into_iter().enumerate() {
+            match copy {
+                Copied::Frame(f) => out[i] = Some(f),
+                Copied::Unknown if !unknown_from_store => {}
+                Copied::Unknown | Copied::Store => ask.push(i),
+            }
+        }
+        if ask.is_empty() {
+            return Ok(out);
+        }
+        let paths: Vec<_> = ask.iter().map(|&i| log_path(seqs[i])).collect();
+        for (i, got) in ask.into_iter().zip(self.store.get_many(&paths)?) {
+            out[i] = got;
+        }
+        Ok(out)
     }
 
     /// True when `seq` is certainly the newest record: it is the last one
@@ -540,7 +624,14 @@ impl Log {
     /// another process holds that seq already.
     pub fn append(&self, seq: u64, frame: &[u8]) -> Result<bool> {
         if self.mode == LogMode::ReadOnly || self.dir.is_none() {
-            return self.store.create(&log_path(seq), frame.to_vec());
+            let path = log_path(seq);
+            let created = self.store.create(&path, frame.to_vec())?;
+            if let (true, Some(mirror)) = (created, self.mirror.get()) {
+                // Sealed as in the store: the coordinator never holds what
+                // the volume keeps encrypted in the clear.
+                mirror.mirror_record(seq, &self.store.seal_for(&path, frame.to_vec()));
+            }
+            return Ok(created);
         }
         let mut segs = self.segs.lock();
         let _turn = self.take_turn()?;

@@ -400,6 +400,18 @@ pub struct Registry {
     packed_sink: std::sync::OnceLock<PackedSink>,
 }
 
+/// How far a catch-up reads, and from where.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// Past the target too: the store is probed for records not known of.
+    Probe,
+    /// Up to the target (known to exist), from copies or the store, and
+    /// none past it that this process does not hold already.
+    Through,
+    /// Up to the target, from copies; the store only where a copy says so.
+    Copies,
+}
+
 /// Where a registry hands the node bodies of records it reads.
 pub type PackedSink = Box<dyn Fn(u64, &[PackedNode]) + Send + Sync>;
 
@@ -469,12 +481,18 @@ impl Registry {
     /// (`Log::read_seqs`); `None` where one is not there.
     fn read_records(&self, first: u64, n: usize) -> Result<Vec<Option<Arc<CommitRecord>>>> {
         let seqs: Vec<u64> = (first..first.saturating_add(n as u64)).collect();
-        self.read_seqs(&seqs)
+        self.read_seqs(&seqs, true)
     }
 
-    /// Records at the positions `seqs`, read together.
-    fn read_seqs(&self, seqs: &[u64]) -> Result<Vec<Option<Arc<CommitRecord>>>> {
-        let data = self.log.read_seqs(seqs)?;
+    /// Records at the positions `seqs`, read together; without
+    /// `unknown_from_store`, those without a copy are not asked of the
+    /// store (`Log::read_seqs_from`).
+    fn read_seqs(
+        &self,
+        seqs: &[u64],
+        unknown_from_store: bool,
+    ) -> Result<Vec<Option<Arc<CommitRecord>>>> {
+        let data = self.log.read_seqs_from(seqs, unknown_from_store)?;
         let mut out = Vec::with_capacity(data.len());
         for (&seq, d) in seqs.iter().zip(data) {
             out.push(match d {
@@ -515,14 +533,19 @@ impl Registry {
     /// Folds in every record known to exist. With `probe_store`, also reads the
     /// store for records other processes (or racing threads) created.
     pub fn catch_up(&self, probe_store: bool) -> Result<Arc<RegState>> {
-        self.catch_up_to(0, probe_store)
+        let look = if probe_store {
+            Look::Probe
+        } else {
+            Look::Through
+        };
+        self.catch_up_to(0, look)
     }
 
     /// Like `catch_up(true)` when the log is known to reach at least
     /// `newest` (a coordinator's stamp): the records up to it are asked for
     /// together, in one round trip where reads are round trips.
     pub fn catch_up_past(&self, newest: u64) -> Result<Arc<RegState>> {
-        self.catch_up_to(newest, true)
+        self.catch_up_to(newest, Look::Probe)
     }
 
     /// Reads the records up to `newest` (known to exist: a coordinator's
@@ -530,10 +553,18 @@ impl Registry {
     /// position after them is its own to fill, probing past them would
     /// cost a round trip for nothing.
     pub fn catch_up_through(&self, newest: u64) -> Result<Arc<RegState>> {
-        self.catch_up_to(newest, false)
+        self.catch_up_to(newest, Look::Through)
     }
 
-    fn catch_up_to(&self, target: u64, probe_store: bool) -> Result<Arc<RegState>> {
+    /// Like `catch_up_through`, for positions other processes hold and
+    /// are writing now: those the coordinator has no copy of yet are not
+    /// asked of the store (see `Log::read_seqs_from`).
+    pub fn catch_up_through_copies(&self, newest: u64) -> Result<Arc<RegState>> {
+        self.catch_up_to(newest, Look::Copies)
+    }
+
+    fn catch_up_to(&self, target: u64, look: Look) -> Result<Arc<RegState>> {
+        let probe_store = look == Look::Probe;
         let _g = self.apply.lock();
         let mut state = self.current();
         let mut next_state: Option<RegState> = None;
@@ -571,7 +602,8 @@ impl Registry {
                                 .filter(|s| !pending.contains_key(s) && !early.contains_key(s))
                                 .collect()
                         };
-                        for (seq, r) in seqs.iter().zip(self.read_seqs(&seqs)?) {
+                        let from_store = look != Look::Copies;
+                        for (seq, r) in seqs.iter().zip(self.read_seqs(&seqs, from_store)?) {
                             ahead.insert(*seq, r);
                         }
                         reads += 1;
@@ -796,7 +828,7 @@ impl Registry {
     pub fn publish(&self, rec: Arc<CommitRecord>) -> Result<()> {
         let seq = rec.seq;
         self.pending.lock().insert(seq, rec);
-        self.catch_up_to(seq, false)?;
+        self.catch_up_to(seq, Look::Through)?;
         Ok(())
     }
 

@@ -32,6 +32,11 @@ use std::time::{Duration, Instant};
 pub(super) const HOLE_PATIENCE: Duration = Duration::from_secs(2);
 /// Longest sleep between two looks for the records before a commit's own.
 const POLL_PAUSE: Duration = Duration::from_millis(3);
+/// The records before a commit's own are looked for in their copies in
+/// Redis (`Coordinator::mirror_record`), which follow each record within
+/// a Redis round trip; the store is asked at most once per this long, for
+/// a record whose copy was lost.
+const STORE_LOOK_PAUSE: Duration = Duration::from_millis(100);
 /// Most bytes of keys a read set may hold to go ahead: the record carries
 /// it to every reader.
 const READS_MAX: usize = 64 * 1024;
@@ -110,11 +115,17 @@ pub(super) fn settle(tx: &Transaction, rec: Arc<CommitRecord>) -> Result<bool> {
         tracing::debug!(tx = %tx.id, error = %e, "could not fold the records before ours yet");
     }
     let mut waiting = (0, Instant::now());
+    let mut store_looked = Instant::now();
     let committed = loop {
         if let Some(c) = db.registry.committed(seq) {
             break c;
         }
-        let state = db.registry.catch_up_through(seq)?;
+        let state = if store_looked.elapsed() >= STORE_LOOK_PAUSE {
+            store_looked = Instant::now();
+            db.registry.catch_up_through(seq)?
+        } else {
+            db.registry.catch_up_through_copies(seq)?
+        };
         if state.seq >= seq {
             break db.registry.committed(seq).ok_or_else(|| {
                 Error::Unsupported(format!("record {seq} folded but not kept for its outcome"))

@@ -11,6 +11,8 @@
 //! - `sopfs:V:seq`     newest commit seq announced
 //! - `sopfs:V:place:S` the process about to write, or queued to write, log
 //!   position S (see `Coordinator::take_place`), PX = `PLACE_TTL`
+//! - `sopfs:V:rec:S`   a copy of log record S as the store holds it (see
+//!   `Coordinator::mirror_record`), PX = `MIRROR_TTL`
 
 mod background;
 mod scripts;
@@ -211,6 +213,12 @@ impl RedisCoordinator {
                 .map(String::as_str)
                 .unwrap_or("sopfs:unattached:")
         )
+    }
+
+    /// Key of the copy of record `seq`; `None` before `attach`, when
+    /// there is no volume to scope it to.
+    fn record_key(&self, seq: u64) -> Option<String> {
+        Some(format!("{}rec:{seq:016x}", self.prefix.get()?))
     }
 
     fn channel(&self) -> String {
@@ -485,6 +493,52 @@ impl Coordinator for RedisCoordinator {
         self.watch.wait_past(seen, pause);
     }
 
+    fn mirror_record(&self, seq: u64, bytes: &[u8]) {
+        // A big record leaves an empty copy, so readers waiting on its
+        // position go to the store at once instead of waiting for a copy.
+        let bytes = if bytes.len() > MIRROR_MAX {
+            &[][..]
+        } else {
+            bytes
+        };
+        let Some(key) = self.record_key(seq) else {
+            return;
+        };
+        let ttl = MIRROR_TTL.as_millis() as u64;
+        let r: Result<()> = self.with(Instant::now() + MIRROR_PATIENCE, |con| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(bytes)
+                .arg("PX")
+                .arg(ttl)
+                .query(con)
+        });
+        if let Err(e) = r {
+            tracing::debug!(seq, error = %e, "could not keep a copy of the record");
+        }
+    }
+
+    fn mirrored_records(&self, seqs: &[u64]) -> Option<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<String> = seqs
+            .iter()
+            .map(|&s| self.record_key(s))
+            .collect::<Option<_>>()?;
+        if keys.is_empty() {
+            return Some(Vec::new());
+        }
+        let r: Result<Vec<Option<Vec<u8>>>> = self.with(Instant::now() + MIRROR_PATIENCE, |con| {
+            redis::cmd("MGET").arg(&keys).query(con)
+        });
+        match r {
+            Ok(copies) if copies.len() == seqs.len() => Some(copies),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read copies of records");
+                None
+            }
+        }
+    }
+
     fn leave_place(&self, seq: u64) {
         let key = self.place_key(seq);
         let r: Result<i64> = self.with(Instant::now() + PLACE_PATIENCE, |con| {
@@ -503,6 +557,17 @@ const PLACE_TTL: Duration = Duration::from_secs(2);
 /// How long a queue request waits for an unreachable server before the
 /// commit goes on without a place.
 const PLACE_PATIENCE: Duration = Duration::from_millis(200);
+/// How long a copy of a record stays: hosts following the log read a
+/// record within moments of its landing; one further behind reads the
+/// store, as without copies. Bounds the server's memory at about the
+/// volume's record bytes per second times this.
+const MIRROR_TTL: Duration = Duration::from_secs(10);
+/// Records bigger than this are not copied (a clone's or a big write's):
+/// few, and they would crowd the server. Their copy is empty.
+const MIRROR_MAX: usize = 64 * 1024;
+/// How long copying or reading copies waits for an unreachable server
+/// before the store is asked instead.
+const MIRROR_PATIENCE: Duration = Duration::from_millis(100);
 
 impl Drop for RedisCoordinator {
     fn drop(&mut self) {
