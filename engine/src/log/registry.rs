@@ -478,7 +478,7 @@ impl Registry {
     }
 
     /// Records `first`, `first + 1`, ... up to `n` of them, read together
-    /// (`Log::read_seqs`); `None` where one is not there.
+    /// (`Log::read_seqs_from`); `None` where one is not there.
     fn read_records(&self, first: u64, n: usize) -> Result<Vec<Option<Arc<CommitRecord>>>> {
         let seqs: Vec<u64> = (first..first.saturating_add(n as u64)).collect();
         self.read_seqs(&seqs, true)
