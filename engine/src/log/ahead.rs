@@ -11,7 +11,7 @@
 //! Counting a void record's changes as if they had landed can only void
 //! more, never let a conflict through.
 
-use super::registry::{CommitRecord, TreeWrites};
+use super::record::{CommitRecord, TreeWrites};
 use crate::ids::NodeId;
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;

@@ -26,14 +26,16 @@
 //! that does not check out (one being written), and look for it again later.
 
 mod ahead;
+mod record;
 mod registry;
 mod tail;
 
 pub(crate) use ahead::{in_range, TreeReads, AHEAD_SPAN};
-pub(crate) use registry::{
+pub(crate) use record::{
     decode_record, now_ms, CommitRecord, NodeChange, NodeLoc, PackedNode, PackedValue, RegState,
-    Registry, TreeWrites,
+    TreeWrites,
 };
+pub(crate) use registry::Registry;
 
 use crate::codec::{self, Kind};
 use crate::coord::Coordinator;

@@ -1,0 +1,511 @@
+//! What the commit log holds: commit records (the changes of one commit,
+//! by node and by key) and checkpoints (the whole registry at one seq),
+//! with the decoders of every record format a volume may still hold.
+
+use super::ahead::TreeReads;
+use crate::codec::{self, Kind};
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, NodeId, TxId};
+use serde::{Deserialize, Serialize};
+
+/// Where a logical node currently lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLoc {
+    /// Physical blob id of this version of the node.
+    pub blob: BlobId,
+    /// Sequence number of the commit that wrote it.
+    pub version: u64,
+    /// The bytes travel inside commit record `version` rather than in
+    /// `blobs/<blob>`. Once GC trims that record it has written them out to
+    /// `blobs/<blob>` first, so a reader that finds the record gone reads there.
+    pub packed: bool,
+}
+
+/// Node locations by logical id: a persistent map, so a snapshot is an O(1) clone.
+pub type NodeMap =
+    imbl::GenericHashMap<NodeId, NodeLoc, crate::ids::IdHash, imbl::shared_ptr::DefaultSharedPtr>;
+
+/// The registry as of one commit: an immutable snapshot, cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct RegState {
+    /// Last commit folded in.
+    pub seq: u64,
+    /// Every live node.
+    pub nodes: NodeMap,
+}
+
+impl RegState {
+    /// Folds in `rec`, the record right after `self.seq`.
+    pub fn apply(&mut self, rec: &CommitRecord) {
+        let changes = if rec.void { &[][..] } else { &rec.nodes[..] };
+        for c in changes {
+            match c.new {
+                Some(blob) => {
+                    self.nodes.insert(
+                        c.node,
+                        NodeLoc {
+                            blob,
+                            version: rec.seq,
+                            packed: c.packed,
+                        },
+                    );
+                }
+                None => {
+                    self.nodes.remove(&c.node);
+                }
+            }
+        }
+        self.seq = rec.seq;
+    }
+}
+
+/// One node changed by a commit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeChange {
+    /// Logical id.
+    pub node: NodeId,
+    /// Blob it pointed at before (kept for readers of older snapshots until GC).
+    pub old: Option<BlobId>,
+    /// Blob it points at now; `None` when the node was freed.
+    pub new: Option<BlobId>,
+    /// `new` is carried in this record's `packed` list, not written as a blob.
+    pub packed: bool,
+}
+
+/// A node version carried inside the commit record that created it: a small
+/// commit is then one object write (the record) instead of one per node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedNode {
+    /// The blob id this node version is known by (as in `NodeChange::new`).
+    pub blob: BlobId,
+    /// The node, serialized without a frame (the record's frame checks it).
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// A small value carried inside the commit record that wrote it (embedded
+/// mode): no blob file per small file. GC writes it out to `blobs/<id>`
+/// (value format 2) before it trims the record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackedValue {
+    /// The value chunk's blob id (as its leaf entry names it).
+    pub blob: BlobId,
+    /// The bytes, unframed (the record's frame checks them).
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+/// Keys one commit wrote in one tree, sorted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeWrites {
+    /// Tree name ("" is the catalog).
+    pub tree: String,
+    /// Keys written (inserted, updated or removed).
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// One entry of the commit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// Position in the log.
+    pub seq: u64,
+    /// Transaction that committed.
+    pub txid: TxId,
+    /// Wall-clock time of the commit, ms since the epoch.
+    pub time_ms: u64,
+    /// Key-level changes, for validation and merging by others.
+    pub writes: Vec<TreeWrites>,
+    /// Trees created or dropped wholesale: anyone who touched them conflicts.
+    pub replaced_trees: Vec<String>,
+    /// Node-level changes, applied to the registry.
+    pub nodes: Vec<NodeChange>,
+    /// The newest record this one was built and validated on: `seq - 1`,
+    /// or earlier for a record placed ahead (format 4), which commits only
+    /// if the records between did not touch what it did (`ahead.rs`).
+    pub base: u64,
+    /// Keys it read, for that decision (placed-ahead records only).
+    pub reads: Vec<TreeReads>,
+    /// Bodies of the new node versions marked `packed`. Empty in the copies
+    /// the registry keeps in memory (only readers of nodes need them).
+    pub packed: Vec<PackedNode>,
+    /// Small values of this commit (format 3; empty in memory too).
+    pub values: Vec<PackedValue>,
+    /// Decided void when folded (placed ahead and overtaken): its changes
+    /// did not land. Never stored; set by the registry.
+    #[serde(skip)]
+    pub void: bool,
+}
+
+impl CommitRecord {
+    /// True if this commit changed any of the given nodes (sorted).
+    pub fn touches(&self, nodes: &[NodeId]) -> bool {
+        !self.void
+            && self
+                .nodes
+                .iter()
+                .any(|c| nodes.binary_search(&c.node).is_ok())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct Checkpoint {
+    pub(super) seq: u64,
+    pub(super) time_ms: u64,
+    pub(super) nodes: Vec<(NodeId, NodeLoc)>,
+}
+
+/// Format 1 of records and checkpoints (before nodes were packed), still read.
+mod v1 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct NodeLoc {
+        pub blob: BlobId,
+        pub version: u64,
+    }
+
+    #[derive(Deserialize)]
+    pub struct NodeChange {
+        pub node: NodeId,
+        pub old: Option<BlobId>,
+        pub new: Option<BlobId>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct CommitRecord {
+        pub seq: u64,
+        pub txid: TxId,
+        pub time_ms: u64,
+        pub writes: Vec<TreeWrites>,
+        pub replaced_trees: Vec<String>,
+        pub nodes: Vec<NodeChange>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Checkpoint {
+        pub seq: u64,
+        pub time_ms: u64,
+        pub nodes: Vec<(NodeId, NodeLoc)>,
+    }
+}
+
+/// Format 2 of records (nodes packed, values not yet), still read.
+mod v2 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct CommitRecord {
+        pub seq: u64,
+        pub txid: TxId,
+        pub time_ms: u64,
+        pub writes: Vec<TreeWrites>,
+        pub replaced_trees: Vec<String>,
+        pub nodes: Vec<NodeChange>,
+        pub packed: Vec<PackedNode>,
+    }
+}
+
+/// Format 3 of records (small values packed; no base or reads), still read.
+mod v3 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct CommitRecord {
+        pub seq: u64,
+        pub txid: TxId,
+        pub time_ms: u64,
+        pub writes: Vec<TreeWrites>,
+        pub replaced_trees: Vec<String>,
+        pub nodes: Vec<NodeChange>,
+        pub packed: Vec<PackedNode>,
+        pub values: Vec<PackedValue>,
+    }
+}
+
+/// The leading fields of a record of format 2 or later (what the registry
+/// and validation need), without the node and value bodies that follow.
+#[derive(Deserialize)]
+struct RecordHead {
+    seq: u64,
+    txid: TxId,
+    time_ms: u64,
+    writes: Vec<TreeWrites>,
+    replaced_trees: Vec<String>,
+    nodes: Vec<NodeChange>,
+}
+
+/// `RecordHead`'s fields of format 4 that follow it.
+#[derive(Deserialize)]
+struct RecordHeadAhead {
+    base: u64,
+    reads: Vec<TreeReads>,
+}
+
+/// Decodes a commit record without its node and value bodies (left empty):
+/// they are the bulk of a record, and a reader that will not read those
+/// nodes (another process's directories) need not copy them.
+pub(crate) fn decode_record_head(path: &str, data: &[u8]) -> Result<CommitRecord> {
+    let (version, payload) = codec::unframe_versioned(Kind::Record, path, data)?;
+    if version < 2 {
+        return decode_record(path, data);
+    }
+    let corrupted = |e: postcard::Error| Error::Corrupted {
+        what: "commit record",
+        path: path.to_string(),
+        detail: format!("does not decode: {e}"),
+    };
+    let (head, rest) = postcard::take_from_bytes::<RecordHead>(payload).map_err(corrupted)?;
+    let (base, reads) = if version >= 4 {
+        let (ahead, _bodies) =
+            postcard::take_from_bytes::<RecordHeadAhead>(rest).map_err(corrupted)?;
+        (ahead.base, ahead.reads)
+    } else {
+        (head.seq.saturating_sub(1), Vec::new())
+    };
+    Ok(CommitRecord {
+        seq: head.seq,
+        txid: head.txid,
+        time_ms: head.time_ms,
+        writes: head.writes,
+        replaced_trees: head.replaced_trees,
+        nodes: head.nodes,
+        base,
+        reads,
+        packed: Vec::new(),
+        values: Vec::new(),
+        void: false,
+    })
+}
+
+/// Decodes a commit record of any format this build reads.
+pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
+    let (version, payload) = codec::unframe_versioned(Kind::Record, path, data)?;
+    if version == Kind::Record.version() {
+        return codec::decode_payload(Kind::Record, path, payload);
+    }
+    if version == 3 {
+        let old: v3::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
+        return Ok(CommitRecord {
+            base: old.seq.saturating_sub(1),
+            seq: old.seq,
+            txid: old.txid,
+            time_ms: old.time_ms,
+            writes: old.writes,
+            replaced_trees: old.replaced_trees,
+            nodes: old.nodes,
+            reads: Vec::new(),
+            packed: old.packed,
+            values: old.values,
+            void: false,
+        });
+    }
+    if version == 2 {
+        let old: v2::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
+        return Ok(CommitRecord {
+            seq: old.seq,
+            txid: old.txid,
+            time_ms: old.time_ms,
+            writes: old.writes,
+            replaced_trees: old.replaced_trees,
+            nodes: old.nodes,
+            base: old.seq.saturating_sub(1),
+            reads: Vec::new(),
+            packed: old.packed,
+            values: Vec::new(),
+            void: false,
+        });
+    }
+    let old: v1::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
+    Ok(CommitRecord {
+        seq: old.seq,
+        txid: old.txid,
+        time_ms: old.time_ms,
+        writes: old.writes,
+        replaced_trees: old.replaced_trees,
+        nodes: old
+            .nodes
+            .into_iter()
+            .map(|c| NodeChange {
+                node: c.node,
+                old: c.old,
+                new: c.new,
+                packed: false,
+            })
+            .collect(),
+        base: old.seq.saturating_sub(1),
+        reads: Vec::new(),
+        packed: Vec::new(),
+        values: Vec::new(),
+        void: false,
+    })
+}
+
+pub(super) fn decode_checkpoint(path: &str, data: &[u8]) -> Result<Checkpoint> {
+    let (version, payload) = codec::unframe_versioned(Kind::Checkpoint, path, data)?;
+    if version == Kind::Checkpoint.version() {
+        return codec::decode_payload(Kind::Checkpoint, path, payload);
+    }
+    let old: v1::Checkpoint = codec::decode_payload(Kind::Checkpoint, path, payload)?;
+    Ok(Checkpoint {
+        seq: old.seq,
+        time_ms: old.time_ms,
+        nodes: old
+            .nodes
+            .into_iter()
+            .map(|(id, l)| {
+                let loc = NodeLoc {
+                    blob: l.blob,
+                    version: l.version,
+                    packed: false,
+                };
+                (id, loc)
+            })
+            .collect(),
+    })
+}
+
+/// Milliseconds since the Unix epoch (a record's `time_ms`).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_head_is_the_record_without_its_bodies() {
+        let rec = CommitRecord {
+            seq: 9,
+            base: 7,
+            reads: vec![TreeReads {
+                tree: "d1".into(),
+                points: vec![b"other".to_vec()],
+                ranges: Vec::new(),
+            }],
+            void: false,
+            txid: TxId(5),
+            time_ms: 77,
+            writes: vec![TreeWrites {
+                tree: "d1".into(),
+                keys: vec![b"name".to_vec()],
+            }],
+            replaced_trees: vec!["gone".into()],
+            nodes: vec![NodeChange {
+                node: NodeId(3),
+                old: Some(BlobId(1)),
+                new: Some(BlobId(2)),
+                packed: true,
+            }],
+            packed: vec![PackedNode {
+                blob: BlobId(2),
+                body: vec![9; 300],
+            }],
+            values: vec![PackedValue {
+                blob: BlobId(8),
+                body: vec![4; 4096],
+            }],
+        };
+        let data = codec::encode(Kind::Record, &rec);
+        let head = decode_record_head("log/9", &data).expect("head");
+        assert_eq!(
+            head,
+            CommitRecord {
+                packed: Vec::new(),
+                values: Vec::new(),
+                ..rec.clone()
+            }
+        );
+        assert_eq!(decode_record("log/9", &data).expect("whole"), rec);
+        // The frame still guards the bodies: damage there is refused too.
+        let mut bad = data.to_vec();
+        let at = bad.len() - 100;
+        bad[at] ^= 1;
+        assert!(decode_record_head("log/9", &bad).is_err());
+    }
+
+    #[test]
+    fn records_of_format_2_are_still_read() {
+        let node = PackedNode {
+            blob: BlobId(4),
+            body: vec![1, 2, 3],
+        };
+        let change = NodeChange {
+            node: NodeId(2),
+            old: None,
+            new: Some(BlobId(4)),
+            packed: true,
+        };
+        let payload = postcard::to_stdvec(&(
+            6u64,
+            TxId(1),
+            12u64,
+            Vec::<TreeWrites>::new(),
+            Vec::<String>::new(),
+            vec![change.clone()],
+            vec![node.clone()],
+        ))
+        .expect("encode");
+        let data = codec::frame_version(Kind::Record, 2, &payload);
+        let rec = decode_record("log/6", &data).expect("v2 record");
+        assert_eq!(
+            (rec.seq, rec.nodes, rec.packed),
+            (6, vec![change], vec![node])
+        );
+        assert!(rec.values.is_empty());
+    }
+
+    #[test]
+    fn records_and_checkpoints_of_format_1_are_still_read() {
+        let (blob, node, txid) = (BlobId(7), NodeId(9), TxId(3));
+        let writes = vec![TreeWrites {
+            tree: "t".into(),
+            keys: vec![b"k".to_vec()],
+        }];
+        // Format 1 had no `packed` fields; postcard encodes a struct as its fields in order.
+        let v1_changes = vec![(node, None::<BlobId>, Some(blob))];
+        let payload =
+            postcard::to_stdvec(&(5u64, txid, 11u64, &writes, Vec::<String>::new(), v1_changes))
+                .expect("encode");
+        let data = codec::frame_version(Kind::Record, 1, &payload);
+        let rec = decode_record("log/5", &data).expect("v1 record");
+        assert_eq!((rec.seq, rec.txid, rec.time_ms), (5, txid, 11));
+        assert_eq!(rec.writes, writes);
+        assert_eq!(
+            rec.nodes,
+            vec![NodeChange {
+                node,
+                old: None,
+                new: Some(blob),
+                packed: false
+            }]
+        );
+        assert!(rec.packed.is_empty());
+
+        let payload =
+            postcard::to_stdvec(&(5u64, 11u64, vec![(node, (blob, 5u64))])).expect("encode");
+        let data = codec::frame_version(Kind::Checkpoint, 1, &payload);
+        let cp = decode_checkpoint("checkpoints/5", &data).expect("v1 checkpoint");
+        assert_eq!(cp.seq, 5);
+        assert_eq!(
+            cp.nodes,
+            vec![(
+                node,
+                NodeLoc {
+                    blob,
+                    version: 5,
+                    packed: false
+                }
+            )]
+        );
+        // A version from the future is refused, not misread.
+        let data = codec::frame_version(Kind::Record, 3, &payload);
+        assert!(matches!(
+            decode_record("log/5", &data),
+            Err(Error::Corrupted { .. })
+        ));
+    }
+}
