@@ -631,7 +631,11 @@ impl Log {
             if let (true, Some(mirror)) = (created, self.mirror.get()) {
                 // Sealed as in the store: the coordinator never holds what
                 // the volume keeps encrypted in the clear.
-                mirror.mirror_record(seq, &self.store.seal_for(&path, frame.to_vec()));
+                if self.store.is_sealed() {
+                    mirror.mirror_record(seq, &self.store.seal_for(&path, frame.to_vec()));
+                } else {
+                    mirror.mirror_record(seq, frame);
+                }
             }
             return Ok(created);
         }
