@@ -28,6 +28,7 @@
 mod ahead;
 mod record;
 mod registry;
+mod segments;
 mod tail;
 
 pub(crate) use ahead::{in_range, TreeReads, AHEAD_SPAN};
@@ -37,18 +38,17 @@ pub(crate) use record::{
 };
 pub(crate) use registry::Registry;
 
-use crate::codec::{self, Kind};
 use crate::coord::Coordinator;
 use crate::error::{Error, Result};
 use crate::store::{log_path, BlobStore};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use segments::{segment_name, sidecar_path, Segments, TURN_PATIENCE};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use tail::{cut_torn_tail, frame_at, never_durable, read_tail};
+use tail::frame_at;
 
 /// Frame header: magic, kind, version, payload length (see `codec.rs`).
 const FRAME_HEADER: usize = 10;
@@ -67,39 +67,6 @@ pub enum LogMode {
     Shared,
     /// Reads only (`sopfs status` beside a running daemon).
     ReadOnly,
-}
-
-/// One segment file: where each of its records sits.
-struct Segment {
-    file: Arc<File>,
-    /// (offset, length) of each frame; frame `i` holds record `first + i`.
-    frames: Vec<(u64, u32)>,
-    /// Bytes of whole frames (where the next one goes).
-    end: u64,
-    /// Has an index sidecar (sealed).
-    sealed: bool,
-}
-
-#[derive(Default)]
-struct Segments {
-    by_first: BTreeMap<u64, Segment>,
-}
-
-impl Segments {
-    fn find(&self, seq: u64) -> Option<(Arc<File>, u64, u32)> {
-        let (first, seg) = self.by_first.range(..=seq).next_back()?;
-        let &(off, len) = seg.frames.get(usize::try_from(seq - first).ok()?)?;
-        Some((seg.file.clone(), off, len))
-    }
-
-    /// The newest record the segments account for. An empty last segment
-    /// (begun by a process that died before its first frame landed) says
-    /// the one before its first: a segment is only begun at the record
-    /// after the newest one, and the next appender fills it.
-    fn last_seq(&self) -> Option<u64> {
-        let (first, seg) = self.by_first.iter().next_back()?;
-        (first + seg.frames.len() as u64).checked_sub(1)
-    }
 }
 
 /// What the mirror answered for one position.
@@ -157,28 +124,11 @@ pub struct Log {
     mirror: OnceLock<Arc<dyn Coordinator>>,
 }
 
-/// Longest wait for the turn to append before a commit fails.
-const TURN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Holds the turn to append; gives it back when dropped.
-struct Turn<'a>(&'a File);
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        // Closing the file would release it as well; this runs first.
-        let _ = self.0.unlock();
-    }
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.display().to_string(),
         source,
     }
-}
-
-fn segment_name(first: u64) -> String {
-    format!("{first:016x}")
 }
 
 impl Log {
@@ -217,124 +167,6 @@ impl Log {
         };
         log.index()?;
         Ok(log)
-    }
-
-    fn index(&self) -> Result<()> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io(dir)(e)),
-        };
-        let mut firsts: Vec<u64> = entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name();
-                let name = name.to_str()?;
-                (name.len() == 16).then(|| u64::from_str_radix(name, 16).ok())?
-            })
-            .collect();
-        firsts.sort_unstable();
-        let mut segs = Segments::default();
-        for (i, &first) in firsts.iter().enumerate() {
-            let last = i + 1 == firsts.len();
-            let path = dir.join(segment_name(first));
-            let writable = self.mode != LogMode::ReadOnly && last;
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(writable)
-                .open(&path)
-                .map_err(io(&path))?;
-            let sealed = !last;
-            let frames = match sealed.then(|| read_sidecar(&path)).flatten() {
-                Some(frames) => frames,
-                None => self.scan(&file, &path, last)?,
-            };
-            let end = frames.last().map_or(0, |&(off, len)| off + u64::from(len));
-            segs.by_first.insert(
-                first,
-                Segment {
-                    file: Arc::new(file),
-                    frames,
-                    end,
-                    sealed,
-                },
-            );
-        }
-        // An empty last segment (a crash before its first frame landed) goes.
-        if self.mode == LogMode::Owner {
-            if let Some((&first, seg)) = segs.by_first.iter().next_back() {
-                if seg.frames.is_empty() {
-                    let path = dir.join(segment_name(first));
-                    std::fs::remove_file(&path).map_err(io(&path))?;
-                    segs.by_first.remove(&first);
-                }
-            }
-        }
-        self.check_no_gap(&segs, dir)?;
-        *self.segs.lock() = segs;
-        Ok(())
-    }
-
-    /// Each segment begins where the one before ends, or record objects
-    /// fill the stretch between them (records of older versions). A hole
-    /// would make every later record unreachable and every append find its
-    /// seq "taken": say so at open instead of timing out every commit.
-    fn check_no_gap(&self, segs: &Segments, dir: &Path) -> Result<()> {
-        let mut next: Option<u64> = None;
-        for (&first, seg) in &segs.by_first {
-            if let Some(want) = next.filter(|&w| first > w) {
-                if self.store.get(&log_path(want))?.is_none() {
-                    return Err(Error::Corrupted {
-                        what: "commit log",
-                        path: dir.join(segment_name(first)).display().to_string(),
-                        detail: format!(
-                            "records {want}..{} are missing before this segment",
-                            first - 1
-                        ),
-                    });
-                }
-            }
-            next = Some(first + seg.frames.len() as u64);
-        }
-        Ok(())
-    }
-
-    /// Reads a segment whole and finds its frames. The last segment may end
-    /// in frames a power cut or a dying writer tore: the owner cuts them
-    /// off (`cut_torn_tail`), readers stop before them. A bad frame there
-    /// is a write that never became durable only if it shows a lost write's
-    /// zeros or is the last one and stops short (`never_durable`);
-    /// otherwise, and anywhere in another segment (made durable before the
-    /// next one began), it is damage.
-    fn scan(&self, file: &File, path: &Path, last: bool) -> Result<Vec<(u64, u32)>> {
-        let data = std::fs::read(path).map_err(io(path))?;
-        let mut frames = Vec::new();
-        let mut off = 0usize;
-        while off < data.len() {
-            match frame_at(&data, off) {
-                Some(len) => {
-                    frames.push((off as u64, len as u32));
-                    off += len;
-                }
-                None if last && never_durable(&data, off, off as u64) => {
-                    if self.mode == LogMode::Owner {
-                        cut_torn_tail(file, path, off as u64, &data[off..])?;
-                    }
-                    break;
-                }
-                None => {
-                    return Err(Error::Corrupted {
-                        what: "commit log",
-                        path: path.display().to_string(),
-                        detail: format!("damaged record at byte {off}"),
-                    })
-                }
-            }
-        }
-        Ok(frames)
     }
 
     /// Has `coord` keep a copy of every record this process creates, and
@@ -477,151 +309,6 @@ impl Log {
         self.mode != LogMode::Owner && self.dir.is_some()
     }
 
-    /// Learns what other processes appended since this one last looked: the
-    /// new frames of the last segment, then any segment that begins at
-    /// `want` (the record the caller is after). With `repair` (the turn
-    /// held: nobody is writing) a torn frame at the end is cut off.
-    fn refresh(&self, segs: &mut Segments, want: u64, repair: bool) -> Result<()> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        // Walking the log record by record, the next segment always begins
-        // right after the last record read; a caller that knows no segment,
-        // or jumps ahead (from a checkpoint), lists them instead.
-        if segs.last_seq().is_none_or(|l| want > l + 1) {
-            self.discover(segs, dir)?;
-        }
-        loop {
-            if let Some((&first, seg)) = segs.by_first.iter_mut().next_back() {
-                let path = dir.join(segment_name(first));
-                read_tail(seg, &path, repair)?;
-            }
-            let last = segs.last_seq();
-            if last.is_some_and(|l| l >= want) {
-                return Ok(());
-            }
-            // A segment begins at `want` only after a full one, after a
-            // stretch of objects, or as the first one.
-            let could_begin = match (last, segs.by_first.values().next_back()) {
-                (Some(l), Some(seg)) if l + 1 == want => seg.end >= self.segment_bytes,
-                _ => true,
-            };
-            if !could_begin {
-                return Ok(());
-            }
-            let path = dir.join(segment_name(want));
-            let file = match std::fs::OpenOptions::new()
-                .read(true)
-                .write(self.mode != LogMode::ReadOnly)
-                .open(&path)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io(&path)(e)),
-            };
-            if let Some(prev) = segs.by_first.values_mut().next_back() {
-                // Whoever began the new one sealed it.
-                prev.sealed = true;
-            }
-            segs.by_first.insert(
-                want,
-                Segment {
-                    file: Arc::new(file),
-                    frames: Vec::new(),
-                    end: 0,
-                    sealed: false,
-                },
-            );
-        }
-    }
-
-    /// Adds the segments newer than the newest one known, found by listing
-    /// `segments/`. Sealed ones are read by their index where they have one.
-    fn discover(&self, segs: &mut Segments, dir: &Path) -> Result<()> {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io(dir)(e)),
-        };
-        let newest = segs.by_first.keys().next_back().copied();
-        let mut firsts: Vec<u64> = entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name();
-                let name = name.to_str()?;
-                (name.len() == 16).then(|| u64::from_str_radix(name, 16).ok())?
-            })
-            .filter(|f| newest.is_none_or(|n| *f > n))
-            .collect();
-        firsts.sort_unstable();
-        for first in firsts {
-            let path = dir.join(segment_name(first));
-            let file = match std::fs::OpenOptions::new()
-                .read(true)
-                .write(self.mode != LogMode::ReadOnly)
-                .open(&path)
-            {
-                Ok(f) => f,
-                // Trimmed since the listing: older than anything wanted.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io(&path)(e)),
-            };
-            if let Some(prev) = segs.by_first.values_mut().next_back() {
-                prev.sealed = true;
-            }
-            let mut seg = Segment {
-                file: Arc::new(file),
-                frames: Vec::new(),
-                end: 0,
-                sealed: false,
-            };
-            match read_sidecar(&path) {
-                Some(frames) => {
-                    seg.end = frames.last().map_or(0, |&(off, len)| off + u64::from(len));
-                    seg.frames = frames;
-                    seg.sealed = true;
-                }
-                None => read_tail(&mut seg, &path, false)?,
-            }
-            segs.by_first.insert(first, seg);
-        }
-        Ok(())
-    }
-
-    /// Waits for the turn to append (shared mode on a local folder). A turn
-    /// lasts one `pwrite`; one held for `TURN_PATIENCE` belongs to a process
-    /// that is stopped or stuck, and waiting on is an error, not a hang.
-    fn take_turn(&self) -> Result<Option<Turn<'_>>> {
-        let Some(file) = &self.turn else {
-            return Ok(None);
-        };
-        let started = std::time::Instant::now();
-        let mut pause = std::time::Duration::from_micros(20);
-        loop {
-            match file.try_lock() {
-                Ok(()) => return Ok(Some(Turn(file))),
-                Err(std::fs::TryLockError::WouldBlock) => {}
-                Err(std::fs::TryLockError::Error(source)) => {
-                    return Err(Error::Io {
-                        path: "segments/lock".into(),
-                        source,
-                    })
-                }
-            }
-            let waited = started.elapsed();
-            if waited > self.turn_patience {
-                tracing::error!(
-                    ?waited,
-                    "another process has held the commit log's turn (segments/lock) too long; \
-                     is a sopfs process of this volume stopped?"
-                );
-                return Err(Error::Timeout(waited));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(std::time::Duration::from_millis(1));
-        }
-    }
-
     /// Appends framed record `seq`: the commit point. `Ok(false)` when
     /// another process holds that seq already.
     pub fn append(&self, seq: u64, frame: &[u8]) -> Result<bool> {
@@ -687,45 +374,6 @@ impl Log {
         seg.frames.push((seg.end, frame.len() as u32));
         seg.end += frame.len() as u64;
         Ok(true)
-    }
-
-    /// Seals the current segment (index sidecar) and starts one at `first`.
-    fn begin_segment(&self, segs: &mut Segments, first: u64) -> Result<()> {
-        let Some(dir) = &self.dir else {
-            return Ok(());
-        };
-        if let Some((&prev, seg)) = segs.by_first.iter_mut().next_back() {
-            // A newer segment may exist only behind a durable one: a sync
-            // covers the segment it lands in, so a tail of this one that a
-            // power cut dropped would cut the log before records that were
-            // synced later (and wedge it, the next seq "taken" by a gap).
-            let path = dir.join(segment_name(prev));
-            crate::store::durable::file_data(&seg.file, &path).map_err(io(&path))?;
-            if !seg.sealed {
-                write_sidecar(&path, &seg.frames)?;
-                seg.sealed = true;
-            }
-        }
-        crate::store::durable::create_dirs(dir).map_err(io(dir))?;
-        let path = dir.join(segment_name(first));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io(&path))?;
-        // The new name must survive a power cut as surely as what goes in it.
-        crate::store::durable::dir(dir).map_err(io(dir))?;
-        segs.by_first.insert(
-            first,
-            Segment {
-                file: Arc::new(file),
-                frames: Vec::new(),
-                end: 0,
-                sealed: false,
-            },
-        );
-        Ok(())
     }
 
     /// Makes record `seq`, and every record before it, durable. Sealed
@@ -903,44 +551,6 @@ fn highest_object_record(log: PathBuf) -> u64 {
         }
     }
     0
-}
-
-fn sidecar_path(segment: &Path) -> PathBuf {
-    segment.with_extension("idx")
-}
-
-/// Sidecar: a frame of kind `Index` whose payload is each frame's offset
-/// (u64) and length (u32), little-endian.
-fn write_sidecar(segment: &Path, frames: &[(u64, u32)]) -> Result<()> {
-    let mut payload = Vec::with_capacity(frames.len() * 12);
-    for &(off, len) in frames {
-        payload.extend_from_slice(&off.to_le_bytes());
-        payload.extend_from_slice(&len.to_le_bytes());
-    }
-    let path = sidecar_path(segment);
-    let tmp = path.with_extension("idx#0");
-    std::fs::write(&tmp, codec::frame(Kind::Index, &payload)).map_err(io(&tmp))?;
-    crate::store::durable::file_at(&tmp).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))
-}
-
-fn read_sidecar(segment: &Path) -> Option<Vec<(u64, u32)>> {
-    let data = std::fs::read(sidecar_path(segment)).ok()?;
-    let (_, payload) = codec::unframe_versioned(Kind::Index, "segment index", &data).ok()?;
-    if payload.len() % 12 != 0 {
-        return None;
-    }
-    let frames = payload
-        .chunks_exact(12)
-        .map(|c| {
-            let mut off = [0u8; 8];
-            let mut len = [0u8; 4];
-            off.copy_from_slice(&c[..8]);
-            len.copy_from_slice(&c[8..]);
-            (u64::from_le_bytes(off), u32::from_le_bytes(len))
-        })
-        .collect();
-    Some(frames)
 }
 
 #[cfg(test)]

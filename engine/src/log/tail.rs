@@ -2,7 +2,8 @@
 //! processes append, and repairing a tail that a dying writer or a power
 //! cut tore (see ARCHITECTURE.md, "Power cuts").
 
-use super::{io, Segment, FRAME_HEADER, FRAME_TRAILER};
+use super::segments::Segment;
+use super::{io, FRAME_HEADER, FRAME_TRAILER};
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
 use std::fs::File;

@@ -1,6 +1,7 @@
 //! The log's two shapes under several appenders, torn tails and trims.
 
 use super::*;
+use crate::codec::{self, Kind};
 use crate::store::StoreLocation;
 
 fn shared(dir: &Path, mode: LogMode, segment_bytes: u64) -> Log {
