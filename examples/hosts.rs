@@ -64,7 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if own { "own" } else { "one shared" }
     );
     println!(
-        "| hosts | commits/s | per host | GET/commit | PUT/commit | slowest host | placed ahead | void | holes |"
+        "| hosts | commits/s | per host | GET/commit (of them 404) | PUT/commit | slowest host | placed ahead | void | holes |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for n in hosts {
@@ -92,9 +92,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .chain((1..n).map(|_| open()))
             .map(|d| d.map(Arc::new))
             .collect::<Result<_, _>>()?;
-        let (gets0, puts0) = (
+        let (gets0, puts0, misses0) = (
             store.gets.load(Ordering::SeqCst),
             store.puts.load(Ordering::SeqCst),
+            store.record_misses.load(Ordering::SeqCst),
         );
         let stop = Arc::new(AtomicBool::new(false));
         let start = Instant::now();
@@ -123,14 +124,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let total: u64 = counts.iter().sum();
         let gets = store.gets.load(Ordering::SeqCst) - gets0;
         let puts = store.puts.load(Ordering::SeqCst) - puts0;
+        let misses = store.record_misses.load(Ordering::SeqCst) - misses0;
         let per = |x: u64| x as f64 / total.max(1) as f64;
         let stats: Vec<_> = dbs.iter().map(|d| d.stats()).collect();
         let sum = |f: fn(&engine::DbStats) -> u64| stats.iter().map(f).sum::<u64>();
         println!(
-            "| {n} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} |",
+            "| {n} | {:.0} | {:.1} | {:.1} ({:.1}) | {:.1} | {} | {} | {} | {} |",
             total as f64 / elapsed,
             total as f64 / elapsed / n as f64,
             per(gets),
+            per(misses),
             per(puts),
             (0..n)
                 .map(|h| counts[h * threads..(h + 1) * threads].iter().sum::<u64>())

@@ -2,7 +2,7 @@
 //! background pass and GC all reach (store, log, registry, cache,
 //! coordinator, counters). Below `txn/` and `maint/`; [`crate::Db`] owns it.
 
-use crate::coord::Coordinator;
+use crate::coord::{Coordinator, STAMP_GRACE};
 use crate::error::Result;
 use crate::ids::{BlobId, TxId};
 use crate::log::{RegState, Registry};
@@ -64,8 +64,9 @@ impl DbInner {
     /// The newest state, as cheaply as the mode allows: embedded mode knows it
     /// already; shared mode on a local store probes the log's next slot;
     /// on a network store it reads the pushed stamp (not `strict`) or asks
-    /// the coordinator's, and probes the store only when the stamp is
-    /// missing, behind, or ahead of what it has.
+    /// the coordinator's, reads the records up to it, and probes the store
+    /// past it only when the stamp is missing or behind, or when this
+    /// process has not found the log's end itself within `STAMP_GRACE`.
     pub(crate) fn fresh_state(&self, strict: bool) -> Result<Arc<RegState>> {
         if !self.coord.is_shared() {
             return self.registry.catch_up(false);
@@ -84,6 +85,11 @@ impl DbInner {
             return self.registry.catch_up(true);
         }
         let local = self.registry.current();
+        // A stamp is trusted to be the log's end while this process found
+        // the end itself within the grace: a commit whose stamp did not go
+        // out waits that long before it returns (see `STAMP_GRACE`).
+        // Otherwise the store is asked past the stamp.
+        let ended = self.registry.ended_within(STAMP_GRACE);
         let pushed = if strict || !self.opts.pushed_stamps {
             None
         } else {
@@ -91,16 +97,17 @@ impl DbInner {
         };
         if let Some(h) = pushed {
             // Behind us is normal here: our own commits' pushes are in flight.
-            return if h <= local.seq {
-                Ok(local)
-            } else {
-                self.registry.catch_up_past(h)
+            return match h {
+                h if h <= local.seq => Ok(local),
+                h if ended => self.registry.catch_up_through(h),
+                h => self.registry.catch_up_past(h),
             };
         }
         let epoch = self.coord.epoch();
         match self.coord.stamp() {
-            Some(s) if s == local.seq => Ok(local),
-            Some(s) if s > local.seq => self.registry.catch_up_past(s),
+            Some(s) if s == local.seq && ended => Ok(local),
+            Some(s) if s >= local.seq && ended => self.registry.catch_up_through(s),
+            Some(s) if s >= local.seq => self.registry.catch_up_past(s),
             _ => {
                 // Redis lost the stamp (restart), holds an old one, or was
                 // replaced since it last vouched for one: the store decides.

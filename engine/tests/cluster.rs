@@ -204,14 +204,18 @@ fn spawn(
     cmd.spawn().expect("spawn worker")
 }
 
-/// Where a worker's stderr goes, so a failure can show why.
-fn worker_log(id: usize) -> Stdio {
-    let path = std::env::temp_dir().join(format!("sopfs-worker-{}-{id}.log", std::process::id()));
-    std::fs::File::create(&path).map_or(Stdio::null(), Stdio::from)
+fn worker_log_path(id: usize) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sopfs-worker-{}-{id}.log", std::process::id()))
 }
 
+/// Where a worker's stderr goes, so a failure can show why.
+fn worker_log(id: usize) -> Stdio {
+    std::fs::File::create(worker_log_path(id)).map_or(Stdio::null(), Stdio::from)
+}
+
+/// The last error lines of a worker's log.
 fn worker_log_tail(id: usize) -> String {
-    let path = std::env::temp_dir().join(format!("sopfs-worker-{}-{id}.log", std::process::id()));
+    let path = worker_log_path(id);
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text
         .lines()
@@ -233,12 +237,14 @@ fn scaled(kind: &str, n: u64) -> u64 {
 /// Waits for a worker; returns its STATS line's numbers by name, and its acks.
 fn finish(child: Child, id: usize) -> (std::collections::HashMap<String, u64>, Vec<u64>) {
     let out = child.wait_with_output().expect("worker");
+    let tail = worker_log_tail(id);
     assert!(
         out.status.success(),
-        "worker {id} failed: {:?}: {}",
+        "worker {id} failed: {:?}: {tail}",
         out.status,
-        worker_log_tail(id)
     );
+    // A failed worker's log stays for a look.
+    let _ = std::fs::remove_file(worker_log_path(id));
     let text = String::from_utf8_lossy(&out.stdout);
     let mut stats = std::collections::HashMap::new();
     let mut acks = Vec::new();
@@ -444,11 +450,9 @@ fn redis_killed_and_restarted_mid_run_loses_nothing(kind: &str) {
     let mut total = 0;
     for (i, w) in workers.into_iter().enumerate() {
         let out = w.wait_with_output().expect("worker");
-        assert!(
-            out.status.success(),
-            "worker {i} failed: {}",
-            worker_log_tail(i)
-        );
+        let tail = worker_log_tail(i);
+        assert!(out.status.success(), "worker {i} failed: {tail}");
+        let _ = std::fs::remove_file(worker_log_path(i));
         total += n;
     }
     let acks = lines

@@ -78,6 +78,10 @@ fn a_host_behind_by_hundreds_of_commits_reads_them_in_batches() {
             .run(|tx| tx.insert("t", format!("k{i:05}").as_bytes(), b"v"))
             .expect("commit");
     }
+    // Copies in Redis last seconds: a host further behind reads the store.
+    let (mut con, copies) = record_copies(&redis);
+    assert!(!copies.is_empty(), "the writer left copies of its records");
+    let _: () = redis::cmd("DEL").arg(&copies).query(&mut con).expect("del");
     let gets_before = slow.gets.load(Ordering::SeqCst);
     let mut tx = reader.begin_fresh().expect("begin fresh");
     assert!(
@@ -340,7 +344,15 @@ fn hosts_writing_trees_of_their_own_place_records_ahead_and_lose_nothing() {
     // without them, each of the other three hosts GETs each record.
     let records = dbs[0].seq();
     let record_gets = slow.record_gets.load(Ordering::SeqCst);
-    eprintln!("{records} records, {record_gets} record GETs");
+    let misses = slow.record_misses.load(Ordering::SeqCst);
+    eprintln!("{records} records, {record_gets} record GETs, {misses} misses");
+    // Nor did they probe past the stamp for each commit: a host that found
+    // the log's end itself a moment ago (its own record landing at the
+    // position after its state) reads up to the stamp and no further.
+    assert!(
+        misses * 10 < records,
+        "{misses} probes past the log's end for {records} records"
+    );
     assert!(
         record_gets < records,
         "{record_gets} GETs of {records} records"

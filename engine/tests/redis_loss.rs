@@ -92,3 +92,47 @@ fn a_redis_restored_from_an_old_snapshot_or_restarted_empty_misleads_no_host() {
     b.run(|tx| tx.upsert("t", b"k", b"4")).expect("commit 4");
     assert_eq!(read(&a).as_deref(), Some(&b"4"[..]));
 }
+
+#[test]
+fn a_host_cut_off_from_redis_is_seen_at_once_by_a_host_that_is_not() {
+    // A reaches Redis through a relay that is then cut; B keeps its own
+    // connection, so B reads a stamp that A's commit could not raise.
+    let server = RedisServer::start();
+    let relay = test_support::TcpRelay::start(server.port);
+    let store = Arc::new(InMemory::new());
+    let a = Arc::new(shared_host(
+        &store,
+        &format!("redis://127.0.0.1:{}/", relay.port),
+    ));
+    let b = shared_host(&store, &server.url());
+    a.run(|tx| {
+        tx.ensure_tree("t", small_tree(8))?;
+        tx.upsert("t", b"k", b"0")
+    })
+    .expect("first commit");
+    assert_eq!(read(&b).as_deref(), Some(&b"0"[..]));
+    relay.cut();
+    for round in 1..=3u8 {
+        let value = vec![b'0' + round];
+        // B reads all the while A commits (keeping its view as fresh as
+        // it likes); once A's commit returned, B's next read has it.
+        let writer = {
+            let (a, value) = (a.clone(), value.clone());
+            std::thread::spawn(move || a.run(|tx| tx.upsert("t", b"k", &value)))
+        };
+        while !writer.is_finished() {
+            let _ = read(&b);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        writer
+            .join()
+            .expect("writer")
+            .expect("A commits without Redis");
+        assert_eq!(
+            read(&b),
+            Some(value),
+            "round {round}: B read behind a commit A returned, misled by the stamp A could not raise"
+        );
+    }
+    relay.mend();
+}

@@ -24,6 +24,8 @@ pub struct LatencyStore {
     pub puts: AtomicU64,
     /// GETs of commit records (`log/...`) that found one.
     pub record_gets: AtomicU64,
+    /// GETs of commit records that found none (probes past the log's end).
+    pub record_misses: AtomicU64,
     in_flight: AtomicU64,
     /// The most GETs that were in flight at one moment.
     pub max_in_flight: AtomicU64,
@@ -44,6 +46,7 @@ impl LatencyStore {
             gets: AtomicU64::new(0),
             puts: AtomicU64::new(0),
             record_gets: AtomicU64::new(0),
+            record_misses: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
         }
@@ -82,8 +85,14 @@ impl ObjectStore for LatencyStore {
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
         let r = self.inner.get_opts(location, options).await;
-        if r.is_ok() && location.as_ref().starts_with("log/") {
-            self.record_gets.fetch_add(1, Ordering::SeqCst);
+        if location.as_ref().starts_with("log/") {
+            match &r {
+                Ok(_) => self.record_gets.fetch_add(1, Ordering::SeqCst),
+                Err(object_store::Error::NotFound { .. }) => {
+                    self.record_misses.fetch_add(1, Ordering::SeqCst)
+                }
+                Err(_) => 0,
+            };
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         r

@@ -1,7 +1,8 @@
 //! Test support for every sopfs suite: the real servers a test starts and
 //! stops (a private `redis-server`, plain, with a password or TLS-only; a
 //! local S3 server), free loopback ports, real `sopfs mount` daemons, crash
-//! workers, an object store with per-request latency, and shell helpers.
+//! workers, an object store with per-request latency, a TCP relay a test
+//! can cut, and shell helpers.
 //! Everything binds to 127.0.0.1 only.
 
 pub mod child;
@@ -12,6 +13,7 @@ pub mod redis;
 pub mod redis_ha;
 pub mod s3;
 pub mod shell;
+pub mod tcp_relay;
 
 pub use fault_proxy::{Fault, FaultProxy};
 pub use mount::{assert_fsck_clean, is_mounted, sopfs_bin, Mount};
@@ -19,6 +21,7 @@ pub use redis::RedisServer;
 pub use redis_ha::{ClusterSet, SentinelSet};
 pub use s3::{moto, MotoServer, S3_BUCKET};
 pub use shell::{have, require, run_ok, sh};
+pub use tcp_relay::TcpRelay;
 
 /// Every file under `root`, with its size (a store's objects, in tests
 /// that look at what a volume keeps on disk).

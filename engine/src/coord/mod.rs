@@ -50,6 +50,14 @@ pub struct PlaceView {
     pub stamp: Option<u64>,
 }
 
+/// How long a commit whose stamp could not be published waits before it
+/// returns. A reader that trusts the stamp without probing the store past
+/// it must have found the log's end (a probe, or a record of its own
+/// landing) less than this long ago: a commit it cannot see through the
+/// stamp landed after that, and has not returned yet (close-to-open holds
+/// even while one host cannot reach the coordinator and another can).
+pub const STAMP_GRACE: Duration = Duration::from_secs(1);
+
 /// Coordination between the transactions of one or many processes.
 pub trait Coordinator: Send + Sync {
     /// Takes every key for `owner`, in ascending order (so two transactions
@@ -95,7 +103,10 @@ pub trait Coordinator: Send + Sync {
     fn publish_probed(&self, seq: u64, _epoch: u64) {
         self.publish_stamp(seq);
     }
-    /// Announces that commit `seq` landed (best effort).
+    /// Announces that commit `seq` landed. Returns once the stamp is
+    /// raised, or, when the server cannot be reached, no sooner than
+    /// [`STAMP_GRACE`] after the call: a reader that found the log's end
+    /// within the grace then knows of the commit without the stamp.
     fn publish_stamp(&self, _seq: u64) {}
     /// Announces that commit `seq` landed, without waiting for the server:
     /// for callers whose readers do not rely on the stamp to be exact.
@@ -104,7 +115,8 @@ pub trait Coordinator: Send + Sync {
         self.publish_stamp(seq);
     }
     /// After a commit: releases its locks and announces its seq, in one round
-    /// trip where the backend allows.
+    /// trip where the backend allows; waits as `publish_stamp` does when
+    /// the server cannot be reached.
     fn release(&self, keys: &[u64], owner: TxId, committed: u64) {
         self.unlock(keys, owner);
         self.publish_stamp(committed);

@@ -41,6 +41,11 @@ pub struct Registry {
     checkpointing: Mutex<u64>,
     /// When the store was last probed to the end of the log.
     probed_at: Mutex<std::time::Instant>,
+    /// When the newest look at the store that found the log's end (a
+    /// probe, or a record of this process landing at the position after
+    /// its state) was asked: everything that landed before then is in
+    /// `state` (see `ended_within`).
+    ended_at: Mutex<Option<std::time::Instant>>,
     /// Takes the node bodies of records read from the store (other
     /// processes' commits), so their nodes need not be read a second time.
     packed_sink: std::sync::OnceLock<PackedSink>,
@@ -100,6 +105,7 @@ impl Registry {
             recent: Mutex::new(BTreeMap::new()),
             checkpointing: Mutex::new(cp_seq),
             probed_at: Mutex::new(std::time::Instant::now()),
+            ended_at: Mutex::new(None),
             packed_sink: std::sync::OnceLock::new(),
         };
         reg.catch_up(true)?;
@@ -218,6 +224,8 @@ impl Registry {
         // requests past the end.
         let mut ahead: BTreeMap<u64, Option<Arc<CommitRecord>>> = BTreeMap::new();
         let (mut reads, mut window) = (0, 1);
+        // When the read that filled `ahead` was asked, if it asked the store.
+        let mut asked = None;
         loop {
             let next = next_state.as_ref().map_or(state.seq, |s| s.seq) + 1;
             let local = self.pending.lock().remove(&next);
@@ -242,6 +250,7 @@ impl Registry {
                                 .collect()
                         };
                         let from_store = look != Look::Copies;
+                        asked = from_store.then(std::time::Instant::now);
                         for (seq, r) in seqs.iter().zip(self.read_seqs(&seqs, from_store)?) {
                             ahead.insert(*seq, r);
                         }
@@ -254,6 +263,9 @@ impl Registry {
                         Some(r) => r,
                         None => {
                             *self.probed_at.lock() = std::time::Instant::now();
+                            if let Some(at) = asked {
+                                self.note_end(at);
+                            }
                             self.keep_early(&mut ahead);
                             break;
                         }
@@ -304,6 +316,24 @@ impl Registry {
         }
         *self.probed_at.lock() = std::time::Instant::now();
         Some(state)
+    }
+
+    /// Notes that the log's end was found by a look at the store asked at
+    /// `at`, with every record before that end folded into the state (or
+    /// about to be: the caller's own, published next).
+    pub fn note_end(&self, at: std::time::Instant) {
+        let mut ended = self.ended_at.lock();
+        if ended.is_none_or(|e| e < at) {
+            *ended = Some(at);
+        }
+    }
+
+    /// True when the log's end was found by a look asked less than `d`
+    /// ago: a commit that landed before then is in this process's state
+    /// (positions are filled in order before a commit returns, so one that
+    /// returned before the look sits before the end it found).
+    pub fn ended_within(&self, d: std::time::Duration) -> bool {
+        self.ended_at.lock().is_some_and(|e| e.elapsed() < d)
     }
 
     /// Time since the store was last probed to the end of the log.

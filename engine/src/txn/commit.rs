@@ -817,7 +817,11 @@ fn append(
                 record.base = at;
                 record.reads = reads;
                 let frame = encode_record(&record, packed_bytes + packed_value_bytes);
+                let asked = std::time::Instant::now();
                 landed = log.append(p, &frame)?;
+                if landed && p == at + 1 {
+                    db.registry.note_end(asked);
+                }
                 if !landed {
                     db.stats.collisions.fetch_add(1, Ordering::Relaxed);
                     q.refused_at(tx, p);
@@ -847,7 +851,10 @@ fn append(
         }
         record.base = record.seq - 1;
         let frame = encode_record(&record, packed_bytes + packed_value_bytes);
+        let asked = std::time::Instant::now();
         if log.append(record.seq, &frame)? {
+            // The position after our state was free: as good as a probe.
+            db.registry.note_end(asked);
             landed = true;
             continue;
         }

@@ -21,7 +21,7 @@ mod servers;
 use self::background::{Outbox, Watch};
 use self::scripts::{LEAVE_PLACE, LOCK, READ_STAMP, RELEASE, RENEW, STAMP, TAKE_PLACE, UNLOCK};
 use self::servers::{Con, Servers};
-use crate::coord::{Coordinator, LockOutcome, Place, PlaceView, PLACE_WINDOW};
+use crate::coord::{Coordinator, LockOutcome, Place, PlaceView, PLACE_WINDOW, STAMP_GRACE};
 use crate::error::{Error, Result};
 use crate::ids::TxId;
 use parking_lot::Mutex;
@@ -379,6 +379,7 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn release(&self, keys: &[u64], owner: TxId, committed: u64) {
+        let asked = Instant::now();
         let mut names = self.key_names(keys);
         names.push(self.seq_key());
         let owner_s = owner.to_string();
@@ -394,6 +395,7 @@ impl Coordinator for RedisCoordinator {
         });
         if let Err(e) = r {
             tracing::warn!(error = %e, "release failed; the locks will expire and the stamp heal");
+            sit_out_grace(asked);
         }
     }
 
@@ -443,7 +445,10 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn publish_stamp(&self, seq: u64) {
-        self.raise_stamp(seq);
+        let asked = Instant::now();
+        if !self.raise_stamp(seq) {
+            sit_out_grace(asked);
+        }
     }
 
     fn take_place(&self, after: u64, window: u64, held: Option<u64>) -> PlaceView {
@@ -569,6 +574,18 @@ const MIRROR_MAX: usize = 64 * 1024;
 /// before the store is asked instead.
 const MIRROR_PATIENCE: Duration = Duration::from_millis(100);
 
+/// Waits out what is left of [`STAMP_GRACE`] since `asked`: a commit whose
+/// stamp did not go out returns only once every reader trusting the stamp
+/// has to look at the store for it (see `DbInner::fresh_state`).
+fn sit_out_grace(asked: Instant) {
+    let left = STAMP_GRACE.saturating_sub(asked.elapsed());
+    tracing::warn!(
+        ?left,
+        "the commit stamp could not be published: waiting out the grace"
+    );
+    std::thread::sleep(left);
+}
+
 impl Drop for RedisCoordinator {
     fn drop(&mut self) {
         // The listener notices within its read timeout and ends.
@@ -579,7 +596,7 @@ impl Drop for RedisCoordinator {
         // announcer thread may not get to it; raising twice is harmless).
         let want = *self.outbox.want.lock();
         if want > 0 && self.prefix.get().is_some() {
-            self.publish_stamp(want);
+            self.raise_stamp(want);
         }
     }
 }
