@@ -43,8 +43,8 @@ pub struct Registry {
     probed_at: Mutex<std::time::Instant>,
     /// When the newest look at the store that found the log's end (a
     /// probe, or a record of this process landing at the position after
-    /// its state) was asked: everything that landed before then is in
-    /// `state` (see `ended_within`).
+    /// its state, or placed ahead and settled) was asked: every commit
+    /// that returned before then is in `state` (see `ended_within`).
     ended_at: Mutex<Option<std::time::Instant>>,
     /// Takes the node bodies of records read from the store (other
     /// processes' commits), so their nodes need not be read a second time.
@@ -319,8 +319,8 @@ impl Registry {
     }
 
     /// Notes that the log's end was found by a look at the store asked at
-    /// `at`, with every record before that end folded into the state (or
-    /// about to be: the caller's own, published next).
+    /// `at`, with every record before that end folded into the state (and
+    /// the caller's own, if the end was its record landing, folded next).
     pub fn note_end(&self, at: std::time::Instant) {
         let mut ended = self.ended_at.lock();
         if ended.is_none_or(|e| e < at) {
@@ -493,11 +493,16 @@ impl Registry {
         &self.log
     }
 
-    /// Folds in a record this process just created; returns once it is visible.
+    /// Folds in a record this process just created. One written at the
+    /// position after the state is visible when this returns; one placed
+    /// ahead is folded with the records before it only as far as their
+    /// copies go (those records are still being written: asking the store
+    /// for them now would mostly find nothing), and waits in `pending` for
+    /// the rest (`txn/ahead.rs`, `settle`).
     pub fn publish(&self, rec: Arc<CommitRecord>) -> Result<()> {
         let seq = rec.seq;
         self.pending.lock().insert(seq, rec);
-        self.catch_up_to(seq, Look::Through)?;
+        self.catch_up_to(seq, Look::Copies)?;
         Ok(())
     }
 

@@ -34,9 +34,14 @@ pub(super) const HOLE_PATIENCE: Duration = Duration::from_secs(2);
 const POLL_PAUSE: Duration = Duration::from_millis(3);
 /// The records before a commit's own are looked for in their copies in
 /// Redis (`Coordinator::mirror_record`), which follow each record within
-/// a Redis round trip; the store is asked at most once per this long, for
-/// a record whose copy was lost.
+/// a Redis round trip; the store is asked first after this long, for a
+/// record whose copy was lost (its writer died between the two), and then
+/// after twice as long each time, up to [`STORE_LOOK_MAX`]: every look
+/// costs a GET for each position still empty, most of them records still
+/// on their way from hosts that are alive.
 const STORE_LOOK_PAUSE: Duration = Duration::from_millis(100);
+/// Longest pause between two looks at the store while settling.
+const STORE_LOOK_MAX: Duration = Duration::from_millis(800);
 /// Most bytes of keys a read set may hold to go ahead: the record carries
 /// it to every reader.
 const READS_MAX: usize = 64 * 1024;
@@ -115,13 +120,14 @@ pub(super) fn settle(tx: &Transaction, rec: Arc<CommitRecord>) -> Result<bool> {
         tracing::debug!(tx = %tx.id, error = %e, "could not fold the records before ours yet");
     }
     let mut waiting = (0, Instant::now());
-    let mut store_looked = Instant::now();
+    let (mut store_looked, mut look_pause) = (Instant::now(), STORE_LOOK_PAUSE);
     let committed = loop {
         if let Some(c) = db.registry.committed(seq) {
             break c;
         }
-        let state = if store_looked.elapsed() >= STORE_LOOK_PAUSE {
+        let state = if store_looked.elapsed() >= look_pause {
             store_looked = Instant::now();
+            look_pause = (look_pause * 2).min(STORE_LOOK_MAX);
             db.registry.catch_up_through(seq)?
         } else {
             db.registry.catch_up_through_copies(seq)?

@@ -803,6 +803,8 @@ fn append(
     // Placed ahead: written at once at a free position past `at`, decided
     // once the records before it are read (`ahead.rs`).
     let mut landed = false;
+    // When the create of a record placed ahead was asked.
+    let mut ahead_asked = None;
     if let Some(q) = queue.as_mut().filter(|_| try_ahead) {
         if let Some(p) = q.place_ahead(at) {
             // Right after `at` it is an ordinary record; further on it
@@ -819,8 +821,8 @@ fn append(
                 let frame = encode_record(&record, packed_bytes + packed_value_bytes);
                 let asked = std::time::Instant::now();
                 landed = log.append(p, &frame)?;
-                if landed && p == at + 1 {
-                    db.registry.note_end(asked);
+                if landed {
+                    ahead_asked = Some(asked);
                 }
                 if !landed {
                     db.stats.collisions.fetch_add(1, Ordering::Relaxed);
@@ -888,7 +890,14 @@ fn append(
     let seq = record.seq;
     let placed_ahead = record.base + 1 < seq;
     let record = Arc::new(record);
-    if placed_ahead && !ahead::settle(tx, record.clone())? {
+    let committed = !placed_ahead || ahead::settle(tx, record.clone())?;
+    if let Some(asked) = ahead_asked {
+        // Right after the state, or settled (every position up to ours is
+        // folded): no commit past ours can have returned before ours was
+        // free, so the log ended here as of `asked`.
+        db.registry.note_end(asked);
+    }
+    if !committed {
         // Overtaken: nothing of it landed. Merge again, through the queue.
         drop(serial);
         return Ok(Step::Again);
