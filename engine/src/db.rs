@@ -294,7 +294,7 @@ impl Db {
             mode,
             opts.segment_bytes,
         )?);
-        if shared {
+        if shared && opts.record_copies {
             log.set_mirror(coord.clone());
         }
         let registry = Registry::open(store.clone(), log.clone())?;

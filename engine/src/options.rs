@@ -49,6 +49,16 @@ pub struct Options {
     /// push is in flight); commits are still validated against the store,
     /// and `Db::foreign_commits_since` always asks.
     pub pushed_stamps: bool,
+    /// Cluster mode on a network store: keep a short-lived copy of every
+    /// record this process creates in the coordinator, and read other
+    /// processes' records from their copies first (one round trip to the
+    /// coordinator per batch instead of a store GET per record per host).
+    /// Off, every record is read from the store; for a coordinator with
+    /// little memory to spare (copies take about the volume's record bytes
+    /// per second times ten seconds). Set alike on every host: a host
+    /// waiting for a copy that never comes asks the store only after a
+    /// pause.
+    pub record_copies: bool,
     /// Embedded mode in a local folder: the commit log's segment files are
     /// sealed, and a new one begun, past this size. GC deletes whole segments.
     pub segment_bytes: u64,
@@ -92,6 +102,7 @@ impl Default for Options {
             stage_bytes: 16 << 20,
             stash_list_after: Duration::from_secs(30),
             pushed_stamps: false,
+            record_copies: true,
             segment_bytes: 64 << 20,
             at_rest: AtRest::default(),
             read_only: false,

@@ -496,3 +496,63 @@ fn copies_of_an_encrypted_volumes_records_are_sealed_and_read_back() {
         "read from the copies"
     );
 }
+
+#[test]
+fn hosts_with_record_copies_off_keep_none_in_redis_and_lose_nothing() {
+    // A volume whose Redis has no memory to spare: every host reads the
+    // others' records from the store.
+    const HOSTS: usize = 3;
+    const EACH: u64 = 15;
+    let redis = RedisServer::start();
+    let slow = Arc::new(LatencyStore::in_memory(Duration::from_millis(2)));
+    let dbs: Vec<Arc<Db>> = (0..HOSTS)
+        .map(|_| {
+            let coord = RedisCoordinator::connect(&redis.url()).expect("redis");
+            let opts = Options {
+                background_interval: None,
+                record_copies: false,
+                ..Options::default()
+            };
+            Db::open_shared(StoreLocation::Custom(slow.clone()), opts, Arc::new(coord))
+                .map(Arc::new)
+                .expect("open")
+        })
+        .collect();
+    for h in 0..HOSTS {
+        dbs[0]
+            .run(|tx| tx.ensure_tree(&format!("own{h}"), small_tree(64)))
+            .expect("tree");
+    }
+    let workers: Vec<_> = dbs
+        .iter()
+        .enumerate()
+        .map(|(h, db)| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    db.run(|tx| tx.insert(&format!("own{h}"), format!("k{i:04}").as_bytes(), b"v"))
+                        .expect("commit");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let (_, copies) = record_copies(&redis);
+    assert!(copies.is_empty(), "copies left in Redis: {copies:?}");
+    assert!(
+        slow.record_gets.load(Ordering::SeqCst) > 0,
+        "the hosts read each other's records from the store"
+    );
+    for db in &dbs {
+        let mut tx = db.begin_fresh().expect("begin");
+        for h in 0..HOSTS {
+            assert_eq!(
+                tx.count(&format!("own{h}")).expect("count"),
+                EACH,
+                "host {h}'s keys"
+            );
+        }
+    }
+}

@@ -196,3 +196,63 @@ fn two_mounts_through_sentinel_keep_working_across_a_failover() {
         "1"
     );
 }
+
+/// Copies of commit records kept in the Redis at `port`.
+fn record_copies_in(port: u16) -> usize {
+    let out = Command::new("redis-cli")
+        .args([
+            "-p",
+            &port.to_string(),
+            "--scan",
+            "--pattern",
+            "sopfs:*rec:*",
+        ])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn mounts_on_s3_with_no_record_copies_keep_none_in_redis_and_see_each_other() {
+    let _one = serial();
+    moto();
+    let redis = RedisServer::start();
+    let store = format!("s3://{S3_BUCKET}/nocopies{:016x}", rand::random::<u64>());
+    let t = tempfile::tempdir().expect("tempdir");
+    let dirs: Vec<_> = ["a", "b", "c"].iter().map(|n| t.path().join(n)).collect();
+    for d in &dirs {
+        std::fs::create_dir(d).expect("mount point");
+    }
+    let opts = ["no_record_copies"];
+    let mut a = Mount::start_at(&store, &dirs[0], Some(&redis.url()), &opts);
+    let mut b = Mount::start_at(&store, &dirs[1], Some(&redis.url()), &opts);
+    for i in 0..10 {
+        std::fs::write(a.path(&format!("a{i}")), format!("from a {i}")).expect("a");
+        std::fs::write(b.path(&format!("b{i}")), format!("from b {i}")).expect("b");
+    }
+    for i in 0..10 {
+        assert_eq!(
+            std::fs::read_to_string(b.path(&format!("a{i}"))).expect("b reads a"),
+            format!("from a {i}")
+        );
+        assert_eq!(
+            std::fs::read_to_string(a.path(&format!("b{i}"))).expect("a reads b"),
+            format!("from b {i}")
+        );
+    }
+    assert_eq!(record_copies_in(redis.port), 0, "copies with the option");
+    // A mount without the option keeps copies; the others still see it.
+    let mut c = Mount::start_at(&store, &dirs[2], Some(&redis.url()), &[]);
+    std::fs::write(c.path("c0"), "from c").expect("c");
+    assert!(
+        record_copies_in(redis.port) > 0,
+        "no copies without the option"
+    );
+    assert_eq!(
+        std::fs::read_to_string(a.path("c0")).expect("a reads c"),
+        "from c"
+    );
+    for m in [&mut a, &mut b, &mut c] {
+        m.unmount();
+    }
+}

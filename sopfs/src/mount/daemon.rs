@@ -230,6 +230,8 @@ struct DaemonOpts {
     key: Option<Secret>,
     /// `-o trash_days=N`: sets the volume's trash (0: off).
     trash_days: Option<u32>,
+    /// `-o no_record_copies`: no copies of records in Redis.
+    no_record_copies: bool,
 }
 
 /// Readahead of a mount unless `-o read_ahead_kb=N` says otherwise: the
@@ -266,6 +268,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
     let mut compression = None;
     let mut key = None;
     let mut trash_days = None;
+    let mut no_record_copies = false;
     cfg.mount_options = vec![
         M::FSName(args.store.clone()),
         M::Subtype("sopfs".into()),
@@ -288,6 +291,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
                 cfg.mount_options.push(M::RO);
             }
             "macro_exec" => allow_exec = true,
+            "no_record_copies" => no_record_copies = true,
             x if x.starts_with("cache_dir=") => {
                 let dir = std::path::PathBuf::from(&x["cache_dir=".len()..]);
                 // Found out now, not at the first big write.
@@ -364,6 +368,7 @@ fn fuse_config(args: &MountArgs) -> anyhow::Result<(fuser::Config, DaemonOpts)> 
             compression,
             key,
             trash_days,
+            no_record_copies,
         },
     ))
 }
@@ -538,6 +543,7 @@ fn serve(
     let defaults = Options::default();
     let opts = Options {
         pushed_stamps: true,
+        record_copies: !dopts.no_record_copies,
         store_timeout: dopts.store_timeout.unwrap_or(defaults.store_timeout),
         at_rest: AtRest {
             compression: dopts.compression,
