@@ -40,6 +40,47 @@ fn hosts(n: usize, latency: Duration) -> (RedisServer, Arc<LatencyStore>, Vec<Ar
     (redis, slow, dbs)
 }
 
+/// Host `h` of `dbs` inserts keys `k0000`.. (`each` of them) into tree
+/// `own{h}`, one commit each, all hosts at once.
+fn write_own_trees(dbs: &[Arc<Db>], each: u64) {
+    for h in 0..dbs.len() {
+        dbs[0]
+            .run(|tx| tx.ensure_tree(&format!("own{h}"), small_tree(64)))
+            .expect("tree");
+    }
+    let workers: Vec<_> = dbs
+        .iter()
+        .enumerate()
+        .map(|(h, db)| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..each {
+                    db.run(|tx| tx.insert(&format!("own{h}"), format!("k{i:04}").as_bytes(), b"v"))
+                        .expect("commit");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+}
+
+/// Every host of `dbs` sees `each` keys, once each, in every tree
+/// `write_own_trees` wrote.
+fn assert_every_host_sees_own_trees(dbs: &[Arc<Db>], each: u64) {
+    for db in dbs {
+        let mut tx = db.begin_fresh().expect("begin");
+        for h in 0..dbs.len() {
+            assert_eq!(
+                tx.count(&format!("own{h}")).expect("count"),
+                each,
+                "host {h}'s keys, each once"
+            );
+        }
+    }
+}
+
 /// Takes log position `seq` in the volume's Redis for `ttl_ms` as a
 /// process would just before it died: the key `Coordinator::take_place`
 /// sets, held by no live process.
@@ -310,27 +351,7 @@ fn hosts_writing_trees_of_their_own_place_records_ahead_and_lose_nothing() {
     const HOSTS: usize = 4;
     const EACH: u64 = 30;
     let (redis, slow, dbs) = hosts(HOSTS, Duration::from_millis(5));
-    for h in 0..HOSTS {
-        dbs[0]
-            .run(|tx| tx.ensure_tree(&format!("own{h}"), small_tree(64)))
-            .expect("tree");
-    }
-    let workers: Vec<_> = dbs
-        .iter()
-        .enumerate()
-        .map(|(h, db)| {
-            let db = db.clone();
-            std::thread::spawn(move || {
-                for i in 0..EACH {
-                    db.run(|tx| tx.insert(&format!("own{h}"), format!("k{i:04}").as_bytes(), b"v"))
-                        .expect("commit");
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("worker");
-    }
+    write_own_trees(&dbs, EACH);
     let ahead: u64 = dbs.iter().map(|d| d.stats().ahead).sum();
     let void: u64 = dbs.iter().map(|d| d.stats().ahead_void).sum();
     let queued: u64 = dbs.iter().map(|d| d.stats().queued).sum();
@@ -357,16 +378,7 @@ fn hosts_writing_trees_of_their_own_place_records_ahead_and_lose_nothing() {
         record_gets < records,
         "{record_gets} GETs of {records} records"
     );
-    for db in &dbs {
-        let mut tx = db.begin_fresh().expect("begin");
-        for h in 0..HOSTS {
-            assert_eq!(
-                tx.count(&format!("own{h}")).expect("count"),
-                EACH,
-                "host {h}'s keys, each once"
-            );
-        }
-    }
+    assert_every_host_sees_own_trees(&dbs, EACH);
     // A host opened now replays the same log to the same state.
     let late = host(StoreLocation::Custom(slow.clone()), &redis.url());
     let mut tx = late.begin_fresh().expect("begin");
@@ -518,41 +530,12 @@ fn hosts_with_record_copies_off_keep_none_in_redis_and_lose_nothing() {
                 .expect("open")
         })
         .collect();
-    for h in 0..HOSTS {
-        dbs[0]
-            .run(|tx| tx.ensure_tree(&format!("own{h}"), small_tree(64)))
-            .expect("tree");
-    }
-    let workers: Vec<_> = dbs
-        .iter()
-        .enumerate()
-        .map(|(h, db)| {
-            let db = db.clone();
-            std::thread::spawn(move || {
-                for i in 0..EACH {
-                    db.run(|tx| tx.insert(&format!("own{h}"), format!("k{i:04}").as_bytes(), b"v"))
-                        .expect("commit");
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("worker");
-    }
+    write_own_trees(&dbs, EACH);
     let (_, copies) = record_copies(&redis);
     assert!(copies.is_empty(), "copies left in Redis: {copies:?}");
     assert!(
         slow.record_gets.load(Ordering::SeqCst) > 0,
         "the hosts read each other's records from the store"
     );
-    for db in &dbs {
-        let mut tx = db.begin_fresh().expect("begin");
-        for h in 0..HOSTS {
-            assert_eq!(
-                tx.count(&format!("own{h}")).expect("count"),
-                EACH,
-                "host {h}'s keys"
-            );
-        }
-    }
+    assert_every_host_sees_own_trees(&dbs, EACH);
 }

@@ -252,15 +252,8 @@ impl Log {
             if !could_begin {
                 return Ok(());
             }
-            let path = dir.join(segment_name(want));
-            let file = match std::fs::OpenOptions::new()
-                .read(true)
-                .write(self.mode != LogMode::ReadOnly)
-                .open(&path)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(io(&path)(e)),
+            let Some(file) = self.open_segment(dir, want)? else {
+                return Ok(());
             };
             if let Some(prev) = segs.by_first.values_mut().next_back() {
                 // Whoever began the new one sealed it.
@@ -299,15 +292,9 @@ impl Log {
         firsts.sort_unstable();
         for first in firsts {
             let path = dir.join(segment_name(first));
-            let file = match std::fs::OpenOptions::new()
-                .read(true)
-                .write(self.mode != LogMode::ReadOnly)
-                .open(&path)
-            {
-                Ok(f) => f,
-                // Trimmed since the listing: older than anything wanted.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io(&path)(e)),
+            // None: trimmed since the listing, older than anything wanted.
+            let Some(file) = self.open_segment(dir, first)? else {
+                continue;
             };
             if let Some(prev) = segs.by_first.values_mut().next_back() {
                 prev.sealed = true;
@@ -329,6 +316,21 @@ impl Log {
             segs.by_first.insert(first, seg);
         }
         Ok(())
+    }
+
+    /// Opens the segment that begins at `first` as this process may use
+    /// it; `None` when there is none (not begun yet, or trimmed).
+    fn open_segment(&self, dir: &Path, first: u64) -> Result<Option<File>> {
+        let path = dir.join(segment_name(first));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(self.mode != LogMode::ReadOnly)
+            .open(&path)
+        {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
     }
 
     /// Waits for the turn to append (shared mode on a local folder). A turn

@@ -193,8 +193,18 @@ impl ChaosStore {
 
     /// The fault a request for object `key` meets (see `streaks`).
     fn draw_for(&self, key: &Path) -> (Option<object_store::Error>, Option<object_store::Error>) {
+        self.draw_keyed(key.to_string())
+    }
+
+    /// The fault a request meets, counted in a row under `key` (an
+    /// object, or a kind of request that names none up front: a listing,
+    /// a delete), so that no request is refused more often than the
+    /// store's retries get past.
+    fn draw_keyed(
+        &self,
+        key: String,
+    ) -> (Option<object_store::Error>, Option<object_store::Error>) {
         let outage = *self.mode.lock() == Chaos::Outage;
-        let key = key.to_string();
         if !outage
             && self
                 .streaks
@@ -312,21 +322,21 @@ impl ObjectStore for ChaosStore {
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        match self.draw() {
+        match self.draw_keyed("<delete>".into()) {
             (None, _) => self.inner.delete_stream(locations),
             (Some(e), _) => futures::stream::once(async move { Err(e) }).boxed(),
         }
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        match self.draw() {
+        match self.draw_keyed(format!("<list> {prefix:?}")) {
             (None, _) => self.inner.list(prefix),
             (Some(e), _) => futures::stream::once(async move { Err(e) }).boxed(),
         }
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        let (before, _) = self.draw();
+        let (before, _) = self.draw_keyed(format!("<list> {prefix:?}"));
         if let Some(e) = before {
             return Err(e);
         }
