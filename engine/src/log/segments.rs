@@ -63,6 +63,26 @@ pub(super) fn segment_name(first: u64) -> String {
     format!("{first:016x}")
 }
 
+/// The first seqs of the segments in `dir`, in order (none when the
+/// folder does not exist yet).
+fn segment_firsts(dir: &Path) -> Result<Vec<u64>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(dir)(e)),
+    };
+    let mut firsts: Vec<u64> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name();
+            let name = name.to_str()?;
+            (name.len() == 16).then(|| u64::from_str_radix(name, 16).ok())?
+        })
+        .collect();
+    firsts.sort_unstable();
+    Ok(firsts)
+}
+
 pub(super) fn sidecar_path(segment: &Path) -> PathBuf {
     segment.with_extension("idx")
 }
@@ -106,20 +126,7 @@ impl Log {
         let Some(dir) = &self.dir else {
             return Ok(());
         };
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io(dir)(e)),
-        };
-        let mut firsts: Vec<u64> = entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name();
-                let name = name.to_str()?;
-                (name.len() == 16).then(|| u64::from_str_radix(name, 16).ok())?
-            })
-            .collect();
-        firsts.sort_unstable();
+        let firsts = segment_firsts(dir)?;
         let mut segs = Segments::default();
         for (i, &first) in firsts.iter().enumerate() {
             let last = i + 1 == firsts.len();
@@ -274,22 +281,9 @@ impl Log {
     /// Adds the segments newer than the newest one known, found by listing
     /// `segments/`. Sealed ones are read by their index where they have one.
     fn discover(&self, segs: &mut Segments, dir: &Path) -> Result<()> {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(io(dir)(e)),
-        };
         let newest = segs.by_first.keys().next_back().copied();
-        let mut firsts: Vec<u64> = entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name();
-                let name = name.to_str()?;
-                (name.len() == 16).then(|| u64::from_str_radix(name, 16).ok())?
-            })
-            .filter(|f| newest.is_none_or(|n| *f > n))
-            .collect();
-        firsts.sort_unstable();
+        let mut firsts = segment_firsts(dir)?;
+        firsts.retain(|f| newest.is_none_or(|n| *f > n));
         for first in firsts {
             let path = dir.join(segment_name(first));
             // None: trimmed since the listing, older than anything wanted.
