@@ -353,6 +353,7 @@ fn killed_while_holding_locks(kind: &str, when: &str) {
     // out the TTL and recovers the dead commit).
     holder.kill().expect("SIGKILL");
     holder.wait().expect("reap");
+    let _ = std::fs::remove_file(worker_log_path(9));
     let started = Instant::now();
     let others: Vec<_> = (0..2)
         .map(|w| {
@@ -485,7 +486,9 @@ fn a_reader_in_another_process_sees_each_commit_as_soon_as_it_returns(kind: &str
             seen += 1;
         }
     }
-    writer.wait().expect("writer");
+    let status = writer.wait().expect("writer");
+    assert!(status.success(), "writer failed: {}", worker_log_tail(0));
+    let _ = std::fs::remove_file(worker_log_path(0));
     assert_eq!(seen, n);
 }
 
@@ -608,13 +611,14 @@ fn appenders_killed_at_random_moments_lose_no_acknowledged_commit() {
     let vol = Vol::new("local");
     drop(seed(&vol.location, &redis.url()));
     let env = [("SOPFS_TEST_SEGMENT_BYTES", "16384".to_string())];
-    /// A worker killed however the test ends (a failed assertion must not
-    /// leave it inserting for minutes).
-    struct Killed(Child);
+    /// A worker (and its id) killed however the test ends (a failed
+    /// assertion must not leave it inserting for minutes), its log removed.
+    struct Killed(Child, usize);
     impl Drop for Killed {
         fn drop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
+            let _ = std::fs::remove_file(worker_log_path(self.1));
         }
     }
     let mut acked: Vec<(usize, u64)> = Vec::new();
@@ -634,7 +638,7 @@ fn appenders_killed_at_random_moments_lose_no_acknowledged_commit() {
                         }
                     }
                 });
-                (id, Killed(child), seen, reader)
+                (id, Killed(child, id), seen, reader)
             })
             .collect();
         let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
