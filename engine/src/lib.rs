@@ -24,7 +24,7 @@ mod txn;
 
 pub use coord::{
     redact_url, Coordinator, InProcessCoordinator, LockOutcome, Place, PlaceView, RedisCoordinator,
-    PLACE_WINDOW, STAMP_GRACE,
+    PLACE_WINDOW,
 };
 pub use db::{Db, DbStats, Reader, RetryableError};
 pub use error::{Error, Result};

@@ -1,5 +1,7 @@
-//! Scent locks: short-lived, owner-tagged locks on logical nodes, behind one
-//! trait so a Redis implementation can stand in for the in-process one.
+//! Coordination between processes, behind one trait so a Redis
+//! implementation can stand in for the in-process one: scent locks
+//! (short-lived, owner-tagged locks on logical nodes), the commit stamp,
+//! places in the log's queue, and short-lived copies of records.
 //!
 //! Two implementations: [`InProcessCoordinator`] (embedded mode) and
 //! [`crate::coord::RedisCoordinator`] (cluster mode).

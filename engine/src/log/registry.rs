@@ -241,7 +241,13 @@ impl Registry {
                         } else {
                             0
                         };
-                        let n = window.max(known) as u64;
+                        let mut n = window.max(known) as u64;
+                        if look != Look::Probe {
+                            // Past the target only a probe looks (here
+                            // `next <= target`): a grown window would ask
+                            // the store for positions not known to exist.
+                            n = n.min(target + 1 - next);
+                        }
                         // Not those this process holds already.
                         let seqs: Vec<u64> = {
                             let (pending, early) = (self.pending.lock(), self.early.lock());
