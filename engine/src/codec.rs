@@ -68,7 +68,7 @@ impl Kind {
     /// block); every kind still reads its older versions.
     pub fn version(self) -> u8 {
         match self {
-            Kind::Record => 4,
+            Kind::Record => 5,
             Kind::Checkpoint | Kind::Value => 2,
             _ => 1,
         }

@@ -13,12 +13,17 @@ use crate::store::{
     folder_lock, format_supported, log_path, read_lock, volume_path, BlobStore, ExclusiveLock,
     Sealer, StoreLocation, VolumeMarker, VOLUME_FORMAT,
 };
-use crate::tree::{Loader, Node, NodeCache, ValueCache, View};
+use crate::tree::{Loader, Node, View};
 use crate::txn::{Group, LiveStashes};
 use crate::txn::{Transaction, TxMode, TxOptions};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
+
+/// How long a node a meld made stays only in memory while it is in the
+/// newest state: most are replaced sooner (a busy directory's leaves), and
+/// cost no write at all.
+const MELDED_WRITE_AFTER: Duration = Duration::from_secs(60);
 
 /// Counters since the volume was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,6 +45,10 @@ pub struct DbStats {
     pub ahead: u64,
     /// Records placed ahead that were void.
     pub ahead_void: u64,
+    /// Records placed ahead (this process's or others') that this process
+    /// folded melded: a node they changed had changed meanwhile, and their
+    /// keys were replayed onto it.
+    pub melds: u64,
     /// Log positions this process filled with an empty record because
     /// their holder never wrote them.
     pub holes: u64,
@@ -175,7 +184,9 @@ fn format_or_check(store: &BlobStore, at_rest: &AtRest) -> Result<u128> {
         replaced_trees: Vec::new(),
         base: 0,
         reads: Vec::new(),
+        ops: Vec::new(),
         void: false,
+        melded: false,
         nodes: vec![NodeChange {
             node: NodeId::CATALOG_ROOT,
             old: None,
@@ -297,20 +308,16 @@ impl Db {
         if shared && opts.record_copies {
             log.set_mirror(coord.clone());
         }
-        let registry = Registry::open(store.clone(), log.clone())?;
+        let loader = Arc::new(Loader::new(
+            store,
+            log.clone(),
+            opts.cache_bytes,
+            opts.value_cache_bytes,
+        ));
+        let melder = Arc::new(crate::txn::TreeMelder::new(loader.clone()));
+        let registry = Registry::open(loader.store.clone(), log, Some(melder))?;
         let inner = Arc::new(DbInner {
-            loader: Arc::new(Loader {
-                store,
-                log,
-                cache: NodeCache::new(opts.cache_bytes),
-                values: ValueCache::new(opts.value_cache_bytes),
-                loading: parking_lot::Mutex::new(std::collections::HashSet::new()),
-                loaded: parking_lot::Condvar::new(),
-                big_records: parking_lot::Mutex::new(lru::LruCache::new(
-                    std::num::NonZeroUsize::new(crate::tree::BIG_RECORDS_KEPT)
-                        .unwrap_or(std::num::NonZeroUsize::MIN),
-                )),
-            }),
+            loader,
             registry,
             coord,
             opts,
@@ -377,6 +384,19 @@ impl Db {
                     while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                         let Some(db) = weak.upgrade() else { return };
                         stashes.refresh();
+                        // Nodes melds made that stayed in the newest state
+                        // a while: written out, so memory does not keep them.
+                        let loader = &db.loader;
+                        let state = db.registry.current();
+                        loader.melded.let_go(&state);
+                        if let Err(e) = loader.melded.write_out(
+                            &loader.store,
+                            &loader.cache,
+                            &state,
+                            MELDED_WRITE_AFTER,
+                        ) {
+                            tracing::warn!(error = %e, "could not write out melded nodes yet");
+                        }
                         if let Err(e) = crate::txn::recover_all(&db, false) {
                             tracing::warn!(error = %e, "background recovery pass failed");
                         }
@@ -670,6 +690,7 @@ impl Db {
             queued: s.queued.load(Ordering::Relaxed),
             ahead: s.ahead.load(Ordering::Relaxed),
             ahead_void: s.ahead_void.load(Ordering::Relaxed),
+            melds: self.inner.registry.melds(),
             holes: s.holes.load(Ordering::Relaxed),
             retries: s.retries.load(Ordering::Relaxed),
             stashed: s.stashed.load(Ordering::Relaxed),

@@ -45,6 +45,23 @@ impl TxId {
     }
 }
 
+/// A 128-bit id derived from `seed` and two numbers, the same on every
+/// machine and build (a fixed mix, not `std`'s hasher, whose output may
+/// change between releases): ids of what every reader of the log makes alike.
+pub fn derive(seed: u128, a: u64, b: u64) -> u128 {
+    fn mix(mut z: u64) -> u64 {
+        // splitmix64's finalizer
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let (lo, hi) = (seed as u64, (seed >> 64) as u64);
+    let x = mix(lo ^ mix(a.wrapping_add(0x9e37_79b9_7f4a_7c15)));
+    let y = mix(hi ^ mix(b ^ x));
+    let z = mix(x ^ y.rotate_left(17) ^ a);
+    ((y as u128) << 64) | z as u128
+}
+
 impl fmt::Display for BlobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:032x}", self.0)

@@ -387,6 +387,105 @@ fn hosts_writing_trees_of_their_own_place_records_ahead_and_lose_nothing() {
     }
 }
 
+/// Value host `h` writes at its `i`th key: every third one long enough
+/// to live outside its leaf (carried in the record as a packed chunk).
+fn shared_value(h: usize, i: u64) -> Vec<u8> {
+    let len = if i.is_multiple_of(3) { 700 } else { 20 };
+    (0..len)
+        .map(|j| (h as u64 * 31 + i * 7 + j) as u8)
+        .collect()
+}
+
+/// Every key `h{h}-{i}` of tree "t" with its value, and no other key.
+fn assert_sees_shared_tree(db: &Db, hosts: usize, each: u64, who: &str) {
+    let mut tx = db.begin_fresh().expect("begin");
+    assert_eq!(
+        tx.check_tree("t").expect("check"),
+        hosts as u64 * each,
+        "{who}: a well-formed tree with every key once"
+    );
+    for h in 0..hosts {
+        for i in 0..each {
+            let v = tx.get("t", format!("h{h}-{i:04}").as_bytes()).expect("get");
+            assert_eq!(v, Some(shared_value(h, i)), "{who}: key h{h}-{i:04}");
+        }
+    }
+}
+
+#[test]
+fn hosts_writing_one_tree_at_once_meld_their_records_and_lose_nothing() {
+    // Four hosts insert different keys into one tree, whose few leaves they
+    // all change: records placed ahead find their nodes changed by the
+    // records before them, and stand, replayed key by key (melded),
+    // instead of being void and queueing.
+    const HOSTS: usize = 4;
+    const EACH: u64 = 40;
+    let (redis, slow, dbs) = hosts(HOSTS, Duration::from_millis(5));
+    let workers: Vec<_> = dbs
+        .iter()
+        .enumerate()
+        .map(|(h, db)| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    let key = format!("h{h}-{i:04}");
+                    db.run(|tx| tx.insert("t", key.as_bytes(), &shared_value(h, i)))
+                        .expect("commit");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+    let stats: Vec<_> = dbs.iter().map(|d| d.stats()).collect();
+    let ahead: u64 = stats.iter().map(|s| s.ahead).sum();
+    let void: u64 = stats.iter().map(|s| s.ahead_void).sum();
+    let queued: u64 = stats.iter().map(|s| s.queued).sum();
+    let melds: Vec<u64> = stats.iter().map(|s| s.melds).collect();
+    eprintln!(
+        "{} commits: {ahead} placed ahead, {void} void, {queued} queued, melds folded per host \
+         {melds:?}; {} PUTs",
+        HOSTS as u64 * EACH,
+        slow.puts.load(Ordering::SeqCst)
+    );
+    assert!(melds.iter().all(|&m| m > 0), "no record was melded");
+    assert_eq!(void, 0, "records with keys of their own were void");
+    for (h, db) in dbs.iter().enumerate() {
+        assert_sees_shared_tree(db, HOSTS, EACH, &format!("host {h}"));
+    }
+    let snap = dbs[1].create_snapshot("melded").expect("snapshot");
+    // A host that opens now makes the melded nodes again from the log
+    // (nothing wrote them out yet), the same ones.
+    let late = host(StoreLocation::Custom(slow.clone()), &redis.url());
+    assert!(late.stats().melds > 0, "the late host folded no meld");
+    assert_sees_shared_tree(&late, HOSTS, EACH, "a host opened after");
+    // A checkpoint stands for the records that made them: it writes them
+    // out first, and a host opening from it reads them from the store.
+    late.gc(Duration::ZERO, false)
+        .expect("gc writes a checkpoint");
+    drop(late);
+    let from_checkpoint = host(StoreLocation::Custom(slow.clone()), &redis.url());
+    assert_eq!(
+        from_checkpoint.stats().melds,
+        0,
+        "it folded the melded records again instead of starting past them"
+    );
+    assert_sees_shared_tree(
+        &from_checkpoint,
+        HOSTS,
+        EACH,
+        "a host opened from a checkpoint",
+    );
+    // The snapshot's state, rebuilt on another host, has the melded nodes.
+    let mut tx = from_checkpoint.begin_at(snap.seq).expect("snapshot state");
+    assert_eq!(tx.check_tree("t").expect("check"), HOSTS as u64 * EACH);
+    assert_eq!(
+        tx.get("t", b"h3-0039").expect("get"),
+        Some(shared_value(3, 39))
+    );
+}
+
 #[test]
 fn a_position_its_holder_never_writes_is_filled_and_the_commit_after_it_stands() {
     let redis = RedisServer::start();

@@ -1,18 +1,23 @@
 //! Records placed ahead: a host writes its record at a log position it was
 //! handed (`Coordinator::take_place`) without first reading the records of
 //! the positions before it, which other hosts are writing at the same time.
-//! Whether such a record commits is then decided by every reader alike,
-//! from the log alone: it is *void* (folded as if empty) when a record
-//! between its base and its position touched what it touched.
+//! Whether such a record commits is then decided by every reader alike:
+//! it is *void* (folded as if empty) when a record between its base and
+//! its position wrote a key it read or wrote, or created or dropped a tree
+//! it used. Otherwise it stands: as written, when every node it changed is
+//! still the version it was built on; replayed key by key onto the nodes as
+//! they are (*melded*, `Melder`), when a record between changed one of them
+//! (two hosts' creates in one directory share its leaves, not its keys).
 //!
-//! The rule reads only the records as they are in the log, void or not, so
-//! every process decides the same whatever it folded before (a process that
-//! opens from a checkpoint reads the few records it needs from the store).
-//! Counting a void record's changes as if they had landed can only void
-//! more, never let a conflict through.
+//! The key rule reads only the records as they are in the log, void or
+//! not, so every process decides the same whatever it folded before (a
+//! process that opens from a checkpoint reads the few records it needs
+//! from the store); counting a void record's keys as if they had landed
+//! can only void more. The node rule and the meld read the state folded
+//! up to the position before the record, which every reader folds alike.
 
-use super::record::{CommitRecord, TreeWrites};
-use crate::ids::NodeId;
+use super::record::{CommitRecord, NodeChange, RegState, TreeWrites};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use std::ops::Bound;
 use std::sync::Arc;
@@ -71,9 +76,8 @@ pub fn placed_ahead(rec: &CommitRecord) -> bool {
 
 /// True when `rec`, placed ahead, must be void: it lies too far past its
 /// base, or one of `between` (the records in `(rec.base, rec.seq)`, in
-/// order, as the log holds them) changed a node it changes, wrote a key it
-/// read or wrote, or created or dropped a tree it used. A record not placed
-/// ahead is never void.
+/// order, as the log holds them) wrote a key it read or wrote, or created
+/// or dropped a tree it used. A record not placed ahead is never void.
 pub fn overtaken(rec: &CommitRecord, between: &[Arc<CommitRecord>]) -> bool {
     if !placed_ahead(rec) {
         return false;
@@ -81,18 +85,40 @@ pub fn overtaken(rec: &CommitRecord, between: &[Arc<CommitRecord>]) -> bool {
     if rec.seq - rec.base > AHEAD_SPAN || between.len() as u64 != rec.seq - rec.base - 1 {
         return true;
     }
-    let mut mine: Vec<NodeId> = rec.nodes.iter().map(|c| c.node).collect();
-    mine.sort_unstable();
     let used = |tree: &str| {
         rec.reads.iter().any(|r| r.tree == tree) || rec.writes.iter().any(|w| w.tree == tree)
     };
     between.iter().any(|q| {
         // As the log holds it: whether `q` itself was void does not count.
-        q.nodes.iter().any(|c| mine.binary_search(&c.node).is_ok())
-            || q.replaced_trees.iter().any(|t| used(t))
+        q.replaced_trees.iter().any(|t| used(t))
             || rec.replaced_trees.iter().any(|t| q_uses(q, t))
             || q.writes.iter().any(|w| hits(rec, w))
     })
+}
+
+/// True when a node `rec` changed is no longer the version it was built
+/// on in `state` (the state folded up to the position before it): its node
+/// images cannot land as they are.
+pub fn stale(rec: &CommitRecord, state: &RegState) -> bool {
+    rec.nodes
+        .iter()
+        .any(|c| state.nodes.get(&c.node).map(|l| l.blob) != c.old)
+}
+
+/// Replays a record placed ahead whose nodes went stale onto the state
+/// before it, the same on every reader: the B-tree code lives above the
+/// log, so the registry is handed one.
+pub trait Melder: Send + Sync {
+    /// The node changes `rec`'s key ops make when replayed onto `state`
+    /// (the state at `rec.seq - 1`), with ids that every reader derives
+    /// alike; `None` when it cannot be replayed (it carries no ops, or a
+    /// tree it wrote is gone): then it is void.
+    fn meld(&self, state: &RegState, rec: &CommitRecord) -> Result<Option<Vec<NodeChange>>>;
+
+    /// Writes out the nodes melds made that `state` names and the store
+    /// does not hold yet: a checkpoint of `state` is about to stand for the
+    /// records that could make them again.
+    fn materialize(&self, state: &RegState) -> Result<()>;
 }
 
 /// True when `q` read or wrote anything in `tree`.
@@ -116,8 +142,8 @@ fn hits(rec: &CommitRecord, w: &TreeWrites) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{BlobId, TxId};
-    use crate::log::NodeChange;
+    use crate::ids::{BlobId, NodeId, TxId};
+    use crate::log::NodeLoc;
 
     fn rec(seq: u64, base: u64) -> CommitRecord {
         CommitRecord {
@@ -129,9 +155,11 @@ mod tests {
             nodes: Vec::new(),
             base,
             reads: Vec::new(),
+            ops: Vec::new(),
             packed: Vec::new(),
             values: Vec::new(),
             void: false,
+            melded: false,
         }
     }
 
@@ -182,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_node_a_read_key_a_written_key_or_a_dropped_tree_voids_it() {
+    fn a_read_key_a_written_key_or_a_dropped_tree_voids_it_a_shared_node_does_not() {
         let n = NodeId::fresh();
         let mut r = rec(3, 1);
         r.nodes.push(change(n));
@@ -195,12 +223,11 @@ mod tests {
                 Bound::Excluded(b"p".to_vec()),
             )],
         });
+        let mut shares_node = rec(2, 1);
+        shares_node.nodes.push(change(n));
+        shares_node.writes.push(writes("t", &[b"b"]));
+        assert!(!overtaken(&r, &[Arc::new(shares_node)]));
         let cases: Vec<CommitRecord> = vec![
-            {
-                let mut q = rec(2, 1);
-                q.nodes.push(change(n));
-                q
-            },
             {
                 let mut q = rec(2, 1);
                 q.writes.push(writes("t", &[b"c"]));
@@ -225,6 +252,35 @@ mod tests {
         for q in cases {
             assert!(overtaken(&r, &[Arc::new(q.clone())]), "{q:?}");
         }
+    }
+
+    #[test]
+    fn a_record_is_stale_when_a_node_it_changed_moved_on() {
+        let (n, m) = (NodeId(2000), NodeId(2001));
+        let mut r = rec(3, 1);
+        let c = change(n);
+        r.nodes.push(c.clone());
+        r.nodes.push(NodeChange {
+            node: m,
+            old: None,
+            new: Some(BlobId::fresh()),
+            packed: true,
+        });
+        let at = |blob| NodeLoc {
+            blob,
+            version: 1,
+            packed: true,
+        };
+        let mut state = RegState::default();
+        state.nodes.insert(n, at(c.old.expect("old")));
+        assert!(!stale(&r, &state), "as built: lands as it is");
+        state.nodes.insert(n, at(BlobId::fresh()));
+        assert!(stale(&r, &state), "changed since");
+        state.nodes.remove(&n);
+        assert!(stale(&r, &state), "freed since");
+        state.nodes.insert(n, at(c.old.expect("old")));
+        state.nodes.insert(m, at(BlobId::fresh()));
+        assert!(stale(&r, &state), "a node it made exists already");
     }
 
     #[test]

@@ -31,10 +31,10 @@ mod registry;
 mod segments;
 mod tail;
 
-pub(crate) use ahead::{in_range, TreeReads, AHEAD_SPAN};
+pub(crate) use ahead::{in_range, Melder, TreeReads, AHEAD_SPAN};
 pub(crate) use record::{
-    decode_record, now_ms, CommitRecord, NodeChange, NodeLoc, PackedNode, PackedValue, RegState,
-    TreeWrites,
+    decode_record, now_ms, CommitRecord, KeyOp, NodeChange, NodeLoc, PackedNode, PackedValue,
+    RegState, TreeWrites,
 };
 pub(crate) use registry::Registry;
 

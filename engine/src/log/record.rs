@@ -104,6 +104,19 @@ pub struct TreeWrites {
     pub keys: Vec<Vec<u8>>,
 }
 
+/// The value one commit left at one key, as the leaf holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyOp {
+    /// Tree name.
+    pub tree: String,
+    /// The key.
+    #[serde(with = "serde_bytes")]
+    pub key: Vec<u8>,
+    /// The value as encoded in a leaf (postcard of `tree::Value`, with a
+    /// packed chunk naming this record's seq); `None` when it removed the key.
+    pub value: Option<serde_bytes::ByteBuf>,
+}
+
 /// One entry of the commit log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitRecord {
@@ -125,6 +138,11 @@ pub struct CommitRecord {
     pub base: u64,
     /// Keys it read, for that decision (placed-ahead records only).
     pub reads: Vec<TreeReads>,
+    /// What it left at each key it wrote (format 5, placed-ahead records
+    /// only; empty when it created or dropped a tree): a reader that finds
+    /// the nodes it changed changed by a record between replays these onto
+    /// them instead of voiding it (`Melder`).
+    pub ops: Vec<KeyOp>,
     /// Bodies of the new node versions marked `packed`. Empty in the copies
     /// the registry keeps in memory (only readers of nodes need them).
     pub packed: Vec<PackedNode>,
@@ -134,6 +152,11 @@ pub struct CommitRecord {
     /// did not land. Never stored; set by the registry.
     #[serde(skip)]
     pub void: bool,
+    /// Decided melded when folded: `nodes` are the changes its key ops
+    /// made replayed onto the state before it, not the ones it was
+    /// written with. Never stored; set by the registry.
+    #[serde(skip)]
+    pub melded: bool,
 }
 
 impl CommitRecord {
@@ -222,6 +245,25 @@ mod v3 {
     }
 }
 
+/// Format 4 of records (placed ahead, no key ops), still read.
+mod v4 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    pub struct CommitRecord {
+        pub seq: u64,
+        pub txid: TxId,
+        pub time_ms: u64,
+        pub writes: Vec<TreeWrites>,
+        pub replaced_trees: Vec<String>,
+        pub nodes: Vec<NodeChange>,
+        pub base: u64,
+        pub reads: Vec<TreeReads>,
+        pub packed: Vec<PackedNode>,
+        pub values: Vec<PackedValue>,
+    }
+}
+
 /// The leading fields of a record of format 2 or later (what the registry
 /// and validation need), without the node and value bodies that follow.
 #[derive(Deserialize)]
@@ -255,12 +297,19 @@ pub(crate) fn decode_record_head(path: &str, data: &[u8]) -> Result<CommitRecord
         detail: format!("does not decode: {e}"),
     };
     let (head, rest) = postcard::take_from_bytes::<RecordHead>(payload).map_err(corrupted)?;
-    let (base, reads) = if version >= 4 {
-        let (ahead, _bodies) =
+    let (base, reads, ops) = if version >= 4 {
+        let (ahead, rest) =
             postcard::take_from_bytes::<RecordHeadAhead>(rest).map_err(corrupted)?;
-        (ahead.base, ahead.reads)
+        let ops = if version >= 5 {
+            postcard::take_from_bytes::<Vec<KeyOp>>(rest)
+                .map_err(corrupted)?
+                .0
+        } else {
+            Vec::new()
+        };
+        (ahead.base, ahead.reads, ops)
     } else {
-        (head.seq.saturating_sub(1), Vec::new())
+        (head.seq.saturating_sub(1), Vec::new(), Vec::new())
     };
     Ok(CommitRecord {
         seq: head.seq,
@@ -271,9 +320,11 @@ pub(crate) fn decode_record_head(path: &str, data: &[u8]) -> Result<CommitRecord
         nodes: head.nodes,
         base,
         reads,
+        ops,
         packed: Vec::new(),
         values: Vec::new(),
         void: false,
+        melded: false,
     })
 }
 
@@ -282,6 +333,24 @@ pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
     let (version, payload) = codec::unframe_versioned(Kind::Record, path, data)?;
     if version == Kind::Record.version() {
         return codec::decode_payload(Kind::Record, path, payload);
+    }
+    if version == 4 {
+        let old: v4::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
+        return Ok(CommitRecord {
+            seq: old.seq,
+            txid: old.txid,
+            time_ms: old.time_ms,
+            writes: old.writes,
+            replaced_trees: old.replaced_trees,
+            nodes: old.nodes,
+            base: old.base,
+            reads: old.reads,
+            ops: Vec::new(),
+            packed: old.packed,
+            values: old.values,
+            void: false,
+            melded: false,
+        });
     }
     if version == 3 {
         let old: v3::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
@@ -294,9 +363,11 @@ pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
             replaced_trees: old.replaced_trees,
             nodes: old.nodes,
             reads: Vec::new(),
+            ops: Vec::new(),
             packed: old.packed,
             values: old.values,
             void: false,
+            melded: false,
         });
     }
     if version == 2 {
@@ -310,9 +381,11 @@ pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
             nodes: old.nodes,
             base: old.seq.saturating_sub(1),
             reads: Vec::new(),
+            ops: Vec::new(),
             packed: old.packed,
             values: Vec::new(),
             void: false,
+            melded: false,
         });
     }
     let old: v1::CommitRecord = codec::decode_payload(Kind::Record, path, payload)?;
@@ -334,9 +407,11 @@ pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
             .collect(),
         base: old.seq.saturating_sub(1),
         reads: Vec::new(),
+        ops: Vec::new(),
         packed: Vec::new(),
         values: Vec::new(),
         void: false,
+        melded: false,
     })
 }
 
@@ -386,7 +461,13 @@ mod tests {
                 points: vec![b"other".to_vec()],
                 ranges: Vec::new(),
             }],
+            ops: vec![KeyOp {
+                tree: "d1".into(),
+                key: b"name".to_vec(),
+                value: Some(serde_bytes::ByteBuf::from(vec![0, 1, 7])),
+            }],
             void: false,
+            melded: false,
             txid: TxId(5),
             time_ms: 77,
             writes: vec![TreeWrites {

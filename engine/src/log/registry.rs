@@ -2,7 +2,7 @@
 //! commit log. Creating `log/<seq>` (create-if-absent) is the commit point;
 //! checkpoints bound how much of the log an opening process replays.
 
-use super::ahead;
+use super::ahead::{self, Melder};
 use super::record::{
     decode_checkpoint, decode_record, decode_record_head, now_ms, Checkpoint, CommitRecord,
     PackedNode, RegState,
@@ -49,6 +49,11 @@ pub struct Registry {
     /// Takes the node bodies of records read from the store (other
     /// processes' commits), so their nodes need not be read a second time.
     packed_sink: std::sync::OnceLock<PackedSink>,
+    /// Replays records placed ahead whose nodes went stale (`ahead.rs`);
+    /// without one (tests of the log alone) such a record cannot be folded.
+    melder: Option<Arc<dyn Melder>>,
+    /// Records folded as melded, since open.
+    melds: std::sync::atomic::AtomicU64,
 }
 
 /// How far a catch-up reads, and from where.
@@ -67,8 +72,13 @@ enum Look {
 pub type PackedSink = Box<dyn Fn(u64, &[PackedNode]) + Send + Sync>;
 
 impl Registry {
-    /// Loads the newest readable checkpoint and replays the log after it.
-    pub fn open(store: Arc<BlobStore>, log: Arc<Log>) -> Result<Self> {
+    /// Loads the newest readable checkpoint and replays the log after it,
+    /// melding with `melder` the records placed ahead that need it.
+    pub fn open(
+        store: Arc<BlobStore>,
+        log: Arc<Log>,
+        melder: Option<Arc<dyn Melder>>,
+    ) -> Result<Self> {
         let mut seqs: Vec<u64> = store
             .list("checkpoints")?
             .iter()
@@ -107,6 +117,8 @@ impl Registry {
             probed_at: Mutex::new(std::time::Instant::now()),
             ended_at: Mutex::new(None),
             packed_sink: std::sync::OnceLock::new(),
+            melder,
+            melds: std::sync::atomic::AtomicU64::new(0),
         };
         reg.catch_up(true)?;
         Ok(reg)
@@ -279,10 +291,9 @@ impl Registry {
                 }
                 None => break,
             };
-            let rec = self.decide(rec)?;
-            next_state
-                .get_or_insert_with(|| (*state).clone())
-                .apply(&rec);
+            let folding = next_state.get_or_insert_with(|| (*state).clone());
+            let rec = self.decide(rec, folding)?;
+            folding.apply(&rec);
             let mut recent = self.recent.lock();
             recent.insert(rec.seq, rec);
             while recent.len() > RECENT_WINDOW {
@@ -382,7 +393,19 @@ impl Registry {
     /// The state as of commit `seq`: the current one, or the newest
     /// checkpoint at or before it, and the records after that replayed. For
     /// readers of pinned states (snapshots), which GC keeps reachable.
+    ///
+    /// Nodes melds made that it names are written out first: they live
+    /// only in this process's memory, and a reader of a pinned state may
+    /// want them long after the newest state replaced them.
     pub fn state_at(&self, seq: u64) -> Result<RegState> {
+        let state = self.fold_state_at(seq)?;
+        if let Some(melder) = &self.melder {
+            melder.materialize(&state)?;
+        }
+        Ok(state)
+    }
+
+    fn fold_state_at(&self, seq: u64) -> Result<RegState> {
         let mut current = self.current();
         if seq > current.seq {
             // Pinned by a process further along the log than this one.
@@ -420,20 +443,21 @@ impl Registry {
             e => e,
         })?;
         for rec in records {
-            let rec = self.decide(rec)?;
+            let rec = self.decide(rec, &state)?;
             state.apply(&rec);
         }
         Ok(state)
     }
 
-    /// `rec` as folded: marked void if it was placed ahead and overtaken
-    /// (`ahead.rs`), which reads the records between its base and it from
-    /// memory or the store.
-    fn decide(&self, rec: Arc<CommitRecord>) -> Result<Arc<CommitRecord>> {
+    /// `rec` as folded onto `state` (the state at `rec.seq - 1`): marked
+    /// void if it was placed ahead and overtaken (`ahead.rs`), which reads
+    /// the records between its base and it from memory or the store; with
+    /// melded node changes if a node it changed moved on meanwhile.
+    fn decide(&self, rec: Arc<CommitRecord>, state: &RegState) -> Result<Arc<CommitRecord>> {
         if !ahead::placed_ahead(&rec) {
             return Ok(rec);
         }
-        let void = rec.seq - rec.base > ahead::AHEAD_SPAN || {
+        let overtaken = rec.seq - rec.base > ahead::AHEAD_SPAN || {
             let between = self
                 .records(rec.base, rec.seq - 1)
                 .map_err(|_| Error::Missing {
@@ -447,12 +471,47 @@ impl Registry {
                 })?;
             ahead::overtaken(&rec, &between)
         };
-        if void == rec.void {
-            return Ok(rec);
-        }
+        let melded = if overtaken || !ahead::stale(&rec, state) {
+            None
+        } else {
+            let melder = self.melder.as_ref().ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "record {} must be melded, and this reader has no melder",
+                    rec.seq
+                ))
+            })?;
+            Some(melder.meld(state, &rec)?)
+        };
+        let void = overtaken || matches!(melded, Some(None));
         let mut r = (*rec).clone();
         r.void = void;
+        if let Some(Some(nodes)) = melded {
+            self.melds
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            r.nodes = nodes;
+            r.melded = true;
+        } else if void == rec.void {
+            return Ok(rec);
+        }
         Ok(Arc::new(r))
+    }
+
+    /// The node changes of the records folded melded that are still in
+    /// memory and are at least as new as `since_ms`: versions no record
+    /// in the store names (GC keeps them for older readers like those of
+    /// the records).
+    pub fn melded_changes(&self, since_ms: u64) -> Vec<super::record::NodeChange> {
+        self.recent
+            .lock()
+            .values()
+            .filter(|r| r.melded && r.time_ms >= since_ms)
+            .flat_map(|r| r.nodes.iter().cloned())
+            .collect()
+    }
+
+    /// Records folded as melded since this registry opened.
+    pub fn melds(&self) -> u64 {
+        self.melds.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether record `seq`, folded in recently, committed (`false`: it
@@ -533,6 +592,9 @@ impl Registry {
     /// reads from the object's time: rewriting it made every pass see a
     /// brand-new checkpoint on an idle volume, and the log was never trimmed.
     pub fn write_checkpoint(&self, state: &RegState) -> Result<()> {
+        if let Some(melder) = &self.melder {
+            melder.materialize(state)?;
+        }
         let cp = Checkpoint {
             seq: state.seq,
             time_ms: now_ms(),

@@ -194,6 +194,8 @@ pub(crate) fn gc(db: &DbInner, retention: Duration, dry_run: bool) -> Result<GcR
             recent.push(rec.nodes);
         }
     }
+    // Versions melds made (`log/ahead.rs`), which no record names.
+    recent.push(db.registry.melded_changes(cutoff));
     for changes in recent {
         for c in changes {
             for b in c.old.iter().chain(c.new.iter()) {

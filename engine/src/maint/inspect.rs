@@ -98,7 +98,14 @@ pub fn inspect(location: &StoreLocation, key: Option<&Secret>) -> Result<VolumeF
         crate::log::LogMode::ReadOnly,
         u64::MAX,
     )?);
-    let registry = Registry::open(store.clone(), log)?;
+    let loader = Arc::new(crate::tree::Loader::new(
+        store.clone(),
+        log.clone(),
+        16 << 20,
+        1 << 20,
+    ));
+    let melder = Arc::new(crate::txn::TreeMelder::new(loader));
+    let registry = Registry::open(store.clone(), log, Some(melder))?;
     let state = registry.catch_up(true)?;
     let (mut blobs, mut blob_bytes) = (0, 0);
     for m in store.list("blobs")? {

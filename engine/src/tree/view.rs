@@ -34,6 +34,8 @@ pub(crate) struct Loader {
     /// The node bodies of the last few big records read (see
     /// `load_packed`), by seq.
     pub big_records: parking_lot::Mutex<lru::LruCache<u64, Arc<BigRecord>>>,
+    /// Nodes melds made that the store may not hold yet.
+    pub melded: crate::tree::MeldedNodes,
 }
 
 /// Records whose nodes are past this many bytes are "big": a reader decodes
@@ -41,12 +43,35 @@ pub(crate) struct Loader {
 /// `Loader::big_records`, instead of decoding and caching all its nodes.
 const BIG_RECORD: usize = 512 * 1024;
 /// Big records whose bodies `Loader::big_records` keeps.
-pub(crate) const BIG_RECORDS_KEPT: usize = 2;
+const BIG_RECORDS_KEPT: usize = 2;
 
 /// The node bodies a big record carries, by blob id.
 pub(crate) type BigRecord = std::collections::HashMap<BlobId, Vec<u8>>;
 
 impl Loader {
+    /// A loader with caches of `cache_bytes` for nodes and
+    /// `value_cache_bytes` for values.
+    pub fn new(
+        store: Arc<BlobStore>,
+        log: Arc<crate::log::Log>,
+        cache_bytes: usize,
+        value_cache_bytes: usize,
+    ) -> Self {
+        Loader {
+            store,
+            log,
+            cache: NodeCache::new(cache_bytes),
+            values: ValueCache::new(value_cache_bytes),
+            loading: parking_lot::Mutex::new(HashSet::new()),
+            loaded: parking_lot::Condvar::new(),
+            big_records: parking_lot::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(BIG_RECORDS_KEPT)
+                    .unwrap_or(std::num::NonZeroUsize::MIN),
+            )),
+            melded: Default::default(),
+        }
+    }
+
     /// Loads the node version `loc` names (cache first).
     pub fn load(&self, loc: &NodeLoc) -> Result<Arc<Node>> {
         let packed_in = loc.packed.then_some(loc.version);
@@ -57,6 +82,9 @@ impl Loader {
     /// if given (or in its own blob, once GC trimmed that record).
     pub fn load_blob(&self, blob: BlobId, packed_in: Option<u64>) -> Result<Arc<Node>> {
         if let Some(n) = self.cache.get(blob) {
+            return Ok(n);
+        }
+        if let Some(n) = self.melded.get(blob) {
             return Ok(n);
         }
         if let Some(seq) = packed_in {
@@ -300,6 +328,9 @@ pub(crate) struct View {
     /// drop (`forget_tree`) invalidates one; without this every operation
     /// walked the catalog, a tenth of a big clone's time.
     metas: parking_lot::Mutex<std::collections::HashMap<String, Vec<u8>>>,
+    /// Where new node ids come from: fresh random ones, or (a meld) ids
+    /// every reader derives alike from a seed and a counter.
+    ids: Option<(u128, u64)>,
 }
 
 impl Clone for View {
@@ -311,6 +342,7 @@ impl Clone for View {
             freed: self.freed.clone(),
             created: self.created.clone(),
             metas: parking_lot::Mutex::new(self.metas.lock().clone()),
+            ids: self.ids,
         }
     }
 }
@@ -324,6 +356,16 @@ impl View {
             freed: IdSet::default(),
             created: IdSet::default(),
             metas: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            ids: None,
+        }
+    }
+
+    /// A view whose new nodes get ids derived from `seed`: the same on
+    /// every process that makes the same changes on the same base.
+    pub fn derived(base: Arc<RegState>, loader: Arc<Loader>, seed: u128) -> Self {
+        View {
+            ids: Some((seed, 0)),
+            ..View::new(base, loader)
         }
     }
 
@@ -377,7 +419,17 @@ impl View {
     }
 
     pub fn alloc(&mut self, node: Node) -> NodeId {
-        let id = NodeId::fresh();
+        let id = match self.ids.as_mut() {
+            None => NodeId::fresh(),
+            Some((seed, n)) => loop {
+                *n += 1;
+                let id = NodeId(crate::ids::derive(*seed, *n, 0) as u64);
+                let taken = self.base.nodes.contains_key(&id) || self.dirty.contains_key(&id);
+                if id.0 > 1024 && !taken {
+                    break id;
+                }
+            },
+        };
         self.created.insert(id);
         self.set(id, node);
         id

@@ -174,9 +174,11 @@ fn fill_hole(db: &DbInner, seq: u64) -> Result<()> {
         nodes: Vec::new(),
         base: seq - 1,
         reads: Vec::new(),
+        ops: Vec::new(),
         packed: Vec::new(),
         values: Vec::new(),
         void: false,
+        melded: false,
     };
     let filled = db
         .registry

@@ -22,6 +22,7 @@
 //! Every way an attempt can start over goes through [`recheck`]'s `Again`.
 
 use super::ahead;
+use super::meld;
 use super::ops::{apply_op, Op, TxMode, CATALOG};
 use super::place::Queue;
 use super::recovery::{recover_owner, Intent};
@@ -509,7 +510,14 @@ fn validate_since(tx: &Transaction, from: u64, now: u64, touched: &[NodeId]) -> 
     }
     let recs = db.registry.records(from, now)?;
     validate(tx, &recs)?;
-    if recs.iter().any(|r| r.touches(touched)) {
+    // A record melded (`log/ahead.rs`) changed other nodes than it names
+    // in the log, and one read back from the store names only those: the
+    // state itself says whether our nodes are still the ones we built on.
+    let state = db.registry.current();
+    let moved = |n: &NodeId| {
+        tx.view.base.nodes.get(n).map(|l| l.blob) != state.nodes.get(n).map(|l| l.blob)
+    };
+    if recs.iter().any(|r| r.touches(touched)) || touched.iter().any(moved) {
         return Ok(Step::Again);
     }
     Ok(Step::Go(now))
@@ -789,7 +797,9 @@ fn append(
         seq: at + 1,
         base: at,
         reads: Vec::new(),
+        ops: Vec::new(),
         void: false,
+        melded: false,
         txid: tx.id,
         time_ms: now_ms(),
         writes,
@@ -818,6 +828,9 @@ fn append(
                 record.seq = p;
                 record.base = at;
                 record.reads = reads;
+                if p > at + 1 {
+                    record.ops = meld::key_ops(tx, p)?;
+                }
                 let frame = encode_record(&record, packed_bytes + packed_value_bytes);
                 let asked = std::time::Instant::now();
                 landed = log.append(p, &frame)?;
@@ -828,6 +841,7 @@ fn append(
                     db.stats.collisions.fetch_add(1, Ordering::Relaxed);
                     q.refused_at(tx, p);
                     record.reads = Vec::new();
+                    record.ops = Vec::new();
                     record.seq = at + 1;
                 }
             }

@@ -228,9 +228,11 @@ fn join(group: &mut Transaction, m: &mut Transaction, latest: u64) -> Result<()>
         nodes: Vec::new(),
         base: latest.saturating_sub(1),
         reads: Vec::new(),
+        ops: Vec::new(),
         packed: Vec::new(),
         values: Vec::new(),
         void: false,
+        melded: false,
     };
     validate(m, &[Arc::new(before)])?;
     let mut view = group.view.clone();

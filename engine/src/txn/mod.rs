@@ -6,6 +6,7 @@
 mod ahead;
 mod commit;
 mod group;
+mod meld;
 mod ops;
 mod place;
 mod recovery;
@@ -16,6 +17,7 @@ mod tx;
 pub(crate) use ahead::Credit;
 pub use commit::CommitInfo;
 pub(crate) use group::Group;
+pub(crate) use meld::TreeMelder;
 pub use ops::{Cursor, Direction, TreeConfig, TxMode, TxOptions};
 pub(crate) use recovery::{recover_all, Intent};
 pub(crate) use stager::drain;

@@ -305,6 +305,12 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "sopfs_records_melded_total",
+            "Records placed ahead folded by replaying their keys onto nodes changed meanwhile.",
+            db.melds,
+        );
+        counter(
+            &mut out,
             "sopfs_log_holes_filled_total",
             "Log positions filled with an empty record after their holder died.",
             db.holes,

@@ -1,0 +1,150 @@
+//! Melds (`log/ahead.rs`): a record placed ahead carries the value it left
+//! at every key it wrote (`KeyOp`s), and a reader that finds a node it
+//! changed changed meanwhile replays those onto the state before it with
+//! the B-tree code, instead of voiding it. Two hosts creating files in one
+//! directory write different keys of the same leaves: both stand.
+//!
+//! Every reader must make the same nodes, byte for byte and id for id:
+//! the replay is a function of the state (which every reader folds alike)
+//! and the record, and new node and blob ids are derived from the record's
+//! transaction id (`View::derived`, `ids::derive`).
+
+use super::ops::{lookup_meta, Op, CATALOG};
+use super::tx::Transaction;
+use crate::error::Result;
+use crate::ids::{derive, BlobId};
+use crate::log::{CommitRecord, KeyOp, Melder, NodeChange, RegState};
+use crate::tree::{btree, Loader, Packed, Value, View};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The key ops a record placed ahead at `seq` carries for `tx`: each key it
+/// wrote with what its leaf now holds there. Empty (the record cannot be
+/// melded, and is void if its nodes go stale) when it creates or drops a
+/// tree: the catalog's keys are not replayed.
+pub(super) fn key_ops(tx: &Transaction, seq: u64) -> Result<Vec<KeyOp>> {
+    let shapes_trees = !tx.ensure_created.is_empty()
+        || tx
+            .ops
+            .iter()
+            .any(|op| matches!(op, Op::CreateTree { .. } | Op::DropTree { .. }));
+    if shapes_trees || tx.writes.contains_key(CATALOG) {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (tree, keys) in &tx.writes {
+        let Some(meta) = lookup_meta(&tx.view, tree)? else {
+            return Ok(Vec::new());
+        };
+        for key in keys {
+            let value = btree::get(&tx.view, meta.root, key)?
+                .map(|v| encode_value(&in_record(v, seq)))
+                .transpose()?;
+            out.push(KeyOp {
+                tree: tree.clone(),
+                key: key.clone(),
+                value: value.map(serde_bytes::ByteBuf::from),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `v` with a chunk packed "here" naming record `seq`, as a reader of
+/// another leaf than the record's own must see it.
+fn in_record(v: Value, seq: u64) -> Value {
+    match v {
+        Value::External {
+            chunks,
+            len,
+            blocks,
+            packed: Some(Packed::Here),
+        } => Value::External {
+            chunks,
+            len,
+            blocks,
+            packed: Some(Packed::In(seq)),
+        },
+        v => v,
+    }
+}
+
+fn encode_value(v: &Value) -> Result<Vec<u8>> {
+    postcard::to_stdvec(v).map_err(|e| crate::error::Error::InvalidArgument(e.to_string()))
+}
+
+/// The melder of an open volume: replays through its loader, and keeps
+/// the nodes it makes in the loader's `melded` until they are written out.
+pub(crate) struct TreeMelder {
+    loader: Arc<Loader>,
+}
+
+impl TreeMelder {
+    /// A melder reading and keeping nodes through `loader`.
+    pub(crate) fn new(loader: Arc<Loader>) -> Self {
+        TreeMelder { loader }
+    }
+}
+
+impl Melder for TreeMelder {
+    fn meld(&self, state: &RegState, rec: &CommitRecord) -> Result<Option<Vec<NodeChange>>> {
+        if rec.ops.is_empty() {
+            return Ok(None);
+        }
+        let base = Arc::new(state.clone());
+        let seed = rec.txid.0 ^ u128::from(rec.seq);
+        let mut view = View::derived(base.clone(), self.loader.clone(), seed);
+        for op in &rec.ops {
+            // A tree gone is a change the key rule saw (it was dropped):
+            // never here in a record that stands, but void, not a panic.
+            let Some(meta) = lookup_meta(&view, &op.tree)? else {
+                return Ok(None);
+            };
+            let slots = meta.config.slots as usize;
+            match &op.value {
+                Some(bytes) => {
+                    let Ok(value) = postcard::from_bytes::<Value>(bytes) else {
+                        return Ok(None);
+                    };
+                    btree::put(&mut view, meta.root, &op.key, &value, slots)?;
+                }
+                None => {
+                    btree::remove(&mut view, meta.root, &op.key, slots)?;
+                }
+            }
+        }
+        let mut changes = Vec::with_capacity(view.dirty.len() + view.freed.len());
+        for (id, node) in view.dirty.iter() {
+            let blob = BlobId(derive(rec.txid.0, id.0, rec.seq));
+            self.loader.melded.keep(blob, *id, node.clone());
+            changes.push(NodeChange {
+                node: *id,
+                old: base.nodes.get(id).map(|l| l.blob),
+                new: Some(blob),
+                packed: false,
+            });
+        }
+        for id in view.freed.iter() {
+            changes.push(NodeChange {
+                node: *id,
+                old: base.nodes.get(id).map(|l| l.blob),
+                new: None,
+                packed: false,
+            });
+        }
+        changes.sort_unstable_by_key(|c| c.node);
+        Ok(Some(changes))
+    }
+
+    fn materialize(&self, state: &RegState) -> Result<()> {
+        let loader = &self.loader;
+        if loader.store.is_read_only() {
+            // It writes no checkpoint either: its nodes stay in memory.
+            return Ok(());
+        }
+        loader
+            .melded
+            .write_out(&loader.store, &loader.cache, state, Duration::ZERO)
+            .map(|_| ())
+    }
+}
