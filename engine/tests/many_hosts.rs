@@ -40,6 +40,22 @@ fn hosts(n: usize, latency: Duration) -> (RedisServer, Arc<LatencyStore>, Vec<Ar
     (redis, slow, dbs)
 }
 
+/// Runs `work(h, db)` for every host `h` of `dbs`, all at once, each on a
+/// thread of its own, and waits for all of them.
+fn on_every_host(dbs: &[Arc<Db>], work: impl Fn(usize, &Db) + Send + Sync + Copy + 'static) {
+    let workers: Vec<_> = dbs
+        .iter()
+        .enumerate()
+        .map(|(h, db)| {
+            let db = db.clone();
+            std::thread::spawn(move || work(h, &db))
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("worker");
+    }
+}
+
 /// Host `h` of `dbs` inserts keys `k0000`.. (`each` of them) into tree
 /// `own{h}`, one commit each, all hosts at once.
 fn write_own_trees(dbs: &[Arc<Db>], each: u64) {
@@ -48,22 +64,12 @@ fn write_own_trees(dbs: &[Arc<Db>], each: u64) {
             .run(|tx| tx.ensure_tree(&format!("own{h}"), small_tree(64)))
             .expect("tree");
     }
-    let workers: Vec<_> = dbs
-        .iter()
-        .enumerate()
-        .map(|(h, db)| {
-            let db = db.clone();
-            std::thread::spawn(move || {
-                for i in 0..each {
-                    db.run(|tx| tx.insert(&format!("own{h}"), format!("k{i:04}").as_bytes(), b"v"))
-                        .expect("commit");
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("worker");
-    }
+    on_every_host(dbs, move |h, db| {
+        for i in 0..each {
+            db.run(|tx| tx.insert(&format!("own{h}"), format!("k{i:04}").as_bytes(), b"v"))
+                .expect("commit");
+        }
+    });
 }
 
 /// Every host of `dbs` sees `each` keys, once each, in every tree
@@ -153,31 +159,21 @@ fn hosts_committing_at_once_lose_no_key_and_no_increment() {
     const HOSTS: usize = 4;
     const EACH: u64 = 25;
     let (_redis, _, dbs) = hosts(HOSTS, Duration::from_millis(2));
-    let workers: Vec<_> = dbs
-        .iter()
-        .enumerate()
-        .map(|(h, db)| {
-            let db = db.clone();
-            std::thread::spawn(move || {
-                for i in 0..EACH {
-                    db.run(|tx| {
-                        // A key of its own, and the one counter every host
-                        // increments: a true conflict, retried.
-                        tx.insert("t", format!("h{h}-{i:04}").as_bytes(), b"v")?;
-                        let n = tx
-                            .get("t", b"counter")?
-                            .and_then(|v| v.try_into().ok())
-                            .map_or(0, u64::from_le_bytes);
-                        tx.upsert("t", b"counter", &(n + 1).to_le_bytes())
-                    })
-                    .expect("commit");
-                }
+    on_every_host(&dbs, |h, db| {
+        for i in 0..EACH {
+            db.run(|tx| {
+                // A key of its own, and the one counter every host
+                // increments: a true conflict, retried.
+                tx.insert("t", format!("h{h}-{i:04}").as_bytes(), b"v")?;
+                let n = tx
+                    .get("t", b"counter")?
+                    .and_then(|v| v.try_into().ok())
+                    .map_or(0, u64::from_le_bytes);
+                tx.upsert("t", b"counter", &(n + 1).to_le_bytes())
             })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("worker");
-    }
+            .expect("commit");
+        }
+    });
     for db in &dbs {
         let mut tx = db.begin_fresh().expect("begin");
         let counter = tx
@@ -421,23 +417,13 @@ fn hosts_writing_one_tree_at_once_meld_their_records_and_lose_nothing() {
     const HOSTS: usize = 4;
     const EACH: u64 = 40;
     let (redis, slow, dbs) = hosts(HOSTS, Duration::from_millis(5));
-    let workers: Vec<_> = dbs
-        .iter()
-        .enumerate()
-        .map(|(h, db)| {
-            let db = db.clone();
-            std::thread::spawn(move || {
-                for i in 0..EACH {
-                    let key = format!("h{h}-{i:04}");
-                    db.run(|tx| tx.insert("t", key.as_bytes(), &shared_value(h, i)))
-                        .expect("commit");
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.join().expect("worker");
-    }
+    on_every_host(&dbs, |h, db| {
+        for i in 0..EACH {
+            let key = format!("h{h}-{i:04}");
+            db.run(|tx| tx.insert("t", key.as_bytes(), &shared_value(h, i)))
+                .expect("commit");
+        }
+    });
     let stats: Vec<_> = dbs.iter().map(|d| d.stats()).collect();
     let ahead: u64 = stats.iter().map(|s| s.ahead).sum();
     let void: u64 = stats.iter().map(|s| s.ahead_void).sum();

@@ -269,21 +269,7 @@ impl Leaf {
     pub fn resolve_here(&self, seq: u64) -> Leaf {
         let mut out = Leaf::new();
         for i in 0..self.len() {
-            let v = match self.value(i) {
-                Value::External {
-                    chunks,
-                    len,
-                    blocks,
-                    packed: Some(Packed::Here),
-                } => Value::External {
-                    chunks,
-                    len,
-                    blocks,
-                    packed: Some(Packed::In(seq)),
-                },
-                v => v,
-            };
-            out.insert(i, self.key(i), &v);
+            out.insert(i, self.key(i), &self.value(i).in_record(seq));
         }
         out
     }

@@ -77,6 +77,25 @@ impl From<Packed> for u64 {
 }
 
 impl Value {
+    /// This value with a chunk packed "here" naming record `seq`: what a
+    /// reader of it outside that record's own leaves must see.
+    pub fn in_record(self, seq: u64) -> Value {
+        match self {
+            Value::External {
+                chunks,
+                len,
+                blocks,
+                packed: Some(Packed::Here),
+            } => Value::External {
+                chunks,
+                len,
+                blocks,
+                packed: Some(Packed::In(seq)),
+            },
+            v => v,
+        }
+    }
+
     /// Length of the value in bytes.
     pub fn len(&self) -> u64 {
         match self {

@@ -14,7 +14,7 @@ use super::tx::Transaction;
 use crate::error::Result;
 use crate::ids::{derive, BlobId};
 use crate::log::{CommitRecord, KeyOp, Melder, NodeChange, RegState};
-use crate::tree::{btree, Loader, Packed, Value, View};
+use crate::tree::{btree, Loader, Value, View};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +38,7 @@ pub(super) fn key_ops(tx: &Transaction, seq: u64) -> Result<Vec<KeyOp>> {
         };
         for key in keys {
             let value = btree::get(&tx.view, meta.root, key)?
-                .map(|v| encode_value(&in_record(v, seq)))
+                .map(|v| encode_value(&v.in_record(seq)))
                 .transpose()?;
             out.push(KeyOp {
                 tree: tree.clone(),
@@ -48,25 +48,6 @@ pub(super) fn key_ops(tx: &Transaction, seq: u64) -> Result<Vec<KeyOp>> {
         }
     }
     Ok(out)
-}
-
-/// `v` with a chunk packed "here" naming record `seq`, as a reader of
-/// another leaf than the record's own must see it.
-fn in_record(v: Value, seq: u64) -> Value {
-    match v {
-        Value::External {
-            chunks,
-            len,
-            blocks,
-            packed: Some(Packed::Here),
-        } => Value::External {
-            chunks,
-            len,
-            blocks,
-            packed: Some(Packed::In(seq)),
-        },
-        v => v,
-    }
 }
 
 fn encode_value(v: &Value) -> Result<Vec<u8>> {
