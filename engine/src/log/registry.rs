@@ -524,14 +524,23 @@ impl Registry {
     /// memory read together). Those folded in already say whether they
     /// were void; those read from the store do not (they count as landed).
     pub fn records(&self, after: u64, upto: u64) -> Result<Vec<Arc<CommitRecord>>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(upto.saturating_sub(after) as usize);
         let mut seq = after + 1;
         while seq <= upto {
-            let cached = self.recent.lock().get(&seq).cloned();
-            if let Some(r) = cached {
-                out.push(r);
-                seq += 1;
-                continue;
+            // Every host decides every record placed ahead against the
+            // ones before it: one lock for the run in memory, not one each.
+            {
+                let recent = self.recent.lock();
+                for (s, r) in recent.range(seq..=upto) {
+                    if *s != seq {
+                        break;
+                    }
+                    out.push(r.clone());
+                    seq += 1;
+                }
+            }
+            if seq > upto {
+                break;
             }
             let most = if self.log.reads_in_batches() {
                 READ_AHEAD_MAX
