@@ -1,11 +1,12 @@
 //! Commits placed ahead (S3 with Redis): instead of waiting for its turn
 //! at the log's next position, a commit takes the first position no other
 //! host holds (`Coordinator::take_place`), writes its record there at
-//! once, carrying its read set and the position it was built on, and then
-//! reads the records of the positions between, which other hosts wrote in
-//! the same round trip. Every reader decides from those records alone
-//! whether it committed (`log/ahead.rs`); hosts whose commits touch
-//! different nodes never wait for one another.
+//! once, carrying its read set, its key ops and the position it was built
+//! on, and then reads the records of the positions between, which other
+//! hosts wrote in the same round trip. Every reader decides from those
+//! records and the state before its own whether it committed, and whether
+//! it lands as written or melded (`log/ahead.rs`); hosts whose commits
+//! touch different keys never wait for one another.
 //!
 //! A position whose holder never writes (it died, or gave up) is filled
 //! with an empty record by a commit waiting on it, after [`HOLE_PATIENCE`];
