@@ -159,17 +159,6 @@ pub struct CommitRecord {
     pub melded: bool,
 }
 
-impl CommitRecord {
-    /// True if this commit changed any of the given nodes (sorted).
-    pub fn touches(&self, nodes: &[NodeId]) -> bool {
-        !self.void
-            && self
-                .nodes
-                .iter()
-                .any(|c| nodes.binary_search(&c.node).is_ok())
-    }
-}
-
 #[derive(Serialize, Deserialize)]
 pub(super) struct Checkpoint {
     pub(super) seq: u64,
