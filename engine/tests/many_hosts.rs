@@ -624,3 +624,42 @@ fn hosts_with_record_copies_off_keep_none_in_redis_and_lose_nothing() {
     );
     assert_every_host_sees_own_trees(&dbs, EACH);
 }
+
+#[test]
+fn a_host_that_slept_while_others_melded_and_gc_ran_folds_every_meld() {
+    // Hosts 0 and 1 meld their records into one tree while host 2 sleeps;
+    // then GC runs (asked for no window; in shared mode it keeps two
+    // minutes, what a host that fell behind may still need). Host 2,
+    // waking, replays every meld from its old state: their input nodes,
+    // replaced since, must still be readable, and the records too.
+    const EACH: u64 = 30;
+    let (_redis, _slow, dbs) = hosts(3, Duration::from_millis(2));
+    assert_eq!(
+        dbs[2]
+            .begin_fresh()
+            .expect("begin")
+            .check_tree("t")
+            .expect("check"),
+        0
+    );
+    on_every_host(&dbs[..2], |h, db| {
+        for i in 0..EACH {
+            let key = format!("h{h}-{i:04}");
+            db.run(|tx| tx.insert("t", key.as_bytes(), &shared_value(h, i)))
+                .expect("commit");
+        }
+    });
+    assert!(dbs[0].stats().melds > 0, "no record was melded");
+    dbs[0].gc(Duration::ZERO, false).expect("gc");
+    let before = dbs[2].stats().melds;
+    assert_sees_shared_tree(&dbs[2], 2, EACH, "the host that slept");
+    assert!(
+        dbs[2].stats().melds > before,
+        "the host that slept folded no meld"
+    );
+    dbs[2]
+        .run(|tx| tx.insert("t", b"late", b"v"))
+        .expect("a commit of the host that slept");
+    let mut tx = dbs[0].begin_fresh().expect("begin");
+    assert_eq!(tx.get("t", b"late").expect("get"), Some(b"v".to_vec()));
+}
