@@ -266,6 +266,44 @@ fn threads_of_one_host_commit_together_in_fewer_records() {
 }
 
 #[test]
+fn threads_released_by_one_record_go_out_together_in_the_next() {
+    // Eight threads commit back to back on a store with a round trip per
+    // request. Released together when their record lands, they come back
+    // together: the next leader waits a moment for them instead of
+    // leaving with the first few, so records do not alternate between two
+    // halves of the threads (4 commits a record, two round trips each).
+    const THREADS: usize = 8;
+    const EACH: u64 = 25;
+    let redis = RedisServer::start();
+    let slow = Arc::new(LatencyStore::new(
+        Arc::new(InMemory::new()),
+        Duration::from_millis(20),
+    ));
+    let db = Arc::new(host(StoreLocation::Custom(slow.clone()), &redis.url()));
+    db.run(|tx| tx.ensure_tree("t", small_tree(16)))
+        .expect("tree");
+    let seq0 = db.seq();
+    let dbs: Vec<_> = (0..THREADS).map(|_| db.clone()).collect();
+    on_every_host(&dbs, |w, db| {
+        for i in 0..EACH {
+            db.run(|tx| tx.insert("t", format!("w{w}-{i:04}").as_bytes(), b"v"))
+                .expect("commit");
+        }
+    });
+    let commits = THREADS as u64 * EACH;
+    let records = db.seq() - seq0;
+    eprintln!("{commits} commits from {THREADS} threads: {records} records");
+    assert!(
+        records * 6 <= commits,
+        "{records} records for {commits} commits from {THREADS} threads: the threads split"
+    );
+    assert_eq!(
+        db.begin_fresh().expect("begin").count("t").expect("count"),
+        commits
+    );
+}
+
+#[test]
 fn hosts_take_turns_at_the_log_instead_of_one_starving_the_others() {
     // One writer thread per host, each committing keys of its own until the
     // first host has made EACH: racing for each log position, the host

@@ -3,9 +3,12 @@
 //! the process is in flight go out together, in one record: one PUT for
 //! many transactions from many threads.
 //!
-//! The first transaction to arrive while nothing is in flight leads: it
-//! commits at once, alone. Those that arrive meanwhile queue; when the
-//! leader is done, the first of them leads the queue as one group. The
+//! The first transaction to arrive while nothing is in flight leads. Those
+//! that arrive meanwhile queue; when the leader is done, the first of them
+//! leads the queue as one group. A leader whose commit follows a busy one
+//! first waits a moment (`Group::gather`) for that commit's committers,
+//! released together, to come back with their next transactions; a lone
+//! writer, or one after a pause, commits at once. The
 //! leader validates each member against the log since the member's
 //! snapshot and against the members before it (key by key, as a record
 //! would be), replays the members' operations onto one view, and commits
@@ -25,16 +28,21 @@ use crate::tree::View;
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Values a transaction may hold to join a group: small ones travel in the
 /// record, so a group writes no blob before it.
 const MEMBER_VALUES_MAX: usize = 256 * 1024;
 
+/// The longest a leader waits for the committers of the group before it.
+const GATHER_MAX: Duration = Duration::from_millis(5);
+
 /// The commit queue of one open volume.
 #[derive(Default)]
 pub(crate) struct Group {
     state: Mutex<Queue>,
+    /// Signalled when a transaction joins `waiting`.
+    arrived: Condvar,
 }
 
 #[derive(Default)]
@@ -43,6 +51,19 @@ struct Queue {
     busy: bool,
     /// Transactions waiting for it to end.
     waiting: Vec<Arc<Slot>>,
+    /// The commit that ended last.
+    last: Option<Ended>,
+}
+
+/// What a leader knows of the commit before its own.
+#[derive(Clone, Copy)]
+struct Ended {
+    at: Instant,
+    /// How long it took, from its leader's start.
+    took: Duration,
+    /// Transactions that were in it or waiting for it: the committers
+    /// likely to be back with their next transaction within moments.
+    committers: usize,
 }
 
 /// One queued transaction and what became of it.
@@ -96,6 +117,7 @@ impl Group {
             let mut q = self.state.lock();
             if q.busy {
                 q.waiting.push(slot.clone());
+                self.arrived.notify_all();
                 false
             } else {
                 q.busy = true;
@@ -114,6 +136,9 @@ impl Group {
                 }
             }
         };
+        let others = self.gather(others);
+        let started = Instant::now();
+        let members = 1 + others.len();
         let result = match slot.take_tx() {
             Some(mut me) if others.is_empty() => commit_one(&mut me),
             Some(me) => commit_group(me, &others),
@@ -124,6 +149,11 @@ impl Group {
         // Hand the queue to the first waiter: it leads the rest.
         let next = {
             let mut q = self.state.lock();
+            q.last = Some(Ended {
+                at: Instant::now(),
+                took: started.elapsed(),
+                committers: members + q.waiting.len(),
+            });
             if q.waiting.is_empty() {
                 q.busy = false;
                 None
@@ -136,6 +166,32 @@ impl Group {
             first.set(Outcome::Lead(next));
         }
         result
+    }
+
+    /// Adds to a leader's `others` the committers of the commit that just
+    /// ended as they come back, for a moment: without this, those released
+    /// together come back together just after the next group left, and
+    /// the threads of a busy process split into two halves that take turns
+    /// (two round trips a transaction instead of one). The wait is bounded
+    /// by a quarter of that commit's time and `GATHER_MAX`, counted from
+    /// its end; none when it ended longer ago than it took (the process
+    /// was idle), or when it had one committer (one thread writing alone
+    /// never waits).
+    fn gather(&self, mut others: Vec<Arc<Slot>>) -> Vec<Arc<Slot>> {
+        let mut q = self.state.lock();
+        if let Some(last) = q
+            .last
+            .filter(|l| l.committers > 1 && l.at.elapsed() < l.took)
+        {
+            let until = last.at + (last.took / 4).min(GATHER_MAX);
+            while 1 + others.len() + q.waiting.len() < last.committers {
+                if self.arrived.wait_until(&mut q, until).timed_out() {
+                    break;
+                }
+            }
+        }
+        others.append(&mut q.waiting);
+        others
     }
 }
 
