@@ -2,9 +2,10 @@
 //! one in-memory store behind a chosen latency per request (as S3 from a
 //! data centre), coordinated by a private redis-server, each committing
 //! small transactions in its own key range. Prints aggregate commits per
-//! second against the number of hosts, the store requests per commit and
-//! how many commits were placed ahead of the log's end (and void), then
-//! checks every acknowledged key is there once.
+//! second against the number of hosts, the time a commit takes (p50 and
+//! p99, and p99 in round trips of the chosen latency), the store requests
+//! per commit and how many commits were placed ahead of the log's end (and
+//! void), then checks every acknowledged key is there once.
 //!
 //! ```text
 //! cargo run --release --example hosts                  # 1..64 hosts, 10 ms, 5 s each
@@ -64,9 +65,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if own { "own" } else { "one shared" }
     );
     println!(
-        "| hosts | commits/s | per host | GET/commit (of them 404) | PUT/commit | slowest host | placed ahead | void | holes |"
+        "| hosts | commits/s | per host | p50 ms | p99 ms (round trips) | GET/commit (of them 404) | PUT/commit | slowest host | placed ahead | void | holes |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for n in hosts {
         let mem = Arc::new(InMemory::new());
         let store = Arc::new(LatencyStore::new(mem.clone(), latency));
@@ -105,22 +106,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let (db, stop) = (db.clone(), stop.clone());
                 let tree = tree_of(h);
                 std::thread::spawn(move || {
-                    let mut done = 0u64;
+                    let mut took = Vec::new();
                     while !stop.load(Ordering::Relaxed) {
-                        let key = format!("h{h:03}-{done:08}");
+                        let key = format!("h{h:03}-{:08}", took.len());
+                        let t = Instant::now();
                         if db.run(|tx| tx.insert(&tree, key.as_bytes(), b"v")).is_err() {
                             break;
                         }
-                        done += 1;
+                        took.push(t.elapsed());
                     }
-                    done
+                    took
                 })
             })
             .collect();
         std::thread::sleep(Duration::from_secs(secs));
         stop.store(true, Ordering::Relaxed);
-        let counts: Vec<u64> = workers.into_iter().map(|w| w.join().unwrap_or(0)).collect();
+        let took: Vec<Vec<Duration>> = workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_default())
+            .collect();
         let elapsed = start.elapsed().as_secs_f64();
+        let counts: Vec<u64> = took.iter().map(|t| t.len() as u64).collect();
+        let mut all: Vec<Duration> = took.into_iter().flatten().collect();
+        all.sort_unstable();
+        let pct = |p: f64| {
+            all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        let (p50, p99) = (pct(0.50), pct(0.99));
         let total: u64 = counts.iter().sum();
         let gets = store.gets.load(Ordering::SeqCst) - gets0;
         let puts = store.puts.load(Ordering::SeqCst) - puts0;
@@ -129,9 +142,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let stats: Vec<_> = dbs.iter().map(|d| d.stats()).collect();
         let sum = |f: fn(&engine::DbStats) -> u64| stats.iter().map(f).sum::<u64>();
         println!(
-            "| {n} | {:.0} | {:.1} | {:.1} ({:.1}) | {:.1} | {} | {} | {} | {} |",
+            "| {n} | {:.0} | {:.1} | {p50:.0} | {p99:.0} ({:.1}) | {:.1} ({:.1}) | {:.1} | {} | {} | {} | {} |",
             total as f64 / elapsed,
             total as f64 / elapsed / n as f64,
+            p99 / (latency.as_secs_f64() * 1e3).max(f64::MIN_POSITIVE),
             per(gets),
             per(misses),
             per(puts),
