@@ -18,6 +18,7 @@ import multiprocessing as mp
 import os
 import random
 import shutil
+import statistics
 import socket
 import subprocess
 import sys
@@ -475,9 +476,9 @@ def clear_target(name, port):
 def medians(rs):
     out = {}
     for m in rs[0]:
-        vals = sorted(r[m] for r in rs if r.get(m) is not None)
+        vals = [r[m] for r in rs if r.get(m) is not None]
         if vals:
-            out[m] = vals[len(vals) // 2]
+            out[m] = statistics.median(vals)
     return out
 
 
