@@ -26,6 +26,22 @@ fn two_hosts() -> (RedisServer, Arc<Fs>, Arc<Fs>) {
     (redis, a, b)
 }
 
+/// A store reached as S3 is (each request a round trip, here of no time):
+/// where an `O_EXCL` create waits on its host until the file's first
+/// commit.
+fn remote_store() -> StoreLocation {
+    StoreLocation::Custom(Arc::new(LatencyStore::in_memory(Duration::ZERO)))
+}
+
+/// Two hosts on [`remote_store`] and one redis-server.
+fn two_remote_hosts() -> (RedisServer, Arc<Fs>, Arc<Fs>) {
+    let redis = RedisServer::start();
+    let store = remote_store();
+    let a = host(&store, &redis.url());
+    let b = host(&store, &redis.url());
+    (redis, a, b)
+}
+
 #[test]
 fn creates_in_one_directory_merge_instead_of_conflicting() {
     // Every store request takes 2 ms, so the two hosts' commits overlap
@@ -408,7 +424,7 @@ const EXCL: i32 = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
 
 #[test]
 fn an_excl_create_lands_with_its_data_in_one_commit() {
-    let (_redis, a, b) = two_hosts();
+    let (_redis, a, b) = two_remote_hosts();
     let before = a.db().stats().commits;
     let (made, fh) = a.create(ROOT, ROOT_INO, b"x", 0o640, EXCL).expect("create");
     a.write(fh, 0, b"hello").expect("write");
@@ -454,8 +470,28 @@ fn an_excl_create_lands_with_its_data_in_one_commit() {
 }
 
 #[test]
-fn an_excl_create_of_a_name_another_host_is_creating_fails_at_once() {
+fn an_excl_create_on_a_local_store_shared_through_redis_commits_at_create() {
+    // There a commit costs less than the claim in Redis a waiting create
+    // would make (and release): the create commits at once, and the other
+    // host sees the name and is refused it from then on.
     let (_redis, a, b) = two_hosts();
+    let before = a.db().stats().commits;
+    let (made, fh) = a.create(ROOT, ROOT_INO, b"x", 0o644, EXCL).expect("create");
+    assert_eq!(a.db().stats().commits - before, 1, "the create committed");
+    assert_eq!(b.lookup(ROOT_INO, b"x").expect("b sees it").ino, made.ino);
+    let racing = b.create(ROOT, ROOT_INO, b"x", 0o644, EXCL);
+    assert!(matches!(racing, Err(sopfs::FsError::Exists)), "{racing:?}");
+    a.write(fh, 0, b"hello").expect("write");
+    a.flush_handle(fh).expect("close");
+    a.release(fh).expect("release");
+    let rh = b.open(made.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(b.read(made.ino, 0, 64).expect("read"), b"hello");
+    b.release(rh).expect("close");
+}
+
+#[test]
+fn an_excl_create_of_a_name_another_host_is_creating_fails_at_once() {
+    let (_redis, a, b) = two_remote_hosts();
     let (_, fa) = a
         .create(ROOT, ROOT_INO, b"lock", 0o644, EXCL)
         .expect("a creates");
@@ -483,7 +519,7 @@ fn an_excl_create_that_another_host_beat_fails_at_close_and_loses_nothing_of_the
     // Two hosts whose claims never meet (each its own Redis, as after a
     // Redis that lost its keys): the store's rule decides at the commit.
     let (r1, r2) = (RedisServer::start(), RedisServer::start());
-    let store = StoreLocation::parse("memory://").expect("memory");
+    let store = remote_store();
     let a = host(&store, &r1.url());
     let b = host(&store, &r2.url());
     let (_, fa) = a
@@ -520,8 +556,11 @@ fn an_excl_create_that_another_host_beat_fails_at_close_and_loses_nothing_of_the
     let closed = a.flush_handle(fa);
     assert!(matches!(closed, Err(sopfs::FsError::Exists)), "{closed:?}");
     a.release(fa).expect("a release");
+    // Gone from the store: a host opened now does not find it (b has no
+    // Redis in common with a to learn of the unlink at once).
+    let c = host(&store, &r2.url());
     assert!(matches!(
-        b.lookup(ROOT_INO, b"z"),
+        c.lookup(ROOT_INO, b"z"),
         Err(sopfs::FsError::NotFound)
     ));
     assert_eq!(a.check().expect("check"), (1, 1));
@@ -529,7 +568,7 @@ fn an_excl_create_that_another_host_beat_fails_at_close_and_loses_nothing_of_the
 
 #[test]
 fn names_operations_meet_a_file_whose_create_waits_on_this_host() {
-    let (_redis, a, b) = two_hosts();
+    let (_redis, a, b) = two_remote_hosts();
     let d = a
         .make_node(ROOT, ROOT_INO, b"d", NodeSpec::new(Kind::Dir, 0o755))
         .expect("mkdir")

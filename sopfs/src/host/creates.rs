@@ -3,6 +3,8 @@
 //! fsync or close (one store round trip per small file, not two). Until
 //! then the name and the inode live here, seen by this host's lookups and
 //! by nobody else (close-to-open: other hosts see a file at its close).
+//! Only where that pays (`Fs::defers_creates`: on S3, or one process
+//! alone); on a local folder shared through Redis a create commits at once.
 //!
 //! When other hosts share the volume, the name is also claimed in the
 //! coordinator at create ([`claim_key`]), so an `O_EXCL` create of a name
