@@ -42,10 +42,12 @@ impl Fs {
         Ok(fh)
     }
 
-    /// Creates and opens a regular file. With `O_EXCL` the create waits
-    /// on this host for the file's first commit (flush, fsync or close),
-    /// so a small file costs one commit (`host/creates.rs` states the rule
-    /// when another host takes the name meanwhile). Without
+    /// Creates and opens a regular file. With `O_EXCL`, where that pays
+    /// (`Fs::defers_creates`), the create waits on this host for the
+    /// file's first commit (flush, fsync or close), so a small file costs
+    /// one commit (`host/creates.rs` states the rule when another host
+    /// takes the name meanwhile); elsewhere it commits at once and a taken
+    /// name fails with `EEXIST`. Without
     /// `O_EXCL`, a name another host created since the kernel's lookup is
     /// opened instead (the kernel asks for a create only when its lookup
     /// found nothing, and two hosts appending to one log file with
@@ -59,14 +61,9 @@ impl Fs {
         flags: i32,
     ) -> FsResult<(Attr, u64)> {
         self.settle_name(parent, name);
-        if flags & libc::O_EXCL != 0 {
-            if self.defers_creates() {
-                return self.create_here(caller, parent, name, perm, flags);
-            }
-            // Committed now: a name another host holds fails here.
-            let attr = self.make_node(caller, parent, name, NodeSpec::new(Kind::File, perm))?;
-            let fh = self.open_handle(attr.ino, flags)?;
-            return Ok((attr, fh));
+        let excl = flags & libc::O_EXCL != 0;
+        if excl && self.defers_creates() {
+            return self.create_here(caller, parent, name, perm, flags);
         }
         match self.make_node(caller, parent, name, NodeSpec::new(Kind::File, perm)) {
             Ok(attr) => {
@@ -75,7 +72,8 @@ impl Fs {
                 let fh = self.open_handle(attr.ino, flags)?;
                 Ok((attr, fh))
             }
-            Err(FsError::Exists) => {
+            // With `O_EXCL` a taken name fails, here or another host's.
+            Err(FsError::Exists) if !excl => {
                 let attr = self.lookup(parent, name)?;
                 match attr.inode.kind {
                     Kind::Dir => return Err(FsError::IsDir),
