@@ -25,7 +25,6 @@ Where a workload measures two things (seqwrite), the CPU covers both.
 import argparse
 import multiprocessing as mp
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -166,14 +165,8 @@ def workload(name, mnt, tarball, start):
         buf = os.urandom(fb.BLOCK)
         fb._write_big(f"{mnt}/big", 256, buf, True)
         fb.drop_caches()
-        rng = random.Random(7)
-        fd = os.open(f"{mnt}/big", os.O_RDONLY)
-        start()
-        t = time.perf_counter()
-        for _ in range(2000):
-            os.pread(fd, 4096, rng.randrange(256 * 256) * 4096)
-        out.append(("random 4 KiB read", 2000, time.perf_counter() - t))
-        os.close(fd)
+        secs = fb.random_reads(f"{mnt}/big", 256, start)
+        out.append(("random 4 KiB read", fb.RANDOM_READS, secs))
     else:
         sys.exit(f"ab: unknown workload {name}")
     return out

@@ -138,6 +138,25 @@ def _write_big(path, mib, buf, fsync):
     return mib / (time.perf_counter() - t)
 
 
+RANDOM_READS = 2000
+
+
+def random_reads(path, mib, start=lambda: None):
+    """Seconds for RANDOM_READS reads of 4 KiB at random places of the
+    `mib` MiB file `path` (a database's page reads); `start()` is called
+    just before the first."""
+    rng = random.Random(7)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        start()
+        t = time.perf_counter()
+        for _ in range(RANDOM_READS):
+            os.pread(fd, 4096, rng.randrange(mib * 256) * 4096)
+        return time.perf_counter() - t
+    finally:
+        os.close(fd)
+
+
 def sequential(mnt, mib):
     """1 MiB writes then close (what cp and tar do), the same then fsync
     (durable where the target's fsync is), cold sequential and random reads."""
@@ -161,14 +180,7 @@ def sequential(mnt, mib):
     r = mib / (time.perf_counter() - t)
     assert got == mib * BLOCK, f"read {got} bytes"
     drop_caches()
-    rng = random.Random(7)
-    fd = os.open(path, os.O_RDONLY)
-    t = time.perf_counter()
-    n = 2000
-    for _ in range(n):
-        os.pread(fd, 4096, rng.randrange(mib * 256) * 4096)
-    rr = n / (time.perf_counter() - t)
-    os.close(fd)
+    rr = RANDOM_READS / random_reads(path, mib)
     os.unlink(path)
     return {
         "sequential write MiB/s (write, close)": w_close,
@@ -294,6 +306,15 @@ def sopfs_bin():
     return os.path.join(ROOT, "target", "release", "sopfs")
 
 
+def remove(paths, redis=None):
+    """Leaves nothing of an unmounted target, so the next round of it starts
+    on an empty volume: its folders, and its Redis database."""
+    for p in paths:
+        shutil.rmtree(p, ignore_errors=True)
+    if redis:
+        subprocess.run(["redis-cli", "-u", redis, "FLUSHDB"], check=False, stdout=subprocess.DEVNULL)
+
+
 def start_sopfs(name, redis):
     store = f"{WORK}/{name}-store"
     mounts = [f"{WORK}/{name}-a"] + ([f"{WORK}/{name}-b"] if redis else [])
@@ -308,6 +329,7 @@ def start_sopfs(name, redis):
     def cleanup():
         for m in mounts:
             subprocess.run([sopfs_bin(), "umount", m], check=False)
+        remove([store] + mounts, redis)
 
     return Target(name, mounts, cleanup, [daemon_pid(m) for m in mounts])
 
@@ -323,6 +345,7 @@ def start_bindfs():
 
     def cleanup():
         subprocess.run(["fusermount3", "-u", mnt], check=False)
+        remove([src, mnt])
 
     return Target("bindfs", [mnt], cleanup)
 
@@ -349,6 +372,7 @@ def start_juicefs(meta):
     def cleanup():
         for m in mounts:
             subprocess.run(["juicefs", "umount", m], check=False, stderr=subprocess.DEVNULL)
+        remove([data] + mounts, meta)
 
     return Target("JuiceFS", mounts, cleanup)
 
@@ -433,7 +457,6 @@ def main():
                     runs.setdefault(name, []).append(run_target(t, args, tarball, nfiles, repo, phases))
                 finally:
                     t.cleanup()
-                    clear_target(name, port)
     finally:
         redis.terminate()
         redis.wait()
@@ -447,7 +470,7 @@ def main():
 def start_target(name, port):
     if name == "folder":
         os.makedirs(f"{WORK}/folder")
-        return Target("folder", [f"{WORK}/folder"], lambda: None)
+        return Target("folder", [f"{WORK}/folder"], lambda: remove([f"{WORK}/folder"]))
     if name == "bindfs":
         return start_bindfs()
     if name == "sopfs":
@@ -455,22 +478,6 @@ def start_target(name, port):
     if name == "sopfs+redis":
         return start_sopfs("sopfs-redis", f"redis://127.0.0.1:{port}/2")
     return start_juicefs(f"redis://127.0.0.1:{port}/1")
-
-
-def clear_target(name, port):
-    """Removes what a target left, so the next round starts on an empty volume."""
-    db = {"sopfs+redis": "2", "JuiceFS": "1"}.get(name)
-    if db:
-        subprocess.run(["redis-cli", "-p", str(port), "-n", db, "FLUSHDB"], check=False, stdout=subprocess.DEVNULL)
-    prefixes = {
-        "folder": ["folder"],
-        "bindfs": ["bindfs-src", "bindfs"],
-        "sopfs": ["sopfs-store", "sopfs-a"],
-        "sopfs+redis": ["sopfs-redis-store", "sopfs-redis-a", "sopfs-redis-b"],
-        "JuiceFS": ["jfs-data", "jfs-a", "jfs-b"],
-    }[name]
-    for p in prefixes:
-        shutil.rmtree(f"{WORK}/{p}", ignore_errors=True)
 
 
 def medians(rs):
