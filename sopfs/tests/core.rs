@@ -423,6 +423,54 @@ fn a_create_without_o_excl_opens_the_file_another_host_just_made() {
 const EXCL: i32 = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
 
 #[test]
+fn threads_of_one_host_creating_in_one_directory_go_out_in_shared_records() {
+    // On a store where a commit costs a round trip, the creates of one
+    // host's threads that are ready together leave in one record (group
+    // commit). Each create writes the host's stamp of the directory: with
+    // one stamp key per host every group kept one create and sent the
+    // others back, one file a record, and some writers starved.
+    let redis = RedisServer::start();
+    let slow = Arc::new(LatencyStore::in_memory(Duration::from_millis(10)));
+    let store = StoreLocation::Custom(slow);
+    let fs = host(&store, &redis.url());
+    let dir = fs
+        .make_node(ROOT, ROOT_INO, b"d", NodeSpec::new(Kind::Dir, 0o755))
+        .expect("mkdir")
+        .ino;
+    let (threads, each) = (8, 25);
+    let start = Arc::new(Barrier::new(threads));
+    let seq_before = fs.db().seq();
+    let stats_before = fs.db().stats();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (fs, start) = (fs.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..each {
+                    let name = format!("t{t}-{i}");
+                    fs.make_node(ROOT, dir, name.as_bytes(), NodeSpec::new(Kind::File, 0o644))
+                        .expect("create");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("writer");
+    }
+    let records = fs.db().seq() - seq_before;
+    let stats = fs.db().stats();
+    let files = (threads * each) as u64;
+    // About 8 creates a record when they share one; one a record (200, plus
+    // the retries' conflicts) when they do not.
+    assert!(
+        records <= files / 3,
+        "{records} records for {files} creates; conflicts {}",
+        stats.conflicts - stats_before.conflicts
+    );
+    assert_eq!(fs.check().expect("check"), (2, files));
+}
+
+#[test]
 fn an_excl_create_lands_with_its_data_in_one_commit() {
     let (_redis, a, b) = two_remote_hosts();
     let before = a.db().stats().commits;

@@ -6,6 +6,7 @@ use super::schema::*;
 use super::{Attr, Host};
 use crate::error::FsResult;
 use engine::{Cursor, Direction, Transaction};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 /// A batch of (name, encoded entry) pairs.
 pub type Batch = Vec<(Vec<u8>, Vec<u8>)>;
@@ -54,10 +55,22 @@ pub fn is_empty(tx: &mut Transaction, ino: u64) -> FsResult<bool> {
     Ok(tx.scan_values(&dir_tree(ino), &mut cur, 1)?.is_empty())
 }
 
-/// Records an entry change in `dir` under host `host`'s own stamp: hosts
-/// adding names to one directory write different keys, so their commits merge.
+/// The stamp lane of the calling thread: threads get lanes in turn, so the
+/// first [`STAMP_LANES`] threads of a process (a daemon's FUSE workers)
+/// never share one.
+fn lane() -> u8 {
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    thread_local! {
+        static LANE: u8 = NEXT.fetch_add(1, Ordering::Relaxed) % STAMP_LANES;
+    }
+    LANE.with(|l| *l)
+}
+
+/// Records an entry change in `dir` under host `host`'s own stamp (its
+/// thread's lane of it): hosts, and threads of one host, adding names to
+/// one directory write different keys, so their commits merge.
 pub fn touch(tx: &mut Transaction, host: u64, dir: u64, subdirs: i64) -> FsResult<()> {
-    let key = stamp_key(host);
+    let key = stamp_key(host, lane());
     let tree = dir_tree(dir);
     let mut st = tx
         .get(&tree, &key)?

@@ -210,9 +210,10 @@ impl Entry {
     }
 }
 
-/// What one host changed in a directory: each host writes only its own stamp,
-/// so creates from many hosts into one directory never write the same key
-/// (a shared mtime or link count would make every pair of them conflict).
+/// What one host (one lane of it: see [`stamp_key`]) changed in a
+/// directory: each writes only its own stamp, so creates from many hosts
+/// into one directory never write the same key (a shared mtime or link
+/// count would make every pair of them conflict).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirStamp {
     /// Latest entry change this host made.
@@ -236,10 +237,22 @@ impl DirStamp {
 /// Prefix of the reserved keys in a directory tree.
 pub const STAMP_PREFIX: &[u8] = b"\0s";
 
-/// The key of a host's stamp.
-pub fn stamp_key(host: u64) -> Vec<u8> {
+/// Stamp keys a host spreads its stamps of one directory over.
+pub const STAMP_LANES: u8 = 32;
+
+/// The key of a host's stamp in lane `lane` (below [`STAMP_LANES`]). One
+/// key per host was enough between hosts, not within one: the commits of
+/// a host's threads that go out together in one record (group commit on
+/// S3) are checked against each other key by key, and creates into one
+/// directory all wrote the host's stamp, so every group kept one of them
+/// and sent the rest back (16 writers into one folder of one mount: one
+/// file a record, some writers starved). Each thread writes its own lane.
+/// Volumes written before lanes have keys without the lane byte; folding
+/// reads every key under [`STAMP_PREFIX`] alike.
+pub fn stamp_key(host: u64, lane: u8) -> Vec<u8> {
     let mut k = STAMP_PREFIX.to_vec();
     k.extend_from_slice(&host.to_be_bytes());
+    k.push(lane);
     k
 }
 
