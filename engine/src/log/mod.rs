@@ -43,7 +43,7 @@ use crate::error::{Error, Result};
 use crate::store::{log_path, BlobStore};
 use bytes::Bytes;
 use parking_lot::Mutex;
-use segments::{segment_name, sidecar_path, Segments, TURN_PATIENCE};
+use segments::{segment_name, sidecar_path, Located, Segments, TURN_PATIENCE};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -209,23 +209,26 @@ impl Log {
 
     /// The framed bytes of record `seq`, if the log still has it.
     pub fn read(&self, seq: u64) -> Result<Option<Bytes>> {
-        let mut found = self.segs.lock().find(seq);
+        let mut found = self.segs.lock().locate(seq);
         if found.is_none() && self.follows_others() {
             let mut segs = self.segs.lock();
             self.refresh(&mut segs, seq, false)?;
-            found = segs.find(seq);
+            found = segs.locate(seq);
         }
-        if let Some((file, off, len)) = found {
-            let mut buf = vec![0u8; len as usize];
-            file.read_exact_at(&mut buf, off)
-                .map_err(|source| Error::Io {
-                    path: format!("segment record {seq}"),
-                    source,
-                })?;
-            return self
-                .store
-                .unseal_for(&log_path(seq), Bytes::from(buf))
-                .map(Some);
+        if let Some(located) = found {
+            let frame = match located {
+                Located::Read(frame) => frame,
+                Located::At(file, off, len) => {
+                    let mut buf = vec![0u8; len as usize];
+                    file.read_exact_at(&mut buf, off)
+                        .map_err(|source| Error::Io {
+                            path: format!("segment record {seq}"),
+                            source,
+                        })?;
+                    Bytes::from(buf)
+                }
+            };
+            return self.store.unseal_for(&log_path(seq), frame).map(Some);
         }
         if seq > self.objects_upto {
             return Ok(None);

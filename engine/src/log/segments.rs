@@ -8,6 +8,7 @@ use super::{io, Log, LogMode};
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
 use crate::store::log_path;
+use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,31 @@ pub(super) struct Segment {
     pub(super) end: u64,
     /// Has an index sidecar (sealed).
     pub(super) sealed: bool,
+    /// The whole frames `read_tail` read last and the offset they start
+    /// at: a process following others reads each record right after it
+    /// indexed it, and takes it from here instead of reading the file
+    /// again into a fresh buffer.
+    pub(super) recent: Option<(u64, Bytes)>,
+}
+
+impl Segment {
+    pub(super) fn new(file: File, frames: Vec<(u64, u32)>, end: u64, sealed: bool) -> Segment {
+        Segment {
+            file: Arc::new(file),
+            frames,
+            end,
+            sealed,
+            recent: None,
+        }
+    }
+}
+
+/// Where a record's frame is.
+pub(super) enum Located {
+    /// Among the bytes `read_tail` just read.
+    Read(Bytes),
+    /// At (offset, length) of a segment file.
+    At(Arc<File>, u64, u32),
 }
 
 #[derive(Default)]
@@ -30,10 +56,29 @@ pub(super) struct Segments {
 }
 
 impl Segments {
-    pub(super) fn find(&self, seq: u64) -> Option<(Arc<File>, u64, u32)> {
+    /// The segment holding record `seq`, and its frame's offset and length.
+    fn holding(&self, seq: u64) -> Option<(&Segment, u64, u32)> {
         let (first, seg) = self.by_first.range(..=seq).next_back()?;
         let &(off, len) = seg.frames.get(usize::try_from(seq - first).ok()?)?;
+        Some((seg, off, len))
+    }
+
+    pub(super) fn find(&self, seq: u64) -> Option<(Arc<File>, u64, u32)> {
+        let (seg, off, len) = self.holding(seq)?;
         Some((seg.file.clone(), off, len))
+    }
+
+    /// Where record `seq`'s frame is, if a segment holds it.
+    pub(super) fn locate(&self, seq: u64) -> Option<Located> {
+        let (seg, off, len) = self.holding(seq)?;
+        if let Some((from, bytes)) = &seg.recent {
+            let start = off.checked_sub(*from).and_then(|s| usize::try_from(s).ok());
+            let end = start.and_then(|s| s.checked_add(len as usize));
+            if let (Some(start), Some(end)) = (start, end.filter(|&e| e <= bytes.len())) {
+                return Some(Located::Read(bytes.slice(start..end)));
+            }
+        }
+        Some(Located::At(seg.file.clone(), off, len))
     }
 
     /// The newest record the segments account for. An empty last segment
@@ -143,15 +188,8 @@ impl Log {
                 None => self.scan(&file, &path, last)?,
             };
             let end = frames.last().map_or(0, |&(off, len)| off + u64::from(len));
-            segs.by_first.insert(
-                first,
-                Segment {
-                    file: Arc::new(file),
-                    frames,
-                    end,
-                    sealed,
-                },
-            );
+            segs.by_first
+                .insert(first, Segment::new(file, frames, end, sealed));
         }
         // An empty last segment (a crash before its first frame landed) goes.
         if self.mode == LogMode::Owner {
@@ -265,16 +303,10 @@ impl Log {
             if let Some(prev) = segs.by_first.values_mut().next_back() {
                 // Whoever began the new one sealed it.
                 prev.sealed = true;
+                prev.recent = None;
             }
-            segs.by_first.insert(
-                want,
-                Segment {
-                    file: Arc::new(file),
-                    frames: Vec::new(),
-                    end: 0,
-                    sealed: false,
-                },
-            );
+            segs.by_first
+                .insert(want, Segment::new(file, Vec::new(), 0, false));
         }
     }
 
@@ -292,13 +324,9 @@ impl Log {
             };
             if let Some(prev) = segs.by_first.values_mut().next_back() {
                 prev.sealed = true;
+                prev.recent = None;
             }
-            let mut seg = Segment {
-                file: Arc::new(file),
-                frames: Vec::new(),
-                end: 0,
-                sealed: false,
-            };
+            let mut seg = Segment::new(file, Vec::new(), 0, false);
             match read_sidecar(&path) {
                 Some(frames) => {
                     seg.end = frames.last().map_or(0, |&(off, len)| off + u64::from(len));
@@ -388,15 +416,8 @@ impl Log {
             .map_err(io(&path))?;
         // The new name must survive a power cut as surely as what goes in it.
         crate::store::durable::dir(dir).map_err(io(dir))?;
-        segs.by_first.insert(
-            first,
-            Segment {
-                file: Arc::new(file),
-                frames: Vec::new(),
-                end: 0,
-                sealed: false,
-            },
-        );
+        segs.by_first
+            .insert(first, Segment::new(file, Vec::new(), 0, false));
         Ok(())
     }
 }

@@ -6,6 +6,7 @@ use super::segments::Segment;
 use super::{io, FRAME_HEADER, FRAME_TRAILER};
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
+use bytes::Bytes;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -59,6 +60,7 @@ pub(super) fn read_tail(seg: &mut Segment, path: &Path, repair: bool) -> Result<
         seg.frames.push((seg.end + off as u64, n as u32));
         off += n;
     }
+    let from = seg.end;
     seg.end += off as u64;
     if repair && off < buf.len() {
         if !never_durable(&buf, off, seg.end) {
@@ -70,8 +72,17 @@ pub(super) fn read_tail(seg: &mut Segment, path: &Path, repair: bool) -> Result<
         }
         cut_torn_tail(&seg.file, path, seg.end, &buf[off..])?;
     }
+    if off > 0 && off <= RECENT_MAX {
+        buf.truncate(off);
+        seg.recent = Some((from, Bytes::from(buf)));
+    }
     Ok(())
 }
+
+/// Most bytes of frames a segment keeps from its last `read_tail` (a busy
+/// volume appends far less between two looks; a bigger read is read again
+/// record by record, as before).
+const RECENT_MAX: usize = 4 << 20;
 
 /// True when the bad frame at `off` of `data` (byte `file_off` of its
 /// segment, the last one) may be cut as a write that never became durable:

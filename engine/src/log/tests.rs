@@ -398,3 +398,43 @@ fn a_last_frame_a_power_cut_tore_or_zeroed_is_cut() {
         );
     }
 }
+
+#[test]
+fn a_follower_reads_the_records_it_just_indexed_from_that_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = shared(dir.path(), LogMode::Shared, 1 << 20);
+    let b = shared(dir.path(), LogMode::Shared, 1 << 20);
+    // Bursts of records of several sizes; b follows after each burst,
+    // reading some of them, then all of them (a burst replaces the bytes
+    // it keeps from the one before).
+    let body = |seq: u64| rec(seq, &"x".repeat((seq as usize * 37) % 700));
+    let mut seq = 2;
+    for burst in 1..8u64 {
+        let first = seq;
+        for _ in 0..burst * 3 {
+            assert!(a.append(seq, &body(seq)).expect("append"));
+            seq += 1;
+        }
+        for s in (first..seq).step_by(2) {
+            assert_eq!(b.read(s).expect("read").as_deref(), Some(&body(s)[..]));
+        }
+    }
+    for s in 2..seq {
+        assert_eq!(b.read(s).expect("read").as_deref(), Some(&body(s)[..]));
+    }
+    // Once indexed, a record is not read from the file again: bytes changed
+    // on the disk behind b's back (as nothing but damage could) do not show.
+    assert!(a.append(seq, &body(seq)).expect("append"));
+    assert!(a.append(seq + 1, &body(seq + 1)).expect("append"));
+    assert_eq!(b.read(seq).expect("read").as_deref(), Some(&body(seq)[..]));
+    let path = segment_files(dir.path()).pop().expect("segment");
+    let mut data = std::fs::read(&path).expect("segment bytes");
+    let tail = data.len() - 8;
+    data[tail] ^= 0xff;
+    std::fs::write(&path, &data).expect("damage");
+    assert_eq!(
+        b.read(seq + 1).expect("read").as_deref(),
+        Some(&body(seq + 1)[..]),
+        "read from what b indexed"
+    );
+}
