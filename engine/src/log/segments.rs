@@ -31,6 +31,7 @@ pub(super) struct Segment {
 }
 
 impl Segment {
+    /// A segment as found or begun: nothing read of its tail yet.
     pub(super) fn new(file: File, frames: Vec<(u64, u32)>, end: u64, sealed: bool) -> Segment {
         Segment {
             file: Arc::new(file),
