@@ -253,52 +253,57 @@ def check_files(mnt, results, shared):
 def case(name, binary, proxy, redis, mounts, writers, secs, shared, db=1):
     env = dict(os.environ, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
                AWS_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{proxy.port}")
-    if name == "juicefs":
-        mnts = jfs_mounts(proxy, redis, mounts, db)
-    else:
-        store = f"s3://scale/{name}-{mounts}x{writers}-{int(time.time() * 1000)}"
-        mnts = [f"{WORK}/m{k}" for k in range(mounts)]
-        for m in mnts:
-            mount(binary, store, m, redis, env)
-    time.sleep(1)
-    stop, out = mp.Event(), mp.Queue()
-    before, kinds_before, answers_before = proxy.total(), dict(proxy.kinds), len(proxy.answers)
-    procs = [mp.Process(target=writer, args=(m, f"h{k}w{w}", shared, stop, out))
-             for k, m in enumerate(mnts) for w in range(writers)]
-    t0 = time.time()
-    for p in procs:
-        p.start()
-    time.sleep(secs)
-    stop.set()
-    results = [out.get() for _ in procs]
-    elapsed = time.time() - t0
-    for p in procs:
-        p.join()
-    requests = proxy.total() - before
-    kinds = {k: v - kinds_before.get(k, 0) for k, v in sorted(proxy.kinds.items())}
-    answers = sorted(proxy.answers[answers_before:]) or [0]
-    print(f"  ({name}, {mounts} mounts, {'shared' if shared else 'own'}: requests by kind "
-          f"{kinds}; the server's answers p50 {answers[len(answers) // 2] * 1000:.1f} ms, "
-          f"p99 {answers[int(len(answers) * 0.99)] * 1000:.1f} ms after the delay)",
-          file=sys.stderr, flush=True)
-    files = sum(r[1] for r in results)
-    errors = [r[3] for r in results if r[3]]
-    lat = sorted(x for r in results for x in r[2])
-    # Every file readable, with its content, from another mount.
-    check = mnts[-1] if mounts > 1 else mnts[0]
-    missing = check_files(check, results, shared)
-    ahead = commit_paths(mnts) if name != "juicefs" else "-"
-    for m in mnts:
+    # Whatever happens (a mount that does not come up, a writer that
+    # fails), every mount this case made goes.
+    mnts = []
+    try:
         if name == "juicefs":
-            subprocess.run(["juicefs", "umount", m], capture_output=True)
+            mnts = jfs_mounts(proxy, redis, mounts, db)
         else:
-            unmount(binary, m)
-    per = [r[1] for r in results]
-    pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0
-    return (f"| {name} | {'shared' if shared else 'own'} | {mounts} | {writers} "
-            f"| {files / elapsed:.0f} | {requests / max(files, 1):.2f} "
-            f"| {pct(0.5):.0f} | {pct(0.99):.0f} | {min(per)} / {max(per)} | {missing} | "
-            f"{len(errors)} | {ahead} |")
+            store = f"s3://scale/{name}-{mounts}x{writers}-{int(time.time() * 1000)}"
+            for k in range(mounts):
+                mnts.append(f"{WORK}/m{k}")
+                mount(binary, store, mnts[-1], redis, env)
+        time.sleep(1)
+        stop, out = mp.Event(), mp.Queue()
+        before, kinds_before, answers_before = proxy.total(), dict(proxy.kinds), len(proxy.answers)
+        procs = [mp.Process(target=writer, args=(m, f"h{k}w{w}", shared, stop, out))
+                 for k, m in enumerate(mnts) for w in range(writers)]
+        t0 = time.time()
+        for p in procs:
+            p.start()
+        time.sleep(secs)
+        stop.set()
+        results = [out.get() for _ in procs]
+        elapsed = time.time() - t0
+        for p in procs:
+            p.join()
+        requests = proxy.total() - before
+        kinds = {k: v - kinds_before.get(k, 0) for k, v in sorted(proxy.kinds.items())}
+        answers = sorted(proxy.answers[answers_before:]) or [0]
+        print(f"  ({name}, {mounts} mounts, {'shared' if shared else 'own'}: requests by kind "
+              f"{kinds}; the server's answers p50 {answers[len(answers) // 2] * 1000:.1f} ms, "
+              f"p99 {answers[int(len(answers) * 0.99)] * 1000:.1f} ms after the delay)",
+              file=sys.stderr, flush=True)
+        files = sum(r[1] for r in results)
+        errors = [r[3] for r in results if r[3]]
+        lat = sorted(x for r in results for x in r[2])
+        # Every file readable, with its content, from another mount.
+        check = mnts[-1] if mounts > 1 else mnts[0]
+        missing = check_files(check, results, shared)
+        ahead = commit_paths(mnts) if name != "juicefs" else "-"
+        per = [r[1] for r in results]
+        pct = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else 0
+        return (f"| {name} | {'shared' if shared else 'own'} | {mounts} | {writers} "
+                f"| {files / elapsed:.0f} | {requests / max(files, 1):.2f} "
+                f"| {pct(0.5):.0f} | {pct(0.99):.0f} | {min(per)} / {max(per)} | {missing} | "
+                f"{len(errors)} | {ahead} |")
+    finally:
+        for m in mnts:
+            if name == "juicefs":
+                subprocess.run(["juicefs", "umount", m], capture_output=True)
+            else:
+                unmount(binary, m)
 
 
 def commit_paths(mnts):
