@@ -89,12 +89,16 @@ pub fn fold_stamps(tx: &mut Transaction, ino: u64, d: &mut Inode, absorb: bool) 
     let mut cur = Cursor::prefix(STAMP_PREFIX, Direction::Forward);
     let tree = dir_tree(ino);
     let mut keys = Vec::new();
+    // Summed before the floor of 2 is applied: one lane's removal can sort
+    // before another lane's add of the same subdirectory, and flooring each
+    // in turn would keep the add and lose the removal.
+    let mut subdirs = 0i64;
     loop {
         for (k, v) in tx.scan(&tree, &mut cur, 256)? {
             if let Some(st) = DirStamp::decode(&v) {
                 d.mtime = d.mtime.max(st.mtime);
                 d.ctime = d.ctime.max(st.mtime);
-                d.nlink = (d.nlink as i64 + st.subdirs).max(2) as u32;
+                subdirs += st.subdirs;
             }
             if absorb {
                 keys.push(k);
@@ -104,6 +108,7 @@ pub fn fold_stamps(tx: &mut Transaction, ino: u64, d: &mut Inode, absorb: bool) 
             break;
         }
     }
+    d.nlink = (d.nlink as i64 + subdirs).max(2) as u32;
     for k in keys {
         tx.remove(&tree, &k)?;
     }

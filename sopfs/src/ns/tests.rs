@@ -159,6 +159,37 @@ fn hosts_stamp_one_directory_apart_and_stat_folds_them() {
 }
 
 #[test]
+fn a_subdirectory_moved_out_by_another_host_leaves_its_old_parent_at_two_links() {
+    // Host 7's stamp sorts before host 8's: its removal of the subdirectory
+    // host 8 added is folded first. The sum is what counts, not the order
+    // (each lane of a host is a stamp of its own too).
+    let db = volume();
+    run(&db, |tx| {
+        for d in [&b"p"[..], b"q"] {
+            names::make_node(
+                tx,
+                &Holding,
+                ROOT,
+                ROOT_INO,
+                d,
+                NodeSpec::new(Kind::Dir, 0o755),
+            )?;
+        }
+        let p = paths::resolve(tx, "/p")?;
+        names::make_node(tx, &Holding, ROOT, p, b"a", NodeSpec::new(Kind::Dir, 0o755))
+    })
+    .expect("mkdirs");
+    let (p_links, q_links) = run(&db, |tx| {
+        let (p, q) = (paths::resolve(tx, "/p")?, paths::resolve(tx, "/q")?);
+        names::rename(tx, &ME, p, b"a", q, b"a", 0)?;
+        let p_links = dirs::attr(tx, &ME, p)?.inode.nlink;
+        Ok((p_links, dirs::attr(tx, &ME, q)?.inode.nlink))
+    })
+    .expect("rename");
+    assert_eq!((p_links, q_links), (2, 3));
+}
+
+#[test]
 fn bad_names_are_refused() {
     let db = volume();
     for name in [&b""[..], b".", b"..", b"a/b", &[b'x'; 256][..]] {
