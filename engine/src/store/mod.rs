@@ -1,12 +1,17 @@
 //! The blob store: an `object_store` behind a small blocking API, with the
 //! engine's path layout, retries of transient faults and local fsync.
 
+mod breaker;
 pub mod durable;
 mod local;
 mod location;
+mod network;
 mod seal;
 mod spares;
 mod volume;
+
+#[cfg(test)]
+mod tests;
 
 pub(crate) use local::STAGING_MIN_AGE;
 use local::{create_local, move_if_absent, read_local_range, start_writeback};
@@ -24,8 +29,11 @@ pub(crate) use volume::{
 };
 
 use crate::error::{Error, Result};
+use breaker::Breaker;
 use bytes::Bytes;
 use futures::TryStreamExt;
+pub use network::{install_crypto_provider, DEFAULT_TIMEOUT};
+use network::{network_runtime, s3_store};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -51,38 +59,6 @@ pub struct BlobStore {
     /// unreachable): for a moment others then fail at once instead of
     /// each waiting out its own retries (see `Breaker`).
     breaker: Breaker,
-}
-
-/// Fails operations fast while the store is known to be down. An outage
-/// otherwise reaches a caller only after every store call before its own
-/// waited out its retries in turn (a commit's record, the read that checks
-/// whether it landed, the commits queued behind it): minutes instead of
-/// `store_timeout`. Open for `BREAKER_OPEN` after a failure; then calls go
-/// through again, and the first that fails opens it anew.
-#[derive(Default)]
-struct Breaker {
-    open_until: parking_lot::Mutex<Option<std::time::Instant>>,
-}
-
-/// How long operations fail at once after one failed after its retries.
-const BREAKER_OPEN: Duration = Duration::from_secs(2);
-
-impl Breaker {
-    fn is_open(&self) -> bool {
-        let mut g = self.open_until.lock();
-        match *g {
-            Some(t) if std::time::Instant::now() < t => true,
-            Some(_) => {
-                *g = None;
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn trip(&self) {
-        *self.open_until.lock() = Some(std::time::Instant::now() + BREAKER_OPEN);
-    }
 }
 
 impl BlobStore {
@@ -719,20 +695,6 @@ impl BlobStore {
     }
 }
 
-/// The runtime a network store's requests run on (two threads: the
-/// blocking API waits on it, several requests may be in flight at once).
-fn network_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("sopfs-s3")
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Io {
-            path: "tokio runtime".into(),
-            source,
-        })
-}
-
 /// The volume marker's path (`location::volume_path`), never sealed.
 const VOLUME_MARKER: &str = "volume";
 
@@ -748,182 +710,3 @@ const LOCAL_PARALLEL_PUTS: usize = 4;
 /// Puts in flight at once for one caller of `put_fresh_all` on a network
 /// store: enough to hide a round trip behind the others' transfers.
 const PARALLEL_PUTS: usize = 16;
-
-/// Makes aws-lc-rs the process's TLS crypto provider unless one is set.
-/// Clients that take the process default (Redis over TLS, S3 over https)
-/// cannot choose when a program links more than one provider (a binary
-/// whose HTTP client brings ring) and would panic; all of sopfs uses
-/// aws-lc-rs.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
-/// How long an unreachable store is waited for, by default, before an
-/// operation fails (`Options::store_timeout`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(40);
-
-fn s3_store(bucket: &str, retry_for: Duration) -> Result<object_store::aws::AmazonS3> {
-    // The client's own retries (503 SlowDown, 5xx, resets) end after
-    // `retry_for` instead of its default 3 minutes: with this store's outer
-    // retries an outage reaches callers as an error (EIO at the mount, one
-    // log line) after about `Options::store_timeout`, not after a quarter
-    // of an hour of a hung process.
-    let retry = object_store::RetryConfig {
-        retry_timeout: retry_for,
-        ..Default::default()
-    };
-    let mut b = object_store::aws::AmazonS3Builder::from_env()
-        .with_bucket_name(bucket)
-        .with_retry(retry);
-    // A body is checked by S3 against a CRC64-NVME header instead of being
-    // signed with SHA-256: the signature's digest was a third of the
-    // daemon's CPU writing a big file, and S3 refuses a body damaged in
-    // transit either way (moto, the tests' server, checks neither). For a server
-    // that does not know the header, the standard variables bring the
-    // signed payload back (AWS_UNSIGNED_PAYLOAD=false,
-    // AWS_CHECKSUM_ALGORITHM=sha256).
-    if std::env::var_os("AWS_UNSIGNED_PAYLOAD").is_none() {
-        b = b.with_unsigned_payload(true);
-    }
-    if std::env::var_os("AWS_CHECKSUM_ALGORITHM").is_none() {
-        b = b.with_checksum_algorithm(object_store::aws::Checksum::CRC64NVME);
-    }
-    let endpoint = std::env::var("AWS_ENDPOINT_URL")
-        .or_else(|_| std::env::var("AWS_ENDPOINT"))
-        .ok();
-    if let Some(ep) = endpoint {
-        b = b
-            .with_allow_http(ep.starts_with("http://"))
-            .with_endpoint(ep);
-    }
-    b.build().map_err(|source| Error::Backend {
-        op: "open",
-        path: format!("s3://{bucket}"),
-        source,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::local::is_staging_file;
-    use super::*;
-
-    #[test]
-    fn staging_names_and_location_parsing() {
-        assert!(is_staging_file("abc#1"));
-        assert!(is_staging_file("0000000000000001#42"));
-        assert!(!is_staging_file("abc#"));
-        assert!(!is_staging_file("abc#x1"));
-        assert!(!is_staging_file("abc"));
-        assert!(matches!(
-            StoreLocation::parse("/v"),
-            Ok(StoreLocation::Local(_))
-        ));
-        assert!(matches!(
-            StoreLocation::parse("file:///v"),
-            Ok(StoreLocation::Local(_))
-        ));
-        // A relative path is taken from the working directory now, so it
-        // still names the same folder from a daemon that left it.
-        let cwd = std::env::current_dir().expect("cwd");
-        match StoreLocation::parse("not-there-yet/v") {
-            Ok(StoreLocation::Local(p)) => assert_eq!(p, cwd.join("not-there-yet/v")),
-            other => panic!("{other:?}"),
-        }
-        assert!(StoreLocation::parse("file://v").is_err());
-        assert!(StoreLocation::parse("ftp://x").is_err());
-        assert!(StoreLocation::parse("").is_err());
-    }
-
-    #[test]
-    fn create_if_absent_has_one_winner_and_leaves_no_staging_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = BlobStore::open(&StoreLocation::Local(dir.path().to_path_buf())).expect("open");
-        let path = Path::from("log/000000000000/0000000000000007");
-        let racers: Vec<_> = (0..8u8)
-            .map(|i| {
-                let store = &store;
-                let path = &path;
-                move || store.create(path, vec![i; 100]).expect("create")
-            })
-            .collect();
-        let won: Vec<bool> = std::thread::scope(|s| {
-            let hs: Vec<_> = racers.into_iter().map(|r| s.spawn(r)).collect();
-            hs.into_iter().map(|h| h.join().expect("join")).collect()
-        });
-        assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
-        let winner = won.iter().position(|w| *w).expect("a winner") as u8;
-        let data = store.get(&path).expect("get").expect("present");
-        assert_eq!(&data[..], &[winner; 100][..], "the winner's bytes, whole");
-        let left: Vec<_> = std::fs::read_dir(dir.path().join("log/000000000000"))
-            .expect("dir")
-            .flatten()
-            .map(|e| e.file_name())
-            .collect();
-        assert_eq!(left.len(), 1, "staging files left: {left:?}");
-        assert!(!store.create(&path, vec![9]).expect("again"));
-    }
-
-    #[test]
-    fn creates_and_puts_through_spares_leave_nothing_behind_and_survive_a_sweep() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = BlobStore::open(&StoreLocation::Local(dir.path().to_path_buf())).expect("open");
-        for i in 0..200u64 {
-            let path = Path::from(format!("log/{:03x}/{i:016x}", i / 50));
-            assert!(store.create(&path, vec![i as u8; 10]).expect("create"));
-            assert!(
-                !store.create(&path, vec![0; 3]).expect("again"),
-                "one winner"
-            );
-            store
-                .put(&Path::from(format!("intents/{i}")), vec![i as u8; 5])
-                .expect("put");
-            store
-                .put(&Path::from(format!("intents/{i}")), vec![7; 6])
-                .expect("overwrite");
-            if i == 50 {
-                // Sweeps leave young spares alone...
-                std::thread::sleep(Duration::from_millis(20));
-                let spares = std::fs::read_dir(dir.path().join("staging"))
-                    .expect("dir")
-                    .count();
-                assert!(spares > 0, "the pool keeps spares ready");
-                assert_eq!(store.sweep_staging("", Duration::ZERO), 0);
-            }
-            if i == 100 {
-                // ... but if they went anyway, creates still work.
-                for e in std::fs::read_dir(dir.path().join("staging"))
-                    .expect("dir")
-                    .flatten()
-                {
-                    std::fs::remove_file(e.path()).expect("remove spare");
-                }
-            }
-        }
-        for i in 0..200u64 {
-            let path = Path::from(format!("log/{:03x}/{i:016x}", i / 50));
-            assert_eq!(
-                &store.get(&path).expect("get").expect("there")[..],
-                &[i as u8; 10][..]
-            );
-            let intent = store.get(&Path::from(format!("intents/{i}"))).expect("get");
-            assert_eq!(intent.as_deref(), Some(&[7u8; 6][..]));
-        }
-        // Only ready spares (empty) are left in staging; nothing beside the objects.
-        for e in std::fs::read_dir(dir.path().join("staging"))
-            .expect("staging")
-            .flatten()
-        {
-            assert_eq!(e.metadata().expect("meta").len(), 0, "{:?}", e.path());
-        }
-        for d in ["log/000", "log/003", "intents"] {
-            for e in std::fs::read_dir(dir.path().join(d))
-                .expect("dir")
-                .flatten()
-            {
-                let name = e.file_name().to_string_lossy().into_owned();
-                assert!(!name.contains('#'), "left behind: {d}/{name}");
-            }
-        }
-    }
-}
