@@ -336,13 +336,13 @@ impl Db {
             _exclusive: exclusive,
         });
         // Other processes' records arrive with their nodes: where reading a
-        // record costs a request (S3), cache them then; in a local folder a
+        // record costs a request (S3), keep their bodies then; in a local folder a
         // record is read again when one of its nodes is wanted.
         if !inner.loader.store.probe_is_cheap() {
             let loader = inner.loader.clone();
-            inner.registry.set_packed_sink(Box::new(move |seq, packed| {
-                loader.cache_packed(seq, packed)
-            }));
+            inner
+                .registry
+                .set_packed_sink(Box::new(move |packed| loader.keep_packed(packed)));
         }
         let read_only = inner.opts.read_only;
         // Embedded mode: nobody else can be mid-commit, so every intent is dead,

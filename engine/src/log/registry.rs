@@ -69,7 +69,7 @@ enum Look {
 }
 
 /// Where a registry hands the node bodies of records it reads.
-pub type PackedSink = Box<dyn Fn(u64, &[PackedNode]) + Send + Sync>;
+pub type PackedSink = Box<dyn Fn(Vec<PackedNode>) + Send + Sync>;
 
 impl Registry {
     /// Loads the newest readable checkpoint and replays the log after it,
@@ -167,8 +167,8 @@ impl Registry {
         // the node bodies stay in the log until someone reads those nodes.
         let mut rec = match self.packed_sink.get() {
             Some(sink) => {
-                let rec = decode_record(path.as_ref(), data)?;
-                sink(rec.seq, &rec.packed);
+                let mut rec = decode_record(path.as_ref(), data)?;
+                sink(std::mem::take(&mut rec.packed));
                 rec
             }
             None => decode_record_head(path.as_ref(), data)?,
