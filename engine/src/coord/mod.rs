@@ -126,10 +126,19 @@ pub trait Coordinator: Send + Sync {
     /// Queues this process for the log: holds the first of the `window`
     /// positions after `after` (the newest record it has read; at most
     /// [`PLACE_WINDOW`]) that is free or its own already, and gives up
-    /// `held`, the place it held, if that one is later. A hint that makes
-    /// hosts take turns instead of racing: the commit point still decides
-    /// who fills a position.
-    fn take_place(&self, _after: u64, _window: u64, _held: Option<u64>) -> PlaceView {
+    /// `held`, the place it held, if that one is later. `after_taken`:
+    /// every position up to `after` is known to be taken (written or
+    /// held), which lets the coordinator start later searches past the
+    /// place found; false for a queue's place asked for further ahead.
+    /// A hint that makes hosts take turns instead of racing: the commit
+    /// point still decides who fills a position.
+    fn take_place(
+        &self,
+        _after: u64,
+        _window: u64,
+        _held: Option<u64>,
+        _after_taken: bool,
+    ) -> PlaceView {
         PlaceView {
             place: Place::Unqueued,
             stamp: None,

@@ -84,12 +84,14 @@ impl Queue {
     /// Takes this commit's place: the position after `at` if not queued,
     /// else the first free one from its `from` (or after `at`).
     fn take(&mut self, at: u64) -> crate::coord::PlaceView {
-        let (after, window) = match (self.queued, self.from) {
-            (false, _) => (at, 1),
-            (true, Some(from)) if from > at + 1 => (from - 1, PLACE_WINDOW),
-            (true, _) => (at, PLACE_WINDOW),
+        // Positions up to `at` are written; up to a queue's `from`, not
+        // known.
+        let (after, window, after_taken) = match (self.queued, self.from) {
+            (false, _) => (at, 1, true),
+            (true, Some(from)) if from > at + 1 => (from - 1, PLACE_WINDOW, false),
+            (true, _) => (at, PLACE_WINDOW, true),
         };
-        let view = self.coord.take_place(after, window, self.held);
+        let view = self.coord.take_place(after, window, self.held, after_taken);
         self.held = match view.place {
             Place::Holds(p) => Some(p),
             _ => None,
@@ -102,7 +104,7 @@ impl Queue {
     /// once (`ahead.rs`); `None` when the coordinator keeps no queue or
     /// every position of the window is held.
     pub(super) fn place_ahead(&mut self, at: u64) -> Option<u64> {
-        let view = self.coord.take_place(at, PLACE_WINDOW, self.held);
+        let view = self.coord.take_place(at, PLACE_WINDOW, self.held, true);
         self.held = match view.place {
             Place::Holds(p) => Some(p),
             _ => None,

@@ -11,6 +11,8 @@
 //! - `sopfs:V:seq`     newest commit seq announced
 //! - `sopfs:V:place:S` the process about to write, or queued to write, log
 //!   position S (see `Coordinator::take_place`), PX = `PLACE_TTL`
+//! - `sopfs:V:place-free` the first position not known to be taken, where
+//!   taking a place starts looking; PX = 30 x `PLACE_TTL`
 //! - `sopfs:V:rec:S`   a copy of log record S as the store holds it (see
 //!   `Coordinator::mirror_record`), PX = `MIRROR_TTL`
 
@@ -208,6 +210,18 @@ impl RedisCoordinator {
     fn place_key(&self, seq: u64) -> String {
         format!(
             "{}place:{seq:016x}",
+            self.prefix
+                .get()
+                .map(String::as_str)
+                .unwrap_or("sopfs:unattached:")
+        )
+    }
+
+    /// Key of the volume's first log position not known to be taken (held
+    /// in the queue, or written): where `take_place` starts looking.
+    fn free_place_key(&self) -> String {
+        format!(
+            "{}place-free",
             self.prefix
                 .get()
                 .map(String::as_str)
@@ -451,7 +465,13 @@ impl Coordinator for RedisCoordinator {
         }
     }
 
-    fn take_place(&self, after: u64, window: u64, held: Option<u64>) -> PlaceView {
+    fn take_place(
+        &self,
+        after: u64,
+        window: u64,
+        held: Option<u64>,
+        after_taken: bool,
+    ) -> PlaceView {
         let window = window.clamp(1, PLACE_WINDOW);
         // Where in the window the place held now is, for the script to
         // free it if it finds an earlier one (and to stop looking there).
@@ -461,6 +481,7 @@ impl Coordinator for RedisCoordinator {
         let mut names: Vec<String> = (after + 1..=after + window)
             .map(|s| self.place_key(s))
             .collect();
+        names.push(self.free_place_key());
         names.push(self.seq_key());
         // A queue is a courtesy: a server that does not answer at once
         // leaves the commit to race, not to wait.
@@ -472,6 +493,8 @@ impl Coordinator for RedisCoordinator {
             inv.arg(&self.me)
                 .arg(PLACE_TTL.as_millis() as u64)
                 .arg(held_at)
+                .arg(after)
+                .arg(u8::from(after_taken))
                 .invoke(con)
         });
         match reply {
@@ -545,9 +568,14 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn leave_place(&self, seq: u64) {
-        let key = self.place_key(seq);
+        let (key, free) = (self.place_key(seq), self.free_place_key());
         let r: Result<i64> = self.with(Instant::now() + PLACE_PATIENCE, |con| {
-            self.leave_place.key(&key).arg(&self.me).invoke(con)
+            self.leave_place
+                .key(&key)
+                .key(&free)
+                .arg(&self.me)
+                .arg(seq)
+                .invoke(con)
         });
         if let Err(e) = r {
             tracing::debug!(error = %e, "could not leave a place in the log's queue (it expires)");

@@ -75,13 +75,26 @@ return {redis.call('GET', KEYS[1]) or false, id or false}
 "#;
 
 /// Takes ARGV[1]'s place in the queue for the log positions whose keys are
-/// KEYS[1..n-1] (in order; the seq key last): the first that is free or
-/// already ARGV[1]'s is set to it for ARGV[2] ms, and the one it held at
-/// index ARGV[3] (0: none in the window), if later, is freed. Returns
-/// {index of the place or 0, stamp}.
+/// KEYS[1..n] (n = #KEYS - 2: positions ARGV[4] + 1 onwards, in order), the
+/// key of the volume's first position not known to be taken next, the seq
+/// key last. The first position from there that is free or already
+/// ARGV[1]'s is set to it for ARGV[2] ms, and the one it held at index
+/// ARGV[3] (0: none in the window), if later, is freed; ARGV[5] is 1 when
+/// every position up to ARGV[4] is known to be taken. Looking starts at
+/// the first position not known to be taken (or at the place held, if
+/// earlier), not at the caller's window's start: with many hosts the
+/// positions right after a caller's newest record are all held, and
+/// reading each of them cost the server work that grew with the hosts.
+/// Returns {index of the place or 0, stamp}.
 pub(super) const TAKE_PLACE: &str = r#"
-local me, ttl, held, got = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), 0
-for i = 1, #KEYS - 1 do
+local me, ttl, held, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local n, got, freed = #KEYS - 2, 0, 0
+local free_key = KEYS[#KEYS - 1]
+local free = tonumber(redis.call('GET', free_key) or '0')
+local start = 1
+if free - base > 1 then start = free - base end
+if held > 0 and held < start then start = held end
+for i = start, n do
   if got ~= 0 and i > held then break end
   local cur = redis.call('GET', KEYS[i])
   if got == 0 and (not cur or cur == me) then
@@ -89,13 +102,29 @@ for i = 1, #KEYS - 1 do
     got = i
   elseif got ~= 0 and cur == me then
     redis.call('DEL', KEYS[i])
+    freed = i
   end
 end
+-- Every position before the one found is taken when the search began at
+-- or before the first not known to be taken.
+local known = free
+if ARGV[5] == '1' and base + 1 > known then known = base + 1 end
+local new_free = free
+if got ~= 0 and base + got + 1 > free and base + start <= known then
+  new_free = base + got + 1
+end
+if freed ~= 0 and base + freed < new_free then new_free = base + freed end
+if new_free ~= free then redis.call('SET', free_key, new_free, 'PX', ttl * 30) end
 return {got, tonumber(redis.call('GET', KEYS[#KEYS]) or '-1')}
 "#;
 
-/// Frees the log position KEYS[1] if ARGV[1] holds it.
+/// Frees the log position KEYS[1], ARGV[2], if ARGV[1] holds it, and
+/// lowers the first position not known to be taken (KEYS[2]) to it.
 pub(super) const LEAVE_PLACE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  local free = tonumber(redis.call('GET', KEYS[2]) or '0')
+  if tonumber(ARGV[2]) < free then redis.call('SET', KEYS[2], ARGV[2], 'KEEPTTL') end
+end
 return 1
 "#;

@@ -1,0 +1,95 @@
+//! The queue for log positions in Redis (`Coordinator::take_place`):
+//! places are handed out in order, a place given up is handed out again,
+//! and finding a free place does not read every place held before it.
+
+mod common;
+
+use common::RedisServer;
+use engine::{Coordinator, Place, RedisCoordinator, PLACE_WINDOW};
+
+fn process(url: &str) -> RedisCoordinator {
+    let c = RedisCoordinator::connect(url).expect("connect");
+    c.attach("vol").expect("attach");
+    c
+}
+
+/// Keys the server has read (GETs, also those inside scripts) so far.
+fn gets(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(con)
+        .expect("info");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn places_are_found_without_reading_every_held_one_and_a_place_given_up_comes_back() {
+    let redis = RedisServer::start();
+    let mut con = redis::Client::open(redis.url())
+        .and_then(|c| c.get_connection())
+        .expect("connection");
+    // 40 processes whose newest record is position 0 take places.
+    let holders: Vec<RedisCoordinator> = (0..40).map(|_| process(&redis.url())).collect();
+    for (i, p) in holders.iter().enumerate() {
+        assert_eq!(
+            p.take_place(0, PLACE_WINDOW, None, true).place,
+            Place::Holds(i as u64 + 1)
+        );
+    }
+    // One more, still behind at position 0: it reads the first position
+    // not known to be taken, not the 40 held ones before it.
+    let late = process(&redis.url());
+    let before = gets(&mut con);
+    assert_eq!(
+        late.take_place(0, PLACE_WINDOW, None, true).place,
+        Place::Holds(41)
+    );
+    let read = gets(&mut con) - before;
+    assert!(read <= 4, "{read} keys read to find one free place");
+    // A place given up is where the next one looks first.
+    holders[4].leave_place(5);
+    let next = process(&redis.url());
+    assert_eq!(
+        next.take_place(0, PLACE_WINDOW, None, true).place,
+        Place::Holds(5)
+    );
+    // A process that moves to an earlier place frees its later one, which
+    // is then handed out again, not skipped (a skipped place is a hole
+    // every later commit waits on).
+    holders[9].leave_place(10);
+    assert_eq!(
+        late.take_place(0, PLACE_WINDOW, Some(41), true).place,
+        Place::Holds(10)
+    );
+    let after = process(&redis.url());
+    assert_eq!(
+        after.take_place(0, PLACE_WINDOW, None, true).place,
+        Place::Holds(41)
+    );
+    assert_eq!(
+        after.take_place(0, PLACE_WINDOW, Some(41), true).place,
+        Place::Holds(41),
+        "its own"
+    );
+    let last = process(&redis.url());
+    assert_eq!(
+        last.take_place(0, PLACE_WINDOW, None, true).place,
+        Place::Holds(42)
+    );
+    // A queue's place asked for further ahead leaves the positions before
+    // it to be found: nobody holds them.
+    let queued = process(&redis.url());
+    assert_eq!(
+        queued.take_place(50, PLACE_WINDOW, None, false).place,
+        Place::Holds(51)
+    );
+    let behind_it = process(&redis.url());
+    assert_eq!(
+        behind_it.take_place(0, PLACE_WINDOW, None, true).place,
+        Place::Holds(43)
+    );
+}
