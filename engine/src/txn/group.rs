@@ -19,7 +19,7 @@
 //! store: each member's `commit` returns with the group's.
 
 use super::commit::{commit_one, record_writes, validate};
-use super::ops::{apply_op, Op, TxMode, TxOptions, CATALOG};
+use super::ops::{replay_ops, TxMode, TxOptions};
 use super::tx::Transaction;
 use super::CommitInfo;
 use crate::error::{Error, Result};
@@ -292,21 +292,7 @@ fn join(group: &mut Transaction, m: &mut Transaction, latest: u64) -> Result<()>
     };
     validate(m, &[Arc::new(before)])?;
     let mut view = group.view.clone();
-    let mut created = Vec::new();
-    for op in &m.ops {
-        match apply_op(&mut view, op) {
-            Ok(true) => {
-                if let Op::EnsureTree { name, .. } = op {
-                    created.push(name.clone());
-                }
-            }
-            Ok(false) => {}
-            Err(e @ (Error::TreeNotFound(_) | Error::TreeExists(_))) => {
-                return Err(Error::conflict(CATALOG, e.to_string()))
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let created = replay_ops(&mut view, &m.ops)?;
     group.view = view;
     group.ensure_created.extend(created);
     group.ops.append(&mut m.ops);

@@ -202,6 +202,29 @@ pub(crate) fn lookup_meta(view: &View, name: &str) -> Result<Option<TreeMeta>> {
     }
 }
 
+/// Replays `ops` onto `view`, a newer state than the one they were logged
+/// on, after validation passed; returns the trees an `EnsureTree` created.
+/// A failed precondition there means a change validation could not see:
+/// it is reported as a conflict, to retry.
+pub(crate) fn replay_ops(view: &mut View, ops: &[Op]) -> Result<Vec<String>> {
+    let mut created = Vec::new();
+    for op in ops {
+        match apply_op(view, op) {
+            Ok(true) => {
+                if let Op::EnsureTree { name, .. } = op {
+                    created.push(name.clone());
+                }
+            }
+            Ok(false) => {}
+            Err(e @ (Error::TreeNotFound(_) | Error::TreeExists(_))) => {
+                return Err(Error::conflict(CATALOG, e.to_string()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(created)
+}
+
 /// Applies one op to a view. Returns true when an `EnsureTree` created the tree.
 pub(crate) fn apply_op(view: &mut View, op: &Op) -> Result<bool> {
     let catalog_put = |view: &mut View, name: &str, meta: &TreeMeta| -> Result<()> {

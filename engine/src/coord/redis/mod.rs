@@ -207,26 +207,25 @@ impl RedisCoordinator {
             .collect()
     }
 
+    /// `name` under this volume's prefix (a placeholder one before
+    /// `attach`).
+    fn scoped(&self, name: std::fmt::Arguments) -> String {
+        let prefix = self
+            .prefix
+            .get()
+            .map(String::as_str)
+            .unwrap_or("sopfs:unattached:");
+        format!("{prefix}{name}")
+    }
+
     fn place_key(&self, seq: u64) -> String {
-        format!(
-            "{}place:{seq:016x}",
-            self.prefix
-                .get()
-                .map(String::as_str)
-                .unwrap_or("sopfs:unattached:")
-        )
+        self.scoped(format_args!("place:{seq:016x}"))
     }
 
     /// Key of the volume's first log position not known to be taken (held
     /// in the queue, or written): where `take_place` starts looking.
     fn free_place_key(&self) -> String {
-        format!(
-            "{}place-free",
-            self.prefix
-                .get()
-                .map(String::as_str)
-                .unwrap_or("sopfs:unattached:")
-        )
+        self.scoped(format_args!("place-free"))
     }
 
     /// Key of the copy of record `seq`; `None` before `attach`, when
@@ -236,23 +235,11 @@ impl RedisCoordinator {
     }
 
     fn channel(&self) -> String {
-        format!(
-            "{}commits",
-            self.prefix
-                .get()
-                .map(String::as_str)
-                .unwrap_or("sopfs:unattached:")
-        )
+        self.scoped(format_args!("commits"))
     }
 
     fn seq_key(&self) -> String {
-        format!(
-            "{}seq",
-            self.prefix
-                .get()
-                .map(String::as_str)
-                .unwrap_or("sopfs:unattached:")
-        )
+        self.scoped(format_args!("seq"))
     }
 }
 

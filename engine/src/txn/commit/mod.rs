@@ -24,7 +24,7 @@
 mod append;
 mod write_ahead;
 
-use super::ops::{apply_op, Op, TxMode, CATALOG};
+use super::ops::{replay_ops, Op, TxMode, CATALOG};
 use super::place::Queue;
 use super::recovery::recover_owner;
 use super::stager;
@@ -37,7 +37,7 @@ use crate::log::{CommitRecord, TreeWrites};
 use crate::store::intent_path;
 use crate::tree::View;
 use append::append;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use write_ahead::{discard, write_ahead, InFlight};
@@ -142,25 +142,9 @@ pub(super) fn validate(tx: &Transaction, records: &[Arc<CommitRecord>]) -> Resul
 
 /// Replays the transaction's operations onto `view` (a fresher snapshot).
 fn replay(tx: &mut Transaction, mut view: View) -> Result<()> {
-    let mut ensure_created = BTreeSet::new();
-    for op in &tx.ops {
-        match apply_op(&mut view, op) {
-            Ok(true) => {
-                if let Op::EnsureTree { name, .. } = op {
-                    ensure_created.insert(name.clone());
-                }
-            }
-            Ok(false) => {}
-            // Validation passed, so a failed precondition means a change it
-            // could not see: report it as a conflict to retry.
-            Err(e @ (Error::TreeNotFound(_) | Error::TreeExists(_))) => {
-                return Err(Error::conflict(CATALOG, e.to_string()))
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let created = replay_ops(&mut view, &tx.ops)?;
     tx.view = view;
-    tx.ensure_created = ensure_created;
+    tx.ensure_created = created.into_iter().collect();
     tx.metas.clear();
     Ok(())
 }
