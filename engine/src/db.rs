@@ -336,8 +336,9 @@ impl Db {
             _exclusive: exclusive,
         });
         // Other processes' records arrive with their nodes: where reading a
-        // record costs a request (S3), keep their bodies then; in a local folder a
-        // record is read again when one of its nodes is wanted.
+        // record costs a request (S3), keep their bodies then (decoded when
+        // wanted); in a local folder a record is read again when one of its
+        // nodes is wanted.
         if !inner.loader.store.probe_is_cheap() {
             let loader = inner.loader.clone();
             inner

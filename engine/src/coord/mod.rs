@@ -124,7 +124,8 @@ pub trait Coordinator: Send + Sync {
         self.publish_stamp(committed);
     }
     /// Queues this process for the log: holds the first of the `window`
-    /// positions after `after` (the newest record it has read; at most
+    /// positions after `after` (the newest record it has read, or the
+    /// position before a queue's place further ahead; `window` at most
     /// [`PLACE_WINDOW`]) that is free or its own already, and gives up
     /// `held`, the place it held, if that one is later. `after_taken`:
     /// every position up to `after` is known to be taken (written or
