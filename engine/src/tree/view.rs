@@ -39,7 +39,9 @@ pub(crate) struct Loader {
     /// Node bodies other processes' records carried (S3), undecoded: most
     /// of them are never wanted here (hosts writing directories of their
     /// own), and decoding every one as it arrived was a tenth of a host's
-    /// CPU with 32 hosts. Decoded into `cache` at first use.
+    /// CPU with 32 hosts. Decoded into `cache` at first use. Bounded in
+    /// bytes, unlike `big_records` (bodies of records read because one of
+    /// their nodes was wanted): these arrive whether wanted or not.
     pub bodies: crate::tree::ValueCache,
 }
 
@@ -99,10 +101,7 @@ impl Loader {
         }
         if let Some(seq) = packed_in {
             if let Some(body) = self.bodies.get(blob) {
-                let path = log_path(seq);
-                let node = Arc::new(Node::decode_in_record(path.as_ref(), &body, seq)?);
-                self.cache.insert(blob, node.clone());
-                return Ok(node);
+                return self.decode_kept(seq, blob, &body);
             }
             if let Some(node) = self.load_packed(seq, blob)? {
                 return Ok(node);
@@ -156,9 +155,15 @@ impl Loader {
         let body = big
             .get(&blob)
             .ok_or_else(|| not_carried(seq, "node", blob))?;
-        let node = Arc::new(Node::decode_in_record(path.as_ref(), body, seq)?);
+        self.decode_kept(seq, blob, body).map(Some)
+    }
+
+    /// Decodes node `blob` from `body`, kept as bytes out of record `seq`
+    /// (a big record's, or one `keep_packed` kept), into the node cache.
+    fn decode_kept(&self, seq: u64, blob: BlobId, body: &[u8]) -> Result<Arc<Node>> {
+        let node = Arc::new(Node::decode_in_record(log_path(seq).as_ref(), body, seq)?);
         self.cache.insert(blob, node.clone());
-        Ok(Some(node))
+        Ok(node)
     }
 
     /// Decodes and caches every node of a small record; returns `blob`.
