@@ -13,6 +13,7 @@ pub mod host;
 pub mod macros;
 pub mod mount;
 pub mod ns;
+pub mod pages;
 pub mod tools;
 
 pub use error::{FsError, FsResult};

@@ -91,6 +91,36 @@ fn sigterm_commits_open_files_unmounts_and_exits_zero() {
     );
 }
 
+/// The `THP_enabled` line of a process's status (kernels since 6.x have it).
+fn thp_enabled(pid: u32) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .map(|v| v.trim().to_string())
+}
+
+#[test]
+fn the_daemon_faults_in_small_pages() {
+    // Huge pages cost a mount a 2 MiB zeroing at every fault of memory
+    // its allocator gave back (`sopfs::pages`).
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("store");
+    let dir = t.path().join("m");
+    std::fs::create_dir(&dir).expect("mp");
+    let m = Mount::start_at(store.to_str().expect("utf8"), &dir, None, &[]);
+    let Some(daemon) = thp_enabled(m.pid()) else {
+        eprintln!("this kernel does not report THP_enabled; nothing to check");
+        return;
+    };
+    assert_eq!(daemon, "0", "the daemon may fault in huge pages");
+    assert_eq!(
+        thp_enabled(std::process::id()).as_deref(),
+        Some("1"),
+        "the switch is the daemon's own, not the machine's"
+    );
+}
+
 fn one_line_error(args: &[&str]) -> String {
     let out = Command::new(sopfs_bin()).args(args).output().expect("run");
     assert!(!out.status.success(), "{args:?} succeeded");

@@ -591,3 +591,28 @@ fn prompt_speaks_https_and_trusts_only_what_it_is_told_to() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[test]
+fn a_program_a_macro_runs_gets_the_kernels_default_pages() {
+    // The daemon turns huge pages off for itself (`sopfs::pages`), and the
+    // switch is inherited: an exec step's program must not inherit it.
+    sopfs::pages::keep_small_pages();
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return;
+    };
+    if !status.contains("THP_enabled:") {
+        eprintln!("this kernel does not report THP_enabled; nothing to check");
+        return;
+    }
+    assert!(status.contains("THP_enabled:\t0"), "{status}");
+    let fs = memory_fs();
+    let m = install(
+        &fs,
+        r#"{"format":1,"name":"pages","steps":[
+            {"op":"exec","command":["grep","THP_enabled","/proc/self/status"],"into":"t"},
+            {"op":"print","text":"${t}"}
+        ]}"#,
+    );
+    let out = run(&fs, &m, &[], &exec_cfg()).expect("run");
+    assert_eq!(out.lines, ["THP_enabled:\t1"]);
+}

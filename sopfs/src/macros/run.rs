@@ -500,8 +500,10 @@ impl<'a> Runner<'a> {
         let Some((prog, args)) = argv.split_first() else {
             return Err(Failure::Msg("exec of an empty command".into()));
         };
-        let out = std::process::Command::new(prog)
-            .args(args)
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(args);
+        crate::pages::default_pages_for(&mut cmd);
+        let out = cmd
             .output()
             .map_err(|e| Failure::Msg(format!("{prog}: {e}")))?;
         if !out.status.success() {
