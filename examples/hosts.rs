@@ -77,6 +77,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 StoreLocation::Custom(store.clone()),
                 Options {
                     background_interval: None,
+                    // As a mount opens its volume (`sopfs/src/mount/daemon.rs`):
+                    // transactions begin from the pushed stamp.
+                    pushed_stamps: true,
                     ..Options::default()
                 },
                 Arc::new(coord),

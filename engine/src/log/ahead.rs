@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 /// Farthest a record may be placed past the record it was built on: a
 /// record further ahead is void (positions are handed out at most
-/// `PLACE_WINDOW` = 64 past the newest one a host read). GC keeps this many
+/// `PLACE_WINDOW` past the newest one a host read). GC keeps this many
 /// records before a checkpoint, so a process that opens from it can decide.
 pub const AHEAD_SPAN: u64 = 128;
 

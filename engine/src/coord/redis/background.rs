@@ -90,7 +90,10 @@ pub(super) struct Watch {
 }
 
 impl Watch {
-    /// Sleeps up to `pause`, or until a stamp above `seen` is heard.
+    /// Sleeps up to `pause`, or until a stamp above `seen` is heard. A
+    /// caller that knows more of the log than the stamps have said (one
+    /// that read records from their copies) sleeps too: returning at once
+    /// made it poll the copies in a loop until the stamps caught up.
     pub(super) fn wait_past(&self, seen: u64, pause: Duration) {
         if !self.live.load(Ordering::SeqCst) {
             std::thread::sleep(pause);
@@ -98,7 +101,7 @@ impl Watch {
         }
         let until = Instant::now() + pause;
         let mut g = self.heard_lock.lock();
-        while self.seen.load(Ordering::SeqCst) == seen {
+        while self.seen.load(Ordering::SeqCst) <= seen {
             if self.heard.wait_until(&mut g, until).timed_out() {
                 return;
             }
