@@ -701,3 +701,48 @@ fn a_host_that_slept_while_others_melded_and_gc_ran_folds_every_meld() {
     let mut tx = dbs[0].begin_fresh().expect("begin");
     assert_eq!(tx.get("t", b"late").expect("get"), Some(b"v".to_vec()));
 }
+
+#[test]
+fn a_group_of_small_files_is_read_from_its_copy_and_a_big_record_from_the_store() {
+    let (redis, slow, dbs) = hosts(2, Duration::from_millis(2));
+    let (a, b) = (&dbs[0], &dbs[1]);
+    // About what 16 writers of one mount put in one record: 16 small
+    // values (they travel in the record) and their leaves, ~100 KiB.
+    a.run(|tx| {
+        for i in 0..16u32 {
+            tx.insert("t", format!("small{i:02}").as_bytes(), &[i as u8; 6 * 1024])?;
+        }
+        Ok(())
+    })
+    .expect("group-sized commit");
+    let before = slow.record_gets.load(Ordering::SeqCst);
+    let mut tx = b.begin_fresh().expect("begin");
+    assert_eq!(tx.count("t").expect("count"), 16);
+    assert_eq!(
+        slow.record_gets.load(Ordering::SeqCst),
+        before,
+        "a record of ~100 KiB is read from its copy"
+    );
+    drop(tx);
+    // A record with 768 KiB of values: too big to copy, read from the store.
+    a.run(|tx| {
+        for i in 0..3u32 {
+            tx.insert("t", format!("big{i}").as_bytes(), &[7u8; 256 * 1024])?;
+        }
+        Ok(())
+    })
+    .expect("big commit");
+    let (mut con, copies) = record_copies(&redis);
+    let empty = copies.iter().any(|k| {
+        let n: usize = redis::cmd("STRLEN").arg(k).query(&mut con).expect("strlen");
+        n == 0
+    });
+    assert!(empty, "the big record left an empty copy");
+    let before = slow.record_gets.load(Ordering::SeqCst);
+    let mut tx = b.begin_fresh().expect("begin");
+    assert_eq!(tx.count("t").expect("count"), 19);
+    assert!(
+        slow.record_gets.load(Ordering::SeqCst) > before,
+        "the big record was read from the store"
+    );
+}

@@ -583,8 +583,11 @@ const PLACE_PATIENCE: Duration = Duration::from_millis(200);
 /// volume's record bytes per second times this.
 const MIRROR_TTL: Duration = Duration::from_secs(10);
 /// Records bigger than this are not copied (a clone's or a big write's):
-/// few, and they would crowd the server. Their copy is empty.
-const MIRROR_MAX: usize = 64 * 1024;
+/// few, and they would crowd the server. Their copy is empty. Big enough
+/// for the record of a group of small files (16 writers of one mount put
+/// 16 files of 4 KiB and their leaves in one record, 70-130 KiB: with a
+/// limit of 64 KiB the other mounts read most of them from the store).
+const MIRROR_MAX: usize = 256 * 1024;
 /// How long copying or reading copies waits for an unreachable server
 /// before the store is asked instead.
 const MIRROR_PATIENCE: Duration = Duration::from_millis(100);
