@@ -724,6 +724,32 @@ fn a_group_of_small_files_is_read_from_its_copy_and_a_big_record_from_the_store(
         "a record of ~100 KiB is read from its copy"
     );
     drop(tx);
+    // Its copy stays for less than a small record's 10 s, in proportion
+    // to its size: Redis holds a bounded number of bytes per record.
+    let (mut con, copies) = record_copies(&redis);
+    for k in &copies {
+        let len: usize = redis::cmd("STRLEN").arg(k).query(&mut con).expect("strlen");
+        let ttl_ms: i64 = redis::cmd("PTTL").arg(k).query(&mut con).expect("pttl");
+        let most = if len <= 64 * 1024 {
+            10_000.0
+        } else {
+            10_000.0 * 65_536.0 / len as f64
+        };
+        assert!(
+            ttl_ms > 0 && ttl_ms as f64 <= most,
+            "{k}: {len} bytes kept {ttl_ms} ms"
+        );
+        if len > 64 * 1024 {
+            assert!(ttl_ms < 8_000, "{k}: {len} bytes kept {ttl_ms} ms");
+        }
+    }
+    assert!(
+        copies.iter().any(|k| {
+            let len: usize = redis::cmd("STRLEN").arg(k).query(&mut con).expect("strlen");
+            len > 64 * 1024
+        }),
+        "the group's record is bigger than 64 KiB"
+    );
     // A record with 768 KiB of values: too big to copy, read from the store.
     a.run(|tx| {
         for i in 0..3u32 {
