@@ -54,8 +54,9 @@ pub struct Options {
     /// processes' records from their copies first (one round trip to the
     /// coordinator per batch instead of a store GET per record per host).
     /// Off, every record is read from the store; for a coordinator with
-    /// little memory to spare (copies take about the volume's record bytes
-    /// per second times ten seconds). Set alike on every host: a host
+    /// little memory to spare (copies take at most the volume's record
+    /// bytes per second times ten seconds, and 640 KiB per record a
+    /// second: see `mirror_ttl`). Set alike on every host: a host
     /// waiting for a copy that never comes asks the store only after a
     /// pause.
     pub record_copies: bool,
