@@ -110,7 +110,13 @@ impl SentinelSet {
     /// Starts the three and waits until the sentinel knows the replica.
     pub fn start(password: &str) -> SentinelSet {
         let dir = tempfile::tempdir().expect("tempdir");
+        // A replica's first sync writes the master's snapshot to a file in
+        // its `dir` (the working directory unless told): keep it out of
+        // the checkout.
+        let dir_arg = dir.path().to_string_lossy().into_owned();
         let base = [
+            "--dir",
+            &dir_arg,
             "--save",
             "",
             "--appendonly",
@@ -136,7 +142,6 @@ impl SentinelSet {
             ),
         )
         .expect("sentinel.conf");
-        let dir_arg = dir.path().to_string_lossy().into_owned();
         let sentinel = spawn_retrying(Some(&conf), &["--sentinel", "--dir", &dir_arg], None);
         let set = SentinelSet {
             master,
@@ -227,7 +232,10 @@ impl ClusterSet {
         for i in 0..3 {
             let conf = dir.path().join(format!("nodes-{i}.conf"));
             let conf = conf.to_string_lossy().into_owned();
+            let dir_arg = dir.path().to_string_lossy().into_owned();
             let args = [
+                "--dir",
+                &dir_arg,
                 "--save",
                 "",
                 "--appendonly",
