@@ -25,6 +25,11 @@ use std::time::{Duration, Instant};
 use test_support::latency::LatencyStore;
 use test_support::RedisServer;
 
+/// The allocator a mount runs with (`sopfs`'s `main.rs`), with huge pages
+/// off as there (`sopfs::pages`): the hosts here are mounts in one process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -33,6 +38,12 @@ fn arg(name: &str) -> Option<String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As a mount does first thing (`sopfs::pages::keep_small_pages`).
+    // SAFETY: prctl with integer arguments only sets a flag of this process.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0)
+    };
     let hosts: Vec<usize> = arg("--hosts")
         .unwrap_or_else(|| "1,2,4,8,16,32,64".into())
         .split(',')
