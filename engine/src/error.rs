@@ -104,4 +104,19 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    /// This error with `path` as the object's path, for a decoder that was
+    /// handed none: building a store path for every record a host folds
+    /// cost more than decoding its head.
+    pub(crate) fn at_path(self, path: impl FnOnce() -> String) -> Self {
+        match self {
+            Error::Corrupted { what, detail, .. } => Error::Corrupted {
+                what,
+                path: path(),
+                detail,
+            },
+            Error::Missing { what, .. } => Error::Missing { what, path: path() },
+            other => other,
+        }
+    }
 }

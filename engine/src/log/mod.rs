@@ -26,6 +26,7 @@
 //! that does not check out (one being written), and look for it again later.
 
 mod ahead;
+mod recent_writes;
 mod record;
 mod registry;
 mod segments;
@@ -198,7 +199,7 @@ impl Log {
                 let Some(copy) = copy else {
                     return Copied::Unknown;
                 };
-                let frame = self.store.unseal_for(&log_path(seq), Bytes::from(copy));
+                let frame = self.store.unseal_record(seq, Bytes::from(copy));
                 match frame {
                     Ok(f) if frame_at(&f, 0) == Some(f.len()) => Copied::Frame(f),
                     _ => Copied::Store,

@@ -3,6 +3,7 @@
 //! checkpoints bound how much of the log an opening process replays.
 
 use super::ahead::{self, Melder};
+use super::recent_writes::RecentWrites;
 use super::record::{
     decode_checkpoint, decode_record, decode_record_head, now_ms, Checkpoint, CommitRecord,
     PackedNode, RegState,
@@ -38,6 +39,9 @@ pub struct Registry {
     /// the store for them again.
     early: Mutex<BTreeMap<u64, Arc<CommitRecord>>>,
     recent: Mutex<BTreeMap<u64, Arc<CommitRecord>>>,
+    /// The keys and trees the records folded last wrote, for deciding
+    /// records placed ahead without reading every record before them.
+    recent_writes: Mutex<RecentWrites>,
     checkpointing: Mutex<u64>,
     /// When the store was last probed to the end of the log.
     probed_at: Mutex<std::time::Instant>,
@@ -113,6 +117,7 @@ impl Registry {
             pending: Mutex::new(BTreeMap::new()),
             early: Mutex::new(BTreeMap::new()),
             recent: Mutex::new(BTreeMap::new()),
+            recent_writes: Mutex::new(RecentWrites::default()),
             checkpointing: Mutex::new(cp_seq),
             probed_at: Mutex::new(std::time::Instant::now()),
             ended_at: Mutex::new(None),
@@ -162,16 +167,16 @@ impl Registry {
 
     /// Decodes the record read at position `seq`.
     fn decode_at(&self, seq: u64, data: &[u8]) -> Result<Arc<CommitRecord>> {
-        let path = log_path(seq);
+        let path = || log_path(seq).to_string();
         // Without a sink (a store where reading a record again is cheap)
         // the node bodies stay in the log until someone reads those nodes.
         let mut rec = match self.packed_sink.get() {
             Some(sink) => {
-                let mut rec = decode_record(path.as_ref(), data)?;
+                let mut rec = decode_record("", data).map_err(|e| e.at_path(path))?;
                 sink(std::mem::take(&mut rec.packed));
                 rec
             }
-            None => decode_record_head(path.as_ref(), data)?,
+            None => decode_record_head("", data).map_err(|e| e.at_path(path))?,
         };
         // Node bodies and values are read through the loader when needed,
         // not kept here.
@@ -180,7 +185,7 @@ impl Registry {
         if rec.seq != seq {
             return Err(Error::Corrupted {
                 what: "commit record",
-                path: path.to_string(),
+                path: path(),
                 detail: format!("holds seq {} at position {seq}", rec.seq),
             });
         }
@@ -294,6 +299,7 @@ impl Registry {
             let folding = next_state.get_or_insert_with(|| (*state).clone());
             let rec = self.decide(rec, folding)?;
             folding.apply(&rec);
+            self.recent_writes.lock().add(&rec);
             let mut recent = self.recent.lock();
             recent.insert(rec.seq, rec);
             while recent.len() > RECENT_WINDOW {
@@ -385,6 +391,7 @@ impl Registry {
         };
         *self.state.write() = Arc::new(state);
         self.recent.lock().clear();
+        self.recent_writes.lock().clear();
         self.early.lock().retain(|s, _| *s > cp.seq);
         self.pending.lock().retain(|s, _| *s > cp.seq);
         Ok(())
@@ -450,26 +457,35 @@ impl Registry {
     }
 
     /// `rec` as folded onto `state` (the state at `rec.seq - 1`): marked
-    /// void if it was placed ahead and overtaken (`ahead.rs`), which reads
-    /// the records between its base and it from memory or the store; with
+    /// void if it was placed ahead and overtaken (`ahead.rs`), by the index
+    /// of what the last records folded wrote or else by reading the records
+    /// between its base and it from memory or the store; with
     /// melded node changes if a node it changed moved on meanwhile.
     fn decide(&self, rec: Arc<CommitRecord>, state: &RegState) -> Result<Arc<CommitRecord>> {
         if !ahead::placed_ahead(&rec) {
             return Ok(rec);
         }
-        let overtaken = rec.seq - rec.base > ahead::AHEAD_SPAN || {
-            let between = self
-                .records(rec.base, rec.seq - 1)
-                .map_err(|_| Error::Missing {
-                    what: "commit record",
-                    path: format!(
-                        "log between {} and {} (to decide record {})",
-                        rec.base,
-                        rec.seq - 1,
-                        rec.seq
-                    ),
-                })?;
-            ahead::overtaken(&rec, &between)
+        // The records between are asked for only where the index of the
+        // last ones folded does not reach back to the base (just after
+        // open, or deciding an old record for a snapshot).
+        let indexed = self.recent_writes.lock().overtakes(&rec);
+        let overtaken = match indexed {
+            _ if rec.seq - rec.base > ahead::AHEAD_SPAN => true,
+            Some(overtaken) => overtaken,
+            None => {
+                let between = self
+                    .records(rec.base, rec.seq - 1)
+                    .map_err(|_| Error::Missing {
+                        what: "commit record",
+                        path: format!(
+                            "log between {} and {} (to decide record {})",
+                            rec.base,
+                            rec.seq - 1,
+                            rec.seq
+                        ),
+                    })?;
+                ahead::overtaken(&rec, &between)
+            }
         };
         let melded = if overtaken || !ahead::stale(&rec, state) {
             None
