@@ -219,7 +219,12 @@ impl RedisCoordinator {
     }
 
     fn place_key(&self, seq: u64) -> String {
-        self.scoped(format_args!("place:{seq:016x}"))
+        let prefix = self
+            .prefix
+            .get()
+            .map(String::as_str)
+            .unwrap_or("sopfs:unattached:");
+        seq_key_name(prefix, "place:", seq)
     }
 
     /// Key of the volume's first log position not known to be taken (held
@@ -231,7 +236,7 @@ impl RedisCoordinator {
     /// Key of the copy of record `seq`; `None` before `attach`, when
     /// there is no volume to scope it to.
     fn record_key(&self, seq: u64) -> Option<String> {
-        Some(format!("{}rec:{seq:016x}", self.prefix.get()?))
+        Some(seq_key_name(self.prefix.get()?, "rec:", seq))
     }
 
     fn channel(&self) -> String {
@@ -241,6 +246,20 @@ impl RedisCoordinator {
     fn seq_key(&self) -> String {
         self.scoped(format_args!("seq"))
     }
+}
+
+/// `{prefix}{kind}{seq:016x}` without the formatting machinery: a commit
+/// names 130 places and a copy for every record it reads (4.5 % of the
+/// 64-host simulation's CPU went to `format!` here).
+fn seq_key_name(prefix: &str, kind: &str, seq: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(prefix.len() + kind.len() + 16);
+    key.push_str(prefix);
+    key.push_str(kind);
+    for shift in (0..16).rev() {
+        key.push(HEX[((seq >> (shift * 4)) & 0xf) as usize] as char);
+    }
+    key
 }
 
 impl Coordinator for RedisCoordinator {
@@ -636,7 +655,17 @@ impl Drop for RedisCoordinator {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{redact_url, seq_key_name};
+
+    #[test]
+    fn seq_keys_are_sixteen_hex_digits() {
+        for seq in [0, 1, 0xabc, u64::MAX, 0x0123_4567_89ab_cdef] {
+            assert_eq!(
+                seq_key_name("sopfs:v:", "rec:", seq),
+                format!("sopfs:v:rec:{seq:016x}")
+            );
+        }
+    }
 
     #[test]
     fn passwords_never_show() {
