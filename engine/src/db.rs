@@ -336,14 +336,14 @@ impl Db {
             _exclusive: exclusive,
         });
         // Other processes' records arrive with their nodes: where reading a
-        // record costs a request (S3), keep their bodies then (decoded when
-        // wanted); in a local folder a record is read again when one of its
-        // nodes is wanted.
+        // record costs a request (S3), keep them then (decoded when one of
+        // their nodes or values is wanted); in a local folder a record is
+        // read again when one of its nodes is wanted.
         if !inner.loader.store.probe_is_cheap() {
             let loader = inner.loader.clone();
             inner
                 .registry
-                .set_packed_sink(Box::new(move |packed| loader.keep_packed(packed)));
+                .set_packed_sink(Box::new(move |seq, frame| loader.keep_frame(seq, frame)));
         }
         let read_only = inner.opts.read_only;
         // Embedded mode: nobody else can be mid-commit, so every intent is dead,

@@ -5,8 +5,7 @@
 use super::ahead::{self, Melder};
 use super::recent_writes::RecentWrites;
 use super::record::{
-    decode_checkpoint, decode_record, decode_record_head, now_ms, Checkpoint, CommitRecord,
-    PackedNode, RegState,
+    decode_checkpoint, decode_record_head, now_ms, Checkpoint, CommitRecord, RegState,
 };
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
@@ -50,8 +49,8 @@ pub struct Registry {
     /// its state, or placed ahead and settled) was asked: every commit
     /// that returned before then is in `state` (see `ended_within`).
     ended_at: Mutex<Option<std::time::Instant>>,
-    /// Takes the node bodies of records read from the store (other
-    /// processes' commits), so their nodes need not be read a second time.
+    /// Takes the frames of records read (other processes' commits), so
+    /// their nodes and values need not be read a second time.
     packed_sink: std::sync::OnceLock<PackedSink>,
     /// Replays records placed ahead whose nodes went stale (`ahead.rs`);
     /// without one (tests of the log alone) such a record cannot be folded.
@@ -72,8 +71,8 @@ enum Look {
     Copies,
 }
 
-/// Where a registry hands the node bodies of records it reads.
-pub type PackedSink = Box<dyn Fn(Vec<PackedNode>) + Send + Sync>;
+/// Where a registry hands the frames of records it reads, by position.
+pub type PackedSink = Box<dyn Fn(u64, &bytes::Bytes) + Send + Sync>;
 
 impl Registry {
     /// Loads the newest readable checkpoint and replays the log after it,
@@ -129,7 +128,7 @@ impl Registry {
         Ok(reg)
     }
 
-    /// Sets where the node bodies of records read from now on go (once).
+    /// Sets where the frames of records read from now on go (once).
     pub fn set_packed_sink(&self, sink: PackedSink) {
         let _ = self.packed_sink.set(sink);
     }
@@ -166,20 +165,15 @@ impl Registry {
     }
 
     /// Decodes the record read at position `seq`.
-    fn decode_at(&self, seq: u64, data: &[u8]) -> Result<Arc<CommitRecord>> {
+    fn decode_at(&self, seq: u64, data: &bytes::Bytes) -> Result<Arc<CommitRecord>> {
         let path = || log_path(seq).to_string();
-        // Without a sink (a store where reading a record again is cheap)
-        // the node bodies stay in the log until someone reads those nodes.
-        let mut rec = match self.packed_sink.get() {
-            Some(sink) => {
-                let mut rec = decode_record("", data).map_err(|e| e.at_path(path))?;
-                sink(std::mem::take(&mut rec.packed));
-                rec
-            }
-            None => decode_record_head("", data).map_err(|e| e.at_path(path))?,
-        };
-        // Node bodies and values are read through the loader when needed,
-        // not kept here.
+        // Only the head is decoded: node bodies and values are read
+        // through the loader when wanted, from the frame the sink kept (a
+        // store where reading a record is a request) or from the log.
+        let mut rec = decode_record_head("", data).map_err(|e| e.at_path(path))?;
+        if let Some(sink) = self.packed_sink.get() {
+            sink(seq, data);
+        }
         rec.packed = Vec::new();
         rec.values = Vec::new();
         if rec.seq != seq {

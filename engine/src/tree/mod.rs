@@ -1,9 +1,10 @@
 //! Copy-on-write B-trees: values and nodes as stored, the caches of decoded
-//! blobs, the nodes melds made, the loader that fetches them, a transaction's private view, and
+//! blobs and of records as they arrived, the nodes melds made, the loader that fetches them, a transaction's private view, and
 //! the B-tree algorithms over that view.
 
 pub(crate) mod btree;
 mod cache;
+mod frames;
 pub(crate) mod leaf;
 mod melded;
 mod node;
@@ -11,6 +12,7 @@ mod value;
 mod view;
 
 pub(crate) use cache::{NodeCache, ValueCache};
+pub(crate) use frames::RecordFrames;
 pub(crate) use leaf::Leaf;
 pub(crate) use melded::MeldedNodes;
 pub(crate) use node::Node;

@@ -36,13 +36,14 @@ pub(crate) struct Loader {
     pub big_records: parking_lot::Mutex<lru::LruCache<u64, Arc<BigRecord>>>,
     /// Nodes melds made that the store may not hold yet.
     pub melded: crate::tree::MeldedNodes,
-    /// Node bodies other processes' records carried (S3), undecoded: most
-    /// of them are never wanted here (hosts writing directories of their
-    /// own), and decoding every one as it arrived was a tenth of a host's
-    /// CPU with 32 hosts. Decoded into `cache` at first use. Bounded in
-    /// bytes, unlike `big_records` (bodies of records read because one of
-    /// their nodes was wanted): these arrive whether wanted or not.
-    pub bodies: crate::tree::ValueCache,
+    /// Other processes' records as they arrived (S3), undecoded: most of
+    /// their nodes are never wanted here (hosts writing directories of
+    /// their own), and decoding every one as it arrived was a tenth of a
+    /// host's CPU with 32 hosts. A record is decoded at the first want of
+    /// one of its nodes or values. Bounded in bytes, unlike `big_records`
+    /// (bodies of records read because one of their nodes was wanted):
+    /// these arrive whether wanted or not.
+    pub frames: crate::tree::RecordFrames,
 }
 
 /// Records whose nodes are past this many bytes are "big": a reader decodes
@@ -52,9 +53,9 @@ const BIG_RECORD: usize = 512 * 1024;
 /// Big records whose bodies `Loader::big_records` keeps.
 const BIG_RECORDS_KEPT: usize = 2;
 
-/// The undecoded bodies of other processes' nodes get this share of the
-/// node cache's budget, on top of it.
-const BODIES_SHARE: usize = 4;
+/// Other processes' undecoded records get this share of the node cache's
+/// budget, on top of it.
+const FRAMES_SHARE: usize = 4;
 
 /// The node bodies a big record carries, by blob id.
 pub(crate) type BigRecord = std::collections::HashMap<BlobId, Vec<u8>>;
@@ -80,7 +81,7 @@ impl Loader {
                     .unwrap_or(std::num::NonZeroUsize::MIN),
             )),
             melded: Default::default(),
-            bodies: crate::tree::ValueCache::new(cache_bytes / BODIES_SHARE),
+            frames: crate::tree::RecordFrames::new(cache_bytes / FRAMES_SHARE),
         }
     }
 
@@ -100,9 +101,6 @@ impl Loader {
             return Ok(n);
         }
         if let Some(seq) = packed_in {
-            if let Some(body) = self.bodies.get(blob) {
-                return self.decode_kept(seq, blob, &body);
-            }
             if let Some(node) = self.load_packed(seq, blob)? {
                 return Ok(node);
             }
@@ -133,7 +131,7 @@ impl Loader {
         let big = match kept {
             Some(big) => big,
             None => {
-                let Some(data) = self.log.read(seq)? else {
+                let Some(data) = self.record(seq)? else {
                     return Ok(None);
                 };
                 let record = decode_record(path.as_ref(), &data)?;
@@ -158,8 +156,16 @@ impl Loader {
         self.decode_kept(seq, blob, body).map(Some)
     }
 
-    /// Decodes node `blob` from `body`, kept as bytes out of record `seq`
-    /// (a big record's, or one `keep_packed` kept), into the node cache.
+    /// The frame of record `seq`: kept as it arrived, or read from the log.
+    fn record(&self, seq: u64) -> Result<Option<bytes::Bytes>> {
+        match self.frames.get(seq) {
+            Some(frame) => Ok(Some(frame)),
+            None => self.log.read(seq),
+        }
+    }
+
+    /// Decodes node `blob` from `body`, kept as bytes out of big record
+    /// `seq`, into the node cache.
     fn decode_kept(&self, seq: u64, blob: BlobId, body: &[u8]) -> Result<Arc<Node>> {
         let node = Arc::new(Node::decode_in_record(log_path(seq).as_ref(), body, seq)?);
         self.cache.insert(blob, node.clone());
@@ -197,7 +203,7 @@ impl Loader {
             return Ok(hit);
         }
         let path = log_path(seq);
-        let Some(data) = self.log.read(seq)? else {
+        let Some(data) = self.record(seq)? else {
             return self.value(blob);
         };
         let record = decode_record(path.as_ref(), &data)?;
@@ -212,12 +218,10 @@ impl Loader {
         wanted.ok_or_else(|| not_carried(seq, "value", blob))
     }
 
-    /// Keeps the bodies of the nodes a record carries (read for another
-    /// reason), to decode when one is wanted.
-    pub fn keep_packed(&self, packed: Vec<crate::log::PackedNode>) {
-        for p in packed {
-            self.bodies.insert(p.blob, Arc::new(p.body));
-        }
+    /// Keeps the frame of record `seq` (read to fold it) until one of its
+    /// nodes or values is wanted.
+    pub fn keep_frame(&self, seq: u64, frame: &bytes::Bytes) {
+        self.frames.insert(seq, frame.clone());
     }
 
     /// The payload of value blob `blob`: from the cache, from a load already
@@ -530,32 +534,59 @@ impl View {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{Log, LogMode, PackedNode};
+    use crate::log::{CommitRecord, Log, LogMode, PackedNode, PackedValue};
     use crate::store::StoreLocation;
 
     #[test]
-    fn a_kept_body_is_decoded_when_its_node_is_first_wanted() {
+    fn a_kept_record_is_decoded_when_one_of_its_nodes_or_values_is_first_wanted() {
         let store =
             Arc::new(BlobStore::open(&StoreLocation::Memory(Default::default())).expect("store"));
         let log = Arc::new(Log::open(store.clone(), LogMode::ReadOnly, u64::MAX).expect("log"));
         let loader = Loader::new(store, log, 1 << 20, 1 << 20);
-        let blob = BlobId::fresh();
+        let (blob, other, value) = (BlobId::fresh(), BlobId::fresh(), BlobId::fresh());
         let leaf = Node::empty_leaf();
-        // Record 7 is in neither the log nor the store: only a kept body
+        let record = CommitRecord {
+            seq: 7,
+            txid: crate::ids::TxId::fresh(),
+            time_ms: 0,
+            writes: Vec::new(),
+            replaced_trees: Vec::new(),
+            nodes: Vec::new(),
+            base: 6,
+            reads: Vec::new(),
+            ops: Vec::new(),
+            packed: [blob, other]
+                .into_iter()
+                .map(|b| PackedNode {
+                    blob: b,
+                    body: leaf.encode_payload(),
+                })
+                .collect(),
+            values: vec![PackedValue {
+                blob: value,
+                body: b"file bytes".to_vec(),
+            }],
+            void: false,
+            melded: false,
+        };
+        // Record 7 is in neither the log nor the store: only a kept frame
         // can answer.
         assert!(loader.load_blob(blob, Some(7)).is_err());
-        loader.keep_packed(vec![PackedNode {
-            blob,
-            body: leaf.encode_payload(),
-        }]);
+        assert!(loader.value_in(value, Some(7)).is_err());
+        let frame = bytes::Bytes::from(crate::codec::encode(crate::codec::Kind::Record, &record));
+        loader.keep_frame(7, &frame);
         assert!(loader.cache.get(blob).is_none(), "kept, not decoded");
         let node = loader
             .load_blob(blob, Some(7))
-            .expect("decoded from the kept body");
+            .expect("decoded from the kept frame");
         assert_eq!(node.encode_payload(), leaf.encode_payload());
         assert!(
-            loader.cache.get(blob).is_some(),
-            "decoded once, then cached"
+            loader.cache.get(other).is_some(),
+            "the record's other nodes decoded with it"
+        );
+        assert_eq!(
+            loader.value_in(value, Some(7)).expect("value").as_slice(),
+            b"file bytes"
         );
     }
 }
