@@ -541,10 +541,15 @@ fn record_copies(redis: &RedisServer) -> (redis::Connection, Vec<String>) {
         .expect("client")
         .get_connection()
         .expect("connection");
-    let copies: Vec<String> = redis::cmd("KEYS")
-        .arg("sopfs:*rec:*")
-        .query(&mut con)
-        .expect("keys");
+    // Whole records and their heads (what hosts folding the log read).
+    let mut copies = Vec::new();
+    for pattern in ["sopfs:*rec:*", "sopfs:*head:*"] {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut con)
+            .expect("keys");
+        copies.extend(keys);
+    }
     (con, copies)
 }
 
@@ -770,5 +775,51 @@ fn a_group_of_small_files_is_read_from_its_copy_and_a_big_record_from_the_store(
     assert!(
         slow.record_gets.load(Ordering::SeqCst) > before,
         "the big record was read from the store"
+    );
+}
+
+#[test]
+fn hosts_fold_each_others_records_from_copies_of_their_heads_and_read_bodies_when_wanted() {
+    let (redis, slow, dbs) = hosts(2, Duration::from_millis(2));
+    let (a, b) = (&dbs[0], &dbs[1]);
+    for i in 0..4u32 {
+        a.run(|tx| tx.insert("t", format!("k{i}").as_bytes(), &[i as u8; 6 * 1024]))
+            .expect("commit");
+    }
+    let (mut con, copies) = record_copies(&redis);
+    let len = |con: &mut redis::Connection, k: &str| -> usize {
+        redis::cmd("STRLEN").arg(k).query(con).expect("strlen")
+    };
+    let mut compared = 0;
+    for head in copies.iter().filter(|k| k.contains(":head:")) {
+        let whole = head.replace(":head:", ":rec:");
+        let (h, w) = (len(&mut con, head), len(&mut con, &whole));
+        if w > 6 * 1024 {
+            assert!(h < w / 4, "{head}: a head of {h} bytes for a record of {w}");
+            compared += 1;
+        }
+    }
+    assert!(compared >= 4, "a head beside each record with a value");
+    // Without the whole copies, folding still needs no store read...
+    let wholes: Vec<&String> = copies.iter().filter(|k| k.contains(":rec:")).collect();
+    let _: () = redis::cmd("DEL").arg(&wholes).query(&mut con).expect("del");
+    let before = slow.record_gets.load(Ordering::SeqCst);
+    let mut tx = b.begin_fresh().expect("begin");
+    assert!(tx.snapshot_seq() >= a.seq(), "caught up");
+    assert_eq!(
+        slow.record_gets.load(Ordering::SeqCst),
+        before,
+        "the records were folded from the copies of their heads"
+    );
+    // ...and reading the leaves and values reads the records themselves.
+    for i in 0..4u32 {
+        assert_eq!(
+            tx.get("t", format!("k{i}").as_bytes()).expect("get"),
+            Some(vec![i as u8; 6 * 1024])
+        );
+    }
+    assert!(
+        slow.record_gets.load(Ordering::SeqCst) > before,
+        "the bodies came from the store"
     );
 }

@@ -159,10 +159,20 @@ pub trait Coordinator: Send + Sync {
     /// leaves an empty copy: "read the store"). Only for a record whose
     /// create-if-absent succeeded: a record never changes once created, so
     /// a copy can be lost or outlive a server change, never be wrong.
-    fn mirror_record(&self, _seq: u64, _bytes: &[u8]) {}
+    ///
+    /// `head` is the record without its node and value bodies
+    /// (`record::head_frame`; `None`: it carries none), copied apart: every
+    /// other host folds every record and needs only that, while the
+    /// bodies are wanted by few (hosts writing directories of their own
+    /// want none of each other's).
+    fn mirror_record(&self, _seq: u64, _bytes: &[u8], _head: Option<&[u8]>) {}
     /// The copies `mirror_record` kept of the records at `seqs` (`None`
     /// where there is none); `None` when the server could not be asked.
     fn mirrored_records(&self, _seqs: &[u64]) -> Option<Vec<Option<Vec<u8>>>> {
+        None
+    }
+    /// As `mirrored_records`, the copies of the records' heads.
+    fn mirrored_heads(&self, _seqs: &[u64]) -> Option<Vec<Option<Vec<u8>>>> {
         None
     }
 }

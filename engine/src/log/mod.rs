@@ -44,11 +44,14 @@ use crate::error::{Error, Result};
 use crate::store::{log_path, BlobStore};
 use bytes::Bytes;
 use parking_lot::Mutex;
+use record::head_frame;
 use segments::{segment_name, sidecar_path, Located, Segments, TURN_PATIENCE};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 use tail::frame_at;
 
 /// Frame header: magic, kind, version, payload length (see `codec.rs`).
@@ -68,6 +71,15 @@ pub enum LogMode {
     Shared,
     /// Reads only (`sopfs status` beside a running daemon).
     ReadOnly,
+}
+
+/// A record as `Log::read_seqs_from` read it.
+#[derive(Clone)]
+pub struct Fetched {
+    /// Its frame, checked.
+    pub frame: Bytes,
+    /// The whole record; false: its head alone (no node or value bodies).
+    pub whole: bool,
 }
 
 /// What the mirror answered for one position.
@@ -123,7 +135,15 @@ pub struct Log {
     /// Where copies of records are kept for other processes (a shared
     /// volume's coordinator), when records are objects on a network store.
     mirror: OnceLock<Arc<dyn Coordinator>>,
+    /// When a node or value of a record not kept here was last wanted (ms
+    /// since `opened`, plus one; 0: never): see `bodies_wanted_lately`.
+    bodies_wanted: AtomicU64,
+    opened: Instant,
 }
+
+/// How long after a host last wanted the bodies of records it had folded
+/// by their heads it goes on reading whole records (see `read_seqs_from`).
+const BODIES_WANTED_FOR: Duration = Duration::from_secs(2);
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
@@ -165,6 +185,8 @@ impl Log {
             turn_patience: TURN_PATIENCE,
             objects_upto,
             mirror: OnceLock::new(),
+            bodies_wanted: AtomicU64::new(0),
+            opened: Instant::now(),
         };
         log.index()?;
         Ok(log)
@@ -185,11 +207,16 @@ impl Log {
     /// to be one whole frame (a copy that is not, an empty one, and every
     /// answer of a mirror that could not be asked send the reader to the
     /// store).
-    fn mirrored(&self, seqs: &[u64]) -> Vec<Copied> {
+    fn mirrored(&self, seqs: &[u64], heads: bool) -> Vec<Copied> {
         let Some(mirror) = self.mirror.get() else {
             return vec![Copied::Store; seqs.len()];
         };
-        let Some(copies) = mirror.mirrored_records(seqs) else {
+        let copies = if heads {
+            mirror.mirrored_heads(seqs)
+        } else {
+            mirror.mirrored_records(seqs)
+        };
+        let Some(copies) = copies else {
             return vec![Copied::Store; seqs.len()];
         };
         copies
@@ -234,7 +261,7 @@ impl Log {
         if seq > self.objects_upto {
             return Ok(None);
         }
-        if let Some(Copied::Frame(copy)) = self.mirrored(&[seq]).pop() {
+        if let Some(Copied::Frame(copy)) = self.mirrored(&[seq], false).pop() {
             return Ok(Some(copy));
         }
         self.store.get(&log_path(seq))
@@ -252,29 +279,59 @@ impl Log {
         self.dir.is_none() && !self.store.probe_is_cheap()
     }
 
-    /// Records at the positions `seqs`, as `read` would return each. Record
+    /// Notes that a node or value of record `seq` was wanted and the record
+    /// was not at hand: this host reads other processes' nodes (a directory
+    /// they write too), so for a while it catches up with whole records
+    /// again instead of their heads, and keeps them for those reads.
+    pub fn note_bodies_wanted(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64 + 1;
+        self.bodies_wanted.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn bodies_wanted_lately(&self) -> bool {
+        let at = self.bodies_wanted.load(Ordering::Relaxed);
+        at != 0
+            && (self.opened.elapsed().as_millis() as u64 + 1).saturating_sub(at)
+                < BODIES_WANTED_FOR.as_millis() as u64
+    }
+
+    /// Records at the positions `seqs`, as `read` would return each, or
+    /// only their heads (`Fetched::whole` false: the record without its
+    /// node and value bodies, which is what folding reads). Record
     /// objects on a store where a request is a round trip come from the
-    /// mirror's copies where it has them, the rest asked of the store
-    /// together (see `BlobStore::get_many`). Without `unknown_from_store`,
-    /// a position the mirror knows nothing of is not asked of the store
-    /// but answered `None`: for a caller waiting on positions other
-    /// processes are writing right now, whose copies follow their records
-    /// within a Redis round trip, so polling the store for them would
-    /// mostly find nothing or race the copy, a request each time.
+    /// mirror's copies where it has them: of their heads, unless this host
+    /// wanted other records' bodies lately (`note_bodies_wanted`); the rest
+    /// are asked of the store together (see `BlobStore::get_many`). Without
+    /// `unknown_from_store`, a position the mirror knows nothing of is not
+    /// asked of the store but answered `None`: for a caller waiting on
+    /// positions other processes are writing right now, whose copies
+    /// follow their records within a Redis round trip, so polling the
+    /// store for them would mostly find nothing or race the copy, a
+    /// request each time.
     pub fn read_seqs_from(
         &self,
         seqs: &[u64],
         unknown_from_store: bool,
-    ) -> Result<Vec<Option<Bytes>>> {
+    ) -> Result<Vec<Option<Fetched>>> {
+        let whole = |frame| Fetched { frame, whole: true };
         if !self.reads_in_batches() {
-            return seqs.iter().map(|&seq| self.read(seq)).collect();
+            return seqs
+                .iter()
+                .map(|&seq| Ok(self.read(seq)?.map(whole)))
+                .collect();
         }
-        let copies = self.mirrored(seqs);
+        let heads = !self.bodies_wanted_lately();
+        let copies = self.mirrored(seqs, heads);
         let mut out = vec![None; seqs.len()];
         let mut ask = Vec::new();
         for (i, copy) in copies.into_iter().enumerate() {
             match copy {
-                Copied::Frame(f) => out[i] = Some(f),
+                Copied::Frame(frame) => {
+                    out[i] = Some(Fetched {
+                        frame,
+                        whole: !heads,
+                    })
+                }
                 Copied::Unknown if !unknown_from_store => {}
                 Copied::Unknown | Copied::Store => ask.push(i),
             }
@@ -284,7 +341,7 @@ impl Log {
         }
         let paths: Vec<_> = ask.iter().map(|&i| log_path(seqs[i])).collect();
         for (i, got) in ask.into_iter().zip(self.store.get_many(&paths)?) {
-            out[i] = got;
+            out[i] = got.map(whole);
         }
         Ok(out)
     }
@@ -320,12 +377,15 @@ impl Log {
             let path = log_path(seq);
             let created = self.store.create(&path, frame.to_vec())?;
             if let (true, Some(mirror)) = (created, self.mirror.get()) {
+                let head = head_frame(frame);
                 // Sealed as in the store: the coordinator never holds what
                 // the volume keeps encrypted in the clear.
                 if self.store.is_sealed() {
-                    mirror.mirror_record(seq, &self.store.seal_for(&path, frame.to_vec()));
+                    let seal = |f: &[u8]| self.store.seal_for(&path, f.to_vec());
+                    let head = head.as_deref().map(seal);
+                    mirror.mirror_record(seq, &seal(frame), head.as_deref());
                 } else {
-                    mirror.mirror_record(seq, frame);
+                    mirror.mirror_record(seq, frame, head.as_deref());
                 }
             }
             return Ok(created);

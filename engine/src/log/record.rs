@@ -317,6 +317,27 @@ pub(crate) fn decode_record_head(path: &str, data: &[u8]) -> Result<CommitRecord
     })
 }
 
+/// The record `frame` (the current format) without its node and value
+/// bodies: what a host folding it needs, as a record frame of its own
+/// (its bodies empty lists). `None` when it carries no bodies (the frame
+/// is its own head) or is of an older format.
+pub(crate) fn head_frame(frame: &[u8]) -> Option<Vec<u8>> {
+    let (version, payload) = codec::unframe_versioned(Kind::Record, "", frame).ok()?;
+    if version != Kind::Record.version() {
+        return None;
+    }
+    let (_, rest) = postcard::take_from_bytes::<RecordHead>(payload).ok()?;
+    let (_, rest) = postcard::take_from_bytes::<RecordHeadAhead>(rest).ok()?;
+    let (_, rest) = postcard::take_from_bytes::<Vec<KeyOp>>(rest).ok()?;
+    // Two empty lists: no packed nodes, no values.
+    if rest == [0, 0] {
+        return None;
+    }
+    let mut head = payload[..payload.len() - rest.len()].to_vec();
+    head.extend_from_slice(&[0, 0]);
+    Some(codec::frame(Kind::Record, &head))
+}
+
 /// Decodes a commit record of any format this build reads.
 pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
     let (version, payload) = codec::unframe_versioned(Kind::Record, path, data)?;
@@ -495,6 +516,23 @@ mod tests {
         let at = bad.len() - 100;
         bad[at] ^= 1;
         assert!(decode_record_head("log/9", &bad).is_err());
+        // The head alone, as copied for hosts folding the log: the whole
+        // record with no bodies, a fraction of its bytes.
+        let alone = head_frame(&data).expect("a record with bodies has a head of its own");
+        assert!(
+            alone.len() < data.len() / 4,
+            "{} of {}",
+            alone.len(),
+            data.len()
+        );
+        assert_eq!(decode_record("log/9", &alone).expect("head frame"), head);
+        assert_eq!(
+            decode_record_head("log/9", &alone).expect("head frame"),
+            head
+        );
+        let bare = codec::encode(Kind::Record, &head);
+        assert_eq!(head_frame(&bare), None, "no bodies: the frame is its head");
+        assert_eq!(head_frame(&bad), None);
     }
 
     #[test]

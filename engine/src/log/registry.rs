@@ -9,7 +9,7 @@ use super::record::{
 };
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
-use crate::log::Log;
+use crate::log::{Fetched, Log};
 use crate::store::{checkpoint_path, log_path, BlobStore};
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -165,14 +165,14 @@ impl Registry {
     }
 
     /// Decodes the record read at position `seq`.
-    fn decode_at(&self, seq: u64, data: &bytes::Bytes) -> Result<Arc<CommitRecord>> {
+    fn decode_at(&self, seq: u64, data: &Fetched) -> Result<Arc<CommitRecord>> {
         let path = || log_path(seq).to_string();
         // Only the head is decoded: node bodies and values are read
         // through the loader when wanted, from the frame the sink kept (a
         // store where reading a record is a request) or from the log.
-        let mut rec = decode_record_head("", data).map_err(|e| e.at_path(path))?;
-        if let Some(sink) = self.packed_sink.get() {
-            sink(seq, data);
+        let mut rec = decode_record_head("", &data.frame).map_err(|e| e.at_path(path))?;
+        if let (true, Some(sink)) = (data.whole, self.packed_sink.get()) {
+            sink(seq, &data.frame);
         }
         rec.packed = Vec::new();
         rec.values = Vec::new();

@@ -156,11 +156,16 @@ impl Loader {
         self.decode_kept(seq, blob, body).map(Some)
     }
 
-    /// The frame of record `seq`: kept as it arrived, or read from the log.
+    /// The frame of record `seq`: kept as it arrived, or read from the log
+    /// (and then this host wants other records' bodies: it catches up with
+    /// whole records for a while, see `Log::note_bodies_wanted`).
     fn record(&self, seq: u64) -> Result<Option<bytes::Bytes>> {
         match self.frames.get(seq) {
             Some(frame) => Ok(Some(frame)),
-            None => self.log.read(seq),
+            None => {
+                self.log.note_bodies_wanted();
+                self.log.read(seq)
+            }
         }
     }
 

@@ -14,7 +14,9 @@
 //! - `sopfs:V:place-free` the first position not known to be taken, where
 //!   taking a place starts looking; PX = 30 x `PLACE_TTL`
 //! - `sopfs:V:rec:S`   a copy of log record S as the store holds it (see
-//!   `Coordinator::mirror_record`), PX = `MIRROR_TTL`
+//!   `Coordinator::mirror_record`), PX = `MIRROR_TTL` (less when big)
+//! - `sopfs:V:head:S`  a copy of record S without its node and value
+//!   bodies, what hosts folding the log read; PX as for `rec:`
 
 mod background;
 mod scripts;
@@ -239,12 +241,50 @@ impl RedisCoordinator {
         Some(seq_key_name(self.prefix.get()?, "rec:", seq))
     }
 
+    /// Key of the copy of record `seq`'s head (`Coordinator::mirror_record`).
+    fn head_key(&self, seq: u64) -> Option<String> {
+        Some(seq_key_name(self.prefix.get()?, "head:", seq))
+    }
+
+    /// The copies at the keys `key` names for `seqs`, in one MGET.
+    fn copies(
+        &self,
+        seqs: &[u64],
+        key: impl Fn(u64) -> Option<String>,
+    ) -> Option<Vec<Option<Vec<u8>>>> {
+        let keys: Vec<String> = seqs.iter().map(|&s| key(s)).collect::<Option<_>>()?;
+        if keys.is_empty() {
+            return Some(Vec::new());
+        }
+        let r: Result<Vec<Option<Vec<u8>>>> = self.with(Instant::now() + MIRROR_PATIENCE, |con| {
+            redis::cmd("MGET").arg(&keys).query(con)
+        });
+        match r {
+            Ok(copies) if copies.len() == seqs.len() => Some(copies),
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read copies of records");
+                None
+            }
+        }
+    }
+
     fn channel(&self) -> String {
         self.scoped(format_args!("commits"))
     }
 
     fn seq_key(&self) -> String {
         self.scoped(format_args!("seq"))
+    }
+}
+
+/// What is copied of a record or its head: the bytes, or nothing when
+/// they are too big to copy.
+fn copied(bytes: &[u8]) -> &[u8] {
+    if bytes.len() > MIRROR_MAX {
+        &[]
+    } else {
+        bytes
     }
 }
 
@@ -527,24 +567,28 @@ impl Coordinator for RedisCoordinator {
         self.watch.wait_past(seen, pause);
     }
 
-    fn mirror_record(&self, seq: u64, bytes: &[u8]) {
-        // A big record leaves an empty copy, so readers waiting on its
+    fn mirror_record(&self, seq: u64, bytes: &[u8], head: Option<&[u8]>) {
+        // A copy too big leaves an empty one, so readers waiting on its
         // position go to the store at once instead of waiting for a copy.
-        let bytes = if bytes.len() > MIRROR_MAX {
-            &[][..]
-        } else {
-            bytes
-        };
-        let Some(key) = self.record_key(seq) else {
+        let (Some(key), Some(head_key)) = (self.record_key(seq), self.head_key(seq)) else {
             return;
         };
-        let ttl = mirror_ttl(bytes.len()).as_millis() as u64;
+        let head = head.unwrap_or(bytes);
+        let (bytes, head) = (copied(bytes), copied(head));
         let r: Result<()> = self.with(Instant::now() + MIRROR_PATIENCE, |con| {
-            redis::cmd("SET")
+            redis::pipe()
+                .cmd("SET")
                 .arg(&key)
                 .arg(bytes)
                 .arg("PX")
-                .arg(ttl)
+                .arg(mirror_ttl(bytes.len()).as_millis() as u64)
+                .ignore()
+                .cmd("SET")
+                .arg(&head_key)
+                .arg(head)
+                .arg("PX")
+                .arg(mirror_ttl(head.len()).as_millis() as u64)
+                .ignore()
                 .query(con)
         });
         if let Err(e) = r {
@@ -553,24 +597,11 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn mirrored_records(&self, seqs: &[u64]) -> Option<Vec<Option<Vec<u8>>>> {
-        let keys: Vec<String> = seqs
-            .iter()
-            .map(|&s| self.record_key(s))
-            .collect::<Option<_>>()?;
-        if keys.is_empty() {
-            return Some(Vec::new());
-        }
-        let r: Result<Vec<Option<Vec<u8>>>> = self.with(Instant::now() + MIRROR_PATIENCE, |con| {
-            redis::cmd("MGET").arg(&keys).query(con)
-        });
-        match r {
-            Ok(copies) if copies.len() == seqs.len() => Some(copies),
-            Ok(_) => None,
-            Err(e) => {
-                tracing::debug!(error = %e, "could not read copies of records");
-                None
-            }
-        }
+        self.copies(seqs, |s| self.record_key(s))
+    }
+
+    fn mirrored_heads(&self, seqs: &[u64]) -> Option<Vec<Option<Vec<u8>>>> {
+        self.copies(seqs, |s| self.head_key(s))
     }
 
     fn leave_place(&self, seq: u64) {
