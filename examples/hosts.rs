@@ -76,9 +76,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if own { "own" } else { "one shared" }
     );
     println!(
-        "| hosts | commits/s | per host | p50 ms | p99 ms (round trips) | GET/commit (of them 404) | PUT/commit | slowest host | placed ahead | void | holes |"
+        "| hosts | commits/s | per host | p50 ms | p99 ms (round trips) | GET/commit (of them 404) | PUT/commit | slowest host | placed ahead | void | holes | queued | melded | conflicts |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for n in hosts {
         let mem = Arc::new(InMemory::new());
         let store = Arc::new(LatencyStore::new(mem.clone(), latency));
@@ -156,7 +156,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let stats: Vec<_> = dbs.iter().map(|d| d.stats()).collect();
         let sum = |f: fn(&engine::DbStats) -> u64| stats.iter().map(f).sum::<u64>();
         println!(
-            "| {n} | {:.0} | {:.1} | {p50:.0} | {p99:.0} ({:.1}) | {:.1} ({:.1}) | {:.1} | {} | {} | {} | {} |",
+            "| {n} | {:.0} | {:.1} | {p50:.0} | {p99:.0} ({:.1}) | {:.1} ({:.1}) | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
             total as f64 / elapsed,
             total as f64 / elapsed / n as f64,
             p99 / (latency.as_secs_f64() * 1e3).max(f64::MIN_POSITIVE),
@@ -170,6 +170,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             sum(|s| s.ahead),
             sum(|s| s.ahead_void),
             sum(|s| s.holes),
+            sum(|s| s.queued),
+            sum(|s| s.melds),
+            sum(|s| s.conflicts),
         );
         // Every acknowledged key is there, once.
         let mut tx = dbs[0].begin_fresh()?;
