@@ -142,25 +142,11 @@ fn hits(rec: &CommitRecord, w: &TreeWrites) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::{BlobId, NodeId, TxId};
+    use crate::ids::{BlobId, NodeId};
     use crate::log::NodeLoc;
 
     fn rec(seq: u64, base: u64) -> CommitRecord {
-        CommitRecord {
-            seq,
-            txid: TxId::fresh(),
-            time_ms: 0,
-            writes: Vec::new(),
-            replaced_trees: Vec::new(),
-            nodes: Vec::new(),
-            base,
-            reads: Vec::new(),
-            ops: Vec::new(),
-            packed: Vec::new(),
-            values: Vec::new(),
-            void: false,
-            melded: false,
-        }
+        CommitRecord::empty(seq, base)
     }
 
     fn writes(tree: &str, keys: &[&[u8]]) -> TreeWrites {

@@ -184,26 +184,11 @@ mod tests {
     use super::super::ahead::{overtaken, TreeReads};
     use super::super::record::TreeWrites;
     use super::*;
-    use crate::ids::TxId;
     use proptest::prelude::*;
     use std::sync::Arc;
 
     fn rec(seq: u64, base: u64) -> CommitRecord {
-        CommitRecord {
-            seq,
-            txid: TxId::fresh(),
-            time_ms: 0,
-            writes: Vec::new(),
-            replaced_trees: Vec::new(),
-            nodes: Vec::new(),
-            base,
-            reads: Vec::new(),
-            ops: Vec::new(),
-            packed: Vec::new(),
-            values: Vec::new(),
-            void: false,
-            melded: false,
-        }
+        CommitRecord::empty(seq, base)
     }
 
     const TREES: [&str; 3] = ["", "a", "b"];

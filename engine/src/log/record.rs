@@ -159,6 +159,28 @@ pub struct CommitRecord {
     pub melded: bool,
 }
 
+impl CommitRecord {
+    /// A record at `seq` built on `base` that changes nothing (a hole's
+    /// filler, and the start of records built field by field).
+    pub fn empty(seq: u64, base: u64) -> CommitRecord {
+        CommitRecord {
+            seq,
+            txid: TxId::fresh(),
+            time_ms: 0,
+            writes: Vec::new(),
+            replaced_trees: Vec::new(),
+            nodes: Vec::new(),
+            base,
+            reads: Vec::new(),
+            ops: Vec::new(),
+            packed: Vec::new(),
+            values: Vec::new(),
+            void: false,
+            melded: false,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 pub(super) struct Checkpoint {
     pub(super) seq: u64,

@@ -21,7 +21,6 @@ use super::tx::Transaction;
 use crate::codec::{self, Kind};
 use crate::ctx::DbInner;
 use crate::error::{Error, Result};
-use crate::ids::TxId;
 use crate::log::{now_ms, CommitRecord, TreeReads};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -176,19 +175,8 @@ pub(super) fn settle(tx: &Transaction, rec: Arc<CommitRecord>) -> Result<bool> {
 /// wrote it, and every commit after it waits on it.
 fn fill_hole(db: &DbInner, seq: u64) -> Result<()> {
     let hole = CommitRecord {
-        seq,
-        txid: TxId::fresh(),
         time_ms: now_ms(),
-        writes: Vec::new(),
-        replaced_trees: Vec::new(),
-        nodes: Vec::new(),
-        base: seq - 1,
-        reads: Vec::new(),
-        ops: Vec::new(),
-        packed: Vec::new(),
-        values: Vec::new(),
-        void: false,
-        melded: false,
+        ..CommitRecord::empty(seq, seq - 1)
     };
     let filled = db
         .registry

@@ -276,19 +276,10 @@ fn join(group: &mut Transaction, m: &mut Transaction, latest: u64) -> Result<()>
     }
     let (writes, replaced_trees) = record_writes(group);
     let before = CommitRecord {
-        seq: latest,
         txid: group.id,
-        time_ms: 0,
         writes,
         replaced_trees,
-        nodes: Vec::new(),
-        base: latest.saturating_sub(1),
-        reads: Vec::new(),
-        ops: Vec::new(),
-        packed: Vec::new(),
-        values: Vec::new(),
-        void: false,
-        melded: false,
+        ..CommitRecord::empty(latest, latest.saturating_sub(1))
     };
     validate(m, &[Arc::new(before)])?;
     let mut view = group.view.clone();
