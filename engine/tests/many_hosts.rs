@@ -823,3 +823,54 @@ fn hosts_fold_each_others_records_from_copies_of_their_heads_and_read_bodies_whe
         "the bodies came from the store"
     );
 }
+
+#[test]
+fn hosts_that_come_due_for_a_checkpoint_together_write_one() {
+    const HOSTS: usize = 4;
+    const EVERY: u64 = 20;
+    const EACH: u64 = 30;
+    let redis = RedisServer::start();
+    let mem = Arc::new(InMemory::new());
+    let slow = Arc::new(LatencyStore::new(mem.clone(), Duration::from_millis(2)));
+    let dbs: Vec<Arc<Db>> = (0..HOSTS)
+        .map(|_| {
+            let coord = RedisCoordinator::connect(&redis.url()).expect("redis");
+            let opts = Options {
+                background_interval: None,
+                checkpoint_every: EVERY,
+                ..Options::default()
+            };
+            Arc::new(
+                Db::open_shared(StoreLocation::Custom(slow.clone()), opts, Arc::new(coord))
+                    .expect("open"),
+            )
+        })
+        .collect();
+    write_own_trees(&dbs, EACH);
+    assert_every_host_sees_own_trees(&dbs, EACH);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("rt");
+    let checkpoints = rt.block_on(async {
+        use futures::TryStreamExt;
+        use object_store::ObjectStore;
+        let prefix = object_store::path::Path::from("checkpoints");
+        mem.list(Some(&prefix))
+            .try_collect::<Vec<_>>()
+            .await
+            .expect("list")
+    });
+    let commits = dbs.iter().map(|d| d.seq()).max().unwrap_or(0);
+    let intervals = commits / EVERY;
+    // One per interval the hosts came due in (a host whose state crossed
+    // two boundaries at once writes one for both), never one per host.
+    assert!(
+        !checkpoints.is_empty() && checkpoints.len() as u64 <= intervals + 1,
+        "{} checkpoints for {commits} commits, {intervals} intervals of {EVERY}: {:?}",
+        checkpoints.len(),
+        checkpoints
+            .iter()
+            .map(|c| c.location.to_string())
+            .collect::<Vec<_>>()
+    );
+}

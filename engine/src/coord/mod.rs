@@ -153,6 +153,15 @@ pub trait Coordinator: Send + Sync {
     /// Gives up log position `seq` if this process holds it (its commit
     /// will not fill it).
     fn leave_place(&self, _seq: u64) {}
+    /// Claims the checkpoint of interval `interval` (log positions
+    /// `interval * every ..`) for this process: true for the first to ask
+    /// (and for any asker when the server cannot tell; a second checkpoint
+    /// is only a wasted write). Every host comes due for a checkpoint at
+    /// about the same position: without the claim each wrote one, on its
+    /// commit's path, all at once.
+    fn claim_checkpoint(&self, _interval: u64) -> bool {
+        true
+    }
     /// Keeps a short-lived copy of record `seq`, `bytes` as the store now
     /// holds them, so that other processes following the log read it from
     /// here instead of the store (best effort; a record too big to copy

@@ -591,15 +591,21 @@ impl Registry {
     }
 
     /// Writes a checkpoint of the current state if `every` commits passed since the last.
-    pub fn maybe_checkpoint(&self, every: u64) -> Result<()> {
+    ///
+    /// `claim(interval)` says whether this process writes the checkpoint
+    /// of interval `seq / every` (processes sharing the volume elect one);
+    /// when it does not, the interval counts as checkpointed here too.
+    pub fn maybe_checkpoint(&self, every: u64, claim: impl FnOnce(u64) -> bool) -> Result<()> {
         let state = self.current();
         let Some(mut last) = self.checkpointing.try_lock() else {
             return Ok(());
         };
-        if state.seq < *last + every {
+        if state.seq < last.saturating_add(every) {
             return Ok(());
         }
-        self.write_checkpoint(&state)?;
+        if claim(state.seq / every.max(1)) {
+            self.write_checkpoint(&state)?;
+        }
         *last = state.seq;
         Ok(())
     }

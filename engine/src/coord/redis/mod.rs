@@ -17,6 +17,8 @@
 //!   `Coordinator::mirror_record`), PX = `MIRROR_TTL` (less when big)
 //! - `sopfs:V:head:S`  a copy of record S without its node and value
 //!   bodies, what hosts folding the log read; PX as for `rec:`
+//! - `sopfs:V:checkpoint:K` the process that writes the checkpoint of
+//!   interval K (`Coordinator::claim_checkpoint`), PX = 1 hour
 
 mod background;
 mod scripts;
@@ -567,6 +569,29 @@ impl Coordinator for RedisCoordinator {
         self.watch.wait_past(seen, pause);
     }
 
+    fn claim_checkpoint(&self, interval: u64) -> bool {
+        let Some(prefix) = self.prefix.get() else {
+            return true;
+        };
+        let key = seq_key_name(prefix, "checkpoint:", interval);
+        let r: Result<Option<String>> = self.with(Instant::now() + PLACE_PATIENCE, |con| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(&self.me)
+                .arg("NX")
+                .arg("PX")
+                .arg(CHECKPOINT_CLAIM_TTL.as_millis() as u64)
+                .query(con)
+        });
+        match r {
+            Ok(set) => set.is_some(),
+            Err(e) => {
+                tracing::debug!(error = %e, "could not claim a checkpoint; writing it");
+                true
+            }
+        }
+    }
+
     fn mirror_record(&self, seq: u64, bytes: &[u8], head: Option<&[u8]>) {
         // A copy too big leaves an empty one, so readers waiting on its
         // position go to the store at once instead of waiting for a copy.
@@ -620,6 +645,9 @@ impl Coordinator for RedisCoordinator {
     }
 }
 
+/// How long the claim of a checkpoint's interval stays: longer than any
+/// host takes to come due within one interval (hosts fold the same log).
+const CHECKPOINT_CLAIM_TTL: Duration = Duration::from_secs(3600);
 /// How long a place in the log's queue holds: long enough for its holder
 /// to read the records before it and write its own on a slow store; a
 /// holder that died costs those behind it this long, once.

@@ -581,7 +581,11 @@ fn publish(
             }),
         );
     }
-    if let Err(e) = db.registry.maybe_checkpoint(db.opts.checkpoint_every) {
+    let claim = |interval| db.coord.claim_checkpoint(interval);
+    if let Err(e) = db
+        .registry
+        .maybe_checkpoint(db.opts.checkpoint_every, claim)
+    {
         tracing::warn!(error = %e, "checkpoint failed; the log still holds everything");
     }
     CommitInfo { seq, merged }
