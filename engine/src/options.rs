@@ -50,15 +50,17 @@ pub struct Options {
     /// and `Db::foreign_commits_since` always asks.
     pub pushed_stamps: bool,
     /// Cluster mode on a network store: keep a short-lived copy of every
-    /// record this process creates in the coordinator, and read other
-    /// processes' records from their copies first (one round trip to the
-    /// coordinator per batch instead of a store GET per record per host).
-    /// Off, every record is read from the store; for a coordinator with
-    /// little memory to spare (copies take at most the volume's record
-    /// bytes per second times ten seconds, and 640 KiB per record a
-    /// second: see `mirror_ttl`). Set alike on every host: a host
-    /// waiting for a copy that never comes asks the store only after a
-    /// pause.
+    /// record this process creates in the coordinator, and of its head
+    /// (the record without node and value bodies), and read other
+    /// processes' records from those copies first (one round trip to the
+    /// coordinator per batch instead of a store GET per record per host;
+    /// the heads while this host wants no other record's bodies). Off,
+    /// every record is read from the store; for a coordinator with little
+    /// memory to spare (copies take at most the volume's record bytes per
+    /// second times ten seconds, and 640 KiB per record a second, heads a
+    /// few hundred bytes more: see `mirror_ttl`). Set alike on every
+    /// host: a host waiting for a copy that never comes asks the store
+    /// only after a pause.
     pub record_copies: bool,
     /// Embedded mode in a local folder: the commit log's segment files are
     /// sealed, and a new one begun, past this size. GC deletes whole segments.
