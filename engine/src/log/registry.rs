@@ -493,15 +493,18 @@ impl Registry {
             Some(melder.meld(state, &rec)?)
         };
         let void = overtaken || matches!(melded, Some(None));
+        let nodes = melded.flatten();
+        // Most records stand as written: no copy of them then.
+        if nodes.is_none() && void == rec.void {
+            return Ok(rec);
+        }
         let mut r = (*rec).clone();
         r.void = void;
-        if let Some(Some(nodes)) = melded {
+        if let Some(nodes) = nodes {
             self.melds
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             r.nodes = nodes;
             r.melded = true;
-        } else if void == rec.void {
-            return Ok(rec);
         }
         Ok(Arc::new(r))
     }
