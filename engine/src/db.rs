@@ -343,7 +343,7 @@ impl Db {
             let loader = inner.loader.clone();
             inner
                 .registry
-                .set_packed_sink(Box::new(move |seq, frame| loader.keep_frame(seq, frame)));
+                .set_frame_sink(Box::new(move |seq, frame| loader.keep_frame(seq, frame)));
         }
         let read_only = inner.opts.read_only;
         // Embedded mode: nobody else can be mid-commit, so every intent is dead,

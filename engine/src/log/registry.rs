@@ -51,7 +51,7 @@ pub struct Registry {
     ended_at: Mutex<Option<std::time::Instant>>,
     /// Takes the frames of records read (other processes' commits), so
     /// their nodes and values need not be read a second time.
-    packed_sink: std::sync::OnceLock<PackedSink>,
+    frame_sink: std::sync::OnceLock<FrameSink>,
     /// Replays records placed ahead whose nodes went stale (`ahead.rs`);
     /// without one (tests of the log alone) such a record cannot be folded.
     melder: Option<Arc<dyn Melder>>,
@@ -72,7 +72,7 @@ enum Look {
 }
 
 /// Where a registry hands the frames of records it reads, by position.
-pub type PackedSink = Box<dyn Fn(u64, &bytes::Bytes) + Send + Sync>;
+pub type FrameSink = Box<dyn Fn(u64, &bytes::Bytes) + Send + Sync>;
 
 impl Registry {
     /// Loads the newest readable checkpoint and replays the log after it,
@@ -120,7 +120,7 @@ impl Registry {
             checkpointing: Mutex::new(cp_seq),
             probed_at: Mutex::new(std::time::Instant::now()),
             ended_at: Mutex::new(None),
-            packed_sink: std::sync::OnceLock::new(),
+            frame_sink: std::sync::OnceLock::new(),
             melder,
             melds: std::sync::atomic::AtomicU64::new(0),
         };
@@ -129,8 +129,8 @@ impl Registry {
     }
 
     /// Sets where the frames of records read from now on go (once).
-    pub fn set_packed_sink(&self, sink: PackedSink) {
-        let _ = self.packed_sink.set(sink);
+    pub fn set_frame_sink(&self, sink: FrameSink) {
+        let _ = self.frame_sink.set(sink);
     }
 
     /// The newest state folded in so far.
@@ -171,7 +171,7 @@ impl Registry {
         // through the loader when wanted, from the frame the sink kept (a
         // store where reading a record is a request) or from the log.
         let mut rec = decode_record_head("", &data.frame).map_err(|e| e.at_path(path))?;
-        if let (true, Some(sink)) = (data.whole, self.packed_sink.get()) {
+        if let (true, Some(sink)) = (data.whole, self.frame_sink.get()) {
             sink(seq, &data.frame);
         }
         rec.packed = Vec::new();

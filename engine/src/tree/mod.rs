@@ -4,15 +4,13 @@
 
 pub(crate) mod btree;
 mod cache;
-mod frames;
 pub(crate) mod leaf;
 mod melded;
 mod node;
 mod value;
 mod view;
 
-pub(crate) use cache::{NodeCache, ValueCache};
-pub(crate) use frames::RecordFrames;
+pub(crate) use cache::{NodeCache, RecordFrames, ValueCache};
 pub(crate) use leaf::Leaf;
 pub(crate) use melded::MeldedNodes;
 pub(crate) use node::Node;

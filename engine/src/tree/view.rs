@@ -161,7 +161,7 @@ impl Loader {
     /// whole records for a while, see `Log::note_bodies_wanted`).
     fn record(&self, seq: u64) -> Result<Option<bytes::Bytes>> {
         match self.frames.get(seq) {
-            Some(frame) => Ok(Some(frame)),
+            Some(frame) => Ok(Some(bytes::Bytes::clone(&frame))),
             None => {
                 self.log.note_bodies_wanted();
                 self.log.read(seq)
@@ -226,7 +226,7 @@ impl Loader {
     /// Keeps the frame of record `seq` (read to fold it) until one of its
     /// nodes or values is wanted.
     pub fn keep_frame(&self, seq: u64, frame: &bytes::Bytes) {
-        self.frames.insert(seq, frame.clone());
+        self.frames.insert(seq, Arc::new(frame.clone()));
     }
 
     /// The payload of value blob `blob`: from the cache, from a load already
