@@ -14,25 +14,38 @@ use std::time::Duration;
 use test_support::latency::LatencyStore;
 
 fn host(location: StoreLocation, url: &str) -> Db {
+    host_with(location, url, Options::default())
+}
+
+/// `host` with `opts` (no background pass whatever they say).
+fn host_with(location: StoreLocation, url: &str, opts: Options) -> Db {
     let coord = RedisCoordinator::connect(url).expect("redis");
-    Db::open_shared(
-        location,
-        Options {
-            background_interval: None,
-            ..Options::default()
-        },
-        Arc::new(coord),
-    )
-    .expect("open")
+    let opts = Options {
+        background_interval: None,
+        ..opts
+    };
+    Db::open_shared(location, opts, Arc::new(coord)).expect("open")
 }
 
 /// `n` hosts on one in-memory store behind `latency` per request and one
 /// private redis-server, with tree "t" made.
 fn hosts(n: usize, latency: Duration) -> (RedisServer, Arc<LatencyStore>, Vec<Arc<Db>>) {
+    hosts_with(n, latency, Options::default())
+}
+
+/// `hosts` opened with `opts`.
+fn hosts_with(
+    n: usize,
+    latency: Duration,
+    opts: Options,
+) -> (RedisServer, Arc<LatencyStore>, Vec<Arc<Db>>) {
     let redis = RedisServer::start();
     let slow = Arc::new(LatencyStore::new(Arc::new(InMemory::new()), latency));
     let dbs: Vec<Arc<Db>> = (0..n)
-        .map(|_| Arc::new(host(StoreLocation::Custom(slow.clone()), &redis.url())))
+        .map(|_| {
+            let location = StoreLocation::Custom(slow.clone());
+            Arc::new(host_with(location, &redis.url(), opts.clone()))
+        })
         .collect();
     dbs[0]
         .run(|tx| tx.ensure_tree("t", small_tree(16)))
@@ -829,23 +842,11 @@ fn hosts_that_come_due_for_a_checkpoint_together_write_one() {
     const HOSTS: usize = 4;
     const EVERY: u64 = 20;
     const EACH: u64 = 30;
-    let redis = RedisServer::start();
-    let mem = Arc::new(InMemory::new());
-    let slow = Arc::new(LatencyStore::new(mem.clone(), Duration::from_millis(2)));
-    let dbs: Vec<Arc<Db>> = (0..HOSTS)
-        .map(|_| {
-            let coord = RedisCoordinator::connect(&redis.url()).expect("redis");
-            let opts = Options {
-                background_interval: None,
-                checkpoint_every: EVERY,
-                ..Options::default()
-            };
-            Arc::new(
-                Db::open_shared(StoreLocation::Custom(slow.clone()), opts, Arc::new(coord))
-                    .expect("open"),
-            )
-        })
-        .collect();
+    let opts = Options {
+        checkpoint_every: EVERY,
+        ..Options::default()
+    };
+    let (_redis, slow, dbs) = hosts_with(HOSTS, Duration::from_millis(2), opts);
     write_own_trees(&dbs, EACH);
     assert_every_host_sees_own_trees(&dbs, EACH);
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -855,7 +856,7 @@ fn hosts_that_come_due_for_a_checkpoint_together_write_one() {
         use futures::TryStreamExt;
         use object_store::ObjectStore;
         let prefix = object_store::path::Path::from("checkpoints");
-        mem.list(Some(&prefix))
+        slow.list(Some(&prefix))
             .try_collect::<Vec<_>>()
             .await
             .expect("list")
