@@ -62,13 +62,15 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// The payload version written for this kind: records 4 (a base and a
-    /// read set, for records placed ahead; 3 packed small values),
-    /// checkpoints 2 (nodes packed into records), values 2 (checked per
-    /// block); every kind still reads its older versions.
+    /// The payload version written for this kind: records 6 (a record
+    /// placed ahead may carry key ops of the catalog: trees it created or
+    /// dropped, melded like any key; 5 key ops, 4 a base and a read set,
+    /// 3 packed small values), checkpoints 2 (nodes packed into records),
+    /// values 2 (checked per block); every kind still reads its older
+    /// versions.
     pub fn version(self) -> u8 {
         match self {
-            Kind::Record => 5,
+            Kind::Record => 6,
             Kind::Checkpoint | Kind::Value => 2,
             _ => 1,
         }
@@ -102,8 +104,8 @@ pub fn frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Frames a payload as an older format version would have (tests of reading old volumes).
-#[cfg(test)]
+/// Frames a payload as format `version` of `kind` (a copy of a record's
+/// head keeps its record's version; tests of reading old volumes).
 pub(crate) fn frame_version(kind: Kind, version: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = frame(kind, payload);
     out[5] = version;

@@ -523,6 +523,130 @@ fn hosts_writing_one_tree_at_once_meld_their_records_and_lose_nothing() {
     );
 }
 
+/// What host `h`'s tree number `i` holds after `make_and_drop_trees`:
+/// `None` when it dropped it.
+fn made_tree(h: usize, i: u64) -> Option<Vec<u8>> {
+    (!i.is_multiple_of(3) || i == 0).then(|| shared_value(h, i))
+}
+
+/// Every tree `make_and_drop_trees` left, with its key, none it dropped,
+/// and its entry per tree in "t": as `db` sees them.
+fn assert_sees_made_trees(db: &Db, hosts: usize, each: u64, who: &str) {
+    let mut tx = db.begin_fresh().expect("begin");
+    let mut entries = 0;
+    for h in 0..hosts {
+        for i in 0..each {
+            let name = format!("d{h}-{i:03}");
+            match made_tree(h, i) {
+                Some(v) => {
+                    assert_eq!(tx.get(&name, b"x").expect("get"), Some(v), "{who}: {name}");
+                    assert_eq!(tx.count(&name).expect("count"), 1, "{who}: {name}");
+                    entries += 1;
+                }
+                None => assert!(
+                    !tx.tree_exists(&name).expect("exists"),
+                    "{who}: {name} dropped"
+                ),
+            }
+        }
+    }
+    assert_eq!(
+        tx.check_tree("t").expect("check"),
+        entries,
+        "{who}: one entry per tree"
+    );
+}
+
+#[test]
+fn hosts_making_and_dropping_trees_at_once_meld_their_records_and_lose_nothing() {
+    // As hosts making folders in one parent: each commit creates a tree
+    // (its catalog entry), puts a key in it and one in the shared tree
+    // "t"; every third drops the host's tree made three commits before.
+    // The catalog's leaf and "t"'s change under every record placed
+    // ahead: they stand melded, the trees made again from their catalog
+    // keys, instead of being void and going through the queue.
+    const HOSTS: usize = 4;
+    const EACH: u64 = 30;
+    let (redis, slow, dbs) = hosts(HOSTS, Duration::from_millis(5));
+    on_every_host(&dbs, |h, db| {
+        for i in 0..EACH {
+            let name = format!("d{h}-{i:03}");
+            db.run(|tx| {
+                tx.create_tree(&name, small_tree(16))?;
+                tx.insert(&name, b"x", &shared_value(h, i))?;
+                tx.insert("t", name.as_bytes(), b"")
+            })
+            .expect("make");
+            if made_tree(h, i).is_none() {
+                // Dropped in a commit of its own, as rmdir after mkdir.
+                db.run(|tx| {
+                    tx.drop_tree(&name)?;
+                    tx.remove("t", name.as_bytes()).map(|_| ())
+                })
+                .expect("drop");
+            }
+        }
+    });
+    let stats: Vec<_> = dbs.iter().map(|d| d.stats()).collect();
+    let void: u64 = stats.iter().map(|s| s.ahead_void).sum();
+    let queued: u64 = stats.iter().map(|s| s.queued).sum();
+    let melds: Vec<u64> = stats.iter().map(|s| s.melds).collect();
+    eprintln!("{void} void, {queued} queued, melds folded per host {melds:?}");
+    assert!(melds.iter().all(|&m| m > 0), "no record was melded");
+    assert_eq!(void, 0, "records making trees of their own were void");
+    for (h, db) in dbs.iter().enumerate() {
+        assert_sees_made_trees(db, HOSTS, EACH, &format!("host {h}"));
+    }
+    // A host that opens now melds the same records again, alike.
+    let late = host(StoreLocation::Custom(slow.clone()), &redis.url());
+    assert!(late.stats().melds > 0, "the late host folded no meld");
+    assert_sees_made_trees(&late, HOSTS, EACH, "a host opened after");
+}
+
+#[test]
+fn hosts_making_one_tree_at_once_make_it_once() {
+    // The same name from four hosts at once, ten times over: the records
+    // placed ahead after the first that made it read its catalog key, so
+    // they are void (never melded into a second tree), and their retries
+    // find the tree there.
+    const HOSTS: usize = 4;
+    let (_redis, _slow, dbs) = hosts(HOSTS, Duration::from_millis(5));
+    // Makers per name (a reference, for the closure to be `Copy`).
+    let made: &'static [std::sync::atomic::AtomicU32] =
+        Box::leak((0..10).map(|_| Default::default()).collect());
+    for (round, makers) in made.iter().enumerate() {
+        on_every_host(&dbs, move |h, db| {
+            let name = format!("same{round}");
+            let r = db.run(|tx| {
+                tx.create_tree(&name, small_tree(16))?;
+                tx.insert(&name, format!("h{h}").as_bytes(), b"v")
+            });
+            match r {
+                Ok(()) => {
+                    makers.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(engine::Error::TreeExists(_)) => {}
+                Err(e) => panic!("host {h}: {e}"),
+            }
+        });
+    }
+    let void: u64 = dbs.iter().map(|d| d.stats().ahead_void).sum();
+    eprintln!("{void} records void");
+    let made: Vec<u32> = made.iter().map(|m| m.load(Ordering::SeqCst)).collect();
+    assert_eq!(made, vec![1; 10], "one maker per name");
+    for db in &dbs {
+        let mut tx = db.begin_fresh().expect("begin");
+        for round in 0..10 {
+            let name = format!("same{round}");
+            assert_eq!(
+                tx.count(&name).expect("count"),
+                1,
+                "{name}: its maker's key alone"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_position_its_holder_never_writes_is_filled_and_the_commit_after_it_stands() {
     let redis = RedisServer::start();

@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 /// The two-daemon tests run one at a time: each starts two daemons and a
@@ -335,6 +336,90 @@ fn files_written_from_three_hosts_on_s3_into_one_directory_stand_melded_and_whol
         }
     }
     late.unmount();
+    for m in &mut mounts {
+        m.unmount();
+    }
+}
+
+#[test]
+fn folders_made_and_removed_from_three_hosts_on_s3_in_one_parent_stand_melded() {
+    // Each mkdir creates a tree (the folder's entries) and changes the
+    // catalog's leaf that every other host's mkdir changes too, and the
+    // parent's leaves: placed ahead, those records stand melded (the
+    // folder's tree made again from its catalog key) instead of being void
+    // and going through the queue one at a time; so do the rmdirs.
+    let _one = serial();
+    moto();
+    let redis = RedisServer::start();
+    let store = format!("s3://{S3_BUCKET}/mkdirs{:016x}", rand::random::<u64>());
+    let t = tempfile::tempdir().expect("tempdir");
+    let mut mounts: Vec<Mount> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let d = t.path().join(n);
+            std::fs::create_dir(&d).expect("mount point");
+            Mount::start_at(&store, &d, Some(&redis.url()), &[])
+        })
+        .collect();
+    std::fs::create_dir(mounts[0].path("parent")).expect("mkdir");
+    const EACH: u32 = 40;
+    let writers: Vec<_> = mounts
+        .iter()
+        .zip(["a", "b", "c"])
+        .map(|(m, h)| {
+            Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    "cd '{}' && for i in $(seq 1 {EACH}); do mkdir {h}-$i && echo {h}-$i > {h}-$i/f || exit 1; \
+                     if (( i % 3 == 0 )); then rm {h}-$i/f && rmdir {h}-$i || exit 1; fi; done",
+                    m.path("parent").display()
+                ))
+                .spawn()
+                .expect("writer")
+        })
+        .collect();
+    for mut w in writers {
+        assert!(w.wait().expect("wait").success(), "a writer failed");
+    }
+    let kept = |i: u32| !i.is_multiple_of(3);
+    let subdirs = 3 * (1..=EACH).filter(|&i| kept(i)).count();
+    for m in &mounts {
+        for h in ["a", "b", "c"] {
+            for i in 1..=EACH {
+                let f = m.path(&format!("parent/{h}-{i}/f"));
+                match std::fs::read_to_string(&f) {
+                    Ok(got) if kept(i) => assert_eq!(got, format!("{h}-{i}\n")),
+                    Err(e) if !kept(i) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+                    other => panic!("{h}-{i} on {}: {other:?}", m.dir.display()),
+                }
+            }
+        }
+        let n = std::fs::read_dir(m.path("parent")).expect("ls").count();
+        assert_eq!(n, subdirs, "folders on {}", m.dir.display());
+        let links = std::fs::metadata(m.path("parent")).expect("stat").nlink();
+        assert_eq!(
+            links,
+            2 + subdirs as u64,
+            "links of the parent on {}",
+            m.dir.display()
+        );
+    }
+    let melds: Vec<u64> = mounts
+        .iter()
+        .map(|m| stat_counter(m, "sopfs_records_melded_total"))
+        .collect();
+    let void: u64 = mounts
+        .iter()
+        .map(|m| stat_counter(m, "sopfs_commits_ahead_void_total"))
+        .sum();
+    let queued: u64 = mounts
+        .iter()
+        .map(|m| stat_counter(m, "sopfs_commits_queued_total"))
+        .sum();
+    eprintln!("melds folded per mount {melds:?}, {void} void, {queued} queued");
+    assert!(melds.iter().any(|&m| m > 0), "no record was melded");
+    // Before folders' records were melded: ~50 void and ~200 queued here.
+    assert!(void <= 3, "{void} records of distinct folders were void");
     for m in &mut mounts {
         m.unmount();
     }

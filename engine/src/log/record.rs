@@ -139,9 +139,11 @@ pub struct CommitRecord {
     /// Keys it read, for that decision (placed-ahead records only).
     pub reads: Vec<TreeReads>,
     /// What it left at each key it wrote (format 5, placed-ahead records
-    /// only; empty when it created or dropped a tree): a reader that finds
-    /// the nodes it changed changed by a record between replays these onto
-    /// them instead of voiding it (`Melder`).
+    /// only; empty when it ensured a tree): a reader that finds the nodes
+    /// it changed changed by a record between replays these onto them
+    /// instead of voiding it (`Melder`). From format 6 they may hold keys
+    /// of the catalog (tree `""`): a tree it created (its catalog entry)
+    /// or dropped (no value).
     pub ops: Vec<KeyOp>,
     /// Bodies of the new node versions marked `packed`. Empty in the copies
     /// the registry keeps in memory (only readers of nodes need them).
@@ -339,13 +341,13 @@ pub(crate) fn decode_record_head(path: &str, data: &[u8]) -> Result<CommitRecord
     })
 }
 
-/// The record `frame` (the current format) without its node and value
+/// The record `frame` (format 5 or later) without its node and value
 /// bodies: what a host folding it needs, as a record frame of its own
-/// (its bodies empty lists). `None` when it carries no bodies (the frame
-/// is its own head) or is of an older format.
+/// version (its bodies empty lists). `None` when it carries no bodies (the
+/// frame is its own head) or is of an older format.
 pub(crate) fn head_frame(frame: &[u8]) -> Option<Vec<u8>> {
     let (version, payload) = codec::unframe_versioned(Kind::Record, "", frame).ok()?;
-    if version != Kind::Record.version() {
+    if version < 5 {
         return None;
     }
     let (_, rest) = postcard::take_from_bytes::<RecordHead>(payload).ok()?;
@@ -357,13 +359,14 @@ pub(crate) fn head_frame(frame: &[u8]) -> Option<Vec<u8>> {
     }
     let mut head = payload[..payload.len() - rest.len()].to_vec();
     head.extend_from_slice(&[0, 0]);
-    Some(codec::frame(Kind::Record, &head))
+    Some(codec::frame_version(Kind::Record, version, &head))
 }
 
 /// Decodes a commit record of any format this build reads.
 pub(crate) fn decode_record(path: &str, data: &[u8]) -> Result<CommitRecord> {
     let (version, payload) = codec::unframe_versioned(Kind::Record, path, data)?;
-    if version == Kind::Record.version() {
+    // Format 6 is 5's layout; only what its key ops may hold grew.
+    if version >= 5 {
         return codec::decode_payload(Kind::Record, path, payload);
     }
     if version == 4 {
@@ -555,6 +558,19 @@ mod tests {
         let bare = codec::encode(Kind::Record, &head);
         assert_eq!(head_frame(&bare), None, "no bodies: the frame is its head");
         assert_eq!(head_frame(&bad), None);
+        // Format 5 has 6's layout (6 only lets key ops name the catalog):
+        // read the same, and its head copied as format 5.
+        let payload = codec::unframe(Kind::Record, "log/9", &data).expect("payload");
+        let v5 = codec::frame_version(Kind::Record, 5, payload);
+        assert_eq!(decode_record("log/9", &v5).expect("format 5"), rec);
+        assert_eq!(decode_record_head("log/9", &v5).expect("format 5"), head);
+        let alone = head_frame(&v5).expect("head of a format-5 record");
+        assert_eq!(
+            codec::unframe_versioned(Kind::Record, "", &alone)
+                .expect("frame")
+                .0,
+            5
+        );
     }
 
     #[test]

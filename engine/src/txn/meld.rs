@@ -9,7 +9,7 @@
 //! and the record, and new node and blob ids are derived from the record's
 //! transaction id (`View::derived`, `ids::derive`).
 
-use super::ops::{lookup_meta, Op, CATALOG};
+use super::ops::{apply_op, lookup_meta, Op, TreeMeta, CATALOG};
 use super::tx::Transaction;
 use crate::error::Result;
 use crate::ids::{derive, BlobId};
@@ -19,16 +19,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The key ops a record placed ahead at `seq` carries for `tx`: each key it
-/// wrote with what its leaf now holds there. Empty (the record cannot be
-/// melded, and is void if its nodes go stale) when it creates or drops a
-/// tree: the catalog's keys are not replayed.
+/// wrote with what its leaf now holds there; for a tree it created or
+/// dropped, its catalog key (tree `""`) with the new entry or none. Empty
+/// (the record cannot be melded, and is void if its nodes go stale) when it
+/// ensured a tree: whether that creates the tree depends on the state it
+/// lands on.
 pub(super) fn key_ops(tx: &Transaction, seq: u64) -> Result<Vec<KeyOp>> {
-    let shapes_trees = !tx.ensure_created.is_empty()
-        || tx
-            .ops
-            .iter()
-            .any(|op| matches!(op, Op::CreateTree { .. } | Op::DropTree { .. }));
-    if shapes_trees || tx.writes.contains_key(CATALOG) {
+    if !tx.ensure_created.is_empty() {
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
@@ -54,6 +51,42 @@ fn encode_value(v: &Value) -> Result<Vec<u8>> {
     postcard::to_stdvec(v).map_err(|e| crate::error::Error::InvalidArgument(e.to_string()))
 }
 
+/// Replays a catalog key op as the op that wrote it: a tree created (its
+/// root an empty leaf, as `create_tree` made it, before the record's keys
+/// of that tree are replayed into it) or dropped (its nodes freed). False
+/// when it cannot be: the name taken, or the tree gone, meanwhile (the key
+/// rule voids such a record first; this keeps a reader from making a
+/// second tree of one name).
+fn replay_catalog_op(view: &mut View, op: &KeyOp) -> Result<bool> {
+    let Ok(name) = std::str::from_utf8(&op.key) else {
+        return Ok(false);
+    };
+    let exists = lookup_meta(view, name)?.is_some();
+    let op = match &op.value {
+        Some(bytes) => {
+            let Ok(Value::Inline(entry)) = postcard::from_bytes::<Value>(bytes) else {
+                return Ok(false);
+            };
+            let Ok(meta) = postcard::from_bytes::<TreeMeta>(&entry) else {
+                return Ok(false);
+            };
+            if exists {
+                return Ok(false);
+            }
+            Op::CreateTree {
+                name: name.to_string(),
+                meta,
+            }
+        }
+        None if exists => Op::DropTree {
+            name: name.to_string(),
+        },
+        None => return Ok(false),
+    };
+    apply_op(view, &op)?;
+    Ok(true)
+}
+
 /// The melder of an open volume: replays through its loader, and keeps
 /// the nodes it makes in the loader's `melded` until they are written out.
 pub(crate) struct TreeMelder {
@@ -76,6 +109,12 @@ impl Melder for TreeMelder {
         let seed = rec.txid.0 ^ u128::from(rec.seq);
         let mut view = View::derived(base.clone(), self.loader.clone(), seed);
         for op in &rec.ops {
+            if op.tree == CATALOG {
+                if !replay_catalog_op(&mut view, op)? {
+                    return Ok(None);
+                }
+                continue;
+            }
             // A tree gone is a change the key rule saw (it was dropped):
             // never here in a record that stands, but void, not a panic.
             let Some(meta) = lookup_meta(&view, &op.tree)? else {
