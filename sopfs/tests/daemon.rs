@@ -66,6 +66,37 @@ fn background_mount_answers_when_it_returns_and_umount_cleans_up() {
 }
 
 #[test]
+fn a_background_mount_logging_to_a_file_lets_go_of_its_callers_output() {
+    // A caller that reads the command's output to its end (`$(sopfs mount
+    // ... --background)`, a pipe) gets it when the command returns, not
+    // at the unmount: the daemon keeps none of the caller's descriptors.
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("m");
+    std::fs::create_dir(&dir).expect("mp");
+    let log = t.path().join("daemon.log");
+    let mut cmd = Command::new(sopfs_bin());
+    cmd.arg("mount")
+        .arg(t.path().join("store"))
+        .arg(&dir)
+        .arg("--background")
+        .env("SOPFS_LOG_FILE", &log)
+        .env("SOPFS_LOG", "debug");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(cmd.output()));
+    let out = rx.recv_timeout(Duration::from_secs(30));
+    let mounted = is_mounted(&dir);
+    // Unmounted whatever happened, so a failure leaves no mount behind.
+    let _ = Command::new(sopfs_bin()).arg("umount").arg(&dir).output();
+    let out = out
+        .expect("the caller's output was held open by the daemon")
+        .expect("mount");
+    assert!(out.status.success(), "{out:?}");
+    assert!(mounted);
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(!logged.is_empty(), "the daemon logged nothing to its file");
+}
+
+#[test]
 fn sigterm_commits_open_files_unmounts_and_exits_zero() {
     let t = tempfile::tempdir().expect("tempdir");
     let store = t.path().join("store");

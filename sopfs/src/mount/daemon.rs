@@ -508,9 +508,17 @@ fn daemonize() -> anyhow::Result<std::fs::File> {
                 .context("/dev/null")?;
             let _ = nix::unistd::dup2_stdin(&null);
             let _ = nix::unistd::dup2_stdout(&null);
-            if std::env::var_os("SOPFS_LOG_FILE").is_none() {
-                let _ = nix::unistd::dup2_stderr(&null);
-            }
+            // Stray writes to stderr go where the logs go, never to the
+            // caller's stderr: a caller reading that to its end (a shell's
+            // `$(...)`, a supervisor's pipe) would wait for the unmount.
+            let log = std::env::var_os("SOPFS_LOG_FILE").and_then(|p| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .ok()
+            });
+            let _ = nix::unistd::dup2_stderr(log.as_ref().unwrap_or(&null));
             Ok(std::fs::File::from(w))
         }
     }
