@@ -266,17 +266,17 @@ fn stat_counter(m: &Mount, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-#[test]
-fn files_written_from_three_hosts_on_s3_into_one_directory_stand_melded_and_whole() {
-    // On S3 with Redis each file's record goes ahead of the log's end; the
-    // hosts' records change the same leaves of the directory (entries and
-    // the hosts' stamps) and of the inode table, and stand melded, not void.
-    let _one = serial();
+/// Three mounts ("a", "b", "c") of a fresh volume on moto with one Redis,
+/// folder `folder` made from the first; the store's URL for more.
+fn three_mounts_on_s3(
+    name: &str,
+    folder: &str,
+) -> (tempfile::TempDir, RedisServer, String, Vec<Mount>) {
     moto();
     let redis = RedisServer::start();
-    let store = format!("s3://{S3_BUCKET}/meld{:016x}", rand::random::<u64>());
+    let store = format!("s3://{S3_BUCKET}/{name}{:016x}", rand::random::<u64>());
     let t = tempfile::tempdir().expect("tempdir");
-    let mut mounts: Vec<Mount> = ["a", "b", "c"]
+    let mounts: Vec<Mount> = ["a", "b", "c"]
         .iter()
         .map(|n| {
             let d = t.path().join(n);
@@ -284,8 +284,13 @@ fn files_written_from_three_hosts_on_s3_into_one_directory_stand_melded_and_whol
             Mount::start_at(&store, &d, Some(&redis.url()), &[])
         })
         .collect();
-    std::fs::create_dir(mounts[0].path("shared")).expect("mkdir");
-    const EACH: u32 = 60;
+    std::fs::create_dir(mounts[0].path(folder)).expect("mkdir");
+    (t, redis, store, mounts)
+}
+
+/// Runs the bash `script(host)` in `folder` of every mount at once (hosts
+/// "a", "b", "c"), and waits for each to succeed.
+fn on_each_mount(mounts: &[Mount], folder: &str, script: impl Fn(&str) -> String) {
     let writers: Vec<_> = mounts
         .iter()
         .zip(["a", "b", "c"])
@@ -293,8 +298,9 @@ fn files_written_from_three_hosts_on_s3_into_one_directory_stand_melded_and_whol
             Command::new("bash")
                 .arg("-c")
                 .arg(format!(
-                    "cd '{}' && for i in $(seq 1 {EACH}); do echo {h}-$i-$(printf '%0400d' $i) > {h}-$i || exit 1; done",
-                    m.path("shared").display()
+                    "cd '{}' && {}",
+                    m.path(folder).display(),
+                    script(h)
                 ))
                 .spawn()
                 .expect("writer")
@@ -303,6 +309,24 @@ fn files_written_from_three_hosts_on_s3_into_one_directory_stand_melded_and_whol
     for mut w in writers {
         assert!(w.wait().expect("wait").success(), "a writer failed");
     }
+}
+
+/// Counter `name` summed over `mounts`.
+fn counter_sum(mounts: &[Mount], name: &str) -> u64 {
+    mounts.iter().map(|m| stat_counter(m, name)).sum()
+}
+
+#[test]
+fn files_written_from_three_hosts_on_s3_into_one_directory_stand_melded_and_whole() {
+    // On S3 with Redis each file's record goes ahead of the log's end; the
+    // hosts' records change the same leaves of the directory (entries and
+    // the hosts' stamps) and of the inode table, and stand melded, not void.
+    let _one = serial();
+    let (t, redis, store, mut mounts) = three_mounts_on_s3("meld", "shared");
+    const EACH: u32 = 60;
+    on_each_mount(&mounts, "shared", |h| {
+        format!("for i in $(seq 1 {EACH}); do echo {h}-$i-$(printf '%0400d' $i) > {h}-$i || exit 1; done")
+    });
     for m in &mounts {
         for h in ["a", "b", "c"] {
             for i in 1..=EACH {
@@ -318,10 +342,7 @@ fn files_written_from_three_hosts_on_s3_into_one_directory_stand_melded_and_whol
         .iter()
         .map(|m| stat_counter(m, "sopfs_records_melded_total"))
         .collect();
-    let void: u64 = mounts
-        .iter()
-        .map(|m| stat_counter(m, "sopfs_commits_ahead_void_total"))
-        .sum();
+    let void = counter_sum(&mounts, "sopfs_commits_ahead_void_total");
     eprintln!("melds folded per mount {melds:?}, {void} void");
     assert!(melds.iter().any(|&m| m > 0), "no record was melded");
     // A mount that opens now makes the melded nodes again from the log.
@@ -349,38 +370,14 @@ fn folders_made_and_removed_from_three_hosts_on_s3_in_one_parent_stand_melded() 
     // folder's tree made again from its catalog key) instead of being void
     // and going through the queue one at a time; so do the rmdirs.
     let _one = serial();
-    moto();
-    let redis = RedisServer::start();
-    let store = format!("s3://{S3_BUCKET}/mkdirs{:016x}", rand::random::<u64>());
-    let t = tempfile::tempdir().expect("tempdir");
-    let mut mounts: Vec<Mount> = ["a", "b", "c"]
-        .iter()
-        .map(|n| {
-            let d = t.path().join(n);
-            std::fs::create_dir(&d).expect("mount point");
-            Mount::start_at(&store, &d, Some(&redis.url()), &[])
-        })
-        .collect();
-    std::fs::create_dir(mounts[0].path("parent")).expect("mkdir");
+    let (_t, _redis, _store, mut mounts) = three_mounts_on_s3("mkdirs", "parent");
     const EACH: u32 = 40;
-    let writers: Vec<_> = mounts
-        .iter()
-        .zip(["a", "b", "c"])
-        .map(|(m, h)| {
-            Command::new("bash")
-                .arg("-c")
-                .arg(format!(
-                    "cd '{}' && for i in $(seq 1 {EACH}); do mkdir {h}-$i && echo {h}-$i > {h}-$i/f || exit 1; \
-                     if (( i % 3 == 0 )); then rm {h}-$i/f && rmdir {h}-$i || exit 1; fi; done",
-                    m.path("parent").display()
-                ))
-                .spawn()
-                .expect("writer")
-        })
-        .collect();
-    for mut w in writers {
-        assert!(w.wait().expect("wait").success(), "a writer failed");
-    }
+    on_each_mount(&mounts, "parent", |h| {
+        format!(
+            "for i in $(seq 1 {EACH}); do mkdir {h}-$i && echo {h}-$i > {h}-$i/f || exit 1; \
+             if (( i % 3 == 0 )); then rm {h}-$i/f && rmdir {h}-$i || exit 1; fi; done"
+        )
+    });
     let kept = |i: u32| !i.is_multiple_of(3);
     let subdirs = 3 * (1..=EACH).filter(|&i| kept(i)).count();
     for m in &mounts {
@@ -408,14 +405,8 @@ fn folders_made_and_removed_from_three_hosts_on_s3_in_one_parent_stand_melded() 
         .iter()
         .map(|m| stat_counter(m, "sopfs_records_melded_total"))
         .collect();
-    let void: u64 = mounts
-        .iter()
-        .map(|m| stat_counter(m, "sopfs_commits_ahead_void_total"))
-        .sum();
-    let queued: u64 = mounts
-        .iter()
-        .map(|m| stat_counter(m, "sopfs_commits_queued_total"))
-        .sum();
+    let void = counter_sum(&mounts, "sopfs_commits_ahead_void_total");
+    let queued = counter_sum(&mounts, "sopfs_commits_queued_total");
     eprintln!("melds folded per mount {melds:?}, {void} void, {queued} queued");
     assert!(melds.iter().any(|&m| m > 0), "no record was melded");
     // Before folders' records were melded: ~50 void and ~200 queued here.
