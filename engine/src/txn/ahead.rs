@@ -40,8 +40,8 @@ const POLL_PAUSE: Duration = Duration::from_millis(3);
 /// costs a GET for each position still empty. Where records are copied,
 /// a look is skipped while the first empty position's place is held (its
 /// holder is alive and writing, on a slow store or a busy host; one that
-/// died lets go of it within `PLACE_TTL`): under load many waits pass
-/// this pause, and each look would be a 404.
+/// died lets go of it within `PLACE_TTL`): under load most waits pass
+/// this pause, and the looks were a tenth of a mount's requests.
 const STORE_LOOK_PAUSE: Duration = Duration::from_millis(100);
 /// Longest pause between two looks at the store while settling.
 const STORE_LOOK_MAX: Duration = Duration::from_millis(800);
