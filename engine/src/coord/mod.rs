@@ -153,12 +153,6 @@ pub trait Coordinator: Send + Sync {
     /// Gives up log position `seq` if this process holds it (its commit
     /// will not fill it).
     fn leave_place(&self, _seq: u64) {}
-    /// Whether some process holds log position `seq` in the queue now: it
-    /// took it less than a place's lifetime ago and did not leave it.
-    /// `None` when there is no queue or its server cannot be asked.
-    fn place_held(&self, _seq: u64) -> Option<bool> {
-        None
-    }
     /// Claims the checkpoint of interval `interval` (log positions
     /// `interval * every ..`) for this process: true for the first to ask
     /// (and for any asker when the server cannot tell; a second checkpoint

@@ -73,29 +73,6 @@ pub enum LogMode {
     ReadOnly,
 }
 
-/// Which positions without a copy `Log::read_seqs_from` asks the store for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unknown {
-    /// None: for a caller waiting on positions other processes are
-    /// writing right now, whose copies follow their records within a
-    /// Redis round trip, so polling the store for them would mostly find
-    /// nothing or race the copy, a request each time.
-    Skip,
-    /// Every one (positions known to hold records).
-    Store,
-    /// Those up to `known` (known to hold records) or before the first
-    /// position with a copy (records older than their copies, read
-    /// together), and past both the first one only, where the answer
-    /// ends: positions past the copies are the log's end being written,
-    /// a probe for the end stops at the first one not there, and asking
-    /// the store for every later one too cost a 404 each (most of a busy
-    /// mount's GETs).
-    Probe {
-        /// The newest position known to hold a record.
-        known: u64,
-    },
-}
-
 /// A record as `Log::read_seqs_from` read it.
 #[derive(Clone)]
 pub struct Fetched {
@@ -324,13 +301,18 @@ impl Log {
     /// objects on a store where a request is a round trip come from the
     /// mirror's copies where it has them: of their heads, unless this host
     /// wanted other records' bodies lately (`note_bodies_wanted`); the rest
-    /// are asked of the store together (see `BlobStore::get_many`).
-    ///
-    /// `unknown` says which positions the mirror knows nothing of are
-    /// asked of the store (see [`Unknown`]); one not asked is answered
-    /// `None`, or, past the positions known to exist, ends the answer
-    /// (which is then shorter than `seqs`).
-    pub fn read_seqs_from(&self, seqs: &[u64], unknown: Unknown) -> Result<Vec<Option<Fetched>>> {
+    /// are asked of the store together (see `BlobStore::get_many`). Without
+    /// `unknown_from_store`, a position the mirror knows nothing of is not
+    /// asked of the store but answered `None`: for a caller waiting on
+    /// positions other processes are writing right now, whose copies
+    /// follow their records within a Redis round trip, so polling the
+    /// store for them would mostly find nothing or race the copy, a
+    /// request each time.
+    pub fn read_seqs_from(
+        &self,
+        seqs: &[u64],
+        unknown_from_store: bool,
+    ) -> Result<Vec<Option<Fetched>>> {
         let whole = |frame| Fetched { frame, whole: true };
         if !self.reads_in_batches() {
             return seqs
@@ -342,32 +324,16 @@ impl Log {
         let copies = self.mirrored(seqs, heads);
         let mut out = vec![None; seqs.len()];
         let mut ask = Vec::new();
-        // Whether a copy was found, and a position past a copy and past
-        // the known ones was asked of the store.
-        let (mut copied, mut probed) = (false, false);
         for (i, copy) in copies.into_iter().enumerate() {
             match copy {
                 Copied::Frame(frame) => {
-                    copied = true;
                     out[i] = Some(Fetched {
                         frame,
                         whole: !heads,
                     })
                 }
-                Copied::Unknown => match unknown {
-                    Unknown::Skip => {}
-                    Unknown::Store => ask.push(i),
-                    Unknown::Probe { known } if seqs[i] <= known || !copied => ask.push(i),
-                    Unknown::Probe { .. } if !probed => {
-                        probed = true;
-                        ask.push(i);
-                    }
-                    Unknown::Probe { .. } => {
-                        out.truncate(i);
-                        break;
-                    }
-                },
-                Copied::Store => ask.push(i),
+                Copied::Unknown if !unknown_from_store => {}
+                Copied::Unknown | Copied::Store => ask.push(i),
             }
         }
         if ask.is_empty() {

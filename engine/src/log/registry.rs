@@ -9,7 +9,7 @@ use super::record::{
 };
 use crate::codec::{self, Kind};
 use crate::error::{Error, Result};
-use crate::log::{Fetched, Log, Unknown};
+use crate::log::{Fetched, Log};
 use crate::store::{checkpoint_path, log_path, BlobStore};
 use parking_lot::{Mutex, RwLock};
 use std::collections::BTreeMap;
@@ -142,14 +142,18 @@ impl Registry {
     /// (`Log::read_seqs_from`); `None` where one is not there.
     fn read_records(&self, first: u64, n: usize) -> Result<Vec<Option<Arc<CommitRecord>>>> {
         let seqs: Vec<u64> = (first..first.saturating_add(n as u64)).collect();
-        self.read_seqs(&seqs, Unknown::Store)
+        self.read_seqs(&seqs, true)
     }
 
-    /// Records at the positions `seqs`, read together; `unknown` says which
-    /// of those without a copy are asked of the store, and the answer may
-    /// end early (`Log::read_seqs_from`).
-    fn read_seqs(&self, seqs: &[u64], unknown: Unknown) -> Result<Vec<Option<Arc<CommitRecord>>>> {
-        let data = self.log.read_seqs_from(seqs, unknown)?;
+    /// Records at the positions `seqs`, read together; without
+    /// `unknown_from_store`, those without a copy are not asked of the
+    /// store (`Log::read_seqs_from`).
+    fn read_seqs(
+        &self,
+        seqs: &[u64],
+        unknown_from_store: bool,
+    ) -> Result<Vec<Option<Arc<CommitRecord>>>> {
+        let data = self.log.read_seqs_from(seqs, unknown_from_store)?;
         let mut out = Vec::with_capacity(data.len());
         for (&seq, d) in seqs.iter().zip(data) {
             out.push(match d {
@@ -262,13 +266,9 @@ impl Registry {
                                 .filter(|s| !pending.contains_key(s) && !early.contains_key(s))
                                 .collect()
                         };
-                        let unknown = match look {
-                            Look::Copies => Unknown::Skip,
-                            Look::Through => Unknown::Store,
-                            Look::Probe => Unknown::Probe { known: target },
-                        };
-                        asked = (look != Look::Copies).then(std::time::Instant::now);
-                        for (seq, r) in seqs.iter().zip(self.read_seqs(&seqs, unknown)?) {
+                        let from_store = look != Look::Copies;
+                        asked = from_store.then(std::time::Instant::now);
+                        for (seq, r) in seqs.iter().zip(self.read_seqs(&seqs, from_store)?) {
                             ahead.insert(*seq, r);
                         }
                         reads += 1;

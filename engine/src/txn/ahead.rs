@@ -37,11 +37,8 @@ const POLL_PAUSE: Duration = Duration::from_millis(3);
 /// a Redis round trip; the store is asked first after this long, for a
 /// record whose copy was lost (its writer died between the two), and then
 /// after twice as long each time, up to [`STORE_LOOK_MAX`]: every look
-/// costs a GET for each position still empty. Where records are copied,
-/// a look is skipped while the first empty position's place is held (its
-/// holder is alive and writing, on a slow store or a busy host; one that
-/// died lets go of it within `PLACE_TTL`): under load most waits pass
-/// this pause, and the looks were a tenth of a mount's requests.
+/// costs a GET for each position still empty, most of them records still
+/// on their way from hosts that are alive.
 const STORE_LOOK_PAUSE: Duration = Duration::from_millis(100);
 /// Longest pause between two looks at the store while settling.
 const STORE_LOOK_MAX: Duration = Duration::from_millis(800);
@@ -133,18 +130,13 @@ pub(super) fn settle(tx: &Transaction, rec: Arc<CommitRecord>) -> Result<bool> {
     }
     let mut waiting = (0, Instant::now());
     let (mut store_looked, mut look_pause) = (Instant::now(), STORE_LOOK_PAUSE);
-    let copied = db.opts.record_copies;
     let committed = loop {
         if let Some(c) = db.registry.committed(seq) {
             break c;
         }
-        let look = store_looked.elapsed() >= look_pause;
-        if look {
+        let state = if store_looked.elapsed() >= look_pause {
             store_looked = Instant::now();
             look_pause = (look_pause * 2).min(STORE_LOOK_MAX);
-        }
-        let held = || db.coord.place_held(db.registry.current().seq + 1) == Some(true);
-        let state = if look && !(copied && held()) {
             db.registry.catch_up_through(seq)?
         } else {
             db.registry.catch_up_through_copies(seq)?

@@ -629,14 +629,6 @@ impl Coordinator for RedisCoordinator {
         self.copies(seqs, |s| self.head_key(s))
     }
 
-    fn place_held(&self, seq: u64) -> Option<bool> {
-        let key = self.place_key(seq);
-        self.with(Instant::now() + PLACE_PATIENCE, |con| {
-            redis::cmd("EXISTS").arg(&key).query::<bool>(con)
-        })
-        .ok()
-    }
-
     fn leave_place(&self, seq: u64) {
         let (key, free) = (self.place_key(seq), self.free_place_key());
         let r: Result<i64> = self.with(Instant::now() + PLACE_PATIENCE, |con| {
