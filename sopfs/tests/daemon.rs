@@ -214,10 +214,13 @@ fn mount_t_sopfs_through_the_helper() {
     let helper = bin_dir.join("mount-sopfs");
     if !helper.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let ok = Command::new(cargo)
-            .args(["build", "-p", "mount-tools", "--bin", "mount-sopfs"])
-            .status()
-            .is_ok_and(|s| s.success());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "mount-tools", "--bin", "mount-sopfs"]);
+        // Into the folder it is looked for in (`cargo test --release` too).
+        if bin_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let ok = build.status().is_ok_and(|s| s.success());
         assert!(ok, "could not build mount-sopfs");
     }
     let link = std::path::Path::new("/sbin/mount.sopfs");
