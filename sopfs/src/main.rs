@@ -203,15 +203,7 @@ fn format_cmd(
 
 fn main() {
     sopfs::pages::keep_small_pages();
-    let writer = std::env::var_os("SOPFS_LOG_FILE")
-        .and_then(|p| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .ok()
-        })
-        .map(std::sync::Mutex::new);
+    let writer = sopfs::mount::daemon::log_file().map(std::sync::Mutex::new);
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOPFS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     match writer {

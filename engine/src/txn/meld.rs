@@ -11,7 +11,7 @@
 
 use super::ops::{apply_op, lookup_meta, Op, TreeMeta, CATALOG};
 use super::tx::Transaction;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{derive, BlobId};
 use crate::log::{CommitRecord, KeyOp, Melder, NodeChange, RegState};
 use crate::tree::{btree, Loader, Value, View};
@@ -48,7 +48,7 @@ pub(super) fn key_ops(tx: &Transaction, seq: u64) -> Result<Vec<KeyOp>> {
 }
 
 fn encode_value(v: &Value) -> Result<Vec<u8>> {
-    postcard::to_stdvec(v).map_err(|e| crate::error::Error::InvalidArgument(e.to_string()))
+    postcard::to_stdvec(v).map_err(|e| Error::InvalidArgument(e.to_string()))
 }
 
 /// Replays a catalog key op as the op that wrote it: a tree created (its
@@ -61,7 +61,7 @@ fn replay_catalog_op(view: &mut View, op: &KeyOp) -> Result<bool> {
     let Ok(name) = std::str::from_utf8(&op.key) else {
         return Ok(false);
     };
-    let exists = lookup_meta(view, name)?.is_some();
+    let name = name.to_string();
     let op = match &op.value {
         Some(bytes) => {
             let Ok(Value::Inline(entry)) = postcard::from_bytes::<Value>(bytes) else {
@@ -70,21 +70,16 @@ fn replay_catalog_op(view: &mut View, op: &KeyOp) -> Result<bool> {
             let Ok(meta) = postcard::from_bytes::<TreeMeta>(&entry) else {
                 return Ok(false);
             };
-            if exists {
-                return Ok(false);
-            }
-            Op::CreateTree {
-                name: name.to_string(),
-                meta,
-            }
+            Op::CreateTree { name, meta }
         }
-        None if exists => Op::DropTree {
-            name: name.to_string(),
-        },
-        None => return Ok(false),
+        None => Op::DropTree { name },
     };
-    apply_op(view, &op)?;
-    Ok(true)
+    // Both ops check the catalog before they change anything.
+    match apply_op(view, &op) {
+        Ok(_) => Ok(true),
+        Err(Error::TreeExists(_) | Error::TreeNotFound(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The melder of an open volume: replays through its loader, and keeps

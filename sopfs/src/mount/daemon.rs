@@ -511,17 +511,23 @@ fn daemonize() -> anyhow::Result<std::fs::File> {
             // Stray writes to stderr go where the logs go, never to the
             // caller's stderr: a caller reading that to its end (a shell's
             // `$(...)`, a supervisor's pipe) would wait for the unmount.
-            let log = std::env::var_os("SOPFS_LOG_FILE").and_then(|p| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)
-                    .ok()
-            });
+            let log = log_file();
             let _ = nix::unistd::dup2_stderr(log.as_ref().unwrap_or(&null));
             Ok(std::fs::File::from(w))
         }
     }
+}
+
+/// The file `SOPFS_LOG_FILE` names, opened to append (created if
+/// missing); `None` when it names none or cannot be opened (logs then go
+/// to stderr).
+pub fn log_file() -> Option<std::fs::File> {
+    let path = std::env::var_os("SOPFS_LOG_FILE")?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .ok()
 }
 
 fn report(mut pipe: std::fs::File, msg: &str) {
