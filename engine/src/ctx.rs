@@ -105,12 +105,18 @@ impl DbInner {
         }
         let epoch = self.coord.epoch();
         match self.coord.stamp() {
-            Some(s) if s == local.seq && ended => Ok(local),
-            Some(s) if s >= local.seq && ended => self.registry.catch_up_through(s),
-            Some(s) if s >= local.seq => self.registry.catch_up_past(s),
-            _ => {
-                // Redis lost the stamp (restart), holds an old one, or was
-                // replaced since it last vouched for one: the store decides.
+            // Behind us: this process's own newest commit is folded in
+            // before its stamp is raised. Every commit that raised the
+            // stamp is in our state then, as when the stamp is our newest
+            // record. (A server that lost or rolled back the stamp answers
+            // none: it is distrusted until a probe vouches again.)
+            Some(s) if s <= local.seq && ended => Ok(local),
+            Some(s) if s <= local.seq => self.registry.catch_up_past(local.seq),
+            Some(s) if ended => self.registry.catch_up_through(s),
+            Some(s) => self.registry.catch_up_past(s),
+            None => {
+                // Redis lost the stamp (restart), or was replaced since it
+                // last vouched for one: the store decides.
                 let st = self.registry.catch_up(true)?;
                 self.coord.publish_probed(st.seq, epoch);
                 Ok(st)
