@@ -94,6 +94,47 @@ fn a_redis_restored_from_an_old_snapshot_or_restarted_empty_misleads_no_host() {
 }
 
 #[test]
+fn a_redis_flushed_while_it_runs_then_handed_an_older_stamp_misleads_no_host() {
+    // No restart, so the server's run_id stays: FLUSHALL (an operator) or
+    // an eviction empties it, and then a host whose raise of an older
+    // commit was on its way sets the stamp to a position behind the log.
+    let server = RedisServer::start();
+    let url = server.url();
+    let store = Arc::new(InMemory::new());
+    let (a, b) = (shared_host(&store, &url), shared_host(&store, &url));
+    a.run(|tx| {
+        tx.ensure_tree("t", small_tree(8))?;
+        tx.upsert("t", b"k", b"1")
+    })
+    .expect("commit 1");
+    // B finds the log's end itself here, so it trusts the stamp for a while.
+    assert_eq!(read(&b).as_deref(), Some(&b"1"[..]));
+    let (key, old) = stamp(&url);
+    a.run(|tx| tx.upsert("t", b"k", b"2")).expect("commit 2");
+    let mut con = redis(&url);
+    let _: () = redis::cmd("FLUSHALL").query(&mut con).expect("flush");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(old)
+        .query(&mut con)
+        .expect("a late raise");
+    assert_eq!(
+        read(&b).as_deref(),
+        Some(&b"2"[..]),
+        "a host read behind a commit that returned, misled by a flushed Redis"
+    );
+    // Both go on writing; nothing lost, each sees the other.
+    a.run(|tx| tx.upsert("t", b"a", b"after")).expect("a after");
+    b.run(|tx| tx.upsert("t", b"b", b"after")).expect("b after");
+    for db in [&a, &b] {
+        let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
+        for k in [&b"a"[..], &b"b"[..]] {
+            assert_eq!(tx.get("t", k).expect("get").as_deref(), Some(&b"after"[..]));
+        }
+    }
+}
+
+#[test]
 fn a_host_cut_off_from_redis_is_seen_at_once_by_a_host_that_is_not() {
     // A reaches Redis through a relay that is then cut; B keeps its own
     // connection, so B reads a stamp that A's commit could not raise.

@@ -115,10 +115,10 @@ impl Watch {
         trust: &Trust,
         shown: &str,
         channel: String,
-        seq_key: String,
+        keys: (String, String),
     ) {
         while !self.stop.load(Ordering::Relaxed) {
-            if let Err(e) = self.listen(servers, trust, shown, &channel, &seq_key) {
+            if let Err(e) = self.listen(servers, trust, shown, &channel, &keys) {
                 tracing::debug!(error = %e, "stamp subscription lost; resubscribing");
             }
             self.live.store(false, Ordering::SeqCst);
@@ -134,7 +134,7 @@ impl Watch {
         trust: &Trust,
         shown: &str,
         channel: &str,
-        seq_key: &str,
+        (seq_key, life_key): &(String, String),
     ) -> redis::RedisResult<()> {
         let mut sub = servers
             .node_client()?
@@ -148,6 +148,8 @@ impl Watch {
         let mut con = servers.connection()?;
         let (now, server): (Option<u64>, Option<String>) = redis::Script::new(READ_STAMP)
             .key(seq_key)
+            .key(life_key)
+            .arg(super::fresh_life())
             .invoke(&mut *con)?;
         if let Some(id) = server {
             trust.note_server(&id, shown);

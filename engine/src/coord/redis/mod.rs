@@ -278,6 +278,18 @@ impl RedisCoordinator {
     fn seq_key(&self) -> String {
         self.scoped(format_args!("seq"))
     }
+
+    /// Key of the volume's life token: set by the first reader of the
+    /// stamp on a server, gone when the server is emptied (`READ_STAMP`).
+    fn life_key(&self) -> String {
+        self.scoped(format_args!("life"))
+    }
+}
+
+/// A new life token: random, so a server emptied and handed a token again
+/// by the same process still shows a new one.
+pub(super) fn fresh_life() -> String {
+    TxId::fresh().to_string()
 }
 
 /// What is copied of a record or its head: the bytes, or nothing when
@@ -423,10 +435,10 @@ impl Coordinator for RedisCoordinator {
         if first {
             let (watch, servers) = (self.watch.clone(), self.servers.clone());
             let (trust, shown) = (self.trust.clone(), self.shown.clone());
-            let (channel, seq_key) = (self.channel(), self.seq_key());
+            let (channel, keys) = (self.channel(), (self.seq_key(), self.life_key()));
             std::thread::Builder::new()
                 .name("sopfs-stamps".into())
-                .spawn(move || watch.run(&servers, &trust, &shown, channel, seq_key))
+                .spawn(move || watch.run(&servers, &trust, &shown, channel, keys))
                 .map_err(|e| Error::Coordinator(format!("cannot start the stamp listener: {e}")))?;
             let (outbox, servers) = (self.outbox.clone(), self.servers.clone());
             let (channel, seq_key) = (self.channel(), self.seq_key());
@@ -467,10 +479,14 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn stamp(&self) -> Option<u64> {
-        let key = self.seq_key();
+        let (key, life) = (self.seq_key(), self.life_key());
         let got: Option<(Option<u64>, Option<String>)> = self
             .with(Instant::now() + Duration::from_millis(500), |con| {
-                self.read_stamp.key(&key).invoke(con)
+                self.read_stamp
+                    .key(&key)
+                    .key(&life)
+                    .arg(fresh_life())
+                    .invoke(con)
             })
             .ok();
         let (got, server) = got.unwrap_or_default();

@@ -65,13 +65,23 @@ end
 return 1
 "#;
 
-/// The seq key KEYS[1] and the `run_id` of the server that holds it. The
-/// id comes from the same server as the stamp: in a cluster, that is the
-/// node of the key's slot, which a failover replaces without breaking any
-/// connection this process sees.
+/// The seq key KEYS[1] and who vouches for it: the `run_id` of the server
+/// that holds it, and the volume's life token KEYS[2] on that server, set
+/// to ARGV[1] if it has none. The id comes from the same server as the
+/// stamp: in a cluster, that is the node of the key's slot, which a
+/// failover replaces without breaking any connection this process sees.
+/// A server emptied while it runs (FLUSHALL, an eviction) keeps its
+/// `run_id` but loses the token, so the next reader sets a new one.
 pub(super) const READ_STAMP: &str = r#"
 local id = string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
-return {redis.call('GET', KEYS[1]) or false, id or false}
+local got = redis.call('MGET', KEYS[1], KEYS[2])
+local life = got[2]
+if not life then
+  life = ARGV[1]
+  redis.call('SET', KEYS[2], life)
+end
+if not id then return {got[1] or false, false} end
+return {got[1] or false, id .. '/' .. life}
 "#;
 
 /// Takes ARGV[1]'s place in the queue for the log positions whose keys are
