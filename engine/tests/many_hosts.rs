@@ -100,10 +100,8 @@ fn assert_every_host_sees_own_trees(dbs: &[Arc<Db>], each: u64) {
     }
 }
 
-/// Takes log position `seq` in the volume's Redis for `ttl_ms` as a
-/// process would just before it died: the key `Coordinator::take_place`
-/// sets, held by no live process.
-fn hold_place_and_die(redis: &RedisServer, seq: u64, ttl_ms: u64) {
+/// A connection to `redis` and the prefix of the (one) volume's keys there.
+fn volume_keys(redis: &RedisServer) -> (redis::Connection, String) {
     let mut con = redis::Client::open(redis.url())
         .expect("client")
         .get_connection()
@@ -112,7 +110,16 @@ fn hold_place_and_die(redis: &RedisServer, seq: u64, ttl_ms: u64) {
         .arg("sopfs:*seq")
         .query(&mut con)
         .expect("keys");
-    let prefix = seq_keys[0].trim_end_matches("seq");
+    assert_eq!(seq_keys.len(), 1, "one volume's stamp: {seq_keys:?}");
+    let prefix = seq_keys[0].trim_end_matches("seq").to_string();
+    (con, prefix)
+}
+
+/// Takes log position `seq` in the volume's Redis for `ttl_ms` as a
+/// process would just before it died: the key `Coordinator::take_place`
+/// sets, held by no live process.
+fn hold_place_and_die(redis: &RedisServer, seq: u64, ttl_ms: u64) {
+    let (mut con, prefix) = volume_keys(redis);
     let _: () = redis::cmd("SET")
         .arg(format!("{prefix}place:{seq:016x}"))
         .arg("a-dead-process")
@@ -1002,17 +1009,9 @@ fn hosts_that_come_due_for_a_checkpoint_together_write_one() {
 
 /// Sets the volume's stamp in `redis` to `seq`.
 fn set_stamp(redis: &RedisServer, seq: u64) {
-    let mut con = redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection()
-        .expect("connection");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("sopfs:*seq")
-        .query(&mut con)
-        .expect("keys");
-    assert_eq!(keys.len(), 1, "one volume's stamp: {keys:?}");
+    let (mut con, prefix) = volume_keys(redis);
     let _: () = redis::cmd("SET")
-        .arg(&keys[0])
+        .arg(format!("{prefix}seq"))
         .arg(seq)
         .query(&mut con)
         .expect("set");
@@ -1028,7 +1027,12 @@ fn a_host_whose_own_stamp_is_on_its_way_begins_without_asking_the_store() {
     // those probes were 9 in 10 of the volume's record GETs.
     let (redis, slow, dbs) = hosts(2, Duration::from_millis(5));
     let (a, b) = (&dbs[0], &dbs[1]);
-    for round in 0..3u32 {
+    // Store reads by the begins that find the stamp behind them. One may
+    // be fair: a stamp Redis does not answer in time sends a begin to the
+    // store, rightly (a test once saw one under a loaded machine).
+    let mut probed = 0;
+    let rounds = 5u32;
+    for round in 0..rounds {
         a.run(|tx| tx.insert("t", format!("a{round}").as_bytes(), b"v"))
             .expect("commit");
         let seq = a.seq();
@@ -1038,11 +1042,7 @@ fn a_host_whose_own_stamp_is_on_its_way_begins_without_asking_the_store() {
         let tx = a.begin_fresh().expect("begin");
         assert_eq!(tx.snapshot_seq(), seq, "its own commit, round {round}");
         drop(tx);
-        assert_eq!(
-            slow.gets.load(Ordering::SeqCst) - gets,
-            0,
-            "store reads for a begin already at the log's end, round {round}"
-        );
+        probed += slow.gets.load(Ordering::SeqCst) - gets;
         // Another host's commit that returned raised the stamp past ours:
         // the next begin reads it.
         b.run(|tx| tx.insert("t", format!("b{round}").as_bytes(), b"v"))
@@ -1057,4 +1057,9 @@ fn a_host_whose_own_stamp_is_on_its_way_begins_without_asking_the_store() {
             "the other host's commit, round {round}"
         );
     }
+    // Before: one probe a round.
+    assert!(
+        probed <= 1,
+        "{probed} store reads in {rounds} begins already at the log's end"
+    );
 }

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{shared_host, small_tree};
+use common::{
+    assert_both_write_and_see_each_other, shared_host, small_tree, two_hosts_after_a_first_commit,
+};
 use engine::{Db, TxMode};
 use object_store::memory::InMemory;
 use std::sync::Arc;
@@ -27,14 +29,7 @@ fn stamp_on(out: String) -> u64 {
 fn a_sentinel_failover_to_a_replica_that_missed_writes_misleads_no_host() {
     let mut set = SentinelSet::start("pw");
     let url = set.url();
-    let store = Arc::new(InMemory::new());
-    let (a, b) = (shared_host(&store, &url), shared_host(&store, &url));
-    a.run(|tx| {
-        tx.ensure_tree("t", small_tree(8))?;
-        tx.upsert("t", b"k", b"1")
-    })
-    .expect("commit 1");
-    assert_eq!(read(&b, b"k").as_deref(), Some(&b"1"[..]));
+    let (a, b) = two_hosts_after_a_first_commit(&url);
     set.wait_replicated();
     let keys = set.on_master(&["KEYS", "sopfs:*:seq"]);
     let seq_key = keys.lines().next().expect("a stamp key").trim().to_string();
@@ -62,12 +57,7 @@ fn a_sentinel_failover_to_a_replica_that_missed_writes_misleads_no_host() {
 
     // Both write after the failover, through the new master: nothing lost,
     // each sees the other.
-    a.run(|tx| tx.upsert("t", b"a", b"after")).expect("a after");
-    b.run(|tx| tx.upsert("t", b"b", b"after")).expect("b after");
-    for db in [&a, &b] {
-        assert_eq!(read(db, b"a").as_deref(), Some(&b"after"[..]));
-        assert_eq!(read(db, b"b").as_deref(), Some(&b"after"[..]));
-    }
+    assert_both_write_and_see_each_other(&a, &b);
     assert!(stamp_on(set.on_replica(&["GET", &seq_key])) > on_master);
 }
 

@@ -8,7 +8,10 @@
 
 mod common;
 
-use common::{shared_host, small_tree, RedisServer};
+use common::{
+    assert_both_write_and_see_each_other, shared_host, small_tree, two_hosts_after_a_first_commit,
+    RedisServer,
+};
 use engine::{Db, TxMode};
 use object_store::memory::InMemory;
 use std::sync::Arc;
@@ -40,14 +43,7 @@ fn stamp(url: &str) -> (String, u64) {
 fn a_redis_restored_from_an_old_snapshot_or_restarted_empty_misleads_no_host() {
     let mut server = RedisServer::start();
     let url = server.url();
-    let store = Arc::new(InMemory::new());
-    let (a, b) = (shared_host(&store, &url), shared_host(&store, &url));
-    a.run(|tx| {
-        tx.ensure_tree("t", small_tree(8))?;
-        tx.upsert("t", b"k", b"1")
-    })
-    .expect("commit 1");
-    assert_eq!(read(&b).as_deref(), Some(&b"1"[..]));
+    let (a, b) = two_hosts_after_a_first_commit(&url);
     // The snapshot a backup would hold now.
     let (key, old) = stamp(&url);
 
@@ -70,19 +66,7 @@ fn a_redis_restored_from_an_old_snapshot_or_restarted_empty_misleads_no_host() {
     );
 
     // Both write after the restore: nothing lost, each sees the other.
-    a.run(|tx| tx.upsert("t", b"a", b"after")).expect("a after");
-    b.run(|tx| tx.upsert("t", b"b", b"after")).expect("b after");
-    for db in [&a, &b] {
-        let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
-        assert_eq!(
-            tx.get("t", b"a").expect("get").as_deref(),
-            Some(&b"after"[..])
-        );
-        assert_eq!(
-            tx.get("t", b"b").expect("get").as_deref(),
-            Some(&b"after"[..])
-        );
-    }
+    assert_both_write_and_see_each_other(&a, &b);
 
     // Restarted empty: the stamp is gone, so the hosts ask the store.
     a.run(|tx| tx.upsert("t", b"k", b"3")).expect("commit 3");
@@ -100,15 +84,7 @@ fn a_redis_flushed_while_it_runs_then_handed_an_older_stamp_misleads_no_host() {
     // commit was on its way sets the stamp to a position behind the log.
     let server = RedisServer::start();
     let url = server.url();
-    let store = Arc::new(InMemory::new());
-    let (a, b) = (shared_host(&store, &url), shared_host(&store, &url));
-    a.run(|tx| {
-        tx.ensure_tree("t", small_tree(8))?;
-        tx.upsert("t", b"k", b"1")
-    })
-    .expect("commit 1");
-    // B finds the log's end itself here, so it trusts the stamp for a while.
-    assert_eq!(read(&b).as_deref(), Some(&b"1"[..]));
+    let (a, b) = two_hosts_after_a_first_commit(&url);
     let (key, old) = stamp(&url);
     a.run(|tx| tx.upsert("t", b"k", b"2")).expect("commit 2");
     let mut con = redis(&url);
@@ -124,14 +100,7 @@ fn a_redis_flushed_while_it_runs_then_handed_an_older_stamp_misleads_no_host() {
         "a host read behind a commit that returned, misled by a flushed Redis"
     );
     // Both go on writing; nothing lost, each sees the other.
-    a.run(|tx| tx.upsert("t", b"a", b"after")).expect("a after");
-    b.run(|tx| tx.upsert("t", b"b", b"after")).expect("b after");
-    for db in [&a, &b] {
-        let mut tx = db.begin(TxMode::ReadOnly).expect("begin");
-        for k in [&b"a"[..], &b"b"[..]] {
-            assert_eq!(tx.get("t", k).expect("get").as_deref(), Some(&b"after"[..]));
-        }
-    }
+    assert_both_write_and_see_each_other(&a, &b);
 }
 
 #[test]

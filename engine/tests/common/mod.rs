@@ -69,3 +69,37 @@ pub fn shared_local(dir: &Path, url: &str, opts: Options) -> Db {
     )
     .expect("open")
 }
+
+/// Two hosts of one volume on an in-memory store through the Redis at
+/// `url`, after the first has made tree "t" and committed "k" = "1" and
+/// the second has read it (found the log's end itself, so it trusts the
+/// stamp for a while): where the tests of a Redis that loses state begin.
+pub fn two_hosts_after_a_first_commit(url: &str) -> (Db, Db) {
+    let store = std::sync::Arc::new(object_store::memory::InMemory::new());
+    let (a, b) = (shared_host(&store, url), shared_host(&store, url));
+    a.run(|tx| {
+        tx.ensure_tree("t", small_tree(8))?;
+        tx.upsert("t", b"k", b"1")
+    })
+    .expect("commit 1");
+    let mut tx = b.begin(engine::TxMode::ReadOnly).expect("begin");
+    assert_eq!(tx.get("t", b"k").expect("get").as_deref(), Some(&b"1"[..]));
+    (a, b)
+}
+
+/// Both hosts write a key of their own; each then reads both.
+pub fn assert_both_write_and_see_each_other(a: &Db, b: &Db) {
+    a.run(|tx| tx.upsert("t", b"a", b"after")).expect("a after");
+    b.run(|tx| tx.upsert("t", b"b", b"after")).expect("b after");
+    for db in [a, b] {
+        let mut tx = db.begin(engine::TxMode::ReadOnly).expect("begin");
+        for k in [&b"a"[..], &b"b"[..]] {
+            assert_eq!(
+                tx.get("t", k).expect("get").as_deref(),
+                Some(&b"after"[..]),
+                "{}",
+                String::from_utf8_lossy(k)
+            );
+        }
+    }
+}
