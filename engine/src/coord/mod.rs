@@ -93,7 +93,7 @@ pub trait Coordinator: Send + Sync {
     }
 
     /// Counts the times the coordinator's server changed under it (a
-    /// restart, a restore, a failover): read before `stamp`, handed back
+    /// restart, a restore, a failover, a flush): read before `stamp`, handed back
     /// to `publish_probed`.
     fn epoch(&self) -> u64 {
         0

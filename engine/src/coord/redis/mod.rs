@@ -65,13 +65,15 @@ pub struct RedisCoordinator {
 }
 
 /// The server behind the stamps. A restart, a restore from a snapshot or a
-/// failover to a replica gives it a new `run_id`, and its stamps may then be
-/// older than the log, even equal to a lagging host's position: from then
-/// on `stamp` and `stamp_hint` say "unknown" and the next begin asks the
-/// store, until this process has published what it found there.
+/// failover to a replica gives it a new `run_id`, and emptying it while it
+/// runs (FLUSHALL, an eviction) a new life token (`READ_STAMP`); its stamps
+/// may then be older than the log, even equal to a lagging host's position:
+/// from then on `stamp` and `stamp_hint` say "unknown" and the next begin
+/// asks the store, until this process has published what it found there.
 #[derive(Default)]
 pub(super) struct Trust {
-    /// The `run_id` of the server that last answered for the stamp.
+    /// The `run_id` and life token of the server that last answered for
+    /// the stamp.
     server: Mutex<Option<String>>,
     /// A server change since the last stamp taken from the store.
     distrust: AtomicBool,
