@@ -625,19 +625,28 @@ impl Db {
         !self.is_shared() || self.inner.loader.store.probe_is_cheap()
     }
 
-    /// Catches up with the newest commit and returns its sequence number with
-    /// the records in `(after, newest]` that other processes made (what a
-    /// cache of this process must drop). Fails when those records were
+    /// Catches up with every commit that returned before the call, as a
+    /// `begin_fresh` would, and returns the newest sequence number.
+    pub fn catch_up_fresh(&self) -> Result<u64> {
+        Ok(self.inner.fresh_state(true)?.seq)
+    }
+
+    /// The records in `(after, through]`, folded in already (`through` at
+    /// most what [`Db::catch_up_fresh`] returned), that other processes
+    /// made: what a cache of this process must drop. Fails when they were
     /// trimmed already; the caller should then drop everything.
-    pub fn foreign_commits_since(&self, after: u64) -> Result<(u64, Vec<Arc<CommitRecord>>)> {
-        let state = self.inner.fresh_state(true)?;
-        if state.seq <= after {
-            return Ok((state.seq, Vec::new()));
+    pub fn foreign_commits_between(
+        &self,
+        after: u64,
+        through: u64,
+    ) -> Result<Vec<Arc<CommitRecord>>> {
+        if through <= after {
+            return Ok(Vec::new());
         }
-        let mut records = self.inner.registry.records(after, state.seq)?;
+        let mut records = self.inner.registry.records(after, through)?;
         let own = self.inner.own_commits.lock();
         records.retain(|r| !own.contains(&r.txid) && !r.void);
-        Ok((state.seq, records))
+        Ok(records)
     }
 
     /// Sequence number of the newest commit this handle has seen.

@@ -47,7 +47,7 @@ pub struct Options {
     /// coordinator pushed to this process (no round trip) instead of asking
     /// for it. A read may then miss what landed elsewhere a moment ago (the
     /// push is in flight); commits are still validated against the store,
-    /// and `Db::foreign_commits_since` always asks.
+    /// and `Db::catch_up_fresh` always asks.
     pub pushed_stamps: bool,
     /// Cluster mode on a network store: keep a short-lived copy of every
     /// record this process creates in the coordinator, and of its head

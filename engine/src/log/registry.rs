@@ -220,9 +220,21 @@ impl Registry {
     }
 
     fn catch_up_to(&self, target: u64, look: Look) -> Result<Arc<RegState>> {
-        let probe_store = look == Look::Probe;
+        let called = std::time::Instant::now();
         let _g = self.apply.lock();
         let mut state = self.current();
+        // Probes asked at once (begins on many threads) go one at a time
+        // through this lock; one that found the log's end after this call
+        // began leaves this one nothing to learn past what it folded.
+        let look = if look == Look::Probe && self.ended_at.lock().is_some_and(|e| e >= called) {
+            if target <= state.seq {
+                return Ok(state);
+            }
+            Look::Through
+        } else {
+            look
+        };
+        let probe_store = look == Look::Probe;
         let mut next_state: Option<RegState> = None;
         // Records read ahead, by position, where a read is a round trip
         // (`Log::reads_in_batches`; elsewhere one at a time, as cheap).

@@ -72,10 +72,20 @@ impl Invalidation {
         let Some(inval) = self.invalidator.lock().clone() else {
             return;
         };
+        // The catch-up (a Redis round trip, and the records' reads if any
+        // landed) runs outside the lock: opens on many threads wait for
+        // their round trips together, not one after another.
+        let newest = db.catch_up_fresh();
         // Held until the inodes found are delivered, so an open that finds
-        // nothing new can trust that what was found before has reached the kernel.
+        // nothing new (another thread delivered up to its state or past)
+        // can trust that what was found before has reached the kernel.
         let mut seen = self.seen.lock();
-        let stale = match db.foreign_commits_since(*seen) {
+        let found = newest.and_then(|n| {
+            let after = *seen;
+            db.foreign_commits_between(after, n)
+                .map(|r| (n.max(after), r))
+        });
+        let stale = match found {
             Ok((seq, records)) => {
                 *seen = seq;
                 let mut out = HashSet::new();
