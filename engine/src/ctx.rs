@@ -111,8 +111,8 @@ impl DbInner {
             // record. (A server that lost or rolled back the stamp answers
             // none: it is distrusted until a probe vouches again.)
             Some(s) if s <= local.seq && ended => Ok(local),
-            Some(s) if s <= local.seq => self.registry.catch_up_past(local.seq),
             Some(s) if ended => self.registry.catch_up_through(s),
+            // A probe starts past our state, whatever the stamp.
             Some(s) => self.registry.catch_up_past(s),
             None => {
                 // Redis lost the stamp (restart), or was replaced since it
