@@ -39,6 +39,22 @@ fn stamp(url: &str) -> (String, u64) {
     (key, v)
 }
 
+/// Sets the stamp `key` back to `old` (a restored snapshot, or a late
+/// raise on an emptied server) and checks that `b` still reads "2", the
+/// value of a commit that returned after `old`.
+fn assert_reads_past_a_stamp_set_back(url: &str, key: &str, old: u64, b: &Db, how: &str) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(old)
+        .query(&mut redis(url))
+        .expect("set the stamp back");
+    assert_eq!(
+        read(b).as_deref(),
+        Some(&b"2"[..]),
+        "a host read behind a commit that returned, misled by a {how} Redis"
+    );
+}
+
 #[test]
 fn a_redis_restored_from_an_old_snapshot_or_restarted_empty_misleads_no_host() {
     let mut server = RedisServer::start();
@@ -54,16 +70,7 @@ fn a_redis_restored_from_an_old_snapshot_or_restarted_empty_misleads_no_host() {
     // Redis comes back from the old snapshot: the stamp equals B's position.
     server.kill();
     server.restart();
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(old)
-        .query(&mut redis(&url))
-        .expect("restore");
-    assert_eq!(
-        read(&b).as_deref(),
-        Some(&b"2"[..]),
-        "a host read behind a commit that returned, misled by a restored stamp"
-    );
+    assert_reads_past_a_stamp_set_back(&url, &key, old, &b, "restored");
 
     // Both write after the restore: nothing lost, each sees the other.
     assert_both_write_and_see_each_other(&a, &b);
@@ -87,18 +94,10 @@ fn a_redis_flushed_while_it_runs_then_handed_an_older_stamp_misleads_no_host() {
     let (a, b) = two_hosts_after_a_first_commit(&url);
     let (key, old) = stamp(&url);
     a.run(|tx| tx.upsert("t", b"k", b"2")).expect("commit 2");
-    let mut con = redis(&url);
-    let _: () = redis::cmd("FLUSHALL").query(&mut con).expect("flush");
-    let _: () = redis::cmd("SET")
-        .arg(&key)
-        .arg(old)
-        .query(&mut con)
-        .expect("a late raise");
-    assert_eq!(
-        read(&b).as_deref(),
-        Some(&b"2"[..]),
-        "a host read behind a commit that returned, misled by a flushed Redis"
-    );
+    let _: () = redis::cmd("FLUSHALL")
+        .query(&mut redis(&url))
+        .expect("flush");
+    assert_reads_past_a_stamp_set_back(&url, &key, old, &b, "flushed");
     // Both go on writing; nothing lost, each sees the other.
     assert_both_write_and_see_each_other(&a, &b);
 }
