@@ -7,7 +7,9 @@
 mod common;
 
 use common::trees::{build, pattern, seen, store_bytes};
-use common::{assert_fsck_clean, gc_now, sopfs_bin, two_hosts, Mount, RedisServer};
+use common::{
+    assert_fsck_clean, gc_now, sopfs_bin, sopfs_bin_for_anyone, two_hosts, Mount, RedisServer,
+};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -167,9 +169,7 @@ fn a_user_clones_what_it_may_read_and_owns_the_copy() {
     let src = build(&m.dir);
     std::fs::set_permissions(src.join("a/b"), std::fs::Permissions::from_mode(0o700))
         .expect("chmod");
-    // The binary may sit in a checkout other users cannot enter.
-    let bin = tmp.path().join("sopfs");
-    std::fs::copy(sopfs_bin(), &bin).expect("copy the binary");
+    let (_bin_dir, bin) = sopfs_bin_for_anyone();
     let nobody = |dst: &str| {
         let mut c = Command::new(&bin);
         c.arg("clone").arg(&src).arg(m.path(dst));

@@ -7,7 +7,7 @@
 mod common;
 
 use common::trees::pattern;
-use common::{sopfs_bin, two_hosts, Mount, RedisServer};
+use common::{sopfs_bin, sopfs_bin_for_anyone, two_hosts, Mount, RedisServer};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -157,7 +157,8 @@ fn a_quota_limits_bytes_and_inodes_below_a_directory() {
     // Only root sets quotas.
     let err = {
         use std::os::unix::process::CommandExt;
-        let out = Command::new(sopfs_bin())
+        let (_bin_dir, bin) = sopfs_bin_for_anyone();
+        let out = Command::new(&bin)
             .args(["quota", "remove", s(&q)])
             .uid(65534)
             .output()

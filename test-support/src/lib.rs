@@ -16,7 +16,7 @@ pub mod shell;
 pub mod tcp_relay;
 
 pub use fault_proxy::{Fault, FaultProxy};
-pub use mount::{assert_fsck_clean, is_mounted, sopfs_bin, Mount};
+pub use mount::{assert_fsck_clean, is_mounted, sopfs_bin, sopfs_bin_for_anyone, Mount};
 pub use redis::RedisServer;
 pub use redis_ha::{ClusterSet, SentinelSet};
 pub use s3::{moto, MotoServer, S3_BUCKET};

@@ -17,6 +17,20 @@ pub fn sopfs_bin() -> PathBuf {
     bin
 }
 
+/// A copy of [`sopfs_bin`] in a folder of its own under the system's temp
+/// folder, that any user may enter and run: for tests that run the binary
+/// as another user, from a checkout those users may not enter (a clone in
+/// a `mktemp -d` folder, mode 0700). Removed when the returned guard drops.
+pub fn sopfs_bin_for_anyone() -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the binary's folder");
+    let bin = dir.path().join("sopfs");
+    std::fs::copy(sopfs_bin(), &bin).expect("copy the binary");
+    (dir, bin)
+}
+
 /// Aborts the FUSE connection of the mount at `p` (`umount -f`, root
 /// only). The unmount itself may fail (busy): the abort is what counts.
 pub fn abort_connection(p: &Path) {
