@@ -344,6 +344,8 @@ impl Db {
             inner
                 .registry
                 .set_frame_sink(Box::new(move |seq, frame| loader.keep_frame(seq, frame)));
+            let opened_at = inner.registry.current().seq;
+            inner.loader.log.follow_from(opened_at);
         }
         let read_only = inner.opts.read_only;
         // Embedded mode: nobody else can be mid-commit, so every intent is dead,

@@ -138,6 +138,8 @@ pub struct Log {
     /// When a node or value of a record not kept here was last wanted (ms
     /// since `opened`, plus one; 0: never): see `bodies_wanted_lately`.
     bodies_wanted: AtomicU64,
+    /// Records up to this position were folded at open (`follow_from`).
+    followed_from: AtomicU64,
     opened: Instant,
 }
 
@@ -186,6 +188,7 @@ impl Log {
             objects_upto,
             mirror: OnceLock::new(),
             bodies_wanted: AtomicU64::new(0),
+            followed_from: AtomicU64::new(0),
             opened: Instant::now(),
         };
         log.index()?;
@@ -282,10 +285,23 @@ impl Log {
     /// Notes that a node or value of record `seq` was wanted and the record
     /// was not at hand: this host reads other processes' nodes (a directory
     /// they write too), so for a while it catches up with whole records
-    /// again instead of their heads, and keeps them for those reads.
-    pub fn note_bodies_wanted(&self) {
+    /// again instead of their heads, and keeps them for those reads. A
+    /// record folded before this host followed the log (`follow_from`)
+    /// says nothing of that: every host reads those once, cold, after
+    /// opening (the trees' catalog, its first directories).
+    pub fn note_bodies_wanted(&self, seq: u64) {
+        if seq <= self.followed_from.load(Ordering::Relaxed) {
+            return;
+        }
         let ms = self.opened.elapsed().as_millis() as u64 + 1;
         self.bodies_wanted.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Records up to `seq` were folded when the volume was opened, before
+    /// the frames of records read began to be kept (see
+    /// `note_bodies_wanted`).
+    pub fn follow_from(&self, seq: u64) {
+        self.followed_from.store(seq, Ordering::Relaxed);
     }
 
     fn bodies_wanted_lately(&self) -> bool {

@@ -163,7 +163,7 @@ impl Loader {
         match self.frames.get(seq) {
             Some(frame) => Ok(Some(bytes::Bytes::clone(&frame))),
             None => {
-                self.log.note_bodies_wanted();
+                self.log.note_bodies_wanted(seq);
                 self.log.read(seq)
             }
         }
