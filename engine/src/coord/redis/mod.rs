@@ -9,6 +9,9 @@
 //! - `sopfs:V:last:N`  owner tx id, PX = 20 x TTL; outlives the lock, so a
 //!   taker can tell an expired lock (owner maybe dead) from a released one
 //! - `sopfs:V:seq`     newest commit seq announced
+//! - `sopfs:V:push-gate` the newest seq pushed, PX = `PUSH_GATE_PER_LISTENER`
+//!   per listener that heard it: while it lives raises of the stamp are not
+//!   pushed (see `background.rs`)
 //! - `sopfs:V:place:S` the process about to write, or queued to write, log
 //!   position S (see `Coordinator::take_place`), PX = `PLACE_TTL`
 //! - `sopfs:V:place-free` the first position not known to be taken, where
@@ -24,7 +27,7 @@ mod background;
 mod scripts;
 mod servers;
 
-use self::background::{Outbox, Watch};
+use self::background::{Outbox, Raised, Watch, PUSH_GATE_PER_LISTENER};
 use self::scripts::{LEAVE_PLACE, LOCK, READ_STAMP, RELEASE, RENEW, STAMP, TAKE_PLACE, UNLOCK};
 use self::servers::{Con, Servers};
 use crate::coord::{Coordinator, LockOutcome, Place, PlaceView, PLACE_WINDOW, STAMP_GRACE};
@@ -184,18 +187,26 @@ impl RedisCoordinator {
     /// Raises the stamp to `seq` (never lowers it); false if the server
     /// could not be reached.
     fn raise_stamp(&self, seq: u64) -> bool {
-        let key = self.seq_key();
-        let r: Result<i64> = self.with(Instant::now() + Duration::from_secs(1), |con| {
+        let (key, gate) = (self.seq_key(), self.gate_key());
+        let r: Result<(i64, i64)> = self.with(Instant::now() + Duration::from_secs(1), |con| {
             self.stamp
                 .key(&key)
+                .key(&gate)
                 .arg(seq)
                 .arg(self.channel())
+                .arg(PUSH_GATE_PER_LISTENER.as_micros() as u64)
                 .invoke(con)
         });
-        if let Err(e) = &r {
-            tracing::debug!(error = %e, "could not publish the commit stamp");
+        match r {
+            Ok(reply) => {
+                self.outbox.raised(seq, Raised::from_reply(reply));
+                true
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "could not publish the commit stamp");
+                false
+            }
         }
-        r.is_ok()
     }
 
     fn key_names(&self, keys: &[u64]) -> Vec<String> {
@@ -279,6 +290,11 @@ impl RedisCoordinator {
 
     fn seq_key(&self) -> String {
         self.scoped(format_args!("seq"))
+    }
+
+    /// Key of the volume's push gate (`scripts::STAMP`).
+    fn gate_key(&self) -> String {
+        self.scoped(format_args!("push-gate"))
     }
 
     /// Key of the volume's life token: set by the first reader of the
@@ -442,11 +458,15 @@ impl Coordinator for RedisCoordinator {
                 .name("sopfs-stamps".into())
                 .spawn(move || watch.run(&servers, &trust, &shown, channel, keys))
                 .map_err(|e| Error::Coordinator(format!("cannot start the stamp listener: {e}")))?;
-            let (outbox, servers) = (self.outbox.clone(), self.servers.clone());
-            let (channel, seq_key) = (self.channel(), self.seq_key());
+            let (outbox, servers, watch) = (
+                self.outbox.clone(),
+                self.servers.clone(),
+                self.watch.clone(),
+            );
+            let (channel, keys) = (self.channel(), (self.seq_key(), self.gate_key()));
             std::thread::Builder::new()
                 .name("sopfs-announce".into())
-                .spawn(move || outbox.run(&servers, seq_key, channel))
+                .spawn(move || outbox.run(&servers, &watch, keys, channel))
                 .map_err(|e| {
                     Error::Coordinator(format!("cannot start the stamp announcer: {e}"))
                 })?;
@@ -458,8 +478,9 @@ impl Coordinator for RedisCoordinator {
         let asked = Instant::now();
         let mut names = self.key_names(keys);
         names.push(self.seq_key());
+        names.push(self.gate_key());
         let owner_s = owner.to_string();
-        let r: Result<i64> = self.with(Instant::now() + Duration::from_secs(2), |con| {
+        let r: Result<(i64, i64)> = self.with(Instant::now() + Duration::from_secs(2), |con| {
             let mut inv = self.release.prepare_invoke();
             for n in &names {
                 inv.key(n);
@@ -467,11 +488,15 @@ impl Coordinator for RedisCoordinator {
             inv.arg(&owner_s)
                 .arg(committed)
                 .arg(self.channel())
+                .arg(PUSH_GATE_PER_LISTENER.as_micros() as u64)
                 .invoke(con)
         });
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "release failed; the locks will expire and the stamp heal");
-            sit_out_grace(asked);
+        match r {
+            Ok(reply) => self.outbox.raised(committed, Raised::from_reply(reply)),
+            Err(e) => {
+                tracing::warn!(error = %e, "release failed; the locks will expire and the stamp heal");
+                sit_out_grace(asked);
+            }
         }
     }
 
@@ -504,9 +529,9 @@ impl Coordinator for RedisCoordinator {
     }
 
     fn publish_stamp_soon(&self, seq: u64) {
-        let mut want = self.outbox.want.lock();
-        if seq > *want {
-            *want = seq;
+        let mut due = self.outbox.due.lock();
+        if seq > due.want {
+            due.want = seq;
             self.outbox.posted.notify_one();
         }
     }
@@ -723,7 +748,7 @@ impl Drop for RedisCoordinator {
         self.outbox.posted.notify_one();
         // The newest stamp goes out before the process may end (the
         // announcer thread may not get to it; raising twice is harmless).
-        let want = *self.outbox.want.lock();
+        let want = self.outbox.due.lock().want;
         if want > 0 && self.prefix.get().is_some() {
             self.raise_stamp(want);
         }

@@ -30,19 +30,27 @@ end
 return 1
 "#;
 
-/// UNLOCK and STAMP in one: KEYS = lock/last pairs, then the seq key.
+/// UNLOCK and STAMP in one: KEYS = lock/last pairs, then the seq key and
+/// the push gate; ARGV = owner, seq, channel, gate per listener (µs).
+/// Returns as STAMP.
 pub(super) const RELEASE: &str = r#"
-local n = #KEYS - 1
+local n = #KEYS - 2
 for i = 1, n, 2 do
   if redis.call('GET', KEYS[i]) == ARGV[1] then redis.call('DEL', KEYS[i]) end
   if redis.call('GET', KEYS[i + 1]) == ARGV[1] then redis.call('DEL', KEYS[i + 1]) end
 end
-local cur = tonumber(redis.call('GET', KEYS[#KEYS]) or '0')
+local cur = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
 if tonumber(ARGV[2]) > cur then
-  redis.call('SET', KEYS[#KEYS], ARGV[2])
-  redis.call('PUBLISH', ARGV[3], ARGV[2])
+  redis.call('SET', KEYS[n + 1], ARGV[2])
+  if redis.call('SET', KEYS[n + 2], ARGV[2], 'PX', 1000, 'NX') then
+    local heard = redis.call('PUBLISH', ARGV[3], ARGV[2])
+    local ms = math.floor(heard * tonumber(ARGV[4]) / 1000)
+    if ms < 1 then redis.call('DEL', KEYS[n + 2]) else redis.call('PEXPIRE', KEYS[n + 2], ms) end
+    return {2, ms}
+  end
+  return {1, redis.call('PTTL', KEYS[n + 2])}
 end
-return 1
+return {0, 0}
 "#;
 
 /// Extends the locks in KEYS to ARGV[2] ms if ARGV[1] holds all of them.
@@ -54,15 +62,47 @@ for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 return 1
 "#;
 
-/// Raises the seq key KEYS[1] to ARGV[1] (never lowers it) and announces
-/// it on channel ARGV[2].
+/// Raises the seq key KEYS[1] to ARGV[1] (never lowers it) and pushes it
+/// on channel ARGV[2] unless the volume's push gate KEYS[2] is shut. A
+/// push shuts the gate for ARGV[3] µs per listener that heard it (none
+/// when that is under a millisecond): every push wakes every listener, so
+/// the listeners together wake about as often however many there are.
+/// Whoever shut the gate pushes at its end what was raised meanwhile
+/// (`PUSH_LATE`). Returns {0, 0} when the stamp was at or past ARGV[1]
+/// already, {1, ms} raised but held back by a gate that opens in ms, {2,
+/// ms} pushed and the gate shut for ms.
 pub(super) const STAMP: &str = r#"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > cur then
   redis.call('SET', KEYS[1], ARGV[1])
-  redis.call('PUBLISH', ARGV[2], ARGV[1])
+  if redis.call('SET', KEYS[2], ARGV[1], 'PX', 1000, 'NX') then
+    local heard = redis.call('PUBLISH', ARGV[2], ARGV[1])
+    local ms = math.floor(heard * tonumber(ARGV[3]) / 1000)
+    if ms < 1 then redis.call('DEL', KEYS[2]) else redis.call('PEXPIRE', KEYS[2], ms) end
+    return {2, ms}
+  end
+  return {1, redis.call('PTTL', KEYS[2])}
 end
-return 1
+return {0, 0}
+"#;
+
+/// Pushes the stamp KEYS[1] on channel ARGV[2] if it is past ARGV[1] (the
+/// newest push the caller knows of) and the push gate KEYS[2] is open or
+/// still holds ARGV[1] (the caller's own push, at its interval's end: the
+/// server's clock and the caller's need not agree to the millisecond),
+/// shutting the gate as STAMP does (ARGV[3] µs per listener). Returns
+/// {stamp pushed, ms the gate is shut}, or {0, 0}: none to push, or the
+/// gate is another push's (which carried a stamp at least as new as every
+/// raise before it, and is followed by one at its end).
+pub(super) const PUSH_LATE: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur <= tonumber(ARGV[1]) then return {0, 0} end
+local gate = redis.call('GET', KEYS[2])
+if gate and gate ~= ARGV[1] then return {0, 0} end
+local heard = redis.call('PUBLISH', ARGV[2], cur)
+local ms = math.floor(heard * tonumber(ARGV[3]) / 1000)
+if ms < 1 then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], cur, 'PX', ms) end
+return {cur, ms}
 "#;
 
 /// The seq key KEYS[1] and who vouches for it: the `run_id` of the server
