@@ -15,23 +15,13 @@ fn process(url: &str) -> RedisCoordinator {
 
 /// Keys the server has read (GETs, also those inside scripts) so far.
 fn gets(con: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(con)
-        .expect("info");
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    common::command_calls(con, "get")
 }
 
 #[test]
 fn places_are_found_without_reading_every_held_one_and_a_place_given_up_comes_back() {
     let redis = RedisServer::start();
-    let mut con = redis::Client::open(redis.url())
-        .and_then(|c| c.get_connection())
-        .expect("connection");
+    let mut con = common::redis_connection(&redis.url());
     // 40 processes whose newest record is position 0 take places.
     let holders: Vec<RedisCoordinator> = (0..40).map(|_| process(&redis.url())).collect();
     for (i, p) in holders.iter().enumerate() {

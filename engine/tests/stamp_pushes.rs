@@ -37,16 +37,21 @@ fn hears(c: &RedisCoordinator, seq: u64) -> Duration {
     }
 }
 
+/// A server, a connection to it, and two listening processes of volume "v".
+fn two_listeners() -> (
+    RedisServer,
+    redis::Connection,
+    RedisCoordinator,
+    RedisCoordinator,
+) {
+    let redis = RedisServer::start();
+    let con = common::redis_connection(&redis.url());
+    let (a, b) = (listening(&redis, "v"), listening(&redis, "v"));
+    (redis, con, a, b)
+}
+
 fn publishes(con: &mut redis::Connection) -> u64 {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(con)
-        .expect("info");
-    info.lines()
-        .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    common::command_calls(con, "publish")
 }
 
 /// 300 raises from two of 64 processes, as fast as they go: every listener
@@ -56,10 +61,7 @@ fn publishes(con: &mut redis::Connection) -> u64 {
 #[test]
 fn a_burst_of_raises_is_pushed_whole_in_a_few_pushes() {
     let redis = RedisServer::start();
-    let mut con = redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection()
-        .expect("connection");
+    let mut con = common::redis_connection(&redis.url());
     let hosts: Vec<RedisCoordinator> = (0..64).map(|_| listening(&redis, "v")).collect();
     let before = publishes(&mut con);
     let started = Instant::now();
@@ -84,12 +86,7 @@ fn a_burst_of_raises_is_pushed_whole_in_a_few_pushes() {
 /// no wait.
 #[test]
 fn few_listeners_hear_every_raise_at_once() {
-    let redis = RedisServer::start();
-    let mut con = redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection()
-        .expect("connection");
-    let (writer, reader) = (listening(&redis, "v"), listening(&redis, "v"));
+    let (_redis, mut con, writer, reader) = two_listeners();
     let before = publishes(&mut con);
     for seq in 1..=50u64 {
         writer.publish_stamp(seq);
@@ -104,12 +101,7 @@ fn few_listeners_hear_every_raise_at_once() {
 /// it, once it has not heard it pushed.
 #[test]
 fn a_raise_held_back_by_a_dead_processs_gate_is_pushed_by_its_raiser() {
-    let redis = RedisServer::start();
-    let mut con = redis::Client::open(redis.url())
-        .expect("client")
-        .get_connection()
-        .expect("connection");
-    let (writer, reader) = (listening(&redis, "v"), listening(&redis, "v"));
+    let (_redis, mut con, writer, reader) = two_listeners();
     writer.publish_stamp(5);
     hears(&reader, 5);
     let _: () = redis::cmd("SET")

@@ -103,3 +103,25 @@ pub fn assert_both_write_and_see_each_other(a: &Db, b: &Db) {
         }
     }
 }
+
+/// A plain connection to the Redis at `url`, for looking at its keys.
+pub fn redis_connection(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("redis connection")
+}
+
+/// How many times the server ran `command` so far (also from scripts),
+/// from `INFO commandstats`.
+pub fn command_calls(con: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(con)
+        .expect("info");
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
