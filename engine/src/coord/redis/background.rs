@@ -199,9 +199,9 @@ impl Outbox {
                     }
                 }
                 (_, Err(e)) => {
-                    // A push that could not be made is not retried: the
-                    // listeners resubscribe and read the stamp after a
-                    // server comes back.
+                    // An announcement is retried (`sent` did not move); a
+                    // late push is not: listeners resubscribe and read the
+                    // stamp once a server answers again.
                     tracing::debug!(error = %e, "could not announce a commit stamp; retrying");
                     con = None;
                     std::thread::sleep(Duration::from_millis(100));
