@@ -100,3 +100,46 @@ fn a_hundred_hosts_behind_the_same_record_each_find_a_place() {
         );
     }
 }
+
+#[test]
+fn a_host_sends_the_part_of_the_window_where_its_search_begins_and_the_whole_when_that_falls_short()
+{
+    let redis = RedisServer::start();
+    let mut con = common::redis_connection(&redis.url());
+    let holders: Vec<RedisCoordinator> = (0..40).map(|_| process(&redis.url())).collect();
+    for p in &holders {
+        assert!(matches!(
+            p.take_place(0, PLACE_WINDOW, None, true).place,
+            Place::Holds(_)
+        ));
+    }
+    // A new host knows nothing of where the search begins: the first
+    // part it sends is all held by others, and it sends the whole window.
+    let late = process(&redis.url());
+    // (Its first connection's scripts are not the search's.)
+    late.leave_place(1000);
+    let scripts = |con: &mut redis::Connection| {
+        common::command_calls(con, "evalsha") + common::command_calls(con, "eval")
+    };
+    let before = scripts(&mut con);
+    assert_eq!(
+        late.take_place(0, PLACE_WINDOW, None, true).place,
+        Place::Holds(41)
+    );
+    assert_eq!(scripts(&mut con) - before, 2, "a part, then the whole");
+    // Now it knows: one script, and still the right place.
+    late.leave_place(41);
+    let before = scripts(&mut con);
+    assert_eq!(
+        late.take_place(0, PLACE_WINDOW, None, true).place,
+        Place::Holds(41)
+    );
+    assert_eq!(scripts(&mut con) - before, 1, "the part it sent held it");
+    // A place given up far before where it looks is still found.
+    holders[2].leave_place(3);
+    late.leave_place(41);
+    assert_eq!(
+        late.take_place(0, PLACE_WINDOW, None, true).place,
+        Place::Holds(3)
+    );
+}

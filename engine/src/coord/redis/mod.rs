@@ -65,6 +65,10 @@ pub struct RedisCoordinator {
     outbox: Arc<Outbox>,
     /// Which server vouches for the stamps, and whether to believe them.
     trust: Arc<Trust>,
+    /// How far past the caller's newest record the first position not
+    /// known to be taken was at the last `take_place`: where the next
+    /// search likely begins (about the number of records in flight).
+    place_offset: AtomicU64,
 }
 
 /// The server behind the stamps. A restart, a restore from a snapshot or a
@@ -138,6 +142,7 @@ impl RedisCoordinator {
             watch: Arc::new(Watch::default()),
             outbox: Arc::new(Outbox::default()),
             trust: Arc::new(Trust::default()),
+            place_offset: AtomicU64::new(0),
         };
         let mut con = c.connection()?;
         redis::cmd("PING").query::<String>(&mut *con).map_err(|e| {
@@ -332,6 +337,40 @@ fn seq_key_name(prefix: &str, kind: &str, seq: u64) -> String {
         key.push(HEX[((seq >> (shift * 4)) & 0xf) as usize] as char);
     }
     key
+}
+
+impl RedisCoordinator {
+    /// Runs `TAKE_PLACE` with the keys of window indexes `lo..=hi` of a
+    /// window of `full` positions after `after`. A queue is a courtesy: a
+    /// server that does not answer at once leaves the commit to race, not
+    /// to wait.
+    fn take_place_in(
+        &self,
+        after: u64,
+        (lo, hi, full): (u64, u64, u64),
+        held_at: u64,
+        after_taken: bool,
+    ) -> Result<(i64, i64, i64)> {
+        let mut names: Vec<String> = (after + lo..=after + hi)
+            .map(|s| self.place_key(s))
+            .collect();
+        names.push(self.free_place_key());
+        names.push(self.seq_key());
+        self.with(Instant::now() + PLACE_PATIENCE, |con| {
+            let mut inv = self.take_place.prepare_invoke();
+            for n in &names {
+                inv.key(n);
+            }
+            inv.arg(&self.me)
+                .arg(PLACE_TTL.as_millis() as u64)
+                .arg(held_at)
+                .arg(after)
+                .arg(u8::from(after_taken))
+                .arg(lo)
+                .arg(full)
+                .invoke(con)
+        })
+    }
 }
 
 impl Coordinator for RedisCoordinator {
@@ -569,27 +608,24 @@ impl Coordinator for RedisCoordinator {
         let held_at = held
             .filter(|&p| p > after && p <= after + window)
             .map_or(0, |p| p - after);
-        let mut names: Vec<String> = (after + 1..=after + window)
-            .map(|s| self.place_key(s))
-            .collect();
-        names.push(self.free_place_key());
-        names.push(self.seq_key());
-        // A queue is a courtesy: a server that does not answer at once
-        // leaves the commit to race, not to wait.
-        let reply: Result<(i64, i64)> = self.with(Instant::now() + PLACE_PATIENCE, |con| {
-            let mut inv = self.take_place.prepare_invoke();
-            for n in &names {
-                inv.key(n);
-            }
-            inv.arg(&self.me)
-                .arg(PLACE_TTL.as_millis() as u64)
-                .arg(held_at)
-                .arg(after)
-                .arg(u8::from(after_taken))
-                .invoke(con)
-        });
+        // The part of the window the search likely spans, around where
+        // the last one began; the whole window if that part falls short.
+        let offset = self.place_offset.load(Ordering::Relaxed);
+        let mut lo = offset.saturating_sub(PLACE_KEYS_BEFORE).clamp(1, window);
+        let mut hi = (lo + PLACE_KEYS - 1).min(window);
+        if held_at > 0 {
+            (lo, hi) = (lo.min(held_at), hi.max(held_at));
+        }
+        let mut reply = self.take_place_in(after, (lo, hi, window), held_at, after_taken);
+        if matches!(reply, Ok((-1, ..))) {
+            reply = self.take_place_in(after, (1, window, window), held_at, after_taken);
+        }
+        if let Ok((_, _, free)) = reply {
+            let offset = u64::try_from(free).unwrap_or(0).saturating_sub(after);
+            self.place_offset.store(offset, Ordering::Relaxed);
+        }
         match reply {
-            Ok((got, stamp)) => PlaceView {
+            Ok((got, stamp, _)) => PlaceView {
                 place: match u64::try_from(got) {
                     Ok(0) | Err(_) => Place::Behind,
                     Ok(i) => Place::Holds(after + i),
@@ -695,6 +731,13 @@ const CHECKPOINT_CLAIM_TTL: Duration = Duration::from_secs(3600);
 /// to read the records before it and write its own on a slow store; a
 /// holder that died costs those behind it this long, once.
 const PLACE_TTL: Duration = Duration::from_secs(2);
+/// How many positions before where the last search for a place began a
+/// search is sent the keys of (places given up since lower where it
+/// begins).
+const PLACE_KEYS_BEFORE: u64 = 8;
+/// How many positions' keys a search for a place is sent at first (it
+/// reads one or two of them as a rule).
+const PLACE_KEYS: u64 = 32;
 /// How long a queue request waits for an unreachable server before the
 /// commit goes on without a place.
 const PLACE_PATIENCE: Duration = Duration::from_millis(200);

@@ -124,37 +124,49 @@ if not id then return {got[1] or false, false} end
 return {got[1] or false, id .. '/' .. life}
 "#;
 
-/// Takes ARGV[1]'s place in the queue for the log positions whose keys are
-/// KEYS[1..n] (n = #KEYS - 2: positions ARGV[4] + 1 onwards, in order), the
-/// key of the volume's first position not known to be taken next, the seq
-/// key last. The first position from there that is free or already
-/// ARGV[1]'s is set to it for ARGV[2] ms, and the one it held at index
-/// ARGV[3] (0: none in the window), if later, is freed; ARGV[5] is 1 when
-/// every position up to ARGV[4] is known to be taken. Looking starts at
-/// the first position not known to be taken (or at the place held, if
-/// earlier), not at the caller's window's start: with many hosts the
-/// positions right after a caller's newest record are all held, and
-/// reading each of them cost the server work that grew with the hosts.
-/// Returns {index of the place or 0, stamp}.
+/// Takes ARGV[1]'s place in the queue for the log positions of a window
+/// of ARGV[7] positions after ARGV[4] (the window's index i is position
+/// ARGV[4] + i), of which KEYS[1..m] (m = #KEYS - 2) are the keys of
+/// indexes ARGV[6] .. ARGV[6] + m - 1; then the key of the volume's first
+/// position not known to be taken, the seq key last. The first position
+/// from there that is free or already ARGV[1]'s is set to it for ARGV[2]
+/// ms, and the one it held at index ARGV[3] (0: none in the window), if
+/// later, is freed; ARGV[5] is 1 when every position up to ARGV[4] is
+/// known to be taken. Looking starts at the first position not known to
+/// be taken (or at the place held, if earlier), not at the window's
+/// start: with many hosts the positions right after a caller's newest
+/// record are all held, and reading each of them cost the server work
+/// that grew with the hosts. The caller sends the keys of the part of the
+/// window where the search is likely to begin and end (sending all 128
+/// cost the server twice as much as the search): a search that would
+/// begin before them, or find every one of them another's short of the
+/// window's end, changes nothing and answers -1, and the caller sends the
+/// whole window. Returns {index of the place, 0 or -1; stamp (not read
+/// with -1); the first position not known to be taken}.
 pub(super) const TAKE_PLACE: &str = r#"
 local me, ttl, held, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local n, got, freed = #KEYS - 2, 0, 0
+local lo, full = tonumber(ARGV[6]), tonumber(ARGV[7])
+local hi = lo + #KEYS - 3
+local got, freed = 0, 0
 local free_key = KEYS[#KEYS - 1]
 local free = tonumber(redis.call('GET', free_key) or '0')
 local start = 1
 if free - base > 1 then start = free - base end
 if held > 0 and held < start then start = held end
-for i = start, n do
+if start < lo then return {-1, 0, free} end
+for i = start, hi do
   if got ~= 0 and i > held then break end
-  local cur = redis.call('GET', KEYS[i])
+  local key = KEYS[i - lo + 1]
+  local cur = redis.call('GET', key)
   if got == 0 and (not cur or cur == me) then
-    redis.call('SET', KEYS[i], me, 'PX', ttl)
+    redis.call('SET', key, me, 'PX', ttl)
     got = i
   elseif got ~= 0 and cur == me then
-    redis.call('DEL', KEYS[i])
+    redis.call('DEL', key)
     freed = i
   end
 end
+if got == 0 and hi < full then return {-1, 0, free} end
 -- Every position before the one found is taken when the search began at
 -- or before the first not known to be taken.
 local known = free
@@ -165,7 +177,7 @@ if got ~= 0 and base + got + 1 > free and base + start <= known then
 end
 if freed ~= 0 and base + freed < new_free then new_free = base + freed end
 if new_free ~= free then redis.call('SET', free_key, new_free, 'PX', ttl * 30) end
-return {got, tonumber(redis.call('GET', KEYS[#KEYS]) or '-1')}
+return {got, tonumber(redis.call('GET', KEYS[#KEYS]) or '-1'), new_free}
 "#;
 
 /// Frees the log position KEYS[1], ARGV[2], if ARGV[1] holds it, and
