@@ -609,20 +609,31 @@ impl Coordinator for RedisCoordinator {
             .filter(|&p| p > after && p <= after + window)
             .map_or(0, |p| p - after);
         // The part of the window the search likely spans, around where
-        // the last one began; the whole window if that part falls short.
-        let offset = self.place_offset.load(Ordering::Relaxed);
-        let mut lo = offset.saturating_sub(PLACE_KEYS_BEFORE).clamp(1, window);
-        let mut hi = (lo + PLACE_KEYS - 1).min(window);
-        if held_at > 0 {
-            (lo, hi) = (lo.min(held_at), hi.max(held_at));
+        // the last one began; then around where this one began, as the
+        // answer says; the whole window if that falls short too.
+        let part = |offset: u64| {
+            let lo = offset.saturating_sub(PLACE_KEYS_BEFORE).clamp(1, window);
+            let hi = (lo + PLACE_KEYS - 1).min(window);
+            match held_at {
+                0 => (lo, hi, window),
+                h => (lo.min(h), hi.max(h), window),
+            }
+        };
+        let offset_of = |free: i64| u64::try_from(free).unwrap_or(0).saturating_sub(after);
+        let mut reply = self.take_place_in(
+            after,
+            part(self.place_offset.load(Ordering::Relaxed)),
+            held_at,
+            after_taken,
+        );
+        if let Ok((-1, _, free)) = reply {
+            reply = self.take_place_in(after, part(offset_of(free)), held_at, after_taken);
         }
-        let mut reply = self.take_place_in(after, (lo, hi, window), held_at, after_taken);
         if matches!(reply, Ok((-1, ..))) {
             reply = self.take_place_in(after, (1, window, window), held_at, after_taken);
         }
         if let Ok((_, _, free)) = reply {
-            let offset = u64::try_from(free).unwrap_or(0).saturating_sub(after);
-            self.place_offset.store(offset, Ordering::Relaxed);
+            self.place_offset.store(offset_of(free), Ordering::Relaxed);
         }
         match reply {
             Ok((got, stamp, _)) => PlaceView {

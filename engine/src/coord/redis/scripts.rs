@@ -140,8 +140,9 @@ return {got[1] or false, id .. '/' .. life}
 /// window where the search is likely to begin and end (sending all 128
 /// cost the server twice as much as the search): a search that would
 /// begin before them, or find every one of them another's short of the
-/// window's end, changes nothing and answers -1, and the caller sends the
-/// whole window. Returns {index of the place, 0 or -1; stamp (not read
+/// window's end, changes nothing and answers -1 with the position where
+/// it would begin; the caller sends the keys from there, then the whole
+/// window. Returns {index of the place, 0 or -1; stamp (not read
 /// with -1); the first position not known to be taken}.
 pub(super) const TAKE_PLACE: &str = r#"
 local me, ttl, held, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
