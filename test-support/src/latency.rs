@@ -1,5 +1,6 @@
 //! An object store with a chosen latency on every request (like S3 seen
-//! from a data centre), counting requests and the most reads in flight at once.
+//! from a data centre), counting requests and the most reads and writes in
+//! flight at once.
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -29,6 +30,9 @@ pub struct LatencyStore {
     in_flight: AtomicU64,
     /// The most GETs that were in flight at one moment.
     pub max_in_flight: AtomicU64,
+    puts_in_flight: AtomicU64,
+    /// The most PUTs that were in flight at one moment.
+    pub max_puts_in_flight: AtomicU64,
 }
 
 impl std::fmt::Display for LatencyStore {
@@ -49,6 +53,8 @@ impl LatencyStore {
             record_misses: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            puts_in_flight: AtomicU64::new(0),
+            max_puts_in_flight: AtomicU64::new(0),
         }
     }
 
@@ -67,8 +73,12 @@ impl ObjectStore for LatencyStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.puts.fetch_add(1, Ordering::SeqCst);
+        let now = self.puts_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_puts_in_flight.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.latency).await;
-        self.inner.put_opts(location, payload, opts).await
+        let r = self.inner.put_opts(location, payload, opts).await;
+        self.puts_in_flight.fetch_sub(1, Ordering::SeqCst);
+        r
     }
 
     async fn put_multipart_opts(

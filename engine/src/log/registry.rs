@@ -605,6 +605,15 @@ impl Registry {
         Ok(())
     }
 
+    /// True when `every` commits passed since the last checkpoint and no
+    /// checkpoint is being written: `maybe_checkpoint` would write one.
+    pub fn checkpoint_due(&self, every: u64) -> bool {
+        let state = self.current();
+        self.checkpointing
+            .try_lock()
+            .is_some_and(|last| state.seq >= last.saturating_add(every))
+    }
+
     /// Writes a checkpoint of the current state if `every` commits passed since the last.
     ///
     /// `claim(interval)` says whether this process writes the checkpoint

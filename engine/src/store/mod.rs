@@ -363,15 +363,31 @@ impl BlobStore {
     /// `LOCAL_PARALLEL_FROM` stays on the caller's thread, a bigger one
     /// uses `LOCAL_PARALLEL_PUTS` writers.
     pub fn put_fresh_all(&self, items: Vec<(Path, Vec<u8>)>) -> Result<()> {
+        self.put_each(items, Self::put_fresh)
+    }
+
+    /// Writes (or overwrites) every `(path, bytes)`, together as
+    /// `put_fresh_all` does: for objects that others may write too, with
+    /// the same bytes (nodes melds made, which every process derives
+    /// alike).
+    pub fn put_all(&self, items: Vec<(Path, Vec<u8>)>) -> Result<()> {
+        self.put_each(items, Self::put)
+    }
+
+    fn put_each(
+        &self,
+        items: Vec<(Path, Vec<u8>)>,
+        put: fn(&Self, &Path, Vec<u8>) -> Result<()>,
+    ) -> Result<()> {
         let local = self.probe_is_cheap();
         if items.len() < 2 || (local && items.len() < LOCAL_PARALLEL_FROM) {
             for (path, data) in items {
-                self.put_fresh(&path, data)?;
+                put(self, &path, data)?;
             }
             return Ok(());
         }
         let queue = parking_lot::Mutex::new(items);
-        // Each writer seals what it takes (`put_fresh`), so sealing's CPU
+        // Each writer seals what it takes (`put`, `put_fresh`), so sealing's CPU
         // is spread over the writers too.
         let most = if local {
             LOCAL_PARALLEL_PUTS
@@ -387,7 +403,7 @@ impl BlobStore {
                             let Some((path, data)) = queue.lock().pop() else {
                                 return Ok(());
                             };
-                            self.put_fresh(&path, data)?;
+                            put(self, &path, data)?;
                         }
                     })
                 })

@@ -75,12 +75,15 @@ impl MeldedNodes {
         if due.is_empty() {
             return Ok(0);
         }
-        let mut paths = Vec::with_capacity(due.len());
-        for (blob, node) in &due {
-            let path = blob_path(*blob);
-            store.put(&path, node.encode())?;
-            paths.push(path);
-        }
+        // Together: a checkpoint of a tree many hosts wrote at once writes
+        // hundreds (one at a time, 370 held a commit up 4 s at 10 ms per
+        // request).
+        let items: Vec<_> = due
+            .iter()
+            .map(|(blob, node)| (blob_path(*blob), node.encode()))
+            .collect();
+        let paths: Vec<_> = items.iter().map(|(p, _)| p.clone()).collect();
+        store.put_all(items)?;
         store.sync(&paths)?;
         let mut kept = self.0.lock();
         for (blob, node) in due.iter() {

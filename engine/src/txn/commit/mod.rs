@@ -539,7 +539,8 @@ fn lock_and_recheck(
 
 /// Phase 6, publish: the new commit stamp (with the locks' release when it
 /// took any), the new nodes into the cache, the intent's delete off the
-/// commit's path, a checkpoint when one is due.
+/// commit's path, a checkpoint when one is due (off the commit's path too
+/// where a write is a round trip).
 fn publish(
     tx: &mut Transaction,
     seq: u64,
@@ -581,12 +582,25 @@ fn publish(
             }),
         );
     }
-    let claim = |interval| db.coord.claim_checkpoint(interval);
-    if let Err(e) = db
-        .registry
-        .maybe_checkpoint(db.opts.checkpoint_every, claim)
-    {
-        tracing::warn!(error = %e, "checkpoint failed; the log still holds everything");
+    if db.registry.checkpoint_due(db.opts.checkpoint_every) {
+        let (remote, cleanups, db) = (!store.probe_is_cheap(), db.cleanups.clone(), db.clone());
+        let write = move || {
+            let claim = |interval| db.coord.claim_checkpoint(interval);
+            if let Err(e) = db
+                .registry
+                .maybe_checkpoint(db.opts.checkpoint_every, claim)
+            {
+                tracing::warn!(error = %e, "checkpoint failed; the log still holds everything");
+            }
+        };
+        // Off the commit's path where a write is a round trip: the nodes
+        // melds made go out first, hundreds of them after many hosts wrote
+        // one tree, and the commit that came due is done.
+        if remote {
+            stager::background(&cleanups, true, Box::new(write));
+        } else {
+            write();
+        }
     }
     CommitInfo { seq, merged }
 }
