@@ -354,6 +354,7 @@ impl RedisCoordinator {
         let mut names: Vec<String> = (after + lo..=after + hi)
             .map(|s| self.place_key(s))
             .collect();
+        names.push(self.place_key(after + 1));
         names.push(self.free_place_key());
         names.push(self.seq_key());
         self.with(Instant::now() + PLACE_PATIENCE, |con| {
@@ -619,15 +620,15 @@ impl Coordinator for RedisCoordinator {
                 h => (lo.min(h), hi.max(h), window),
             }
         };
-        let offset_of = |free: i64| u64::try_from(free).unwrap_or(0).saturating_sub(after);
+        let offset_of = |pos: i64| u64::try_from(pos).unwrap_or(0).saturating_sub(after);
         let mut reply = self.take_place_in(
             after,
             part(self.place_offset.load(Ordering::Relaxed)),
             held_at,
             after_taken,
         );
-        if let Ok((-1, _, free)) = reply {
-            reply = self.take_place_in(after, part(offset_of(free)), held_at, after_taken);
+        if let Ok((-1, _, from)) = reply {
+            reply = self.take_place_in(after, part(offset_of(from)), held_at, after_taken);
         }
         if matches!(reply, Ok((-1, ..))) {
             reply = self.take_place_in(after, (1, window, window), held_at, after_taken);

@@ -126,35 +126,43 @@ return {got[1] or false, id .. '/' .. life}
 
 /// Takes ARGV[1]'s place in the queue for the log positions of a window
 /// of ARGV[7] positions after ARGV[4] (the window's index i is position
-/// ARGV[4] + i), of which KEYS[1..m] (m = #KEYS - 2) are the keys of
-/// indexes ARGV[6] .. ARGV[6] + m - 1; then the key of the volume's first
-/// position not known to be taken, the seq key last. The first position
-/// from there that is free or already ARGV[1]'s is set to it for ARGV[2]
-/// ms, and the one it held at index ARGV[3] (0: none in the window), if
-/// later, is freed; ARGV[5] is 1 when every position up to ARGV[4] is
-/// known to be taken. Looking starts at the first position not known to
-/// be taken (or at the place held, if earlier), not at the window's
-/// start: with many hosts the positions right after a caller's newest
-/// record are all held, and reading each of them cost the server work
-/// that grew with the hosts. The caller sends the keys of the part of the
-/// window where the search is likely to begin and end (sending all 128
-/// cost the server twice as much as the search): a search that would
-/// begin before them, or find every one of them another's short of the
-/// window's end, changes nothing and answers -1 with the position where
-/// it would begin; the caller sends the keys from there, then the whole
-/// window. Returns {index of the place, 0 or -1; stamp (not read
-/// with -1); the first position not known to be taken}.
+/// ARGV[4] + i), of which KEYS[1..m] (m = #KEYS - 3) are the keys of
+/// indexes ARGV[6] .. ARGV[6] + m - 1; then the key of index 1, the key of
+/// the volume's first position not known to be taken, the seq key last.
+/// The first position from there that is free or already ARGV[1]'s is
+/// set to it for ARGV[2] ms, and the one it held at index ARGV[3] (0: none
+/// in the window), if later, is freed; ARGV[5] is 1 when every position
+/// up to ARGV[4] is known to be taken. Looking starts at the first
+/// position not known to be taken (or at the place held, if earlier), not
+/// at the window's start: with many hosts the positions right after a
+/// caller's newest record are all held, and reading each of them cost the
+/// server work that grew with the hosts. Except at index 1 when ARGV[5]
+/// is 1 and nobody holds it: a place whose holder died expired there
+/// unwritten, below the first position not known to be taken, and no
+/// search would hand it out again (every commit waited for it until one
+/// gave up after 10 s; in a kill storm the log stood still). The caller
+/// sends the keys of the part of the window where the search is likely to
+/// begin and end (sending all 128 cost the server twice as much as the
+/// search): a search that would begin before them, or find every one of
+/// them another's short of the window's end, changes nothing and answers
+/// -1 with the position where it would go on; the caller sends the keys
+/// from there, then the whole window. Returns {index of the place, 0 or
+/// -1; stamp (not read with -1); the first position not known to be
+/// taken}.
 pub(super) const TAKE_PLACE: &str = r#"
 local me, ttl, held, base = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local lo, full = tonumber(ARGV[6]), tonumber(ARGV[7])
-local hi = lo + #KEYS - 3
+local hi = lo + #KEYS - 4
 local got, freed = 0, 0
 local free_key = KEYS[#KEYS - 1]
 local free = tonumber(redis.call('GET', free_key) or '0')
 local start = 1
-if free - base > 1 then start = free - base end
+if free - base > 1 then
+  start = free - base
+  if ARGV[5] == '1' and not redis.call('GET', KEYS[#KEYS - 2]) then start = 1 end
+end
 if held > 0 and held < start then start = held end
-if start < lo then return {-1, 0, free} end
+if start < lo then return {-1, 0, base + start} end
 for i = start, hi do
   if got ~= 0 and i > held then break end
   local key = KEYS[i - lo + 1]
@@ -167,7 +175,7 @@ for i = start, hi do
     freed = i
   end
 end
-if got == 0 and hi < full then return {-1, 0, free} end
+if got == 0 and hi < full then return {-1, 0, base + hi + 1} end
 -- Every position before the one found is taken when the search began at
 -- or before the first not known to be taken.
 local known = free
