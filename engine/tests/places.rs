@@ -13,6 +13,20 @@ fn process(url: &str) -> RedisCoordinator {
     c
 }
 
+/// `n` processes whose newest record is position 0, each taking a place
+/// in turn: they must be handed positions 1..=n in order.
+fn holding_in_order(url: &str, n: usize) -> Vec<RedisCoordinator> {
+    let holders: Vec<RedisCoordinator> = (0..n).map(|_| process(url)).collect();
+    for (i, p) in holders.iter().enumerate() {
+        assert_eq!(
+            p.take_place(0, PLACE_WINDOW, None, true).place,
+            Place::Holds(i as u64 + 1),
+            "process {i}"
+        );
+    }
+    holders
+}
+
 /// Keys the server has read (GETs, also those inside scripts) so far.
 fn gets(con: &mut redis::Connection) -> u64 {
     common::command_calls(con, "get")
@@ -23,13 +37,7 @@ fn places_are_found_without_reading_every_held_one_and_a_place_given_up_comes_ba
     let redis = RedisServer::start();
     let mut con = common::redis_connection(&redis.url());
     // 40 processes whose newest record is position 0 take places.
-    let holders: Vec<RedisCoordinator> = (0..40).map(|_| process(&redis.url())).collect();
-    for (i, p) in holders.iter().enumerate() {
-        assert_eq!(
-            p.take_place(0, PLACE_WINDOW, None, true).place,
-            Place::Holds(i as u64 + 1)
-        );
-    }
+    let holders = holding_in_order(&redis.url(), 40);
     // One more, still behind at position 0: it reads the first position
     // not known to be taken, not the 40 held ones before it (and the one
     // after its newest record, which may have expired unwritten; in two
@@ -93,27 +101,14 @@ fn a_hundred_hosts_behind_the_same_record_each_find_a_place() {
     // go ahead and queues (at 64 simulated hosts, 7 % of commits did when
     // the window was 64 positions, and each held up the records after it).
     let redis = RedisServer::start();
-    let hosts: Vec<RedisCoordinator> = (0..100).map(|_| process(&redis.url())).collect();
-    for (i, h) in hosts.iter().enumerate() {
-        assert_eq!(
-            h.take_place(0, PLACE_WINDOW, None, true).place,
-            Place::Holds(i as u64 + 1),
-            "host {i}"
-        );
-    }
+    holding_in_order(&redis.url(), 100);
 }
 
 #[test]
 fn a_host_sends_the_part_of_the_window_where_its_search_begins() {
     let redis = RedisServer::start();
     let mut con = common::redis_connection(&redis.url());
-    let holders: Vec<RedisCoordinator> = (0..40).map(|_| process(&redis.url())).collect();
-    for p in &holders {
-        assert!(matches!(
-            p.take_place(0, PLACE_WINDOW, None, true).place,
-            Place::Holds(_)
-        ));
-    }
+    let holders = holding_in_order(&redis.url(), 40);
     // A new host knows nothing of where the search begins: the first
     // part it sends is all held by others, and it sends the part where
     // the answer says the search begins.
@@ -167,13 +162,7 @@ fn a_place_that_expired_unwritten_below_the_first_free_one_is_handed_out_again()
     // storm on S3 stood still for 17 s).
     let redis = RedisServer::start();
     let mut con = common::redis_connection(&redis.url());
-    let holders: Vec<RedisCoordinator> = (0..5).map(|_| process(&redis.url())).collect();
-    for (i, p) in holders.iter().enumerate() {
-        assert_eq!(
-            p.take_place(0, PLACE_WINDOW, None, true).place,
-            Place::Holds(i as u64 + 1)
-        );
-    }
+    let holders = holding_in_order(&redis.url(), 5);
     for seq in [1u64, 2] {
         let _: () = redis::cmd("DEL")
             .arg(format!("sopfs:vol:place:{seq:016x}"))
