@@ -149,9 +149,10 @@ pub struct ChaosStore {
     served: AtomicU64,
     /// Requests that met a fault.
     pub faults: AtomicU64,
-    /// Faults in a row per object: past `STREAK_MAX` the next request to
-    /// it is served, so a fault short of an outage stays one that the
-    /// store's retries (3) get past, as S3's transient faults are.
+    /// Faults in a row per object and calling thread: past `STREAK_MAX`
+    /// the next request to it is served, so a fault short of an outage
+    /// stays one that the store's retries (3) get past, as S3's transient
+    /// faults are.
     streaks: parking_lot::Mutex<std::collections::HashMap<String, u32>>,
 }
 
@@ -198,12 +199,16 @@ impl ChaosStore {
 
     /// The fault a request meets, counted in a row under `key` (an
     /// object, or a kind of request that names none up front: a listing,
-    /// a delete), so that no request is refused more often than the
-    /// store's retries get past.
+    /// a delete) and the calling thread, so that no request is refused
+    /// more often than the store's retries get past. Per thread: two
+    /// hosts racing for one log position retry the same object, and a
+    /// request of the other served between two of one's faults reset the
+    /// count, so one create met four faults in a row and failed.
     fn draw_keyed(
         &self,
         key: String,
     ) -> (Option<object_store::Error>, Option<object_store::Error>) {
+        let key = format!("{:?} {key}", std::thread::current().id());
         let outage = *self.mode.lock() == Chaos::Outage;
         if !outage
             && self
