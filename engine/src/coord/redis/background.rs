@@ -228,16 +228,16 @@ pub(super) struct Watch {
 }
 
 impl Watch {
-    /// Sleeps up to `pause`, or until a stamp above `seen` is heard. A
-    /// caller that knows more of the log than the stamps have said (one
-    /// that read records from their copies) sleeps too: returning at once
-    /// made it poll the copies in a loop until the stamps caught up.
     /// True when a push of `seq` or later was heard (a process whose
     /// listener is down cannot tell, and pushes itself).
     fn heard_of(&self, seq: u64) -> bool {
         self.live.load(Ordering::SeqCst) && self.seen.load(Ordering::SeqCst) >= seq
     }
 
+    /// Sleeps up to `pause`, or until a stamp above `seen` is heard. A
+    /// caller that knows more of the log than the stamps have said (one
+    /// that read records from their copies) sleeps too: returning at once
+    /// made it poll the copies in a loop until the stamps caught up.
     pub(super) fn wait_past(&self, seen: u64, pause: Duration) {
         if !self.live.load(Ordering::SeqCst) {
             std::thread::sleep(pause);
